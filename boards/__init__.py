@@ -1,0 +1,1 @@
+"""fluorofpga.boards (API documented here as it grows)."""

@@ -1,0 +1,1 @@
+"""fluorofpga.host (API documented here as it grows)."""

@@ -1,0 +1,1 @@
+"""fluorofpga.hw (API documented here as it grows)."""

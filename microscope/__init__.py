@@ -1,0 +1,1 @@
+"""fluorofpga.microscope (API documented here as it grows)."""

@@ -1,0 +1,1 @@
+"""fluorofpga.models (API documented here as it grows)."""

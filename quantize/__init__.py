@@ -1,0 +1,1 @@
+"""fluorofpga.quantize (API documented here as it grows)."""
