@@ -1,0 +1,170 @@
+"""``emulate`` backend: bit-exact CPU execution of the compiled hardware-layer graph.
+
+This is the golden model of the deployed accelerator. It reads the dataflow partition
+exported by ``fluorofpga.hw`` (``hw_layers.json`` + ``hw_layers.npz``) and executes each
+layer with numpy exactly as FINN defines it:
+
+* ``FMPadding``: zero padding ``[top, left, bottom, right]``;
+* ``ConvolutionInputGenerator``: sliding windows, vector order (ky, kx, channel);
+* ``MVAU``: integer matrix product, then multi-threshold activation
+  ``out = #{t in T[c] : acc >= t} + ActVal`` (or the raw accumulator if
+  ``noActivation``);
+* ``Thresholding``: the same activation on its input;
+* ``Reshape``, ``StreamingDataWidthConverter``, ``StreamingFIFO``: identity on the
+  stream (a reshape keeps row-major element order, so the pixel stream is unchanged).
+
+Integer products are computed in float64 BLAS, exact for |values| < 2**53. No FINN, onnx
+or torch: it runs on the board's own Python.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .accelerator import Accelerator
+
+_EXACT_LIMIT = 2.0**53
+
+
+@dataclass
+class HwGraph:
+    """A loaded hardware-layer graph: layer dicts in stream order plus their arrays."""
+
+    layers: List[Dict[str, Any]]
+    arrays: Dict[str, np.ndarray]
+    input_shape: List[int]
+    output_shape: List[int]
+    input_datatype: str
+    output_datatype: str
+
+    @property
+    def tile_shape(self) -> tuple:
+        """(H, W) the graph was compiled for (NHWC input)."""
+        return (int(self.input_shape[1]), int(self.input_shape[2]))
+
+
+def load_hw_graph(json_path: str | Path) -> HwGraph:
+    """Load ``hw_layers.json`` and the ``hw_layers.npz`` beside it."""
+    json_path = Path(json_path)
+    spec = json.loads(json_path.read_text())
+    if spec.get("format") != "fluorofpga-hw-layers" or spec.get("version") != 1:
+        raise ValueError(f"{json_path}: not a version-1 fluorofpga hardware-layer file")
+    with np.load(json_path.with_suffix(".npz")) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return HwGraph(
+        layers=spec["layers"],
+        arrays=arrays,
+        input_shape=spec["input"]["shape"],
+        output_shape=spec["output"]["shape"],
+        input_datatype=spec["input"]["datatype"],
+        output_datatype=spec["output"]["datatype"],
+    )
+
+
+def _pad(x: np.ndarray, layer: Dict[str, Any]) -> np.ndarray:
+    top, left, bottom, right = (int(p) for p in layer["Padding"])
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def _im2col(x: np.ndarray, layer: Dict[str, Any]) -> np.ndarray:
+    kh, kw = (int(k) for k in layer["ConvKernelDim"])
+    stride = [int(s) for s in layer.get("Stride", [1, 1])]
+    dilation = [int(d) for d in layer.get("Dilation", [1, 1])]
+    if stride != [1, 1] or dilation != [1, 1] or int(layer.get("depthwise", 0)):
+        raise NotImplementedError(f"{layer['name']}: only stride 1, dilation 1, non-depthwise")
+    n, h, w, c = x.shape
+    oh, ow = h - kh + 1, w - kw + 1
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[:, :, :, ky, kx, :] = x[:, ky : ky + oh, kx : kx + ow, :]
+    return cols.reshape(n, oh, ow, kh * kw * c)
+
+
+def _threshold(acc: np.ndarray, thresholds: np.ndarray, act_val: int) -> np.ndarray:
+    """``#{t in T[c] : acc[..., c] >= t} + act_val`` per channel c (T sorted ascending)."""
+    channels = acc.shape[-1]
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if thr.shape[0] == 1 and channels > 1:
+        thr = np.broadcast_to(thr, (channels, thr.shape[1]))
+    flat = acc.reshape(-1, channels)
+    out = np.empty(flat.shape, dtype=np.int64)
+    for ch in range(channels):
+        out[:, ch] = np.searchsorted(thr[ch], flat[:, ch], side="right")
+    return (out + int(act_val)).reshape(acc.shape)
+
+
+def _mvau(x: np.ndarray, layer: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> np.ndarray:
+    if int(layer.get("binaryXnorMode", 0)):
+        raise NotImplementedError(f"{layer['name']}: binary XNOR mode is not emulated")
+    w = arrays[layer["weights"]].astype(np.float64)
+    xf = x.astype(np.float64)
+    bound = float(np.abs(xf).max(initial=0)) * float(np.abs(w).sum(axis=0).max(initial=0))
+    if bound >= _EXACT_LIMIT:
+        raise OverflowError(f"{layer['name']}: accumulator may exceed 2**53; not exact")
+    acc = xf @ w
+    if int(layer.get("noActivation", 0)) or "thresholds" not in layer:
+        return np.rint(acc).astype(np.int64)
+    return _threshold(acc, arrays[layer["thresholds"]], int(layer.get("ActVal", 0)))
+
+
+def run_hw_graph(graph: HwGraph, image: np.ndarray) -> np.ndarray:
+    """Run the graph on one integer image of any size (H, W) or (H, W, C); int64 out.
+
+    The compiled tile size is not enforced here (the layers are size-agnostic), so the
+    same function gives the untiled reference a tiled run must reproduce.
+    """
+    x = np.asarray(image)
+    if x.dtype.kind not in "ui":
+        raise ValueError(f"image must hold integers, got {x.dtype}")
+    if x.ndim == 2:
+        x = x[:, :, None]
+    x = x[None].astype(np.int64)
+    for layer in graph.layers:
+        op = layer["op"]
+        if op == "FMPadding":
+            x = _pad(x, layer)
+        elif op == "ConvolutionInputGenerator":
+            x = _im2col(x, layer)
+        elif op == "MVAU":
+            x = _mvau(x, layer, graph.arrays)
+        elif op == "Thresholding":
+            x = _threshold(x.astype(np.float64), graph.arrays[layer["thresholds"]],
+                           int(layer.get("ActVal", 0)))
+        elif op in ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO"):
+            continue
+        else:
+            raise NotImplementedError(f"{layer['name']}: {op} is not emulated")
+    out = x[0]
+    return out[:, :, 0] if out.shape[-1] == 1 else out
+
+
+class EmulatedAccelerator(Accelerator):
+    """The ``emulate`` backend: executes the hardware-layer graph bit-exactly on the CPU.
+
+    Args:
+        graph: loaded hardware-layer graph (:func:`load_hw_graph`).
+        in_bits, out_bits: pixel widths (from the bundle manifest).
+        tile_shape: compiled tile; defaults to the graph's input shape.
+    """
+
+    name = "emulate"
+
+    def __init__(
+        self,
+        graph: HwGraph,
+        in_bits: int = 8,
+        out_bits: int = 8,
+        tile_shape: Optional[Sequence[int]] = None,
+    ) -> None:
+        super().__init__(tile_shape or graph.tile_shape, in_bits, out_bits)
+        self.graph = graph
+
+    def _compute(self, tile: np.ndarray) -> np.ndarray:
+        out = run_hw_graph(self.graph, tile)
+        return out.astype(np.uint8 if self.out_bits <= 8 else np.uint16)

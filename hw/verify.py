@@ -1,0 +1,74 @@
+"""Integer execution of every stage of the FINN flow, for the chain of custody.
+
+All stages take the same integer input image and must return the same integer output
+image, exactly (``np.array_equal``), not ``isclose``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from .finn_compat import boot_finn
+from .transforms import Unspecialize
+
+
+class NotBitExact(AssertionError):
+    """Two stages of the chain gave different integers on the same input."""
+
+
+def _load(model: ModelWrapper | str | Path) -> ModelWrapper:
+    return model if isinstance(model, ModelWrapper) else ModelWrapper(str(model))
+
+
+def execute_int(model: ModelWrapper | str | Path, x_int: np.ndarray, io_bits: int = 8) -> np.ndarray:
+    """Execute any stage (QONNX ... folded hardware-layer graph) on one integer image.
+
+    Args:
+        model: the ONNX model of the stage (specialized ``_hls``/``_rtl`` nodes are
+            executed through their generic Python implementation, see
+            :class:`~fluorofpga.hw.transforms.Unspecialize`).
+        x_int: (H, W) unsigned integer image matching the graph's input size.
+        io_bits: pixel width; float-input stages get ``x_int / 2**io_bits`` and their
+            float output is multiplied back by ``2**io_bits``.
+
+    Returns:
+        (H, W) int64 output pixels. Raises :class:`NotBitExact` if a float output is not
+        an exact integer multiple of ``2**-io_bits``.
+    """
+    boot_finn()
+    from finn.core.onnx_exec import execute_onnx
+
+    model = copy.deepcopy(_load(model)).transform(Unspecialize())
+    iname = model.graph.input[0].name
+    oname = model.graph.output[0].name
+    ishape = model.get_tensor_shape(iname)
+    x = np.asarray(x_int)
+    if x.ndim != 2 or int(np.prod(ishape)) != x.size:
+        raise ValueError(f"input of shape {x.shape} does not fit the graph input {ishape}")
+    integer_in = model.get_tensor_datatype(iname).is_integer()
+    scale = 2.0**io_bits
+    feed = x.astype(np.float32) if integer_in else x.astype(np.float32) / np.float32(scale)
+    out = execute_onnx(model, {iname: feed.reshape(ishape)})[oname].astype(np.float64)
+    if not model.get_tensor_datatype(oname).is_integer():
+        out = out * scale
+    y = np.rint(out)
+    if not np.array_equal(y, out):
+        raise NotBitExact(f"stage output is not integral (max deviation {np.abs(y - out).max()})")
+    return y.astype(np.int64).reshape(x.shape)
+
+
+def assert_same_integers(reference: np.ndarray, other: np.ndarray, what: str) -> None:
+    """Raise :class:`NotBitExact` naming ``what`` and where the first difference is."""
+    if reference.shape != other.shape:
+        raise NotBitExact(f"{what}: shape {other.shape} != {reference.shape}")
+    diff = np.argwhere(reference != other)
+    if len(diff):
+        idx = tuple(diff[0])
+        raise NotBitExact(
+            f"{what}: {len(diff)} pixels differ, first at {idx}: "
+            f"{other[idx]} != {reference[idx]}"
+        )

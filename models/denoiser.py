@@ -1,0 +1,154 @@
+"""FINN-friendly denoiser: a plain stack of 3x3 zero-padded convolutions with ReLU.
+
+No batch-norm, no residual fork, no upsampling: every layer maps to one FINN
+``ConvolutionInputGenerator`` + ``MVAU`` pair, and the receptive field (hence the
+tiling halo) is ``2 * depth + 1`` pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Fixed-point convention shared by every stage: an integer pixel ``q`` of ``INPUT_BITS``
+#: is fed to the network as ``q / 2**INPUT_BITS`` and the network's output ``y`` means
+#: the integer ``round(y * 2**OUTPUT_BITS)``. Power-of-two scales keep every float
+#: computation in the chain exact, which is what makes bit-exactness across stages hold.
+INPUT_BITS = 8
+OUTPUT_BITS = 8
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How camera ADU map to the network's integer input/output pixels.
+
+    ``q = clip(round((adu - adu_offset) / adu_per_lsb), 0, 2**bits - 1)`` and back
+    ``adu = q * adu_per_lsb + adu_offset``.
+
+    Attributes:
+        adu_offset: ADU value mapped to integer 0 (a little below the camera offset so
+            that read noise below the offset is not clipped), in ADU.
+        adu_per_lsb: ADU per integer step, in ADU.
+        bits: integer width of input and output pixels.
+    """
+
+    adu_offset: float = 84.0
+    adu_per_lsb: float = 1.0
+    bits: int = INPUT_BITS
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Architecture of :class:`PlainDenoiser`.
+
+    Attributes:
+        channels: feature channels of the hidden layers.
+        depth: number of 3x3 conv layers (>= 2); the receptive field is ``2*depth+1``.
+        normalization: camera ADU <-> integer pixel mapping used in training.
+    """
+
+    channels: int = 16
+    depth: int = 5
+    normalization: Normalization = field(default_factory=Normalization)
+
+    def __post_init__(self) -> None:
+        if self.depth < 2:
+            raise ValueError(f"depth must be >= 2, got {self.depth}")
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+
+    @property
+    def halo(self) -> int:
+        """Receptive-field radius in pixels: the overlap a tile needs on each side."""
+        return self.depth
+
+    @property
+    def receptive_field(self) -> int:
+        """Receptive-field width in pixels."""
+        return 2 * self.depth + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DenoiserConfig:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["normalization"] = Normalization(**d.get("normalization", {}))
+        return cls(**d)
+
+
+def layer_channels(config: DenoiserConfig) -> list[tuple[int, int]]:
+    """(in, out) channels of each conv layer: 1 -> C -> ... -> C -> 1."""
+    c = config.channels
+    return [(1 if i == 0 else c, 1 if i == config.depth - 1 else c) for i in range(config.depth)]
+
+
+class PlainDenoiser(nn.Module):
+    """Float denoiser: ``depth`` 3x3 convs with ReLU between them.
+
+    Input: ``(N, 1, H, W)`` float, integer pixels divided by ``2**INPUT_BITS``.
+    Output: same shape and scale. The quantized twin in ``fluorofpga.quantize`` has the
+    same ``state_dict`` keys (``convs.{i}.weight``, ``convs.{i}.bias``).
+    """
+
+    def __init__(self, config: DenoiserConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DenoiserConfig()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=True) for cin, cout in layer_channels(self.config)
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Restore ``x`` (N,1,H,W)."""
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i < len(self.convs) - 1:
+                x = self.act(x)
+        return x
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, config: DenoiserConfig, **extra: Any
+) -> None:
+    """Save weights and config together (``kind`` tells float from quantized)."""
+    payload = {
+        "version": CHECKPOINT_VERSION,
+        "config": config.to_dict(),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    torch.save(payload, Path(path))
+
+
+def load_checkpoint(path: str | Path) -> tuple[DenoiserConfig, dict[str, Any]]:
+    """Load ``(config, payload)`` from a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint version {payload.get('version')!r}, expected {CHECKPOINT_VERSION}"
+        )
+    return DenoiserConfig.from_dict(payload["config"]), payload
+
+
+def load_float_model(path: str | Path) -> PlainDenoiser:
+    """Load a float :class:`PlainDenoiser` from a checkpoint."""
+    config, payload = load_checkpoint(path)
+    model = PlainDenoiser(config)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()

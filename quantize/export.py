@@ -1,0 +1,49 @@
+"""QONNX export of a :class:`QuantDenoiser` and integer execution of the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from brevitas.export import export_qonnx
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.util.cleanup import cleanup_model
+
+from .model import QuantDenoiser
+
+
+def export_to_qonnx(model: QuantDenoiser, path: str | Path, tile_shape: tuple[int, int]) -> Path:
+    """Export ``model`` for a fixed ``tile_shape`` (H, W) input to a cleaned-up QONNX file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    dummy = torch.zeros(1, 1, *tile_shape)
+    export_qonnx(model, args=dummy, export_path=str(path), dynamo=False)
+    cleaned = cleanup_model(ModelWrapper(str(path)))
+    cleaned.save(str(path))
+    return path
+
+
+def run_qonnx_int(model: ModelWrapper | str | Path, x_int: np.ndarray, io_bits: int = 8) -> np.ndarray:
+    """Execute a QONNX model (qonnx ``execute_onnx``) on integer pixels; integer output.
+
+    ``x_int``: (N,1,H,W) or (H,W) unsigned integers, run one image at a time (the graph
+    has batch 1). Output: int64 of the same layout.
+    """
+    if not isinstance(model, ModelWrapper):
+        model = ModelWrapper(str(model))
+    x = np.asarray(x_int)
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[None, None]
+    scale = 2.0**io_bits
+    iname = model.graph.input[0].name
+    oname = model.graph.output[0].name
+    outs = [
+        execute_onnx(model, {iname: (xi[None].astype(np.float32) / scale)})[oname]
+        for xi in x
+    ]
+    y = np.rint(np.concatenate(outs).astype(np.float64) * scale).astype(np.int64)
+    return y[0, 0] if squeeze else y
