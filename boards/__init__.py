@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Dict, List
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Board:
     finn_board: str
     fpga_part: str
     clock_mhz: float
-    resources: Dict[str, int] = field(default_factory=dict)
+    resources: dict[str, int] = field(default_factory=dict)
     axi_hp_width_bits: int = 64
     dma_max_burst_bytes: int = 4096
     pynq_image: str = ""
@@ -45,12 +45,12 @@ class Board:
         """Clock period in ns."""
         return 1000.0 / self.clock_mhz
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
         return dict(self.__dict__)
 
 
-def list_boards() -> List[str]:
+def list_boards() -> list[str]:
     """Names of all boards shipped with fluorofpga."""
     files = resources.files(__package__).iterdir()
     return sorted(f.name[: -len(".json")] for f in files if f.name.endswith(".json"))

@@ -20,9 +20,10 @@ or torch: it runs on the board's own Python.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +36,10 @@ _EXACT_LIMIT = 2.0**53
 class HwGraph:
     """A loaded hardware-layer graph: layer dicts in stream order plus their arrays."""
 
-    layers: List[Dict[str, Any]]
-    arrays: Dict[str, np.ndarray]
-    input_shape: List[int]
-    output_shape: List[int]
+    layers: list[dict[str, Any]]
+    arrays: dict[str, np.ndarray]
+    input_shape: list[int]
+    output_shape: list[int]
     input_datatype: str
     output_datatype: str
 
@@ -66,12 +67,12 @@ def load_hw_graph(json_path: str | Path) -> HwGraph:
     )
 
 
-def _pad(x: np.ndarray, layer: Dict[str, Any]) -> np.ndarray:
+def _pad(x: np.ndarray, layer: dict[str, Any]) -> np.ndarray:
     top, left, bottom, right = (int(p) for p in layer["Padding"])
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-def _im2col(x: np.ndarray, layer: Dict[str, Any]) -> np.ndarray:
+def _im2col(x: np.ndarray, layer: dict[str, Any]) -> np.ndarray:
     kh, kw = (int(k) for k in layer["ConvKernelDim"])
     stride = [int(s) for s in layer.get("Stride", [1, 1])]
     dilation = [int(d) for d in layer.get("Dilation", [1, 1])]
@@ -99,7 +100,7 @@ def _threshold(acc: np.ndarray, thresholds: np.ndarray, act_val: int) -> np.ndar
     return (out + int(act_val)).reshape(acc.shape)
 
 
-def _mvau(x: np.ndarray, layer: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> np.ndarray:
+def _mvau(x: np.ndarray, layer: dict[str, Any], arrays: dict[str, np.ndarray]) -> np.ndarray:
     if int(layer.get("binaryXnorMode", 0)):
         raise NotImplementedError(f"{layer['name']}: binary XNOR mode is not emulated")
     w = arrays[layer["weights"]].astype(np.float64)
@@ -160,7 +161,7 @@ class EmulatedAccelerator(Accelerator):
         graph: HwGraph,
         in_bits: int = 8,
         out_bits: int = 8,
-        tile_shape: Optional[Sequence[int]] = None,
+        tile_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__(tile_shape or graph.tile_shape, in_bits, out_bits)
         self.graph = graph

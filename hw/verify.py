@@ -24,7 +24,9 @@ def _load(model: ModelWrapper | str | Path) -> ModelWrapper:
     return model if isinstance(model, ModelWrapper) else ModelWrapper(str(model))
 
 
-def execute_int(model: ModelWrapper | str | Path, x_int: np.ndarray, io_bits: int = 8) -> np.ndarray:
+def execute_int(
+    model: ModelWrapper | str | Path, x_int: np.ndarray, io_bits: int = 8
+) -> np.ndarray:
     """Execute any stage (QONNX ... folded hardware-layer graph) on one integer image.
 
     Args:

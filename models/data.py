@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-
 from .denoiser import INPUT_BITS, Normalization
 
 
@@ -63,7 +61,7 @@ class SimulatedPairs:
         ys = self.rng.integers(0, h - crop + 1, batch_size)
         xs = self.rng.integers(0, w - crop + 1, batch_size)
         xin, tgt = [], []
-        for i, y, x in zip(idx, ys, xs):
+        for i, y, x in zip(idx, ys, xs, strict=True):
             a = self.inputs[i, y : y + crop, x : x + crop]
             b = self.targets[i, y : y + crop, x : x + crop]
             k = int(self.rng.integers(0, 4))

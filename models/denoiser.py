@@ -107,7 +107,8 @@ class PlainDenoiser(nn.Module):
         super().__init__()
         self.config = config or DenoiserConfig()
         self.convs = nn.ModuleList(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=True) for cin, cout in layer_channels(self.config)
+            nn.Conv2d(cin, cout, 3, padding=1, bias=True)
+            for cin, cout in layer_channels(self.config)
         )
         self.act = nn.ReLU()
 

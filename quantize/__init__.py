@@ -1,1 +1,28 @@
-"""fluorofpga.quantize (API documented here as it grows)."""
+"""fluorofpga.quantize: Brevitas recipes, QAT, QONNX export and integer equality.
+
+Public API:
+    Recipe, RECIPES, get_recipe     named recipes ("w8a8", "w4a8", "w4a4"); 8-bit fixed-scale
+                                    input/output, power-of-two scales everywhere
+    QuantDenoiser                   Brevitas twin of models.PlainDenoiser (same state_dict keys)
+    from_float(model, recipe)       drop-in: float weights into the quantized twin
+    calibrate, quantize_from_float  activation-range calibration and QAT from a float model
+    export_to_qonnx(model, path, tile_shape)   QONNX file for a fixed tile
+    run_qonnx_int(model, x_int)     qonnx ``execute_onnx`` on integer pixels -> integer pixels
+"""
+
+from .export import export_to_qonnx, run_qonnx_int
+from .model import QuantDenoiser, from_float
+from .qat import calibrate, quantize_from_float
+from .recipes import RECIPES, Recipe, get_recipe
+
+__all__ = [
+    "RECIPES",
+    "QuantDenoiser",
+    "Recipe",
+    "calibrate",
+    "export_to_qonnx",
+    "from_float",
+    "get_recipe",
+    "quantize_from_float",
+    "run_qonnx_int",
+]

@@ -26,7 +26,9 @@ def export_to_qonnx(model: QuantDenoiser, path: str | Path, tile_shape: tuple[in
     return path
 
 
-def run_qonnx_int(model: ModelWrapper | str | Path, x_int: np.ndarray, io_bits: int = 8) -> np.ndarray:
+def run_qonnx_int(
+    model: ModelWrapper | str | Path, x_int: np.ndarray, io_bits: int = 8
+) -> np.ndarray:
     """Execute a QONNX model (qonnx ``execute_onnx``) on integer pixels; integer output.
 
     ``x_int``: (N,1,H,W) or (H,W) unsigned integers, run one image at a time (the graph

@@ -1,0 +1,183 @@
+"""Accelerator protocol, validation messages, and the ADU <-> integer formats."""
+
+import numpy as np
+import pytest
+
+from fluorofpga.host import (
+    Accelerator,
+    AcceleratorBusy,
+    AcceleratorError,
+    BoardNotFound,
+    IntegerFormat,
+    frame_processor,
+    process_tiled,
+)
+
+
+class ShiftAccelerator(Accelerator):
+    """Integer 'network': a right shift by in_bits - out_bits (a pointwise op, halo 0)."""
+
+    name = "shift"
+
+    def __init__(self, tile_shape=(16, 16), in_bits=8, out_bits=8):
+        super().__init__(tile_shape, in_bits, out_bits)
+        self.computed = 0
+        self.released = 0
+
+    def _compute(self, tile):
+        self.computed += 1
+        return tile >> (self.in_bits - self.out_bits)
+
+    def _release(self):
+        self.released += 1
+
+
+class BrokenAccelerator(ShiftAccelerator):
+    def _compute(self, tile):
+        return tile.astype(np.int32) + 1000
+
+
+def test_run_returns_result_and_dtype():
+    acc = ShiftAccelerator(in_bits=10, out_bits=8)
+    t = np.arange(256, dtype=np.uint16).reshape(16, 16) * 3
+    out = acc.run(t)
+    assert out.dtype == np.uint8
+    assert np.array_equal(out, t >> 2)
+    assert not acc.busy
+
+
+def test_submit_while_busy_raises_and_wait_clears():
+    acc = ShiftAccelerator()
+    t = np.zeros((16, 16), np.uint8)
+    acc.submit(t)
+    assert acc.busy
+    with pytest.raises(AcceleratorBusy, match=r"call wait\(\)"):
+        acc.submit(t)
+    assert acc.computed == 0 or acc.computed == 1  # compute may happen in submit or wait
+    acc.wait()
+    assert not acc.busy
+    acc.submit(t)  # allowed again
+    acc.wait()
+
+
+def test_wait_without_submit_raises():
+    acc = ShiftAccelerator()
+    with pytest.raises(AcceleratorError, match=r"nothing in flight.*submit"):
+        acc.wait()
+    acc.run(np.zeros((16, 16), np.uint8))
+    with pytest.raises(AcceleratorError, match="nothing in flight"):
+        acc.wait()
+
+
+@pytest.mark.parametrize(
+    ("tile", "match"),
+    [
+        (np.zeros((16, 16), np.int16), "unsigned integer"),
+        (np.zeros((16, 16), np.float32), "unsigned integer"),
+        (np.zeros((16, 15), np.uint8), r"shape \(16, 15\).*\(16, 16\)"),
+        (np.zeros((1, 16, 16), np.uint8), "shape"),
+        (np.full((16, 16), 256, np.uint16), "256 does not fit in 8 input bits"),
+        ([[0] * 16] * 16, "numpy array"),
+    ],
+)
+def test_bad_tiles_raise_value_error(tile, match):
+    acc = ShiftAccelerator()
+    with pytest.raises(ValueError, match=match):
+        acc.submit(tile)
+    assert not acc.busy  # a rejected tile leaves nothing in flight
+
+
+def test_backend_output_is_checked():
+    acc = BrokenAccelerator()
+    with pytest.raises(AcceleratorError, match="exceeds 8 unsigned bits"):
+        acc.run(np.zeros((16, 16), np.uint8))
+    assert not acc.busy
+
+
+def test_close_and_context_manager():
+    with ShiftAccelerator() as acc:
+        acc.submit(np.zeros((16, 16), np.uint8))
+    assert acc.closed and not acc.busy and acc.released == 1
+    acc.close()
+    assert acc.released == 1  # idempotent
+    with pytest.raises(AcceleratorError, match="closed"):
+        acc.submit(np.zeros((16, 16), np.uint8))
+
+
+def test_constructor_validation_and_errors_say_what_to_do():
+    with pytest.raises(ValueError, match="tile_shape"):
+        ShiftAccelerator(tile_shape=(16,))
+    with pytest.raises(ValueError, match="in_bits"):
+        ShiftAccelerator(in_bits=17)
+    assert "emulate" in str(BoardNotFound())
+    assert issubclass(AcceleratorBusy, AcceleratorError)
+    assert issubclass(AcceleratorError, RuntimeError)
+
+
+def test_abstract_base_cannot_be_instantiated():
+    with pytest.raises(TypeError):
+        Accelerator((16, 16))
+
+
+def test_process_tiled_through_accelerator():
+    acc = ShiftAccelerator(tile_shape=(16, 16))
+    frame = np.random.default_rng(0).integers(0, 256, size=(40, 50), dtype=np.uint8)
+    out = process_tiled(frame, acc.run, acc.tile_shape, halo=2)
+    assert np.array_equal(out, frame)
+
+
+# -- IntegerFormat ---------------------------------------------------------------------------
+
+
+def test_integer_format_round_trip():
+    fmt = IntegerFormat(bits=8, adu_offset=100.0, adu_per_lsb=4.0)
+    q = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    adu = fmt.to_adu(q)
+    assert adu.dtype == np.uint16
+    assert np.array_equal(adu, 100 + 4 * q.astype(np.uint16))
+    back = fmt.to_int(adu)
+    assert back.dtype == np.uint8
+    assert np.array_equal(back, q)
+
+
+def test_integer_format_rounds_and_clips():
+    fmt = IntegerFormat(bits=8, adu_offset=100.0, adu_per_lsb=4.0)
+    adu = np.array([[0, 99, 100, 105, 106, 2000, 65535]], dtype=np.uint16)
+    assert fmt.to_int(adu).tolist() == [[0, 0, 0, 1, 2, 255, 255]]
+    big = IntegerFormat(bits=12, adu_offset=-10.0, adu_per_lsb=100.0)
+    assert big.to_int(adu).dtype == np.uint16
+    assert big.to_adu(np.array([[4095, 0]], np.uint16)).tolist() == [[65535, 0]]
+
+
+def test_integer_format_validation():
+    fmt = IntegerFormat(bits=8, adu_offset=0.0, adu_per_lsb=1.0)
+    with pytest.raises(ValueError, match="unsigned integer"):
+        fmt.to_int(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        fmt.to_int(np.zeros((2, 4, 4), np.uint16))
+    with pytest.raises(ValueError, match="256 > 255"):
+        fmt.to_adu(np.full((4, 4), 256, np.uint16))
+    with pytest.raises(ValueError, match="bits"):
+        IntegerFormat(bits=0, adu_offset=0.0, adu_per_lsb=1.0)
+    with pytest.raises(ValueError, match="adu_per_lsb"):
+        IntegerFormat(bits=8, adu_offset=0.0, adu_per_lsb=0.0)
+
+
+def test_integer_format_dict_round_trip():
+    fmt = IntegerFormat(bits=8, adu_offset=99.5, adu_per_lsb=3.25)
+    assert IntegerFormat.from_dict(fmt.to_dict()) == fmt
+    assert IntegerFormat.from_dict({"bits": 8.0, "adu_offset": 99.5, "adu_per_lsb": 3.25}) == fmt
+    with pytest.raises(ValueError, match=r"missing \['adu_per_lsb'\]"):
+        IntegerFormat.from_dict({"bits": 8, "adu_offset": 0})
+    with pytest.raises(ValueError, match=r"unknown \['scale'\]"):
+        IntegerFormat.from_dict({"bits": 8, "adu_offset": 0, "adu_per_lsb": 1, "scale": 2})
+
+
+def test_frame_processor_end_to_end():
+    acc = ShiftAccelerator(tile_shape=(16, 16))
+    fmt = IntegerFormat(bits=8, adu_offset=100.0, adu_per_lsb=4.0)
+    frame = (100 + 4 * np.random.default_rng(0).integers(0, 256, size=(30, 45))).astype(np.uint16)
+    process = frame_processor(acc, fmt, fmt, halo=1)
+    assert np.array_equal(process(frame), frame)
+    with pytest.raises(ValueError, match="do not match"):
+        frame_processor(acc, IntegerFormat(10, 0.0, 1.0), fmt, halo=1)
