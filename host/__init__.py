@@ -30,6 +30,13 @@ Streaming (:mod:`.stream`)
     ``.run() -> StreamStats`` (frames in/out, dropped and their indices, fps,
     latency).
 
+Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
+    ``load_bundle(path=None)`` -> ``Bundle`` (default: the shipped pre-trained one):
+    ``input_format``, ``output_format``, ``tile_shape``, ``halo``,
+    ``accelerator(backend="emulate")``, ``restorer(acc)``. ``BundleError``.
+    ``EmulatedAccelerator`` - bit-exact CPU execution of the hardware-layer graph
+    (``load_hw_graph``, ``run_hw_graph`` for untiled reference runs).
+
 Typical use::
 
     with SomeAccelerator(...) as acc:
@@ -45,6 +52,8 @@ from .accelerator import (
     BoardNotFound,
     frame_processor,
 )
+from .bundle import Bundle, BundleError, default_bundle_path, load_bundle
+from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
 from .normalize import IntegerFormat
 from .sinks import MemorySink, TiffSink
 from .sources import SimulatedCameraSource, TiffStackSource
@@ -52,6 +61,14 @@ from .stream import StreamPipeline, StreamStats
 from .tiling import Tile, plan_tiles, process_tiled, stitch, tile
 
 __all__ = [
+    "Bundle",
+    "BundleError",
+    "EmulatedAccelerator",
+    "HwGraph",
+    "default_bundle_path",
+    "load_bundle",
+    "load_hw_graph",
+    "run_hw_graph",
     "Accelerator",
     "AcceleratorBusy",
     "AcceleratorError",

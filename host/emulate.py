@@ -42,11 +42,12 @@ class HwGraph:
     output_shape: list[int]
     input_datatype: str
     output_datatype: str
+    image: dict[str, int]
 
     @property
-    def tile_shape(self) -> tuple:
-        """(H, W) the graph was compiled for (NHWC input)."""
-        return (int(self.input_shape[1]), int(self.input_shape[2]))
+    def tile_shape(self) -> tuple[int, int]:
+        """(H, W) of the image stream the graph was compiled for."""
+        return (int(self.image["height"]), int(self.image["width"]))
 
 
 def load_hw_graph(json_path: str | Path) -> HwGraph:
@@ -64,6 +65,7 @@ def load_hw_graph(json_path: str | Path) -> HwGraph:
         output_shape=spec["output"]["shape"],
         input_datatype=spec["input"]["datatype"],
         output_datatype=spec["output"]["datatype"],
+        image=spec["image"],
     )
 
 

@@ -21,6 +21,8 @@ Everything else is real finn-plus code, unmodified.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -95,14 +97,16 @@ def boot_finn() -> None:
 def run_builder(model_path: str | Path, cfg: Any) -> int:
     """Run finn-plus' ``build_dataflow_cfg`` on ``model_path``; returns its exit code.
 
-    The builder redirects ``sys.stdout``/``sys.stderr`` into its log; they are restored
-    afterwards so the caller's console keeps working.
+    The builder redirects ``sys.stdout``/``sys.stderr`` into its log (and echoes each
+    step); the console stays quiet during the build and is restored afterwards.
     """
     boot_finn()
     from finn.builder import build_dataflow
 
     stdout, stderr = sys.stdout, sys.stderr
     try:
-        return build_dataflow.build_dataflow_cfg(str(model_path), cfg)
+        # the builder echoes every step to the console; its log file keeps all of it
+        with contextlib.redirect_stdout(io.StringIO()):
+            return build_dataflow.build_dataflow_cfg(str(model_path), cfg)
     finally:
         sys.stdout, sys.stderr = stdout, stderr

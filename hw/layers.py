@@ -78,7 +78,11 @@ def export_hw_layers(model: ModelWrapper | str | Path, out_dir: str | Path) -> P
         entry["out_shape"] = list(model.get_tensor_shape(node.output[0]))
         layers.append(entry)
     iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    # the first non-Reshape layer sees the NHWC image stream: (1, H, W, C)
+    first = next(e for e in layers if e["op"] != "Reshape")
     spec = {
+        "image": {"height": first["in_shape"][1], "width": first["in_shape"][2],
+                  "channels": first["in_shape"][3]},
         "format": "fluorofpga-hw-layers",
         "version": HW_LAYERS_VERSION,
         "input": {"shape": list(model.get_tensor_shape(iname)),

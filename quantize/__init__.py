@@ -10,10 +10,15 @@ Public API:
     run_qonnx_int(model, x_int)     qonnx ``execute_onnx`` on integer pixels -> integer pixels
 """
 
-from .export import export_to_qonnx, run_qonnx_int
-from .model import QuantDenoiser, from_float
-from .qat import calibrate, quantize_from_float
-from .recipes import RECIPES, Recipe, get_recipe
+import warnings
+
+# brevitas warns at import that an optional CUDA kernel package is absent; irrelevant here
+warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+
+from .export import export_to_qonnx, run_qonnx_int  # noqa: E402
+from .model import QuantDenoiser, from_float  # noqa: E402
+from .qat import calibrate, quantize_from_float  # noqa: E402
+from .recipes import RECIPES, Recipe, get_recipe  # noqa: E402
 
 __all__ = [
     "RECIPES",

@@ -1,0 +1,167 @@
+"""``fluorofpga`` command line: parses arguments, draws progress, calls :mod:`fluorofpga.app`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Deep-learning restoration inside a fluorescence microscope.")
+console = Console()
+err = Console(stderr=True)
+
+MODEL_HELP = "model bundle directory (default: the small pre-trained one shipped in the package)"
+
+
+class _Bars:
+    """One rich progress bar per stage, fed by the facade's progress callback."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<8}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[msg]}"),
+            TimeElapsedColumn(), console=err, transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, msg="")
+        self.progress.update(self.tasks[stage], completed=done, total=total, msg=message)
+
+    def __enter__(self) -> _Bars:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="output directory"),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    frames: int = typer.Option(20, min=1, help="frames to stream"),
+    size: int = typer.Option(512, min=16, help="frame side in pixels"),
+    seed: int = typer.Option(0, help="simulation seed"),
+    backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
+    camera_fps: float | None = typer.Option(
+        None, help="pace the simulated camera; frames arriving while the pipeline is full are "
+        "dropped and counted (default: unpaced, nothing dropped)"),
+) -> None:
+    """Stream a simulated sCMOS sequence through the accelerator and report quality/speed."""
+    from fluorofpga import app as facade
+    from fluorofpga.host import AcceleratorError, BundleError
+
+    try:
+        with _Bars() as bars:
+            r = facade.demo(out, model, frames, size, seed, backend, camera_fps, progress=bars)
+    except (AcceleratorError, BundleError, ValueError) as e:
+        _fail(str(e))
+    table = Table(title=f"fluorofpga demo: {r['bundle']} on {r['backend']}", show_header=False)
+    for key in ("frames", "frames_out", "dropped", "fps", "psnr_noisy", "psnr_restored",
+                "ssim_noisy", "ssim_restored", "bit_exact"):
+        v = r[key]
+        table.add_row(key, f"{v:.3f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"wrote {out / 'restored.tif'}, {out / 'report.png'}, {out / 'report.json'}")
+
+
+@app.command()
+def denoise(
+    in_tif: Path = typer.Argument(..., help="uint16 TIFF, YX or TYX"),
+    out_tif: Path = typer.Argument(..., help="restored TIFF (same axes, uint16 ADU)"),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
+) -> None:
+    """Restore a user's TIFF with the accelerator; bad input writes nothing."""
+    from fluorofpga import app as facade
+    from fluorofpga.host import AcceleratorError, BundleError
+
+    try:
+        with _Bars() as bars:
+            r = facade.denoise(in_tif, out_tif, model, backend, progress=bars)
+    except (AcceleratorError, BundleError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"restored {r['frames']} frame(s) of {r['shape']} in {r['seconds']:.1f} s "
+                  f"({r['backend']}) -> {r['out']}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="bundle directory to create (replaced)"),
+    name: str = typer.Option("denoise-w4a8", help="bundle name"),
+    recipe: str = typer.Option("w4a8", help="quantization recipe: w8a8 | w4a8 | w4a4"),
+    steps: int = typer.Option(1500, min=1, help="float training steps"),
+    qat_steps: int = typer.Option(600, min=0, help="quantization-aware fine-tuning steps"),
+    board: str = typer.Option("kv260", help="target board (see `fluorofpga boards`)"),
+    tile: int = typer.Option(128, min=16, help="compiled tile side, pixels"),
+    target_mpix: float = typer.Option(10.0, help="throughput target for folding, Mpixel/s"),
+    seed: int = typer.Option(0, help="seed of data and weights"),
+) -> None:
+    """Train, quantize, compile (FINN) and package a denoiser bundle."""
+    from fluorofpga import app as facade
+
+    spec = facade.BundleRecipe(name=name, recipe=recipe, train_steps=steps,
+                               qat_steps=qat_steps, board=board, tile=tile,
+                               target_mpix_per_s=target_mpix, seed=seed)
+    try:
+        with _Bars() as bars:
+            bundle = facade.make_bundle(out, spec, progress=bars)
+    except ValueError as e:
+        _fail(str(e))
+    v = bundle.manifest["verification"]
+    console.print(f"bundle {bundle.path}: chain of custody bit-exact = {v['bit_exact']}")
+    console.print_json(json.dumps(bundle.manifest["estimates"]))
+    if not v["bit_exact"]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def verify(model: Path | None = typer.Argument(None, help=MODEL_HELP)) -> None:
+    """Check that every stage of a bundle gives identical integers on the same input."""
+    from fluorofpga import app as facade
+    from fluorofpga.host import load_bundle
+
+    result = facade.verify_bundle(load_bundle(model))
+    table = Table(title="chain of custody (mismatching pixels vs QONNX)")
+    table.add_column("stage")
+    table.add_column("mismatches", justify="right")
+    for stage, n in result["stages"].items():
+        table.add_row(stage, str(n))
+    console.print(table)
+    console.print(f"bit-exact: {result['bit_exact']}")
+    if not result["bit_exact"]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def boards() -> None:
+    """List the board definitions."""
+    from fluorofpga.boards import list_boards, load_board
+
+    table = Table("name", "part", "clock MHz", "LUT", "DSP", "BRAM_18K")
+    for name in list_boards():
+        b = load_board(name)
+        table.add_row(b.name, b.fpga_part, f"{b.clock_mhz:g}", str(b.resources.get("LUT")),
+                      str(b.resources.get("DSP")), str(b.resources.get("BRAM_18K")))
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``fluorofpga`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
