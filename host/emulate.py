@@ -30,6 +30,7 @@ import numpy as np
 from .accelerator import Accelerator
 
 _EXACT_LIMIT = 2.0**53
+_EXACT_LIMIT_F32 = 2.0**24
 
 
 @dataclass
@@ -95,24 +96,25 @@ def _threshold(acc: np.ndarray, thresholds: np.ndarray, act_val: int) -> np.ndar
     thr = np.asarray(thresholds, dtype=np.float64)
     if thr.shape[0] == 1 and channels > 1:
         thr = np.broadcast_to(thr, (channels, thr.shape[1]))
-    flat = acc.reshape(-1, channels)
-    out = np.empty(flat.shape, dtype=np.int64)
+    cols = np.ascontiguousarray(acc.reshape(-1, channels).T)
+    out = np.empty(cols.shape, dtype=np.int32)
     for ch in range(channels):
-        out[:, ch] = np.searchsorted(thr[ch], flat[:, ch], side="right")
-    return (out + int(act_val)).reshape(acc.shape)
+        out[ch] = np.searchsorted(thr[ch], cols[ch], side="right")
+    return (out.T + int(act_val)).reshape(acc.shape)
 
 
 def _mvau(x: np.ndarray, layer: dict[str, Any], arrays: dict[str, np.ndarray]) -> np.ndarray:
     if int(layer.get("binaryXnorMode", 0)):
         raise NotImplementedError(f"{layer['name']}: binary XNOR mode is not emulated")
-    w = arrays[layer["weights"]].astype(np.float64)
-    xf = x.astype(np.float64)
-    bound = float(np.abs(xf).max(initial=0)) * float(np.abs(w).sum(axis=0).max(initial=0))
+    w = arrays[layer["weights"]]
+    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).sum(axis=0).max(initial=0))
     if bound >= _EXACT_LIMIT:
         raise OverflowError(f"{layer['name']}: accumulator may exceed 2**53; not exact")
-    acc = xf @ w
+    # float32 BLAS is exact while every partial sum stays below 2**24, float64 below 2**53
+    ftype = np.float32 if bound < _EXACT_LIMIT_F32 else np.float64
+    acc = x.astype(ftype) @ w.astype(ftype)
     if int(layer.get("noActivation", 0)) or "thresholds" not in layer:
-        return np.rint(acc).astype(np.int64)
+        return np.rint(acc).astype(np.int64 if ftype is np.float64 else np.int32)
     return _threshold(acc, arrays[layer["thresholds"]], int(layer.get("ActVal", 0)))
 
 
@@ -127,7 +129,7 @@ def run_hw_graph(graph: HwGraph, image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must hold integers, got {x.dtype}")
     if x.ndim == 2:
         x = x[:, :, None]
-    x = x[None].astype(np.int64)
+    x = x[None].astype(np.int32)
     for layer in graph.layers:
         op = layer["op"]
         if op == "FMPadding":
@@ -137,7 +139,7 @@ def run_hw_graph(graph: HwGraph, image: np.ndarray) -> np.ndarray:
         elif op == "MVAU":
             x = _mvau(x, layer, graph.arrays)
         elif op == "Thresholding":
-            x = _threshold(x.astype(np.float64), graph.arrays[layer["thresholds"]],
+            x = _threshold(x, graph.arrays[layer["thresholds"]],
                            int(layer.get("ActVal", 0)))
         elif op in ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO"):
             continue

@@ -55,7 +55,7 @@ class HwBuildConfig:
     target_mpix_per_s: float = 10.0
     clock_mhz: float | None = None
     io_bits: int = 8
-    mvau_wwidth_max: int = 36
+    mvau_wwidth_max: int = 144
     until: BuildUntil = BuildUntil.ESTIMATES
     version: int = BUILD_CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)

@@ -73,9 +73,9 @@ def fit(
         loss.backward()
         opt.step()
         sched.step()
-        history.append(float(loss))
+        history.append(loss.item())
         if progress is not None:
-            progress(step + 1, steps, float(loss))
+            progress(step + 1, steps, history[-1])
     model.eval()
     return history
 

@@ -68,7 +68,7 @@ class QuantDenoiser(nn.Module):
         self.out = _fixed_io_quant(self.recipe.io_bits)
 
     def forward_quant(self, x: torch.Tensor) -> QuantTensor:
-        """Run the network and return the output QuantTensor."""
+        """Run the network and return the output QuantTensor (fixed scale 2**-io_bits)."""
         x = self.inp(x)
         for i, conv in enumerate(self.convs):
             x = conv(x)
@@ -78,7 +78,8 @@ class QuantDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore ``x`` (N,1,H,W) on the float input scale ``q / 2**io_bits``."""
-        return self.forward_quant(x).value
+        y = self.forward_quant(x)
+        return y.value if isinstance(y, QuantTensor) else y  # plain with quantizers disabled
 
     @torch.no_grad()
     def forward_int(self, x_int: torch.Tensor) -> torch.Tensor:

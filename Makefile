@@ -1,0 +1,46 @@
+# fluorofpga: set-up and common jobs. Every target is safe to re-run.
+#   make demo   create .venv, install everything, stream the simulated camera through the
+#               emulated accelerator (writes demo_out/)
+#   make test   create .venv, install everything, run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PIP := $(VENV)/bin/pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bundle bench clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and alone: 2.13.0 is the local CPU build (pinned, never resolved)
+	$(PIP) install --quiet -c $(CONSTRAINTS) torch==2.13.0
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[train,compile,sim,dev]"
+	# finn-plus pins brevitas==0.13.0 (broken on torch 2.13) and other exact versions:
+	# install it without its dependencies; its real runtime needs are our `compile` extra
+	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps finn-plus==1.6.1
+	$(VENV)/bin/python -c "import torch, brevitas, finn, qonnx; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fluorofpga demo --out demo_out
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# Re-create the shipped pre-trained bundle (deterministic seed; a few CPU minutes)
+bundle: $(STAMP)
+	$(VENV)/bin/fluorofpga train --out host/bundles/default --steps 3000 --qat-steps 1000
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/pipeline.py
+
+clean:
+	rm -rf $(VENV) demo_out build .pytest_cache

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from fluorofpga.models import (
+    DenoiserConfig,
+    Normalization,
+    PlainDenoiser,
+    SimulatedPairs,
+    TrainConfig,
+    adu_to_int,
+    load_float_model,
+    save_checkpoint,
+    train_denoiser,
+)
+
+
+def test_receptive_field_matches_halo():
+    cfg = DenoiserConfig(channels=4, depth=4)
+    model = PlainDenoiser(cfg).eval()
+    x = torch.zeros(1, 1, 41, 41)
+    base = model(x)
+    x[0, 0, 20, 20] = 1.0
+    changed = (model(x) - base).abs()[0, 0] > 0
+    ys, xs = np.nonzero(changed.numpy())
+    assert ys.min() >= 20 - cfg.halo and ys.max() <= 20 + cfg.halo
+    assert xs.min() >= 20 - cfg.halo and xs.max() <= 20 + cfg.halo
+    assert cfg.receptive_field == 2 * cfg.halo + 1
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="depth"):
+        DenoiserConfig(depth=1)
+
+
+def test_adu_to_int_rounds_and_clips():
+    norm = Normalization(adu_offset=100.0, adu_per_lsb=2.0)
+    q = adu_to_int(np.array([0, 100, 101, 103, 100 + 2 * 300], dtype=np.uint16), norm)
+    assert q.dtype == np.uint8
+    assert q.tolist() == [0, 0, 0, 2, 255]  # 101 -> 0.5 -> 0 (half to even), 103 -> 1.5 -> 2
+
+
+def test_training_reduces_loss_and_checkpoint_round_trips(tmp_path):
+    cfg = TrainConfig(steps=60, n_scenes=4, scene_size=96, crop=32, batch_size=8,
+                      model=DenoiserConfig(channels=8, depth=3))
+    seen = []
+    model, log = train_denoiser(cfg, progress=lambda s, n, loss: seen.append(s))
+    assert seen[-1] == 60
+    first, last = np.mean(log["loss"][:10]), np.mean(log["loss"][-10:])
+    assert last < 0.7 * first
+    save_checkpoint(tmp_path / "f.pt", model, cfg.model)
+    again = load_float_model(tmp_path / "f.pt")
+    x = torch.rand(1, 1, 24, 24)
+    assert torch.equal(model(x), again(x))
+    assert again.config == cfg.model
+
+
+def test_simulated_pairs_are_reproducible():
+    norm = Normalization()
+    a = SimulatedPairs(2, (64, 64), norm, seed=3).batch(4, 16)
+    b = SimulatedPairs(2, (64, 64), norm, seed=3).batch(4, 16)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (4, 1, 16, 16)
+    # inputs are integers on the 2**-8 grid
+    assert torch.equal(a[0] * 256, torch.round(a[0] * 256))
