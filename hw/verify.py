@@ -69,7 +69,7 @@ def assert_same_integers(reference: np.ndarray, other: np.ndarray, what: str) ->
         raise NotBitExact(f"{what}: shape {other.shape} != {reference.shape}")
     diff = np.argwhere(reference != other)
     if len(diff):
-        idx = tuple(diff[0])
+        idx = tuple(int(i) for i in diff[0])
         raise NotBitExact(
             f"{what}: {len(diff)} pixels differ, first at {idx}: "
             f"{other[idx]} != {reference[idx]}"
