@@ -1,0 +1,132 @@
+"""cocotb test that streams one tensor through a FINN layer's RTL (run by ``rtlsim``).
+
+Not imported by the package: :func:`fluorofpga.hw.rtlsim.simulate_layer` runs it inside
+the simulator, passing a JSON job file through the ``FLUOROFPGA_RTLSIM_JOB`` environment
+variable (input words, port prefixes, expected output beats, idle / backpressure
+probabilities, seed) and reading back ``result.json`` (output words, cycles).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
+
+JOB_ENV = "FLUOROFPGA_RTLSIM_JOB"
+CLOCK_NS = 5  #: simulated clock period, ns (cycles are what is reported)
+RESET_CYCLES = 8  #: cycles ap_rst_n is held low
+#: AXI-Lite inputs some FINN wrappers expose even when unused: tied low
+AXILITE_INPUTS = ("AWVALID", "WVALID", "BREADY", "ARVALID", "RREADY", "AWADDR", "WDATA",
+                  "WSTRB", "ARADDR")
+
+
+def _job() -> dict[str, Any]:
+    path = os.environ.get(JOB_ENV)
+    if not path:
+        raise RuntimeError(f"{JOB_ENV} is unset: run this module through "
+                           "fluorofpga.hw.rtlsim.simulate_layer")
+    return json.loads(Path(path).read_text())
+
+
+def _random_bools(p: float, rng: random.Random) -> Iterator[bool]:
+    while True:
+        yield rng.random() < p
+
+
+class LayerTB:
+    """Testbench of one FINN stream layer: clock, source, sink, reset, pause generators."""
+
+    def __init__(self, dut: Any, in_port: str, out_port: str) -> None:
+        self.dut = dut
+        cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
+        for sig in AXILITE_INPUTS:
+            handle = getattr(dut, f"s_axilite_{sig}", None)
+            if handle is not None:
+                handle.value = 0
+        # byte_lanes=1: one list element = one whole TDATA word (FINN's packed vector)
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, in_port), dut.ap_clk,
+                                      dut.ap_rst_n, reset_active_level=False, byte_lanes=1)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, out_port), dut.ap_clk,
+                                  dut.ap_rst_n, reset_active_level=False, byte_lanes=1)
+        self.out_valid = getattr(dut, f"{out_port}_TVALID")
+        self.out_ready = getattr(dut, f"{out_port}_TREADY")
+        self.out_handshakes = 0
+        self.last_out_cycle = 0
+        self.cycle = 0
+
+    def set_idle_generator(self, gen: Iterator[bool] | None) -> None:
+        """Random idle cycles on the input stream."""
+        if gen is not None:
+            self.source.set_pause_generator(gen)
+
+    def set_backpressure_generator(self, gen: Iterator[bool] | None) -> None:
+        """Random ``tready`` low on the output stream."""
+        if gen is not None:
+            self.sink.set_pause_generator(gen)
+
+    async def reset(self) -> None:
+        """Hold ``ap_rst_n`` low for :data:`RESET_CYCLES`."""
+        self.dut.ap_rst_n.value = 0
+        await ClockCycles(self.dut.ap_clk, RESET_CYCLES)
+        self.dut.ap_rst_n.value = 1
+        await RisingEdge(self.dut.ap_clk)
+
+    async def count(self) -> None:
+        """Count cycles and output handshakes (including unexpected ones)."""
+        while True:
+            await RisingEdge(self.dut.ap_clk)
+            self.cycle += 1
+            if int(self.out_valid.value) and int(self.out_ready.value):
+                self.out_handshakes += 1
+                self.last_out_cycle = self.cycle
+
+
+@cocotb.test()
+async def stream_layer(dut: Any) -> None:
+    """Send the job's input words, collect exactly the expected output beats, drain."""
+    job = _job()
+    tb = LayerTB(dut, job["in_port"], job["out_port"])
+    rng = random.Random(job["seed"])
+    if job["idle_prob"] > 0:
+        tb.set_idle_generator(_random_bools(job["idle_prob"], rng))
+    if job["backpressure_prob"] > 0:
+        tb.set_backpressure_generator(_random_bools(job["backpressure_prob"], rng))
+    await tb.reset()
+    cocotb.start_soon(tb.count())
+    in_words = [int(w, 16) for w in job["in_words"]]
+    for w in in_words:  # no TLAST in FINN streams: one beat per frame
+        await tb.source.send(AxiStreamFrame([w]))
+    n_out = job["out_beats"]
+    out_words: list[int] = []
+    while len(out_words) < n_out:
+        if tb.cycle > job["max_cycles"]:
+            raise AssertionError(f"timeout: {len(out_words)} of {n_out} output beats after "
+                                 f"{tb.cycle} cycles")
+        if tb.sink.empty():
+            await RisingEdge(dut.ap_clk)
+            continue
+        frame = tb.sink.recv_nowait()
+        out_words.extend(int(w) for w in frame.tdata)
+    cycles = tb.last_out_cycle
+    # drain: no backpressure, nothing more may come out, all input must be consumed
+    tb.sink.clear_pause_generator()
+    tb.sink.pause = False
+    await ClockCycles(dut.ap_clk, job["drain_cycles"])
+    assert tb.source.idle(), "input not fully consumed"
+    assert tb.sink.empty(), f"{tb.sink.count()} extra output beats after the drain"
+    assert tb.out_handshakes == n_out, f"{tb.out_handshakes} output beats, expected {n_out}"
+    assert len(out_words) == n_out
+    Path(job["result"]).write_text(json.dumps({
+        "out_words": [hex(w) for w in out_words],
+        "cycles": cycles,
+        "in_beats": len(in_words),
+        "out_beats": tb.out_handshakes,
+    }))

