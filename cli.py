@@ -122,7 +122,11 @@ def train(
         _fail(str(e))
     v = bundle.manifest["verification"]
     console.print(f"bundle {bundle.path}: chain of custody bit-exact = {v['bit_exact']}")
-    console.print_json(json.dumps(bundle.manifest["estimates"]))
+    est = bundle.manifest["estimates"]
+    console.print_json(json.dumps(est))
+    if not est["fits"]:
+        err.print(f"[bold yellow]warning:[/] the estimated resources exceed {est['board']}'s "
+                  "capacity; lower --target-mpix or pick a larger board")
     if not v["bit_exact"]:
         raise typer.Exit(code=1)
 

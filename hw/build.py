@@ -222,4 +222,5 @@ def read_estimates(out_dir: str | Path, cfg: HwBuildConfig) -> dict[str, Any]:
         "bottleneck": perf.get("max_cycles_node_name"),
         "resources": total,
         "capacity": board.resources,
+        "fits": all(total.get(k, 0.0) <= board.resources.get(k, 0) for k in total),
     }

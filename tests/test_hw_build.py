@@ -60,6 +60,7 @@ def test_build_writes_models_reports_and_config(built):
     est = result.estimates
     assert est["board"] == "kv260" and est["tile"] == TILE
     assert est["mpix_per_s"] > 0 and est["resources"]["LUT"] > 0
+    assert est["fits"] is True  # a 8-channel net at 2 Mpixel/s is small
     saved = json.loads((result.out_dir / "build_config.json").read_text())
     assert saved["tile"] == TILE and saved["version"] == cfg.version
     meta = json.loads((result.out_dir / "report" / "metadata_builder.json").read_text())
