@@ -1,13 +1,17 @@
 # fluorofpga: set-up and common jobs. Every target is safe to re-run.
 #   make demo   create .venv, install everything, stream the simulated camera through the
 #               emulated accelerator (writes demo_out/)
-#   make test   create .venv, install everything, run the whole test suite
+#   make test   create .venv, install everything, run the whole test suite; then the host
+#               tests again in .venv-board (numpy 1.x, no torch/FINN), as on the board
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PIP := $(VENV)/bin/pip
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.installed
+# The board's environment: host/ + boards/ only, numpy 1.x, no torch/Brevitas/FINN/qonnx
+BOARD_VENV := .venv-board
+BOARD_STAMP := $(BOARD_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint bundle bench clean
@@ -24,13 +28,22 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(VENV)/bin/python -c "import torch, brevitas, finn, qonnx; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
+$(BOARD_STAMP): pyproject.toml
+	test -x $(BOARD_VENV)/bin/python || $(PYTHON) -m venv $(BOARD_VENV)
+	$(BOARD_VENV)/bin/pip install --quiet --upgrade pip
+	$(BOARD_VENV)/bin/pip install --quiet "numpy<2" tifffile scikit-image scipy matplotlib typer rich pytest
+	$(BOARD_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(BOARD_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/fluorofpga demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) $(BOARD_STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	# host/ again in the board's environment (numpy 1.x, none of the training/compile stack)
+	$(BOARD_VENV)/bin/python -m pytest -p no:cacheprovider --noconftest tests/test_host_*.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -43,4 +56,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/pipeline.py
 
 clean:
-	rm -rf $(VENV) demo_out build .pytest_cache
+	rm -rf $(VENV) $(BOARD_VENV) demo_out build .pytest_cache
