@@ -10,6 +10,9 @@ Public API:
     export_hw_layers(model, dir)    hardware-layer graph as data for host's emulator
     VivadoMissing, vivado_available, require_vivado
                                     the clear failure of steps that need Vivado
+    generate_layer_rtl, simulate_layer, RtlLayer, pack_words, unpack_words
+                                    rung 5: FINN-generated RTL of one layer in Verilator via
+                                    cocotb, random idle/backpressure, cycles counted
 Transformations (``fluorofpga.hw.transforms``): IntegerInput, RemoveIdentityThresholds,
 IntegerOutput, SingleChannelTransposeToReshape, Unspecialize.
 The Vivado-less workarounds for finn-plus live only in ``fluorofpga.hw.finn_compat``.
@@ -18,6 +21,7 @@ The Vivado-less workarounds for finn-plus live only in ``fluorofpga.hw.finn_comp
 from .build import VERIFIED_STEPS, BuildResult, BuildUntil, HwBuildConfig, build, flow_steps
 from .finn_compat import VivadoMissing, require_vivado, vivado_available
 from .layers import UnsupportedLayer, export_hw_layers
+from .rtlsim import RtlLayer, generate_layer_rtl, pack_words, simulate_layer, unpack_words
 from .verify import NotBitExact, assert_same_integers, execute_int
 
 __all__ = [
@@ -26,6 +30,7 @@ __all__ = [
     "BuildUntil",
     "HwBuildConfig",
     "NotBitExact",
+    "RtlLayer",
     "UnsupportedLayer",
     "VivadoMissing",
     "assert_same_integers",
@@ -33,6 +38,10 @@ __all__ = [
     "execute_int",
     "export_hw_layers",
     "flow_steps",
+    "generate_layer_rtl",
+    "pack_words",
     "require_vivado",
+    "simulate_layer",
+    "unpack_words",
     "vivado_available",
 ]

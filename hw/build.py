@@ -45,6 +45,8 @@ class HwBuildConfig:
         clock_mhz: fabric clock, MHz; None = the board's default.
         io_bits: width of input/output pixels, bits.
         mvau_wwidth_max: FINN's cap on an MVAU's weight-stream width, bits.
+        standalone_thresholds: split activations out of the MVAUs into Thresholding
+            layers; MVAUs then specialize to RTL (DSP-based) instead of HLS.
         until: how far to build.
         version: config format version.
     """
@@ -56,6 +58,7 @@ class HwBuildConfig:
     clock_mhz: float | None = None
     io_bits: int = 8
     mvau_wwidth_max: int = 144
+    standalone_thresholds: bool = False
     until: BuildUntil = BuildUntil.ESTIMATES
     version: int = BUILD_CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -174,6 +177,7 @@ def build(qonnx_path: str | Path, out_dir: str | Path, cfg: HwBuildConfig) -> Bu
         fpga_part=board.fpga_part,
         board=board.finn_board,
         mvau_wwidth_max=cfg.mvau_wwidth_max,
+        standalone_thresholds=cfg.standalone_thresholds,
         generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS],
         steps=flow_steps(cfg),
         verify_steps=[],  # FINN's isclose checks are too weak; see fluorofpga.hw.verify

