@@ -143,6 +143,7 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
         "input": {**fmt, "frames": 1, "axes": "YX"},
         "output": {**fmt, "upscale": 1, "axes": "YX"},
         "tile": {"height": spec.tile, "width": spec.tile, "halo": model_cfg.halo},
+        "camera": training_camera(),
         "board": spec.board,
         "build": hw_cfg.to_dict(),
         "estimates": result.estimates,
@@ -169,6 +170,15 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     progress("verify", 1, 1, "bit-exact" if manifest["verification"]["bit_exact"] else "FAILED")
     return load_bundle(out)
+
+
+def training_camera() -> dict[str, float]:
+    """The simulated sCMOS camera the training pairs come from (recorded in manifests)."""
+    from dataclasses import asdict
+
+    from fluorofpga.microscope import SCMOSCamera
+
+    return asdict(SCMOSCamera())
 
 
 # ------------------------------------------------------------------ chain of custody
@@ -351,12 +361,19 @@ def denoise(
     out_path: str | Path,
     bundle_path: str | Path | None = None,
     backend: str = "emulate",
+    calibration: str | Path | None = None,
     progress: Progress = _noop,
 ) -> dict[str, Any]:
     """Restore a uint16 YX or TYX TIFF into ``out_path`` (same axes, uint16 ADU).
 
-    Bad input (missing/unreadable/truncated file, wrong dtype or dimensions) raises
-    :class:`~fluorofpga.microscope.ImageFormatError` before anything is written.
+    With ``calibration`` (a file from :func:`calibrate_camera`), the user's camera is
+    mapped into the electrons-per-step of the camera the network was trained for
+    (per-pixel offsets removed, gain applied) and the result mapped back to the user's
+    ADU; without it the bundle's ADU normalisation is used as is.
+
+    Bad input (missing/unreadable/truncated file, wrong dtype or dimensions, a
+    calibration for another sensor size) raises a ``ValueError`` subclass before anything
+    is written.
     """
     in_path, out_path = Path(in_path), Path(out_path)
     if out_path.resolve() == in_path.resolve():
@@ -365,10 +382,16 @@ def denoise(
     squeeze = stack.ndim == 2
     frames = stack[None] if squeeze else stack
     bundle = load_bundle(bundle_path)
+    cal = None
+    if calibration is not None:
+        from fluorofpga.microscope import load_calibration
+
+        cal = load_calibration(calibration)
+        cal.check_shape(frames.shape[1:])
     t0 = time.perf_counter()
     restored = np.empty_like(frames)
     with bundle.accelerator(backend) as acc:
-        process = bundle.restorer(acc)
+        process = bundle.restorer(acc) if cal is None else _calibrated_restorer(bundle, acc, cal)
         for i, frame in enumerate(frames):
             restored[i] = process(frame)
             progress("denoise", i + 1, len(frames), "")
@@ -376,4 +399,57 @@ def denoise(
     write_tiff(out_path, restored[0] if squeeze else restored, axes="YX" if squeeze else "TYX")
     return {"frames": len(frames), "shape": list(frames.shape[1:]), "seconds": seconds,
             "fps": len(frames) / seconds if seconds > 0 else None, "backend": backend,
-            "bundle": bundle.name, "out": str(out_path)}
+            "bundle": bundle.name, "out": str(out_path),
+            "calibration": str(calibration) if calibration else None}
+
+
+def _training_camera(bundle: Bundle) -> dict[str, float]:
+    """Camera the bundle's network was trained for (manifest ``camera``)."""
+    cam = bundle.manifest.get("camera")
+    if cam is None:
+        raise ValueError(f"bundle {bundle.name} does not record its training camera; "
+                         "re-create it with `fluorofpga train` to use --calibration")
+    return cam
+
+
+def _calibrated_restorer(bundle: Bundle, acc: Any, cal: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``process(user ADU frame) -> user ADU frame`` through the training camera's units."""
+    train = _training_camera(bundle)
+    fin, fout = bundle.input_format, bundle.output_format
+    e_per_lsb_in = fin.adu_per_lsb * train["gain_e_per_adu"]
+    e_per_lsb_out = fout.adu_per_lsb * train["gain_e_per_adu"]
+    pedestal_in = (train["offset_adu"] - fin.adu_offset) * train["gain_e_per_adu"]
+    pedestal_out = (train["offset_adu"] - fout.adu_offset) * train["gain_e_per_adu"]
+    top_in = 2**fin.bits - 1
+
+    def process(frame: np.ndarray) -> np.ndarray:
+        electrons = cal.adu_to_electrons(frame)
+        q = np.clip(np.rint((electrons + pedestal_in) / e_per_lsb_in), 0, top_in)
+        out = process_tiled(q.astype(fin.dtype), acc.run, acc.tile_shape, bundle.halo)
+        e_out = out.astype(np.float64) * e_per_lsb_out - pedestal_out
+        adu = e_out / cal.gain + cal.offset_adu
+        return np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
+
+    return process
+
+
+def calibrate_camera(
+    dark_path: str | Path,
+    flat_paths: list[str | Path],
+    out_path: str | Path,
+    qe: float | None = None,
+    camera_serial: str = "",
+) -> dict[str, Any]:
+    """Calibrate an sCMOS camera from a dark TYX stack and >= 3 flat-field TYX stacks.
+
+    Offset and read-noise maps come from the dark stack, the gain from the photon
+    transfer curve of the flats. Writes the calibration file to ``out_path`` (used by
+    ``denoise --calibration``) and returns its summary.
+    """
+    from fluorofpga.microscope import calibrate
+
+    dark = read_tiff(dark_path, ndim=(3,))
+    flats = [read_tiff(p, ndim=(3,)) for p in flat_paths]
+    cal = calibrate(dark, flats, qe=qe, camera_serial=camera_serial)
+    cal.save(out_path)
+    return cal.summary()

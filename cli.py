@@ -83,6 +83,9 @@ def denoise(
     out_tif: Path = typer.Argument(..., help="restored TIFF (same axes, uint16 ADU)"),
     model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
     backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
+    calibration: Path | None = typer.Option(
+        None, help="camera calibration file from `fluorofpga calibrate`: map this camera's "
+        "offset/gain onto the training camera's electrons"),
 ) -> None:
     """Restore a user's TIFF with the accelerator; bad input writes nothing."""
     from fluorofpga import app as facade
@@ -90,11 +93,33 @@ def denoise(
 
     try:
         with _Bars() as bars:
-            r = facade.denoise(in_tif, out_tif, model, backend, progress=bars)
+            r = facade.denoise(in_tif, out_tif, model, backend, calibration, progress=bars)
     except (AcceleratorError, BundleError, ValueError) as e:
         _fail(str(e))
     console.print(f"restored {r['frames']} frame(s) of {r['shape']} in {r['seconds']:.1f} s "
                   f"({r['backend']}) -> {r['out']}")
+
+
+@app.command()
+def calibrate(
+    dark: Path = typer.Argument(..., help="dark stack (shutter closed), uint16 TYX, >= 10 frames"),
+    flats: list[Path] = typer.Argument(  # noqa: B006 - typer's variadic argument
+        ..., help=">= 3 flat-field stacks at different light levels, uint16 TYX each"),
+    out: Path = typer.Option(Path("camera_calibration.npz"), "--out", help="calibration file"),
+    qe: float | None = typer.Option(None, help="quantum efficiency at the emission wavelength"),
+    serial: str = typer.Option("", help="camera serial number, stored in the file"),
+) -> None:
+    """Calibrate an sCMOS camera: offset/read-noise maps (dark) and gain (photon transfer)."""
+    from fluorofpga import app as facade
+
+    try:
+        summary = facade.calibrate_camera(dark, flats, out, qe=qe, camera_serial=serial)
+    except ValueError as e:
+        _fail(str(e))
+    table = Table(title=f"camera calibration -> {out}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
 
 
 @app.command()

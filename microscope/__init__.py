@@ -25,23 +25,79 @@ Simulation (``simulate``)
     ``simulate_pairs(n, shape, rng, peak_photons=(10, 100), camera=None, **kwargs)``
         ``(noisy uint16 NYX, clean_adu float32 NYX)`` training pairs.
 
+Camera with per-pixel maps (``camera``)
+    ``SCMOSSensor`` - per-pixel offset/gain/read-noise maps, QE, dark current, hot pixels,
+        12/16-bit ADC, rolling-shutter row timing; ``SCMOSSensor.random(shape, rng)``.
+
+Calibration (``calibration``)
+    ``calibrate(dark_stack, flat_stacks, qe=None)`` -> ``Calibration`` (offset and
+    read-noise maps from darks, gain by the photon transfer curve), ``calibrate_dark``,
+    ``photon_transfer`` -> ``PTCResult``, ``Calibration.save`` / ``load_calibration``,
+    ``adu_to_electrons`` / ``adu_to_photons`` / ``photons_to_adu``, ``check_shape``;
+    errors are ``CalibrationError``.
+
+Datasets (``datasets``)
+    ``simulated_pairs_at(photon_levels, n_per_level, shape, seed)``,
+    ``TiffFolderDataset(folder, pattern="*.tif", clean_folder=None)`` (noisy-only or paired).
+
 Metrics (``metrics``)
-    ``psnr(reference, image, data_range=None)``, ``ssim(reference, image, data_range=None)``.
+    ``psnr(reference, image, data_range=None)``, ``ssim(reference, image, data_range=None)``,
+    ``nrmse_affine(reference, image)`` (CARE's normalised RMSE after an affine fit),
+    ``frc(image1, image2)`` -> ``FRCResult``, ``frc_resolution`` (Fourier ring correlation,
+    1/7 threshold).
 
 Image I/O (``io``)
     ``read_tiff(path, *, dtype=np.uint16, ndim=(2, 3))``, ``write_tiff(path, array, *,
-    axes="TYX", metadata=None)`` (atomic), ``axes_of(path)``; every bad file raises
-    ``ImageFormatError`` (a ``ValueError``).
+    axes="TYX", metadata=None)`` (atomic), ``axes_of(path)``, ``tiff_shape``;
+    ``write_ome_zarr`` / ``read_ome_zarr`` (NGFF 0.4, axes and pixel size), ``read_image``
+    (by suffix); every bad file raises ``ImageFormatError`` (a ``ValueError``).
 """
 
-from .camera import SCMOSCamera
-from .io import ImageFormatError, axes_of, read_tiff, write_tiff
-from .metrics import psnr, ssim
+from .calibration import (
+    Calibration,
+    CalibrationError,
+    PTCResult,
+    calibrate,
+    calibrate_dark,
+    load_calibration,
+    photon_transfer,
+)
+from .camera import SCMOSCamera, SCMOSSensor
+from .datasets import TiffFolderDataset, simulated_pairs_at
+from .io import (
+    ImageFormatError,
+    axes_of,
+    read_image,
+    read_ome_zarr,
+    read_tiff,
+    tiff_shape,
+    write_ome_zarr,
+    write_tiff,
+)
+from .metrics import FRCResult, frc, frc_resolution, nrmse_affine, psnr, ssim
 from .optics import airy_psf, blur, otf
 from .simulate import Frame, WidefieldMicroscope, simulate_pairs
 from .specimen import render_specimen
 
 __all__ = [
+    "Calibration",
+    "CalibrationError",
+    "FRCResult",
+    "PTCResult",
+    "SCMOSSensor",
+    "TiffFolderDataset",
+    "calibrate",
+    "calibrate_dark",
+    "frc",
+    "frc_resolution",
+    "load_calibration",
+    "nrmse_affine",
+    "photon_transfer",
+    "read_image",
+    "read_ome_zarr",
+    "simulated_pairs_at",
+    "tiff_shape",
+    "write_ome_zarr",
     "Frame",
     "ImageFormatError",
     "SCMOSCamera",

@@ -1,18 +1,24 @@
-"""TIFF image I/O with explicit axes and one error type for bad files.
+"""Image I/O (TIFF, OME-Zarr) with explicit axes and one error type for bad files.
 
 Files are written as ImageJ hyperstacks when ImageJ can hold them (dtype uint8, uint16
 or float32 and axes in ImageJ's ``TZCYX`` order) and as OME-TIFF otherwise; both carry
 the axes string, which :func:`axes_of` reads back. Reading checks the TIFF structure
 against the file size first, so a truncated file is reported instead of being read as a
 shorter (or zero-filled) image.
+
+OME-Zarr stores (:func:`write_ome_zarr`, :func:`read_ome_zarr`) follow NGFF 0.4 on Zarr
+format 2 (readable by napari-ome-zarr, Fiji's MoBIE/N5 readers and ``ome-zarr-py``), with a
+single resolution level; NGFF 0.5 (Zarr 3) stores are read too. ``zarr`` is imported only
+inside these functions (``pip install fluorofpga[zarr]``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +261,298 @@ def write_tiff(
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def tiff_shape(path: PathLike) -> tuple[int, ...]:
+    """Shape of the first image series, read from the header only (no pixel data).
+
+    Raises:
+        ImageFormatError: the file is missing, unreadable, truncated or corrupt.
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageFormatError(f"{name}: no such file")
+    try:
+        _check_tiff_structure(path)
+        with tifffile.TiffFile(path) as tif:
+            return tuple(int(n) for n in _open_series(path, tif).shape)
+    except ImageFormatError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ImageFormatError(f"{name}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+# ----------------------------------------------------------------------------- OME-Zarr
+
+# NGFF 0.4 orders axes by type: time, channel, then space.
+_NGFF_ORDER = "TCZYX"
+_NGFF_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+_NGFF_UNITS = {"T": "second", "Z": "micrometer", "Y": "micrometer", "X": "micrometer"}
+_ZARR_MISSING = "OME-Zarr support needs the zarr package: pip install fluorofpga[zarr]"
+_ZARR_CHUNK_YX = 256  # chunk edge in Y and X; other axes are chunked one plane at a time
+
+
+def _import_zarr() -> Any:
+    try:
+        import zarr
+    except ImportError as exc:
+        raise ImportError(_ZARR_MISSING) from exc
+    return zarr
+
+
+def _check_zarr_axes(axes: str, ndim: int) -> None:
+    if not isinstance(axes, str) or len(axes) != ndim:
+        raise ImageFormatError(
+            f"axes {axes!r} has {len(axes) if isinstance(axes, str) else '?'} letters but the "
+            f"array has {ndim} dimensions"
+        )
+    if len(set(axes)) != len(axes) or not set(axes) <= set(_NGFF_ORDER):
+        raise ImageFormatError(
+            f"axes {axes!r} must be distinct letters from {_NGFF_ORDER!r} for OME-Zarr"
+        )
+    if not axes.endswith("YX"):
+        raise ImageFormatError(f"axes {axes!r} must end with 'YX'")
+
+
+def _scale_for(
+    axes: str, pixel_size_um: float | Mapping[str, float] | None
+) -> tuple[list[float], dict[str, str]]:
+    """Per-axis scale and the units of the axes given a physical size."""
+    if pixel_size_um is None:
+        sizes: dict[str, float] = {}
+    elif isinstance(pixel_size_um, Mapping):
+        sizes = {str(k).upper(): float(v) for k, v in pixel_size_um.items()}
+        if "C" in sizes:
+            raise ImageFormatError("the channel axis has no physical size")
+        unknown = set(sizes) - set(axes)
+        if unknown:
+            raise ImageFormatError(
+                f"pixel_size_um names axes {sorted(unknown)} that are not in {axes!r}"
+            )
+    else:
+        sizes = {"Y": float(pixel_size_um), "X": float(pixel_size_um)}
+    for letter, size in sizes.items():
+        if not (np.isfinite(size) and size > 0):
+            raise ImageFormatError(f"size of axis {letter} must be > 0, got {size!r}")
+    units = {letter: _NGFF_UNITS[letter] for letter in sizes}
+    return [sizes.get(letter, 1.0) for letter in axes], units
+
+
+def write_ome_zarr(
+    path: PathLike,
+    array: np.ndarray,
+    axes: str = "TYX",
+    pixel_size_um: float | Mapping[str, float] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Write an image as an OME-Zarr store (NGFF 0.4, Zarr format 2, one resolution level).
+
+    Axes are stored in NGFF order (time, channel, then ``ZYX``): the array is transposed
+    if ``axes`` is in another order, and the stored axes string is returned. The store
+    is written next to ``path`` and renamed into place, so ``path`` is never left half
+    written.
+
+    Args:
+        path: store directory to create (conventionally ``*.ome.zarr``).
+        array: integer or float image, one dimension per letter of ``axes``.
+        axes: distinct letters from ``"TCZYX"`` ending in ``"YX"`` (e.g. ``"YX"``,
+            ``"TYX"``, ``"CZYX"``).
+        pixel_size_um: Y and X pixel size in µm, or a mapping per axis (``{"Z": 0.3,
+            "Y": 0.065, "X": 0.065, "T": 0.5}``; ``T`` in seconds). Axes without a size
+            get scale 1 and no unit.
+        metadata: extra JSON-serialisable attributes, stored under ``"fluorofpga"``.
+        overwrite: replace an existing store at ``path`` (only if it is a Zarr store).
+
+    Returns:
+        The axes string as stored (NGFF order).
+
+    Raises:
+        ImageFormatError: bad axes, dtype, sizes, or ``path`` holds something else.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ImportError: zarr is not installed.
+    """
+    zarr = _import_zarr()
+    array = np.asarray(array)
+    if array.dtype.kind not in "uif" or array.size == 0:
+        raise ImageFormatError(
+            f"cannot write dtype {array.dtype} shape {array.shape} as an image "
+            "(need a non-empty int/uint/float array)"
+        )
+    _check_zarr_axes(axes, array.ndim)
+    stored_axes = "".join(letter for letter in _NGFF_ORDER if letter in axes)
+    array = np.transpose(array, [axes.index(letter) for letter in stored_axes])
+    scale, units = _scale_for(stored_axes, pixel_size_um)
+    extra = dict(metadata or {})
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)} exists; pass overwrite=True to replace it")
+    if target.exists() and not _looks_like_zarr(target):
+        raise ImageFormatError(
+            f"{os.fspath(path)} exists and is not a Zarr store; not replacing it"
+        )
+
+    axes_meta = []
+    for letter in stored_axes:
+        entry = {"name": letter.lower(), "type": _NGFF_TYPES[letter]}
+        if letter in units:
+            entry["unit"] = units[letter]
+        axes_meta.append(entry)
+    chunks = tuple(
+        min(n, _ZARR_CHUNK_YX) if letter in "YX" else 1
+        for letter, n in zip(stored_axes, array.shape, strict=True)
+    )
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        if int(zarr.__version__.split(".")[0]) >= 3:
+            group = zarr.open_group(str(temporary), mode="w-", zarr_format=2)
+            group.create_array(
+                "0",
+                data=array,
+                chunks=chunks,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+            )
+        else:  # zarr 2.18
+            group = zarr.open_group(str(temporary), mode="w-")
+            group.create_dataset("0", data=array, chunks=chunks, dimension_separator="/")
+        group.attrs["multiscales"] = [
+            {
+                "version": "0.4",
+                "name": target.name,
+                "axes": axes_meta,
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+                ],
+                "type": "none",
+            }
+        ]
+        group.attrs["fluorofpga"] = {"axes": stored_axes, **extra}
+        if target.exists():
+            trash = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+            os.replace(target, trash)
+            os.replace(temporary, target)
+            shutil.rmtree(trash)
+        else:
+            os.replace(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return stored_axes
+
+
+def _looks_like_zarr(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / marker).exists() for marker in (".zgroup", ".zarray", "zarr.json")
+    )
+
+
+def _open_ome_zarr(path: PathLike) -> tuple[Any, dict[str, Any]]:
+    """Open a store and return ``(group, multiscale entry)``, checking what is needed."""
+    zarr = _import_zarr()
+    name = os.fspath(path)
+    if not Path(path).is_dir():
+        raise ImageFormatError(f"{name}: no such OME-Zarr store (expected a directory)")
+    if not _looks_like_zarr(Path(path)):
+        raise ImageFormatError(f"{name}: not a Zarr store (no .zgroup or zarr.json)")
+    try:
+        group = zarr.open_group(name, mode="r")
+        attrs = dict(group.attrs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageFormatError(
+            f"{name}: unreadable Zarr store ({type(exc).__name__}: {exc})"
+        ) from exc
+    multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    if not multiscales or not isinstance(multiscales, list):
+        raise ImageFormatError(f"{name}: Zarr group has no OME-NGFF 'multiscales' metadata")
+    entry = multiscales[0]
+    if not entry.get("datasets") or not entry.get("axes"):
+        raise ImageFormatError(f"{name}: OME-NGFF multiscales lacks 'datasets' or 'axes'")
+    return group, entry
+
+
+def _axes_letters(name: str, entry: dict[str, Any]) -> str:
+    letters = []
+    for axis in entry["axes"]:
+        label = axis.get("name") if isinstance(axis, dict) else axis
+        if not isinstance(label, str) or label.upper() not in _NGFF_ORDER:
+            raise ImageFormatError(
+                f"{name}: axis {label!r} is not one of {', '.join(_NGFF_ORDER.lower())}"
+            )
+        letters.append(label.upper())
+    return "".join(letters)
+
+
+def read_ome_zarr(path: PathLike) -> tuple[np.ndarray, str]:
+    """Read the full-resolution image of an OME-Zarr store.
+
+    Returns:
+        ``(array, axes)`` with axes as upper-case letters in stored order (e.g. ``"TYX"``).
+
+    Raises:
+        ImageFormatError: missing store, not Zarr, no NGFF metadata, axes that are not
+            ``t c z y x``, or an array whose rank differs from the axes.
+        ImportError: zarr is not installed.
+    """
+    name = os.fspath(path)
+    group, entry = _open_ome_zarr(path)
+    axes = _axes_letters(name, entry)
+    dataset = entry["datasets"][0].get("path")
+    try:
+        array = np.asarray(group[dataset][...])
+    except (KeyError, OSError, ValueError, TypeError) as exc:
+        raise ImageFormatError(f"{name}: cannot read array {dataset!r} ({exc})") from exc
+    if array.ndim != len(axes):
+        raise ImageFormatError(
+            f"{name}: array {dataset!r} has shape {array.shape} but the axes are {axes!r}"
+        )
+    return array, axes
+
+
+def ome_zarr_metadata(path: PathLike) -> dict[str, Any]:
+    """Axes, physical scale, units and extra metadata of an OME-Zarr store.
+
+    Returns:
+        ``{"axes": "TYX", "scale": {"T": 1.0, "Y": 0.065, "X": 0.065}, "units":
+        {"Y": "micrometer", ...}, "metadata": {...}}`` (``metadata`` holds what
+        :func:`write_ome_zarr` stored under ``"fluorofpga"``, without ``axes``).
+    """
+    name = os.fspath(path)
+    group, entry = _open_ome_zarr(path)
+    axes = _axes_letters(name, entry)
+    scale = [1.0] * len(axes)
+    for transform in entry["datasets"][0].get("coordinateTransformations", []):
+        if transform.get("type") == "scale":
+            scale = [float(v) for v in transform["scale"]]
+    units = {
+        letter: axis["unit"]
+        for letter, axis in zip(axes, entry["axes"], strict=True)
+        if isinstance(axis, dict) and "unit" in axis
+    }
+    extra = dict(group.attrs.get("fluorofpga") or {})
+    extra.pop("axes", None)
+    return {
+        "axes": axes,
+        "scale": dict(zip(axes, scale, strict=True)),
+        "units": units,
+        "metadata": extra,
+    }
+
+
+def read_image(path: PathLike) -> tuple[np.ndarray, str]:
+    """Read a TIFF (``.tif``/``.tiff``) or OME-Zarr (``.zarr``) image with its axes.
+
+    TIFFs are read with any dtype and 2–5 dimensions; their axes come from
+    :func:`axes_of`.
+
+    Raises:
+        ImageFormatError: unknown suffix, or the errors of the format's reader.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return read_tiff(path, dtype=None, ndim=(2, 3, 4, 5)), axes_of(path)
+    if suffix == ".zarr":
+        return read_ome_zarr(path)
+    raise ImageFormatError(
+        f"{os.fspath(path)}: unknown image suffix {suffix!r} (expected .tif, .tiff or .zarr)"
+    )

@@ -1,0 +1,555 @@
+"""sCMOS calibration from real frames: offset and read-noise maps, photon transfer curve.
+
+A dark stack (shutter closed, ``TYX``) gives each pixel's offset (temporal mean) and read
+noise (temporal standard deviation). A flat-field series (several ``TYX`` stacks of a
+uniform-ish light source at increasing intensity) gives the conversion gain by the
+photon transfer curve: after offset subtraction, the temporal variance of a pixel
+holding ``S`` ADU of signal is ``S / g + σ_read²`` (shot noise plus read noise) with
+``g`` in electrons per ADU (Janesick, *Photon Transfer*, SPIE 2007). The fit is done on
+the pixel-averaged mean and variance of every illumination level, which is insensitive to
+fixed-pattern non-uniformity of the flat; a per-pixel gain map is fitted as well when the
+frames suffice.
+
+The result is a :class:`Calibration`, saved as one self-describing ``.npz`` file (a JSON
+header with ``format: fluorofpga-calibration`` and ``version: 1`` plus the maps), which
+converts ADU ↔ electrons ↔ photons for the rest of the system.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PathLike = str | os.PathLike[str]
+
+FORMAT = "fluorofpga-calibration"
+VERSION = 1
+MIN_DARK_FRAMES = 10  # a read-noise estimate from T frames has relative sd 1/sqrt(2(T-1))
+MIN_FLAT_FRAMES = 2  # a temporal variance needs at least two frames
+MIN_PTC_LEVELS = 3  # two points fix a line; the third checks it
+SATURATED_FRACTION = 1e-4  # a level with more clipped samples than this is excluded
+OUTLIER_REL_TOL = 0.05  # PTC points further than this (relative) from the line are dropped
+GAIN_MAP_MAX_REL_ERROR = 0.1  # per-pixel gain map only when its rms error is predicted below
+
+
+class CalibrationError(ValueError):
+    """A calibration input or file is unusable; the message says what and why."""
+
+
+def _check_stack(stack: np.ndarray, name: str, min_frames: int) -> np.ndarray:
+    """Validate a ``TYX`` stack (uint16/int, or finite non-negative floats) → float64."""
+    array = np.asarray(stack)
+    if array.ndim != 3:
+        raise CalibrationError(
+            f"{name} must be a TYX stack (frames, rows, columns), got shape {array.shape}"
+        )
+    if array.dtype.kind not in "uif":
+        raise CalibrationError(f"{name} must hold integer ADU or floats, got dtype {array.dtype}")
+    if array.shape[0] < min_frames:
+        raise CalibrationError(
+            f"{name} has {array.shape[0]} frame(s); at least {min_frames} are needed"
+        )
+    if min(array.shape[1:]) < 1:
+        raise CalibrationError(f"{name} has an empty frame shape {array.shape[1:]}")
+    values = array.astype(np.float64)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise CalibrationError(f"{name} holds NaN or inf pixels")
+    if values.min() < 0:
+        raise CalibrationError(f"{name} holds negative pixels (minimum {values.min():g} ADU)")
+    return values
+
+
+def _format_shape(shape: Sequence[int]) -> str:
+    return "×".join(str(int(n)) for n in shape)
+
+
+def calibrate_dark(dark_stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offset and read-noise maps from a dark stack.
+
+    Args:
+        dark_stack: ``(T, Y, X)`` frames taken without light, ADU (uint16, or finite
+            non-negative floats), ``T ≥ 10``.
+
+    Returns:
+        ``(offset_adu, read_noise_adu)``: per-pixel temporal mean and temporal standard
+        deviation (``ddof=1``), float64 ``(Y, X)``. The read noise includes the ADC
+        quantisation (1/12 ADU²) and the dark-current shot noise of the exposure, as any
+        measured read noise does.
+
+    Raises:
+        CalibrationError: not a TYX stack, NaN/inf/negative pixels, or too few frames.
+    """
+    dark = _check_stack(dark_stack, "dark stack", MIN_DARK_FRAMES)
+    return dark.mean(axis=0), dark.std(axis=0, ddof=1)
+
+
+@dataclass(frozen=True)
+class PTCResult:
+    """Photon transfer curve and its fit ``variance = mean / gain + read_variance``.
+
+    Attributes:
+        mean_adu: per level, mean offset-subtracted signal over pixels and frames, ADU.
+        variance_adu2: per level, temporal variance (``ddof=1``) averaged over pixels, ADU².
+        n_frames: frames per level.
+        saturated: per level, True when more than ``SATURATED_FRACTION`` of its samples
+            reached ``saturation_adu`` (such levels are never used).
+        used: per level, True when the point entered the final fit.
+        residual_rel: per level, ``(variance - fit) / fit``.
+        gain_e_per_adu: fitted conversion gain, electrons per ADU (1 / slope).
+        gain_rel_error: standard error of the gain from the fit, relative.
+        read_variance_adu2: fitted intercept, ADU².
+        saturation_adu: clip level used to flag saturated levels, ADU.
+    """
+
+    mean_adu: np.ndarray
+    variance_adu2: np.ndarray
+    n_frames: np.ndarray
+    saturated: np.ndarray
+    used: np.ndarray
+    residual_rel: np.ndarray
+    gain_e_per_adu: float
+    gain_rel_error: float
+    read_variance_adu2: float
+    saturation_adu: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (lists instead of arrays)."""
+        return {
+            "mean_adu": self.mean_adu.tolist(),
+            "variance_adu2": self.variance_adu2.tolist(),
+            "n_frames": self.n_frames.tolist(),
+            "saturated": self.saturated.tolist(),
+            "used": self.used.tolist(),
+            "residual_rel": self.residual_rel.tolist(),
+            "gain_e_per_adu": self.gain_e_per_adu,
+            "gain_rel_error": self.gain_rel_error,
+            "read_variance_adu2": self.read_variance_adu2,
+            "saturation_adu": self.saturation_adu,
+        }
+
+
+def _weighted_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[float, float, float]:
+    """Weighted least squares ``y = a x + b`` → ``(a, b, standard error of a)``."""
+    design = np.stack([x, np.ones_like(x)], axis=1) * np.sqrt(weights)[:, None]
+    target = y * np.sqrt(weights)
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    dof = len(x) - 2
+    residual = target - design @ coef
+    scale = float(residual @ residual) / dof if dof > 0 else 0.0
+    covariance = np.linalg.pinv(design.T @ design) * scale
+    return float(coef[0]), float(coef[1]), float(np.sqrt(max(covariance[0, 0], 0.0)))
+
+
+def _default_saturation(stacks: Sequence[np.ndarray]) -> float:
+    """Full scale of the smallest standard ADC (12 or 16 bit) that holds the data."""
+    peak = max((float(np.max(s)) for s in stacks if s.size), default=0.0)
+    return 4095.0 if peak <= 4095 else 65535.0
+
+
+def photon_transfer(
+    flat_stacks: Sequence[np.ndarray],
+    offset_adu: np.ndarray,
+    *,
+    saturation_adu: float | None = None,
+) -> PTCResult:
+    """Photon transfer curve of a flat-field series and its robust linear fit.
+
+    For every level the offset map is subtracted, the temporal variance of every pixel
+    is taken over the frames (``ddof=1``) and averaged over pixels, and the signal is
+    averaged over pixels and frames. Levels with clipped samples are excluded. The line
+    ``variance = mean / gain + read_variance`` is fitted by least squares weighted by
+    ``1 / variance²`` (the variance of a variance estimate grows with its square); while
+    the worst point lies more than ``OUTLIER_REL_TOL`` (relative) off the line and more
+    than ``MIN_PTC_LEVELS`` points remain, it is dropped and the line refitted.
+
+    Args:
+        flat_stacks: one ``(T, Y, X)`` stack per illumination level (≥ 3 levels,
+            ≥ 2 frames each), ADU, all with the same frame shape as ``offset_adu``.
+        offset_adu: offset map from :func:`calibrate_dark`.
+        saturation_adu: clip level; default 4095 if every sample fits 12 bits, else 65535.
+
+    Raises:
+        CalibrationError: bad stacks, shape mismatch, or fewer than 2 usable levels.
+    """
+    offset = np.asarray(offset_adu, dtype=np.float64)
+    if isinstance(flat_stacks, np.ndarray) and flat_stacks.ndim == 3:
+        raise CalibrationError(
+            "flat_stacks must be a list of TYX stacks, one per illumination level, not one stack"
+        )
+    if len(flat_stacks) < MIN_PTC_LEVELS:
+        raise CalibrationError(
+            f"the photon transfer curve needs flats at ≥ {MIN_PTC_LEVELS} illumination "
+            f"levels, got {len(flat_stacks)}"
+        )
+    stacks = [np.asarray(s) for s in flat_stacks]
+    for i, stack in enumerate(stacks):
+        if stack.ndim == 3 and stack.shape[1:] != offset.shape:
+            raise CalibrationError(
+                f"flat stack {i} has {_format_shape(stack.shape[1:])} frames but the dark "
+                f"stack is {_format_shape(offset.shape)}"
+            )
+    saturation = _default_saturation(stacks) if saturation_adu is None else float(saturation_adu)
+    means, variances, n_frames, saturated = [], [], [], []
+    for i, raw in enumerate(stacks):  # one float64 copy at a time
+        stack = _check_stack(raw, f"flat stack {i}", MIN_FLAT_FRAMES)
+        saturated.append(float(np.mean(stack >= saturation)) > SATURATED_FRACTION)
+        signal = stack - offset
+        means.append(float(signal.mean()))
+        variances.append(float(signal.var(axis=0, ddof=1).mean()))
+        n_frames.append(stack.shape[0])
+    mean = np.array(means)
+    variance = np.array(variances)
+    sat = np.array(saturated)
+    usable = ~sat
+    if usable.sum() < 2:
+        raise CalibrationError(
+            f"only {int(usable.sum())} of {len(stacks)} flat levels are below saturation "
+            f"({saturation:g} ADU); use dimmer flats"
+        )
+    if np.ptp(mean[usable]) <= 0:
+        raise CalibrationError("all usable flat levels have the same mean; vary the illumination")
+    used = usable.copy()
+    while True:
+        slope, intercept, slope_se = _weighted_line(
+            mean[used], variance[used], 1.0 / variance[used] ** 2
+        )
+        relative = np.where(used, np.abs(variance / (slope * mean + intercept) - 1.0), 0.0)
+        worst = int(np.argmax(relative))
+        if relative[worst] <= OUTLIER_REL_TOL or used.sum() <= MIN_PTC_LEVELS:
+            break
+        used[worst] = False
+    if not slope > 0:
+        raise CalibrationError(
+            f"the photon transfer curve does not rise with signal (slope {slope:g}); "
+            "check that the flats are lit and not saturated"
+        )
+    fit = slope * mean + intercept
+    return PTCResult(
+        mean_adu=mean,
+        variance_adu2=variance,
+        n_frames=np.array(n_frames),
+        saturated=sat,
+        used=used,
+        residual_rel=(variance - fit) / fit,
+        gain_e_per_adu=1.0 / slope,
+        gain_rel_error=slope_se / slope,
+        read_variance_adu2=float(intercept),
+        saturation_adu=saturation,
+    )
+
+
+def _gain_map(
+    flat_stacks: Sequence[np.ndarray],
+    offset_adu: np.ndarray,
+    read_noise_adu: np.ndarray,
+    ptc: PTCResult,
+) -> tuple[np.ndarray | None, float]:
+    """Per-pixel gain by a weighted fit through each pixel's (mean, variance) points.
+
+    Each pixel's ``variance - read_noise²`` is fitted by ``mean / g`` (a line through the
+    origin) over the levels the PTC used, weighted by ``(T - 1) / (2 v²)`` with ``v`` the
+    pooled fit. The predicted relative rms error is ``1 / sqrt(Σ m² w) / slope``; the map
+    is returned only when it is below ``GAIN_MAP_MAX_REL_ERROR``.
+    """
+    slope = 1.0 / ptc.gain_e_per_adu
+    numerator = np.zeros_like(offset_adu)
+    denominator = np.zeros_like(offset_adu)
+    for stack, used in zip(flat_stacks, ptc.used, strict=True):
+        if not used:
+            continue
+        signal = np.asarray(stack, dtype=np.float64) - offset_adu
+        pixel_mean = signal.mean(axis=0)
+        pixel_var = signal.var(axis=0, ddof=1) - read_noise_adu**2
+        model_var = slope * pixel_mean + ptc.read_variance_adu2
+        weight = (stack.shape[0] - 1) / (2.0 * np.maximum(model_var, 1e-12) ** 2)
+        numerator += weight * pixel_mean * pixel_var
+        denominator += weight * pixel_mean**2
+    rel_error = float(np.median(1.0 / np.sqrt(denominator)) / slope)
+    if rel_error > GAIN_MAP_MAX_REL_ERROR or np.any(numerator <= 0):
+        return None, rel_error
+    return denominator / numerator, rel_error
+
+
+@dataclass
+class Calibration:
+    """Per-pixel sCMOS calibration: converts ADU ↔ electrons ↔ photons.
+
+    ``electrons = (ADU - offset) · gain``; ``photons = electrons / qe`` (with ``qe``
+    unknown, "photons" are photoelectrons).
+
+    Attributes:
+        offset_adu: offset map, ADU, float64 ``(Y, X)``.
+        read_noise_adu: read-noise map, rms ADU, float64 ``(Y, X)``.
+        gain_e_per_adu: conversion gain from the photon transfer curve, electrons/ADU.
+        gain_map_e_per_adu: per-pixel gain map when the flats allowed it, else ``None``;
+            conversions use it when present.
+        qe: quantum efficiency (photons → electrons), or ``None`` if unknown.
+        n_dark_frames, n_flat_frames: frames used.
+        created: ISO 8601 time of the calibration (UTC).
+        camera_serial: serial string of the camera.
+        ptc: photon transfer curve data (``PTCResult.as_dict()``), if measured.
+        gain_map_rel_error: predicted relative rms error of the gain map.
+    """
+
+    offset_adu: np.ndarray
+    read_noise_adu: np.ndarray
+    gain_e_per_adu: float
+    gain_map_e_per_adu: np.ndarray | None = None
+    qe: float | None = None
+    n_dark_frames: int = 0
+    n_flat_frames: int = 0
+    created: str = field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat()
+    )
+    camera_serial: str = ""
+    ptc: dict[str, Any] | None = None
+    gain_map_rel_error: float | None = None
+
+    def __post_init__(self) -> None:
+        """Validate the maps and constants."""
+        self.offset_adu = np.asarray(self.offset_adu, dtype=np.float64)
+        self.read_noise_adu = np.asarray(self.read_noise_adu, dtype=np.float64)
+        if self.offset_adu.ndim != 2 or self.offset_adu.size == 0:
+            raise CalibrationError(f"offset map must be (Y, X), got shape {self.offset_adu.shape}")
+        maps = {"offset": self.offset_adu, "read noise": self.read_noise_adu}
+        if self.gain_map_e_per_adu is not None:
+            self.gain_map_e_per_adu = np.asarray(self.gain_map_e_per_adu, dtype=np.float64)
+            maps["gain"] = self.gain_map_e_per_adu
+        for name, array in maps.items():
+            if array.shape != self.offset_adu.shape:
+                raise CalibrationError(
+                    f"{name} map is {_format_shape(array.shape)}, offset map is "
+                    f"{_format_shape(self.offset_adu.shape)}"
+                )
+            if not np.all(np.isfinite(array)):
+                raise CalibrationError(f"{name} map holds NaN or inf")
+        if self.read_noise_adu.min() < 0:
+            raise CalibrationError("read noise map must be ≥ 0")
+        if self.gain_map_e_per_adu is not None and self.gain_map_e_per_adu.min() <= 0:
+            raise CalibrationError("gain map must be > 0")
+        if not (np.isfinite(self.gain_e_per_adu) and self.gain_e_per_adu > 0):
+            raise CalibrationError(f"gain must be > 0 e⁻/ADU, got {self.gain_e_per_adu!r}")
+        if self.qe is not None and not (np.isfinite(self.qe) and 0 < self.qe <= 1):
+            raise CalibrationError(f"qe must be in (0, 1] or None, got {self.qe!r}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Sensor shape ``(Y, X)``."""
+        return (int(self.offset_adu.shape[0]), int(self.offset_adu.shape[1]))
+
+    @property
+    def gain(self) -> np.ndarray | float:
+        """Gain used by the conversions: the map if present, else the PTC scalar."""
+        if self.gain_map_e_per_adu is not None:
+            return self.gain_map_e_per_adu
+        return self.gain_e_per_adu
+
+    @property
+    def read_noise_e(self) -> np.ndarray:
+        """Read-noise map in rms electrons."""
+        return self.read_noise_adu * self.gain
+
+    def check_shape(self, frame_shape: Sequence[int]) -> None:
+        """Raise ``CalibrationError`` unless frames of ``frame_shape`` (``…YX``) fit the sensor."""
+        frame_shape = tuple(int(n) for n in frame_shape)
+        if len(frame_shape) < 2 or frame_shape[-2:] != self.shape:
+            found = _format_shape(frame_shape[-2:]) if len(frame_shape) >= 2 else str(frame_shape)
+            raise CalibrationError(
+                f"calibration is for a {_format_shape(self.shape)} sensor but the frames are "
+                f"{found}"
+            )
+
+    def _check_values(self, values: np.ndarray, unit: str) -> np.ndarray:
+        array = np.asarray(values, dtype=np.float64)
+        self.check_shape(array.shape)
+        if not np.all(np.isfinite(array)):
+            raise CalibrationError(f"{unit} values hold NaN or inf")
+        return array
+
+    def adu_to_electrons(self, adu: np.ndarray) -> np.ndarray:
+        """``(adu - offset) · gain``, electrons, float64 (may be negative from read noise)."""
+        adu = self._check_values(adu, "ADU")
+        if adu.min() < 0:
+            raise CalibrationError(f"ADU values must be ≥ 0, found {adu.min():g}")
+        return (adu - self.offset_adu) * self.gain
+
+    def adu_to_photons(self, adu: np.ndarray) -> np.ndarray:
+        """ADU → photons (``electrons / qe``; photoelectrons when ``qe`` is None)."""
+        return self.adu_to_electrons(adu) / (1.0 if self.qe is None else self.qe)
+
+    def photons_to_adu(self, photons: np.ndarray) -> np.ndarray:
+        """Photons → expected ADU, ``photons · qe / gain + offset`` (float64, unclipped)."""
+        photons = self._check_values(photons, "photon")
+        if photons.min() < 0:
+            raise CalibrationError(f"photons must be ≥ 0, found {photons.min():g}")
+        qe = 1.0 if self.qe is None else self.qe
+        return photons * qe / self.gain + self.offset_adu
+
+    def summary(self) -> dict[str, Any]:
+        """Key numbers for printing (JSON-ready)."""
+        summary: dict[str, Any] = {
+            "sensor_shape": list(self.shape),
+            "gain_e_per_adu": self.gain_e_per_adu,
+            "gain_map": self.gain_map_e_per_adu is not None,
+            "offset_adu_median": float(np.median(self.offset_adu)),
+            "offset_adu_sd": float(self.offset_adu.std()),
+            "read_noise_e_median": float(np.median(self.read_noise_e)),
+            "read_noise_e_rms": float(np.sqrt(np.mean(self.read_noise_e**2))),
+            "read_noise_e_p99": float(np.percentile(self.read_noise_e, 99)),
+            "qe": self.qe,
+            "n_dark_frames": self.n_dark_frames,
+            "n_flat_frames": self.n_flat_frames,
+            "created": self.created,
+            "camera_serial": self.camera_serial,
+        }
+        if self.ptc is not None:
+            summary["ptc_levels_used"] = int(sum(self.ptc["used"]))
+            summary["ptc_levels"] = len(self.ptc["used"])
+            summary["gain_rel_error"] = self.ptc["gain_rel_error"]
+        return summary
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "sensor_shape": list(self.shape),
+            "gain_e_per_adu": self.gain_e_per_adu,
+            "qe": self.qe,
+            "n_dark_frames": self.n_dark_frames,
+            "n_flat_frames": self.n_flat_frames,
+            "created": self.created,
+            "camera_serial": self.camera_serial,
+            "ptc": self.ptc,
+            "gain_map_rel_error": self.gain_map_rel_error,
+            "units": {"offset_adu": "ADU", "read_noise_adu": "ADU rms", "gain": "e-/ADU"},
+        }
+
+    def save(self, path: PathLike) -> None:
+        """Write the calibration to ``path`` (an ``.npz``), atomically.
+
+        The archive holds ``header`` (a JSON string) and the float64 maps ``offset_adu``,
+        ``read_noise_adu`` and, if present, ``gain_map_e_per_adu``.
+        """
+        arrays = {
+            "header": np.array(json.dumps(self._header())),
+            "offset_adu": self.offset_adu,
+            "read_noise_adu": self.read_noise_adu,
+        }
+        if self.gain_map_e_per_adu is not None:
+            arrays["gain_map_e_per_adu"] = self.gain_map_e_per_adu
+        target = Path(path)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(temporary, "xb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+
+def load_calibration(path: PathLike) -> Calibration:
+    """Read a calibration written by :meth:`Calibration.save`.
+
+    Raises:
+        CalibrationError: missing file, not a calibration file, a newer format version,
+            or maps inconsistent with the header.
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CalibrationError(f"{name}: no such calibration file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise CalibrationError(f"{name}: not a fluorofpga calibration (not an .npz archive)")
+        with archive:
+            if "header" not in archive.files:
+                raise CalibrationError(f"{name}: not a fluorofpga calibration (no header)")
+            header = json.loads(str(archive["header"][()]))
+            arrays = {key: archive[key] for key in archive.files if key != "header"}
+    except CalibrationError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"{name}: not a readable calibration file ({exc})") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CalibrationError(f"{name}: not a {FORMAT} file")
+    if header.get("version") != VERSION:
+        raise CalibrationError(
+            f"{name}: calibration format version {header.get('version')!r}; this fluorofpga "
+            f"reads version {VERSION}"
+        )
+    for key in ("offset_adu", "read_noise_adu"):
+        if key not in arrays:
+            raise CalibrationError(f"{name}: calibration file lacks the {key} map")
+    if list(arrays["offset_adu"].shape) != header.get("sensor_shape"):
+        raise CalibrationError(
+            f"{name}: header says a {header.get('sensor_shape')} sensor but the offset map is "
+            f"{arrays['offset_adu'].shape}"
+        )
+    try:
+        return Calibration(
+            offset_adu=arrays["offset_adu"],
+            read_noise_adu=arrays["read_noise_adu"],
+            gain_e_per_adu=float(header["gain_e_per_adu"]),
+            gain_map_e_per_adu=arrays.get("gain_map_e_per_adu"),
+            qe=header.get("qe"),
+            n_dark_frames=int(header.get("n_dark_frames", 0)),
+            n_flat_frames=int(header.get("n_flat_frames", 0)),
+            created=str(header.get("created", "")),
+            camera_serial=str(header.get("camera_serial", "")),
+            ptc=header.get("ptc"),
+            gain_map_rel_error=header.get("gain_map_rel_error"),
+        )
+    except (KeyError, TypeError) as exc:
+        raise CalibrationError(f"{name}: incomplete calibration header ({exc})") from exc
+
+
+def calibrate(
+    dark_stack: np.ndarray,
+    flat_stacks: Sequence[np.ndarray],
+    *,
+    qe: float | None = None,
+    camera_serial: str = "",
+    saturation_adu: float | None = None,
+) -> Calibration:
+    """Full calibration: offset and read-noise maps from the darks, gain from the flats.
+
+    Args:
+        dark_stack: ``(T, Y, X)`` dark frames (≥ 10), ADU.
+        flat_stacks: one ``(T, Y, X)`` stack (≥ 2 frames) per illumination level, ≥ 3
+            levels, same frame shape as the darks.
+        qe: quantum efficiency from the camera's datasheet, if known.
+        camera_serial: recorded in the calibration.
+        saturation_adu: clip level of the ADC (default: inferred, see
+            :func:`photon_transfer`).
+
+    Returns:
+        The calibration; ``gain_map_e_per_adu`` is filled when the flats hold enough
+        frames for a per-pixel gain with < 10 % predicted rms error.
+    """
+    offset, read_noise = calibrate_dark(dark_stack)
+    ptc = photon_transfer(flat_stacks, offset, saturation_adu=saturation_adu)
+    gain_map, gain_map_error = _gain_map(flat_stacks, offset, read_noise, ptc)
+    return Calibration(
+        offset_adu=offset,
+        read_noise_adu=read_noise,
+        gain_e_per_adu=ptc.gain_e_per_adu,
+        gain_map_e_per_adu=gain_map,
+        qe=qe,
+        n_dark_frames=int(np.asarray(dark_stack).shape[0]),
+        n_flat_frames=int(sum(np.asarray(s).shape[0] for s in flat_stacks)),
+        camera_serial=camera_serial,
+        ptc=ptc.as_dict(),
+        gain_map_rel_error=gain_map_error,
+    )

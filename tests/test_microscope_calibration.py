@@ -1,0 +1,241 @@
+"""sCMOS sensor model and calibration tests: known simulated truth is recovered."""
+
+import numpy as np
+import pytest
+
+from fluorofpga.microscope.calibration import (
+    Calibration,
+    CalibrationError,
+    calibrate,
+    calibrate_dark,
+    load_calibration,
+    photon_transfer,
+)
+from fluorofpga.microscope.camera import SCMOSSensor
+
+SHAPE = (48, 64)
+N_DARK = 200
+FLAT_PHOTONS = (20, 50, 100, 200, 400, 800, 1600, 3200)
+N_FLAT = 20
+
+
+def vignetted(photons: float, shape=SHAPE) -> np.ndarray:
+    """A flat with 20 % fall-off to the corners, as real flats have."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    r2 = ((yy - shape[0] / 2) / shape[0]) ** 2 + ((xx - shape[1] / 2) / shape[1]) ** 2
+    return photons * (1 - 0.4 * r2)
+
+
+def acquisition(seed: int, n_flat: int = N_FLAT, levels=FLAT_PHOTONS, **sensor_kwargs):
+    rng = np.random.default_rng(seed)
+    sensor = SCMOSSensor.random(SHAPE, rng, **sensor_kwargs)
+    dark = sensor.acquire(np.zeros((N_DARK, *SHAPE)), rng)
+    flats = [sensor.acquire(np.broadcast_to(vignetted(p), (n_flat, *SHAPE)), rng) for p in levels]
+    return sensor, dark, flats
+
+
+@pytest.fixture(scope="module")
+def measured():
+    sensor, dark, flats = acquisition(1)
+    return sensor, dark, flats, calibrate(dark, flats, qe=sensor.qe, camera_serial="SN-1")
+
+
+# --------------------------------------------------------------------------- sensor model
+
+
+def test_random_sensor_has_the_requested_spreads():
+    sensor = SCMOSSensor.random((256, 256), np.random.default_rng(0), hot_pixel_fraction=0.01)
+    assert np.mean(sensor.offset_adu) == pytest.approx(100, abs=0.05)
+    assert np.std(sensor.offset_adu) == pytest.approx(2, rel=0.02)
+    assert np.std(sensor.gain_e_per_adu) / np.mean(sensor.gain_e_per_adu) == pytest.approx(
+        0.03, rel=0.03
+    )
+    assert np.median(sensor.read_noise_e) == pytest.approx(1.4, rel=0.02)
+    assert np.mean(sensor.read_noise_e) > np.median(sensor.read_noise_e)  # right tail
+    assert sensor.hot_pixels.mean() == pytest.approx(0.01, rel=0.1)
+    dark = sensor.dark_current_e_per_s
+    assert dark[sensor.hot_pixels].min() > 100 * np.median(dark[~sensor.hot_pixels])
+    with pytest.raises(ValueError):
+        sensor.offset_adu[0, 0] = 5  # maps are read-only
+
+
+def test_sensor_pixel_statistics_match_theory():
+    rng = np.random.default_rng(3)
+    sensor = SCMOSSensor.random((4, 5), rng, exposure_s=0.5)
+    photons = np.full((20000, 4, 5), 30.0)
+    frames = sensor.acquire(photons, rng).astype(np.float64)
+    electrons = sensor.qe * 30.0 + sensor.dark_electrons()
+    mean = electrons / sensor.gain_e_per_adu + sensor.offset_adu
+    var = (electrons + sensor.read_noise_e**2) / sensor.gain_e_per_adu**2 + 1 / 12
+    np.testing.assert_allclose(frames.mean(axis=0), mean, rtol=2e-3)
+    np.testing.assert_allclose(frames.var(axis=0), var, rtol=0.05)
+    np.testing.assert_allclose(sensor.expected_adu(photons[0]), mean)
+
+
+def test_sensor_clips_at_its_bit_depth_and_validates():
+    rng = np.random.default_rng(0)
+    sensor = SCMOSSensor.random((8, 8), rng, bit_depth=12)
+    assert sensor.acquire(np.full((8, 8), 1e6), rng).max() == 4095
+    with pytest.raises(ValueError, match="non-negative"):
+        sensor.acquire(np.full((8, 8), -1.0), rng)
+    with pytest.raises(ValueError, match="finite"):
+        sensor.acquire(np.full((8, 8), np.nan), rng)
+    with pytest.raises(ValueError, match=r"\(8, 8\)"):
+        sensor.acquire(np.zeros((8, 9)), rng)
+    with pytest.raises(ValueError, match="bit_depth"):
+        SCMOSSensor.random((8, 8), rng, bit_depth=14)
+    with pytest.raises(ValueError, match="gain"):
+        SCMOSSensor(offset_adu=np.full((2, 2), 100.0), gain_e_per_adu=0.0, read_noise_e=1.0)
+
+
+def test_rolling_shutter_row_times():
+    sensor = SCMOSSensor.random((100, 8), np.random.default_rng(0), line_time_us=10.0,
+                                exposure_s=0.02)  # fmt: skip
+    t0, t1 = sensor.row_times(0), sensor.row_times(1)
+    np.testing.assert_allclose(np.diff(t0), 10e-6)
+    assert t1[0] == pytest.approx(0.02 + 100 * 10e-6)
+    assert sensor.timing_metadata()["shutter"] == "rolling"
+    global_shutter = SCMOSSensor.random((100, 8), np.random.default_rng(0))
+    assert np.all(global_shutter.row_times(2) == global_shutter.row_times(2)[0])
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_dark_maps_recover_offset_and_read_noise(measured):
+    sensor, _, _, cal = measured
+    true_offset = sensor.offset_adu + sensor.dark_electrons() / sensor.gain_e_per_adu
+    # read noise as measured includes quantisation and dark shot noise
+    true_sigma = np.sqrt(
+        sensor.read_noise_adu**2 + sensor.dark_electrons() / sensor.gain_e_per_adu**2 + 1 / 12
+    )
+    standard_error = true_sigma / np.sqrt(N_DARK)
+    assert np.all(np.abs(cal.offset_adu - true_offset) < 5 * standard_error)
+    relative = cal.read_noise_adu / true_sigma - 1
+    assert abs(np.median(relative)) < 0.01
+    # per pixel, a std from T frames has relative sd 1/sqrt(2(T-1)) = 5 %
+    assert np.std(relative) == pytest.approx(1 / np.sqrt(2 * (N_DARK - 1)), rel=0.15)
+    assert np.median(np.abs(cal.read_noise_e / sensor.read_noise_e - 1)) < 0.05
+
+
+def test_photon_transfer_recovers_gain_within_3_percent():
+    for seed in range(3):
+        sensor, dark, flats = acquisition(10 + seed)
+        cal = calibrate(dark, flats)
+        true_gain = np.mean(sensor.gain_e_per_adu)
+        assert cal.gain_e_per_adu == pytest.approx(true_gain, rel=0.03)
+        assert all(cal.ptc["used"])
+        assert max(abs(r) for r in cal.ptc["residual_rel"]) < 0.02
+
+
+def test_ptc_excludes_saturated_and_flickering_levels():
+    sensor, dark, flats = acquisition(5, levels=(*FLAT_PHOTONS, 60000), bit_depth=16)
+    rng = np.random.default_rng(0)
+    flicker = flats[3].astype(np.float64) * rng.normal(1, 0.05, (N_FLAT, 1, 1))
+    flats[3] = np.clip(np.rint(flicker), 0, 65535).astype(np.uint16)
+    offset, _ = calibrate_dark(dark)
+    ptc = photon_transfer(flats, offset)
+    assert ptc.saturated.tolist() == [False] * len(FLAT_PHOTONS) + [True]
+    assert not ptc.used[3] and not ptc.used[-1]
+    assert ptc.used.sum() == len(FLAT_PHOTONS) - 1
+    assert ptc.residual_rel[3] > 0.05
+    assert ptc.gain_e_per_adu == pytest.approx(np.mean(sensor.gain_e_per_adu), rel=0.03)
+
+
+def test_gain_map_when_enough_frames():
+    sensor, dark, flats = acquisition(7, n_flat=100)
+    cal = calibrate(dark, flats)
+    assert cal.gain_map_e_per_adu is not None
+    error = cal.gain_map_e_per_adu / sensor.gain_e_per_adu - 1
+    assert abs(np.median(error)) < 0.03
+    assert np.std(error) < 1.5 * cal.gain_map_rel_error
+    few = calibrate(dark, [f[:5] for f in flats])
+    assert few.gain_map_e_per_adu is None  # 5 frames per level cannot give 10 % per pixel
+
+
+def test_conversions_round_trip_and_recover_photons(measured):
+    sensor, _, _, cal = measured
+    photons = vignetted(500.0)
+    mean_adu = sensor.acquire(np.broadcast_to(photons, (200, *SHAPE)),
+                              np.random.default_rng(9)).mean(axis=0)  # fmt: skip
+    recovered = cal.adu_to_photons(mean_adu)
+    assert np.median(recovered / photons) == pytest.approx(1.0, rel=0.03)
+    np.testing.assert_allclose(cal.photons_to_adu(cal.adu_to_photons(mean_adu)), mean_adu)
+    electrons = cal.adu_to_electrons(mean_adu)
+    np.testing.assert_allclose(electrons, cal.adu_to_photons(mean_adu) * cal.qe)
+
+
+def test_save_load_round_trip(tmp_path, measured):
+    *_, cal = measured
+    path = tmp_path / "cam.npz"
+    cal.save(path)
+    back = load_calibration(path)
+    np.testing.assert_array_equal(back.offset_adu, cal.offset_adu)
+    np.testing.assert_array_equal(back.read_noise_adu, cal.read_noise_adu)
+    assert back.gain_e_per_adu == cal.gain_e_per_adu
+    assert back.camera_serial == "SN-1" and back.qe == cal.qe
+    assert back.summary() == cal.summary()
+    assert back.summary()["sensor_shape"] == list(SHAPE)
+
+
+def test_load_rejects_foreign_and_future_files(tmp_path, measured):
+    *_, cal = measured
+    with pytest.raises(CalibrationError, match="no such"):
+        load_calibration(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(CalibrationError, match="no header"):
+        load_calibration(tmp_path / "other.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(CalibrationError):
+        load_calibration(tmp_path / "text.npz")
+    cal.save(tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as z:
+        arrays = dict(z)
+    arrays["header"] = np.array(str(arrays["header"]).replace('"version": 1', '"version": 2'))
+    np.savez(tmp_path / "future.npz", **arrays)
+    with pytest.raises(CalibrationError, match="version 2"):
+        load_calibration(tmp_path / "future.npz")
+
+
+def test_wrong_sensor_size_is_reported(measured):
+    *_, cal = measured
+    with pytest.raises(CalibrationError, match="48×64 sensor but the frames are 512×512"):
+        cal.adu_to_photons(np.zeros((512, 512)))
+    with pytest.raises(CalibrationError, match="48×64 sensor"):
+        cal.check_shape((3, 64, 48))
+    cal.check_shape((3, *SHAPE))  # a TYX stack of the right size is fine
+
+
+def with_nan(dark: np.ndarray) -> np.ndarray:
+    out = dark.astype(np.float32)
+    out[3, 2, 1] = np.nan
+    return out
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (with_nan, "NaN"),
+        (lambda d: d.astype(np.float32) - 200, "negative"),
+        (lambda d: d[:5], "at least 10"),
+        (lambda d: d[0], "TYX"),
+    ],
+)
+def test_bad_dark_stacks_raise(measured, bad, message):
+    _, dark, flats, _ = measured
+    with pytest.raises(CalibrationError, match=message):
+        calibrate(bad(dark), flats)
+
+
+def test_bad_flats_raise(measured):
+    _, dark, flats, _ = measured
+    with pytest.raises(CalibrationError, match="≥ 3"):
+        calibrate(dark, flats[:2])
+    with pytest.raises(CalibrationError, match="list of TYX"):
+        calibrate(dark, flats[0])
+    with pytest.raises(CalibrationError, match="at least 2"):
+        calibrate(dark, [f[:1] for f in flats])
+    with pytest.raises(CalibrationError, match="48×32 frames but the dark stack is 48×64"):
+        calibrate(dark, [f[:, :, :32] for f in flats])
+    with pytest.raises(CalibrationError, match="≥ 0"):
+        Calibration(np.zeros(SHAPE), -np.ones(SHAPE), 0.5)
