@@ -3,6 +3,10 @@
 Optics (``optics``; lengths in nm in the sample plane, frequencies in cycles/pixel)
     ``airy_psf(na, wavelength_nm, pixel_size_nm, size=None, oversample=4)``
         widefield Airy PSF integrated over camera pixels, odd size, sums to 1.
+    ``pupil_psf(na, wavelength_nm, pixel_size_nm, *, n_immersion=1.518, defocus_nm=0.0,
+    size=None, oversample=4)``
+        scalar pupil-function PSF (immersion index, optional defocus); equals the Airy
+        pattern in focus.
     ``otf(psf)``
         |OTF|, fftshifted, 1 at DC.
     ``blur(image, psf, *, boundary="reflect")``
@@ -75,7 +79,7 @@ from .io import (
     write_tiff,
 )
 from .metrics import FRCResult, frc, frc_resolution, nrmse_affine, psnr, ssim
-from .optics import airy_psf, blur, otf
+from .optics import airy_psf, blur, otf, pupil_psf
 from .simulate import Frame, WidefieldMicroscope, simulate_pairs
 from .specimen import render_specimen
 
@@ -107,6 +111,7 @@ __all__ = [
     "blur",
     "otf",
     "psnr",
+    "pupil_psf",
     "read_tiff",
     "render_specimen",
     "simulate_pairs",
