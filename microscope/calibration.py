@@ -20,14 +20,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import uuid
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .io import atomic_write
 
 PathLike = str | os.PathLike[str]
 
@@ -446,17 +446,7 @@ class Calibration:
         }
         if self.gain_map_e_per_adu is not None:
             arrays["gain_map_e_per_adu"] = self.gain_map_e_per_adu
-        target = Path(path)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(temporary, "xb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load_calibration(path: PathLike) -> Calibration:

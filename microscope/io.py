@@ -18,9 +18,9 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
@@ -182,17 +182,7 @@ def axes_of(path: PathLike) -> str:
     Raises:
         ImageFormatError: the file is missing, unreadable, truncated or corrupt.
     """
-    name = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ImageFormatError(f"{name}: no such file")
-    try:
-        _check_tiff_structure(path)
-        with tifffile.TiffFile(path) as tif:
-            return str(_open_series(path, tif).axes)
-    except ImageFormatError:
-        raise
-    except _READ_ERRORS as exc:
-        raise ImageFormatError(f"{name}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+    return str(_series_header(path).axes)
 
 
 def _validate_for_writing(array: np.ndarray, axes: str) -> None:
@@ -250,11 +240,22 @@ def write_tiff(
     else:
         format_kwargs = {"ome": True}
 
+    atomic_write(path, lambda fh: tifffile.imwrite(fh, array, metadata=metadata,
+                                                   **format_kwargs))
+
+
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file through ``write(fh)`` atomically.
+
+    The data goes to a hidden temporary file in the same directory, is flushed to disk
+    and then renamed over ``path``; on any failure the temporary file is removed and
+    ``path`` is left untouched (never half-written).
+    """
     target = Path(path)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temporary, "xb") as fh:
-            tifffile.imwrite(fh, array, metadata=metadata, **format_kwargs)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temporary, target)
@@ -269,13 +270,18 @@ def tiff_shape(path: PathLike) -> tuple[int, ...]:
     Raises:
         ImageFormatError: the file is missing, unreadable, truncated or corrupt.
     """
+    return tuple(int(n) for n in _series_header(path).shape)
+
+
+def _series_header(path: PathLike) -> Any:
+    """The first image series of a TIFF (header only), or :class:`ImageFormatError`."""
     name = os.fspath(path)
     if not os.path.isfile(path):
         raise ImageFormatError(f"{name}: no such file")
     try:
         _check_tiff_structure(path)
         with tifffile.TiffFile(path) as tif:
-            return tuple(int(n) for n in _open_series(path, tif).shape)
+            return _open_series(path, tif)
     except ImageFormatError:
         raise
     except _READ_ERRORS as exc:

@@ -30,6 +30,19 @@ def default_psf_size(na: float, wavelength_nm: float, pixel_size_nm: float) -> i
     return max(_MIN_PSF_SIZE, 2 * int(np.ceil(radius_px)) + 1)
 
 
+def _psf_grid(
+    na: float, wavelength_nm: float, pixel_size_nm: float, size: int | None, oversample: int
+) -> tuple[int, int]:
+    """Validated (size, oversample) of a PSF; ``size`` defaults to three Airy rings."""
+    if size is None:
+        size = default_psf_size(na, wavelength_nm, pixel_size_nm)
+    if int(size) != size or size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be a positive odd integer, got {size!r}")
+    if int(oversample) != oversample or oversample < 1:
+        raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
+    return int(size), int(oversample)
+
+
 def airy_psf(
     na: float,
     wavelength_nm: float,
@@ -54,13 +67,7 @@ def airy_psf(
         ``(size, size)`` float64 array, centred on ``size // 2``, summing to 1.
     """
     _check_positive(na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm)
-    if size is None:
-        size = default_psf_size(na, wavelength_nm, pixel_size_nm)
-    if int(size) != size or size < 1 or size % 2 == 0:
-        raise ValueError(f"size must be a positive odd integer, got {size!r}")
-    if int(oversample) != oversample or oversample < 1:
-        raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
-    size, oversample = int(size), int(oversample)
+    size, oversample = _psf_grid(na, wavelength_nm, pixel_size_nm, size, oversample)
 
     # Sub-pixel sample positions (in pixels), symmetric about the central pixel centre.
     sub = (np.arange(oversample) + 0.5) / oversample - 0.5
@@ -108,13 +115,7 @@ def pupil_psf(
                     n_immersion=n_immersion)
     if na >= n_immersion:
         raise ValueError(f"NA {na} must be smaller than the immersion index {n_immersion}")
-    if size is None:
-        size = default_psf_size(na, wavelength_nm, pixel_size_nm)
-    if int(size) != size or size < 1 or size % 2 == 0:
-        raise ValueError(f"size must be a positive odd integer, got {size!r}")
-    if int(oversample) != oversample or oversample < 1:
-        raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
-    size, oversample = int(size), int(oversample)
+    size, oversample = _psf_grid(na, wavelength_nm, pixel_size_nm, size, oversample)
     dx = pixel_size_nm / oversample
     if na / wavelength_nm >= 1.0 / (2.0 * dx):
         raise ValueError("pixel_size_nm / oversample too coarse to sample the pupil")
