@@ -29,6 +29,16 @@ Simulation (``simulate``)
     ``simulate_pairs(n, shape, rng, peak_photons=(10, 100), camera=None, **kwargs)``
         ``(noisy uint16 NYX, clean_adu float32 NYX)`` training pairs.
 
+Structured illumination (``sim``, ``sim_recon``; wave vectors in cycles per camera pixel)
+    ``make_pattern(n_angles=3, n_phases=3, k_fraction=0.85, modulation=0.9, ...)`` ->
+    ``SimPattern`` (3x3 and the 3-frame DL-SIM variant), ``simulate_sim(specimen_2x,
+    pattern, ...)`` -> ``SimRawData`` (``raw`` uint16 "PYX", angles outermost),
+    ``sim_ground_truth`` (specimen through the extended SIM OTF), ``ideal_otf``,
+    ``cutoff_cycles_per_px``, ``illumination``, ``bin_to_camera``;
+    ``estimate_parameters(raw, ...)`` -> ``AngleParameters`` per angle (band separation +
+    cross-correlation), ``wiener_sim(raw, params, ...)`` (generalised Wiener, apodised, on
+    the 2x grid), ``widefield_from_raw``.
+
 Camera with per-pixel maps (``camera``)
     ``SCMOSSensor`` - per-pixel offset/gain/read-noise maps, QE, dark current, hot pixels,
         12/16-bit ADC, rolling-shutter row timing; ``SCMOSSensor.random(shape, rng)``.
@@ -80,10 +90,36 @@ from .io import (
 )
 from .metrics import FRCResult, frc, frc_resolution, nrmse_affine, psnr, ssim
 from .optics import airy_psf, blur, otf, pupil_psf
+from .sim import (
+    AngleParameters,
+    SimPattern,
+    SimRawData,
+    bin_to_camera,
+    cutoff_cycles_per_px,
+    ideal_otf,
+    illumination,
+    make_pattern,
+    sim_ground_truth,
+    simulate_sim,
+)
+from .sim_recon import estimate_parameters, widefield_from_raw, wiener_sim
 from .simulate import Frame, WidefieldMicroscope, simulate_pairs
 from .specimen import render_specimen
 
 __all__ = [
+    "AngleParameters",
+    "SimPattern",
+    "SimRawData",
+    "bin_to_camera",
+    "cutoff_cycles_per_px",
+    "estimate_parameters",
+    "ideal_otf",
+    "illumination",
+    "make_pattern",
+    "sim_ground_truth",
+    "simulate_sim",
+    "widefield_from_raw",
+    "wiener_sim",
     "Calibration",
     "CalibrationError",
     "FRCResult",

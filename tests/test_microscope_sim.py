@@ -1,0 +1,301 @@
+"""Structured illumination: forward model, parameter estimation, Wiener reconstruction.
+
+Reference values come from optics theory: the incoherent OTF of a circular pupil, the
+camera-pixel transfer sinc, the SIM support (1 + k_fraction) × 2NA/λ, the Abbe limit.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from fluorofpga.microscope.optics import airy_psf, blur
+from fluorofpga.microscope.sim import (
+    SimPattern,
+    ideal_otf,
+    make_pattern,
+    sim_ground_truth,
+    simulate_sim,
+)
+from fluorofpga.microscope.sim_recon import (
+    estimate_parameters,
+    widefield_from_raw,
+    wiener_sim,
+)
+from fluorofpga.microscope.specimen import render_specimen
+
+NA, WAVELENGTH, PIXEL = 1.2, 520.0, 65.0
+OPTICS = {"na": NA, "wavelength_nm": WAVELENGTH, "pixel_size_nm": PIXEL}
+CUTOFF = 2 * NA / WAVELENGTH * PIXEL  # widefield OTF cut-off, cycles per camera pixel
+ABBE_NM = WAVELENGTH / (2 * NA)
+# The forward model's PSF reaches v = 2π NA r / λ = 35 (≈ 11 Airy rings).
+SIM_PSF_SIZE = 2 * int(np.ceil(35.0 * WAVELENGTH / (2 * np.pi * NA * PIXEL / 2))) + 1
+
+
+def cell_scene(n_camera: int, seed: int) -> np.ndarray:
+    """Filaments and puncta on the 2× grid (fine pixels of PIXEL / 2)."""
+    rng = np.random.default_rng(seed)
+    fine = (2 * n_camera, 2 * n_camera)
+    return render_specimen(fine, rng, filaments=n_camera // 6, puncta=n_camera, nuclei=0)
+
+
+def two_lines_scene(n_camera: int, separation_nm: float, seed: int):
+    """Two short parallel vertical lines in the centre of a cell scene (kept clear)."""
+    n = 2 * n_camera
+    centre = n_camera  # fine-grid column between the lines
+    separation_fine = separation_nm / (PIXEL / 2)
+    x = np.arange(n) + 0.5
+    lines = np.zeros((n, n))
+    rows = slice(n_camera - 30, n_camera + 30)
+    for xc in (centre - separation_fine / 2, centre + separation_fine / 2):
+        lines[rows] += np.exp(-0.5 * ((x - xc) / 0.5) ** 2)[None, :]
+    scene = cell_scene(n_camera, seed)
+    scene[n_camera - 50 : n_camera + 50, centre - 30 : centre + 30] = 0
+    return lines + scene, centre, separation_fine
+
+
+def line_dip(image: np.ndarray, centre: int, separation_fine: float, n_camera: int) -> float:
+    """1 − (minimum between the lines) / (lower of the two line maxima), rows averaged."""
+    profile = image[n_camera - 20 : n_camera + 20, centre - 8 : centre + 8].mean(axis=0)
+    xs = np.arange(centre - 8, centre + 8) + 0.5
+    half = separation_fine / 2
+    left = profile[np.abs(xs - (centre - half)) < 1.5].max()
+    right = profile[np.abs(xs - (centre + half)) < 1.5].max()
+    middle = profile[np.abs(xs - centre) < 1].min()
+    return float(1 - middle / min(left, right))
+
+
+def frc(a: np.ndarray, b: np.ndarray, lo: float, hi: float) -> float:
+    """Fourier ring correlation of two 2×-grid images in a ring (cycles / camera px)."""
+    n = a.shape[0]
+    window = np.outer(np.hanning(n), np.hanning(n))
+    fa = np.fft.fft2((a - a.mean()) * window)
+    fb = np.fft.fft2((b - b.mean()) * window)
+    f = np.fft.fftfreq(n, d=0.5)
+    rho = np.hypot(f[:, None], f[None, :])
+    ring = (rho >= lo) & (rho < hi)
+    num = np.sum(fa[ring] * np.conj(fb[ring])).real
+    return float(num / np.sqrt(np.sum(np.abs(fa[ring]) ** 2) * np.sum(np.abs(fb[ring]) ** 2)))
+
+
+def wrapped(angle: float) -> float:
+    return float(np.angle(np.exp(1j * angle)))
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def test_pattern_layout_and_the_three_frame_variant():
+    pattern = make_pattern(3, 3)
+    assert pattern.n_frames == 9
+    np.testing.assert_allclose(np.diff(pattern.angles_rad), np.pi / 3)
+    np.testing.assert_allclose(np.diff(pattern.phases_rad[1]), 2 * np.pi / 3)
+    dl = make_pattern(3, 1)
+    assert (dl.n_angles, dl.n_phases) == (3, 1)
+    one_angle = make_pattern(1, 3)
+    assert (one_angle.n_angles, one_angle.n_phases) == (1, 3)
+    k = pattern.k_cycles_per_px(**OPTICS)
+    assert k == pytest.approx(0.85 * CUTOFF)
+    np.testing.assert_allclose(np.hypot(*pattern.wave_vectors(**OPTICS).T), k)
+
+    rng = np.random.default_rng(0)
+    specimen = cell_scene(32, seed=1)
+    for pat, frames in ((dl, 3), (one_angle, 3), (pattern, 9)):
+        data = simulate_sim(specimen, pat, rng=rng, **OPTICS)
+        assert data.axes == "PYX"
+        assert data.raw.shape == (frames, 32, 32) and data.raw.dtype == np.uint16
+        assert data.clean.shape == data.raw.shape and data.clean.dtype == np.float64
+
+
+def test_random_errors_have_the_requested_spread():
+    rng = np.random.default_rng(2)
+    errors_a, errors_p = [], []
+    for _ in range(300):
+        pat = make_pattern(angle_error_rad=0.01, phase_error_rad=0.1, rng=rng)
+        nominal = make_pattern()
+        errors_a.append(np.subtract(pat.angles_rad, nominal.angles_rad))
+        errors_p.append(np.subtract(pat.phases_rad, nominal.phases_rad))
+    assert np.std(errors_a) == pytest.approx(0.01, rel=0.1)
+    assert np.std(errors_p) == pytest.approx(0.1, rel=0.1)
+    with pytest.raises(ValueError, match="rng"):
+        make_pattern(phase_error_rad=0.1)
+
+
+def test_frames_are_ordered_angles_outermost_at_the_pattern_frequency():
+    """Uniform dye: each frame is 1 + m·MTF(k)·cos(...); its peak sits at its angle's k."""
+    n = 128
+    pattern = make_pattern(3, 3, k_fraction=0.6, modulation=0.8)
+    data = simulate_sim(
+        np.ones((2 * n, 2 * n)), pattern, peak_photons=1000, background_photons=0,
+        rng=np.random.default_rng(0), **OPTICS,
+    )
+    vectors = pattern.wave_vectors(**OPTICS)
+    freqs = np.fft.fftfreq(n)
+    c = slice(16, n - 16)  # away from the mirrored border
+    y, x = np.mgrid[c, c] + 0.5
+    for index, frame in enumerate(data.photons):
+        kx, ky = vectors[index // pattern.n_phases]
+        spectrum = np.abs(np.fft.fft2(frame - frame.mean()))
+        iy, ix = np.unravel_index(np.argmax(spectrum), spectrum.shape)
+        # the peak is the +k or −k bin nearest the pattern frequency
+        distance = min(
+            np.hypot(freqs[ix] - s * kx, freqs[iy] - s * ky) for s in (1, -1)
+        )
+        assert distance <= 1.0 / n
+        # modulation depth at exactly k: theory m · OTF(|k|) · sinc(kx) sinc(ky)
+        region = frame[c, c]
+        amplitude = 2 * abs(np.mean(region * np.exp(-2j * np.pi * (kx * x + ky * y))))
+        expected = 0.8 * ideal_otf(np.hypot(kx, ky), CUTOFF) * np.sinc(kx) * np.sinc(ky)
+        assert amplitude / region.mean() == pytest.approx(expected, rel=0.05)
+
+
+def test_mean_over_the_phases_of_each_angle_is_the_widefield_image():
+    specimen = cell_scene(48, seed=3)
+    pattern = make_pattern(3, 3, phase_offsets_rad=(0.4, 2.0, 5.0))
+    data = simulate_sim(
+        specimen, pattern, peak_photons=300, background_photons=7,
+        rng=np.random.default_rng(1), **OPTICS,
+    )
+    blurred = blur(specimen, airy_psf(NA, WAVELENGTH, PIXEL / 2, size=SIM_PSF_SIZE))
+    widefield = blurred.reshape(48, 2, 48, 2).sum(axis=(1, 3))
+    widefield = widefield / widefield.max() * 300 + 7
+    for a in range(3):
+        np.testing.assert_allclose(data.photons[3 * a : 3 * a + 3].mean(axis=0), widefield,
+                                   rtol=1e-9, atol=1e-9)
+    # the noisy frames scatter around the expected ADU, never systematically off
+    residual = data.raw.astype(float).mean(axis=0) - data.clean.mean(axis=0)
+    assert abs(residual.mean()) < 0.5
+
+
+def test_ground_truth_is_the_specimen_seen_through_the_extended_otf():
+    specimen = np.zeros((128, 128))
+    specimen[64, 64] = 1.0
+    truth = sim_ground_truth(specimen, k_fraction=0.85, **OPTICS)
+    assert truth.max() == pytest.approx(1.0) and truth.min() >= 0
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(truth)))
+    spectrum /= spectrum.max()
+    f = np.fft.fftshift(np.fft.fftfreq(128, d=0.5))  # cycles per camera pixel
+    rho = np.hypot(f[:, None], f[None, :])
+    extended = 1.85 * CUTOFF
+    assert spectrum[(rho > 1.3 * CUTOFF) & (rho < 1.5 * CUTOFF)].mean() > 0.02
+    assert spectrum[rho > 1.05 * extended].max() < 0.01
+
+
+# ------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_gets_a_clear_error():
+    good = np.ones((9, 32, 32))
+    with pytest.raises(ValueError, match="PYX"):
+        estimate_parameters(np.ones((32, 32)), **OPTICS)
+    with pytest.raises(ValueError, match="8 frames"):
+        estimate_parameters(np.ones((8, 32, 32)), **OPTICS)
+    nan = good.copy()
+    nan[0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        estimate_parameters(nan, **OPTICS)
+    negative = good.copy()
+    negative[4, 1, 1] = -1
+    with pytest.raises(ValueError, match="non-negative"):
+        estimate_parameters(negative, **OPTICS)
+    with pytest.raises(ValueError, match="phases"):
+        estimate_parameters(np.ones((3, 32, 32)), n_phases=1, **OPTICS)
+    params = make_pattern().angle_parameters(**OPTICS)
+    with pytest.raises(ValueError, match="multiple"):
+        wiener_sim(np.ones((8, 32, 32)), params, **OPTICS)
+    with pytest.raises(ValueError, match="NaN"):
+        wiener_sim(nan, params, **OPTICS)
+    with pytest.raises(ValueError, match="PYX"):
+        widefield_from_raw(np.ones(32))
+    with pytest.raises(ValueError, match="even"):
+        simulate_sim(np.ones((33, 32)), make_pattern(), rng=np.random.default_rng(), **OPTICS)
+    with pytest.raises(ValueError, match="non-negative"):
+        simulate_sim(-np.ones((32, 32)), make_pattern(), rng=np.random.default_rng(), **OPTICS)
+    with pytest.raises(ValueError, match="2-D"):
+        sim_ground_truth(np.ones((2, 32, 32)), **OPTICS)
+    with pytest.raises(ValueError, match="modulation"):
+        SimPattern(angles_rad=(0.0,), phases_rad=((0.0,),), modulation=1.5)
+
+
+# ------------------------------------------------------------------------- estimation
+
+
+def test_estimation_recovers_frequency_angle_phase_and_modulation():
+    rng = np.random.default_rng(7)
+    pattern = make_pattern(
+        k_fraction=0.85, modulation=0.9, phase_offsets_rad=tuple(rng.uniform(0, 2 * np.pi, 3)),
+        angle_error_rad=0.02, rng=rng,
+    )
+    data = simulate_sim(cell_scene(256, seed=4), pattern, peak_photons=500,
+                        background_photons=10, rng=rng, **OPTICS)
+    start = time.perf_counter()
+    estimated = estimate_parameters(data.raw, camera=data.camera, **OPTICS)
+    assert time.perf_counter() - start < 15
+    for est, true in zip(estimated, pattern.angle_parameters(**OPTICS), strict=True):
+        assert abs(est.k_cycles_per_px / true.k_cycles_per_px - 1) < 0.005
+        assert abs(np.rad2deg(wrapped(est.angle_rad - true.angle_rad))) < 0.5
+        assert abs(wrapped(est.phase_rad - true.phase_rad)) < 0.2
+        assert est.modulation == pytest.approx(0.9, abs=0.1)
+        assert est.k_fraction(**OPTICS) == pytest.approx(0.85, rel=0.005)
+
+
+# --------------------------------------------------------------------- reconstruction
+
+
+def test_reconstruction_separates_two_lines_at_0p7_abbe_that_widefield_cannot():
+    n = 128
+    specimen, centre, sep = two_lines_scene(n, 0.7 * ABBE_NM, seed=5)
+    rng = np.random.default_rng(11)
+    pattern = make_pattern(phase_offsets_rad=tuple(rng.uniform(0, 2 * np.pi, 3)))
+    data = simulate_sim(specimen, pattern, peak_photons=300, background_photons=10,
+                        rng=rng, **OPTICS)
+    params = estimate_parameters(data.raw, camera=data.camera, **OPTICS)
+    sim = wiener_sim(data.raw, params, camera=data.camera, **OPTICS)
+    widefield = widefield_from_raw(data.raw, camera=data.camera)
+    ideal = sim_ground_truth(specimen, k_fraction=0.85, **OPTICS)
+    assert sim.shape == widefield.shape == specimen.shape
+    ideal_dip = line_dip(ideal, centre, sep, n)
+    assert ideal_dip > 0.2  # theory: the extended OTF resolves them
+    assert line_dip(widefield, centre, sep, n) < 0.05
+    assert line_dip(sim, centre, sep, n) > 0.2
+    assert line_dip(sim, centre, sep, n) == pytest.approx(ideal_dip, abs=0.07)
+
+
+@pytest.fixture(scope="module")
+def two_acquisitions():
+    """One scene, one pattern, two independent noise realisations."""
+    n = 128
+    specimen = cell_scene(n, seed=8)
+    pattern = make_pattern(phase_offsets_rad=(1.0, 2.5, 4.0))
+    results = []
+    for seed in (21, 22):
+        data = simulate_sim(specimen, pattern, peak_photons=500, background_photons=10,
+                            rng=np.random.default_rng(seed), **OPTICS)
+        params = estimate_parameters(data.raw, camera=data.camera, **OPTICS)
+        results.append((
+            wiener_sim(data.raw, params, camera=data.camera, **OPTICS),
+            widefield_from_raw(data.raw, camera=data.camera),
+        ))
+    return specimen, results
+
+
+def test_reconstruction_correlates_with_the_sim_ground_truth_better_than_widefield(
+    two_acquisitions,
+):
+    specimen, [(sim, widefield), _] = two_acquisitions
+    truth = sim_ground_truth(specimen, k_fraction=0.85, **OPTICS)
+    c = slice(32, -32)  # away from the faded border
+    r_sim = np.corrcoef(sim[c, c].ravel(), truth[c, c].ravel())[0, 1]
+    r_wf = np.corrcoef(widefield[c, c].ravel(), truth[c, c].ravel())[0, 1]
+    assert r_sim > 0.95
+    assert r_sim > r_wf + 0.03
+
+
+def test_reconstruction_spectral_support_extends_past_1p5_widefield_cutoff(two_acquisitions):
+    """Fourier ring correlation of two noise realisations: signal, not noise, out there."""
+    _, [(sim_a, wf_a), (sim_b, wf_b)] = two_acquisitions
+    ring = (1.5 * CUTOFF, 1.6 * CUTOFF)
+    assert frc(sim_a, sim_b, *ring) > 1 / 7
+    assert abs(frc(wf_a, wf_b, *ring)) < 1 / 7
+    # inside the widefield band both carry signal
+    assert frc(wf_a, wf_b, 0.5 * CUTOFF, 0.6 * CUTOFF) > 0.5
