@@ -14,7 +14,7 @@ BOARD_VENV := .venv-board
 BOARD_STAMP := $(BOARD_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bundle bench clean
+.PHONY: install demo test lint bundle bench bench-microscope clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bundle: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/pipeline.py
+
+bench-microscope: $(STAMP)
+	$(VENV)/bin/python benchmarks/microscope.py
 
 clean:
 	rm -rf $(VENV) $(BOARD_VENV) demo_out build .pytest_cache
