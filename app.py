@@ -55,6 +55,7 @@ class BundleRecipe:
         target_mpix_per_s: throughput target for FINN folding, Mpixel/s.
         seed: RNG seed of data and weights.
         channels, depth: network size.
+        bitfile: also generate IP, stitch and synthesise a bitstream (needs Vivado).
     """
 
     name: str = "denoise-w4a8"
@@ -67,6 +68,7 @@ class BundleRecipe:
     seed: int = 0
     channels: int = 16
     depth: int = 5
+    bitfile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,7 +82,7 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
     """
     import torch
 
-    from fluorofpga.hw import HwBuildConfig, build, export_hw_layers
+    from fluorofpga.hw import BuildUntil, HwBuildConfig, build, export_hw_layers, require_vivado
     from fluorofpga.models import (
         DenoiserConfig,
         SimulatedPairs,
@@ -90,6 +92,8 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
     )
     from fluorofpga.quantize import export_to_qonnx, get_recipe, quantize_from_float
 
+    if spec.bitfile:  # refuse before minutes of training, not after
+        require_vivado("Building a bitstream for the bundle")
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -123,6 +127,7 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
     hw_cfg = HwBuildConfig(
         board=spec.board, tile=spec.tile, halo=model_cfg.halo,
         target_mpix_per_s=spec.target_mpix_per_s, io_bits=recipe.io_bits,
+        until=BuildUntil.BITFILE if spec.bitfile else BuildUntil.ESTIMATES,
     )
     result = build(qonnx_path, out / "finn", hw_cfg)
     export_hw_layers(result.hw_model, out / "hw")

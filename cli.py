@@ -133,17 +133,19 @@ def train(
     tile: int = typer.Option(128, min=16, help="compiled tile side, pixels"),
     target_mpix: float = typer.Option(10.0, help="throughput target for folding, Mpixel/s"),
     seed: int = typer.Option(0, help="seed of data and weights"),
+    bitfile: bool = typer.Option(False, help="also synthesise a bitstream (needs Vivado)"),
 ) -> None:
     """Train, quantize, compile (FINN) and package a denoiser bundle."""
     from fluorofpga import app as facade
+    from fluorofpga.hw import VivadoMissing
 
     spec = facade.BundleRecipe(name=name, recipe=recipe, train_steps=steps,
                                qat_steps=qat_steps, board=board, tile=tile,
-                               target_mpix_per_s=target_mpix, seed=seed)
+                               target_mpix_per_s=target_mpix, seed=seed, bitfile=bitfile)
     try:
         with _Bars() as bars:
             bundle = facade.make_bundle(out, spec, progress=bars)
-    except ValueError as e:
+    except (ValueError, VivadoMissing) as e:
         _fail(str(e))
     v = bundle.manifest["verification"]
     console.print(f"bundle {bundle.path}: chain of custody bit-exact = {v['bit_exact']}")

@@ -178,3 +178,11 @@ def test_cli_calibrate_then_denoise_another_camera(tmp_path):
                               "--calibration", str(cal_path)])
     assert res.exit_code == 2 and "140" in res.output
     assert not (tmp_path / "s.tif").exists()
+
+
+def test_cli_train_bitfile_without_vivado_refuses_before_training(tmp_path, monkeypatch):
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)
+    res = runner.invoke(cli, ["train", "--out", str(tmp_path / "b"), "--bitfile"])
+    assert res.exit_code == 2
+    assert "Vivado" in res.output
+    assert not (tmp_path / "b").exists()
