@@ -28,7 +28,15 @@ from fluorofpga.host import (
     process_tiled,
 )
 from fluorofpga.host.bundle import FORMAT, MANIFEST, MANIFEST_VERSION
-from fluorofpga.microscope import ImageFormatError, psnr, read_tiff, ssim, write_tiff
+from fluorofpga.microscope import (
+    ImageFormatError,
+    psnr,
+    read_ome_zarr,
+    read_tiff,
+    ssim,
+    write_ome_zarr,
+    write_tiff,
+)
 
 #: (stage name, done, total, message) -> None
 Progress = Callable[[str, int, int, str], None]
@@ -369,7 +377,9 @@ def denoise(
     calibration: str | Path | None = None,
     progress: Progress = _noop,
 ) -> dict[str, Any]:
-    """Restore a uint16 YX or TYX TIFF into ``out_path`` (same axes, uint16 ADU).
+    """Restore a uint16 YX or TYX TIFF or OME-Zarr into ``out_path`` (same axes, uint16).
+
+    The output format follows ``out_path``'s suffix (``.tif``/``.tiff`` or ``.zarr``).
 
     With ``calibration`` (a file from :func:`calibrate_camera`), the user's camera is
     mapped into the electrons-per-step of the camera the network was trained for
@@ -383,7 +393,9 @@ def denoise(
     in_path, out_path = Path(in_path), Path(out_path)
     if out_path.resolve() == in_path.resolve():
         raise ImageFormatError(f"{in_path}: refusing to overwrite the input; choose another OUT")
-    stack = read_tiff(in_path)
+    if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
+        raise ImageFormatError(f"{out_path}: unknown output suffix (use .tif, .tiff or .zarr)")
+    stack = _read_stack(in_path)
     squeeze = stack.ndim == 2
     frames = stack[None] if squeeze else stack
     bundle = load_bundle(bundle_path)
@@ -401,11 +413,26 @@ def denoise(
             restored[i] = process(frame)
             progress("denoise", i + 1, len(frames), "")
     seconds = time.perf_counter() - t0
-    write_tiff(out_path, restored[0] if squeeze else restored, axes="YX" if squeeze else "TYX")
+    result, axes = (restored[0], "YX") if squeeze else (restored, "TYX")
+    if out_path.suffix.lower() == ".zarr":
+        write_ome_zarr(out_path, result, axes=axes)
+    else:
+        write_tiff(out_path, result, axes=axes)
     return {"frames": len(frames), "shape": list(frames.shape[1:]), "seconds": seconds,
             "fps": len(frames) / seconds if seconds > 0 else None, "backend": backend,
             "bundle": bundle.name, "out": str(out_path),
             "calibration": str(calibration) if calibration else None}
+
+
+def _read_stack(path: Path) -> np.ndarray:
+    """A uint16 YX or TYX image from a TIFF or an OME-Zarr store."""
+    if path.suffix.lower() != ".zarr":
+        return read_tiff(path)
+    stack, axes = read_ome_zarr(path)
+    if stack.dtype != np.uint16 or axes not in ("YX", "TYX"):
+        raise ImageFormatError(
+            f"{path}: expected uint16 YX or TYX, found {stack.dtype} with axes {axes!r}")
+    return stack
 
 
 def _training_camera(bundle: Bundle) -> dict[str, float]:

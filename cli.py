@@ -79,8 +79,9 @@ def demo(
 
 @app.command()
 def denoise(
-    in_tif: Path = typer.Argument(..., help="uint16 TIFF, YX or TYX"),
-    out_tif: Path = typer.Argument(..., help="restored TIFF (same axes, uint16 ADU)"),
+    in_tif: Path = typer.Argument(..., help="uint16 TIFF or OME-Zarr (.zarr), YX or TYX"),
+    out_tif: Path = typer.Argument(..., help="restored image, same axes, uint16 ADU; "
+                                   ".tif/.tiff or .zarr"),
     model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
     backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
     calibration: Path | None = typer.Option(

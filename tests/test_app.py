@@ -186,3 +186,17 @@ def test_cli_train_bitfile_without_vivado_refuses_before_training(tmp_path, monk
     assert res.exit_code == 2
     assert "Vivado" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_denoise_ome_zarr_round_trip(tmp_path):
+    from fluorofpga.microscope import read_ome_zarr, write_ome_zarr
+
+    stack = _noisy_stack(2, 130)
+    write_ome_zarr(tmp_path / "in.zarr", stack, axes="TYX")
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr")])
+    assert res.exit_code == 0, res.output
+    out, axes = read_ome_zarr(tmp_path / "out.zarr")
+    assert axes == "TYX" and out.shape == stack.shape and out.dtype == np.uint16
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "in.zarr"), str(tmp_path / "out.png")])
+    assert res.exit_code == 2 and "suffix" in res.output
+    assert not (tmp_path / "out.png").exists()
