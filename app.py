@@ -383,8 +383,8 @@ def denoise(
 
     With ``calibration`` (a file from :func:`calibrate_camera`), the user's camera is
     mapped into the electrons-per-step of the camera the network was trained for
-    (per-pixel offsets removed, gain applied) and the result mapped back to the user's
-    ADU; without it the bundle's ADU normalisation is used as is.
+    (hot pixels repaired, per-pixel offsets removed, gain applied) and the result mapped
+    back to the user's ADU; without it the bundle's ADU normalisation is used as is.
 
     Bad input (missing/unreadable/truncated file, wrong dtype or dimensions, a
     calibration for another sensor size) raises a ``ValueError`` subclass before anything
@@ -455,7 +455,7 @@ def _calibrated_restorer(bundle: Bundle, acc: Any, cal: Any) -> Callable[[np.nda
     top_in = 2**fin.bits - 1
 
     def process(frame: np.ndarray) -> np.ndarray:
-        electrons = cal.adu_to_electrons(frame)
+        electrons = cal.adu_to_electrons(cal.repair_hot_pixels(frame))
         q = np.clip(np.rint((electrons + pedestal_in) / e_per_lsb_in), 0, top_in)
         out = process_tiled(q.astype(fin.dtype), acc.run, acc.tile_shape, bundle.halo)
         e_out = out.astype(np.float64) * e_per_lsb_out - pedestal_out

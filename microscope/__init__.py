@@ -46,7 +46,8 @@ Camera with per-pixel maps (``camera``)
 Calibration (``calibration``)
     ``calibrate(dark_stack, flat_stacks, qe=None)`` -> ``Calibration`` (offset and
     read-noise maps from darks, gain by the photon transfer curve), ``calibrate_dark``,
-    ``photon_transfer`` -> ``PTCResult``, ``Calibration.save`` / ``load_calibration``,
+    ``photon_transfer`` -> ``PTCResult``, ``find_hot_pixels`` (``repair_hot_pixels``),
+    ``Calibration.save`` / ``load_calibration``,
     ``adu_to_electrons`` / ``adu_to_photons`` / ``photons_to_adu``, ``check_shape``;
     errors are ``CalibrationError``.
 
@@ -73,6 +74,7 @@ from .calibration import (
     PTCResult,
     calibrate,
     calibrate_dark,
+    find_hot_pixels,
     load_calibration,
     photon_transfer,
 )
@@ -128,6 +130,7 @@ __all__ = [
     "TiffFolderDataset",
     "calibrate",
     "calibrate_dark",
+    "find_hot_pixels",
     "frc",
     "frc_resolution",
     "load_calibration",

@@ -92,6 +92,24 @@ def calibrate_dark(dark_stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dark.mean(axis=0), dark.std(axis=0, ddof=1)
 
 
+def find_hot_pixels(
+    offset_adu: np.ndarray, read_noise_adu: np.ndarray, threshold_sd: float = 6.0
+) -> np.ndarray:
+    """Defective pixels of a dark calibration: hot (high dark signal) or noisy (RTS).
+
+    A pixel is flagged when its dark mean or its temporal noise lies more than
+    ``threshold_sd`` robust standard deviations (1.4826 × MAD over the sensor) above the
+    sensor's median. Returns a boolean ``(Y, X)`` map.
+    """
+    flagged = np.zeros(np.shape(offset_adu), dtype=bool)
+    for values in (np.asarray(offset_adu, float), np.asarray(read_noise_adu, float)):
+        median = np.median(values)
+        sd = 1.4826 * np.median(np.abs(values - median))
+        if sd > 0:
+            flagged |= values > median + threshold_sd * sd
+    return flagged
+
+
 @dataclass(frozen=True)
 class PTCResult:
     """Photon transfer curve and its fit ``variance = mean / gain + read_variance``.
@@ -298,6 +316,8 @@ class Calibration:
         camera_serial: serial string of the camera.
         ptc: photon transfer curve data (``PTCResult.as_dict()``), if measured.
         gain_map_rel_error: predicted relative rms error of the gain map.
+        hot_pixels: boolean ``(Y, X)`` map of defective pixels found in the darks (see
+            :func:`find_hot_pixels`), or ``None``.
     """
 
     offset_adu: np.ndarray
@@ -313,9 +333,17 @@ class Calibration:
     camera_serial: str = ""
     ptc: dict[str, Any] | None = None
     gain_map_rel_error: float | None = None
+    hot_pixels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Validate the maps and constants."""
+        if self.hot_pixels is not None:
+            self.hot_pixels = np.asarray(self.hot_pixels, dtype=bool)
+            if self.hot_pixels.shape != np.shape(self.offset_adu):
+                raise CalibrationError(
+                    f"hot-pixel map is {_format_shape(self.hot_pixels.shape)}, offset map is "
+                    f"{_format_shape(np.shape(self.offset_adu))}"
+                )
         self.offset_adu = np.asarray(self.offset_adu, dtype=np.float64)
         self.read_noise_adu = np.asarray(self.read_noise_adu, dtype=np.float64)
         if self.offset_adu.ndim != 2 or self.offset_adu.size == 0:
@@ -375,6 +403,17 @@ class Calibration:
             raise CalibrationError(f"{unit} values hold NaN or inf")
         return array
 
+    def repair_hot_pixels(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` with every flagged pixel replaced by the median of its 3×3 neighbours."""
+        if self.hot_pixels is None or not self.hot_pixels.any():
+            return frame
+        self.check_shape(np.shape(frame))
+        from scipy.ndimage import median_filter
+
+        repaired = np.array(frame, copy=True)
+        repaired[self.hot_pixels] = median_filter(frame, size=3, mode="reflect")[self.hot_pixels]
+        return repaired
+
     def adu_to_electrons(self, adu: np.ndarray) -> np.ndarray:
         """``(adu - offset) · gain``, electrons, float64 (may be negative from read noise)."""
         adu = self._check_values(adu, "ADU")
@@ -400,6 +439,7 @@ class Calibration:
             "sensor_shape": list(self.shape),
             "gain_e_per_adu": self.gain_e_per_adu,
             "gain_map": self.gain_map_e_per_adu is not None,
+            "hot_pixels": int(self.hot_pixels.sum()) if self.hot_pixels is not None else None,
             "offset_adu_median": float(np.median(self.offset_adu)),
             "offset_adu_sd": float(self.offset_adu.std()),
             "read_noise_e_median": float(np.median(self.read_noise_e)),
@@ -446,6 +486,8 @@ class Calibration:
         }
         if self.gain_map_e_per_adu is not None:
             arrays["gain_map_e_per_adu"] = self.gain_map_e_per_adu
+        if self.hot_pixels is not None:
+            arrays["hot_pixels"] = self.hot_pixels
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
@@ -500,6 +542,7 @@ def load_calibration(path: PathLike) -> Calibration:
             camera_serial=str(header.get("camera_serial", "")),
             ptc=header.get("ptc"),
             gain_map_rel_error=header.get("gain_map_rel_error"),
+            hot_pixels=arrays.get("hot_pixels"),
         )
     except (KeyError, TypeError) as exc:
         raise CalibrationError(f"{name}: incomplete calibration header ({exc})") from exc
@@ -526,7 +569,8 @@ def calibrate(
 
     Returns:
         The calibration; ``gain_map_e_per_adu`` is filled when the flats hold enough
-        frames for a per-pixel gain with < 10 % predicted rms error.
+        frames for a per-pixel gain with < 10 % predicted rms error; ``hot_pixels`` flags
+        the defective pixels of the darks (:func:`find_hot_pixels`).
     """
     offset, read_noise = calibrate_dark(dark_stack)
     ptc = photon_transfer(flat_stacks, offset, saturation_adu=saturation_adu)
@@ -542,4 +586,5 @@ def calibrate(
         camera_serial=camera_serial,
         ptc=ptc.as_dict(),
         gain_map_rel_error=gain_map_error,
+        hot_pixels=find_hot_pixels(offset, read_noise),
     )

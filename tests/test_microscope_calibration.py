@@ -239,3 +239,26 @@ def test_bad_flats_raise(measured):
         calibrate(dark, [f[:, :, :32] for f in flats])
     with pytest.raises(CalibrationError, match="≥ 0"):
         Calibration(np.zeros(SHAPE), -np.ones(SHAPE), 0.5)
+
+
+def test_hot_pixels_found_saved_and_repaired(tmp_path):
+    from fluorofpga.microscope import calibrate, load_calibration
+
+    rng = np.random.default_rng(21)
+    sensor = SCMOSSensor.random((64, 64), rng, hot_pixel_fraction=0.01, exposure_s=0.1)
+    truth = sensor.hot_pixels
+    assert truth.sum() >= 20
+    dark = sensor.acquire(np.zeros((60, 64, 64)), rng)
+    flats = [sensor.acquire(np.full((6, 64, 64), lvl), rng) for lvl in (50.0, 200.0, 800.0)]
+    cal = calibrate(dark, flats)
+    found = cal.hot_pixels
+    assert (found & truth).sum() >= 0.9 * truth.sum()  # recall
+    assert (found & ~truth).sum() <= 0.002 * truth.size  # few false alarms
+    cal.save(tmp_path / "c.npz")
+    again = load_calibration(tmp_path / "c.npz")
+    assert np.array_equal(again.hot_pixels, found)
+    assert cal.summary()["hot_pixels"] == int(found.sum())
+    frame = sensor.acquire(np.full((64, 64), 100.0), rng)
+    fixed = cal.repair_hot_pixels(frame)
+    assert np.array_equal(fixed[~found], frame[~found])
+    assert fixed[found].mean() < frame[found].mean()
