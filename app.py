@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,6 @@ class BundleRecipe:
     channels: int = 16
     depth: int = 5
     bitfile: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _noop) -> Bundle:
@@ -173,7 +172,7 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
             "qat_final_loss": float(np.mean(qat_log[-50:])) if qat_log else None,
             "seed": spec.seed,
         },
-        "recipe_spec": {k: v for k, v in spec.__dict__.items() if k != "extra"},
+        "recipe_spec": asdict(spec),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     bundle = load_bundle(out)

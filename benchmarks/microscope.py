@@ -14,11 +14,10 @@ next to the upsampled widefield image.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+from results_io import write_results  # sibling module: scripts run from benchmarks/
 
 from fluorofpga.microscope import (
     WidefieldMicroscope,
@@ -35,7 +34,6 @@ from fluorofpga.microscope import (
     wiener_sim,
 )
 
-RESULTS = Path(__file__).parent / "results"
 OPTICS = {"na": 1.2, "wavelength_nm": 520.0, "pixel_size_nm": 65.0}
 
 
@@ -147,11 +145,7 @@ def main() -> None:
     args = ap.parse_args()
     res = {"scenes": args.scenes, "size": args.size, "throughput": throughput(),
            "sim": sim_baseline(args.scenes, args.size, (100.0, 500.0))}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "microscope.json").write_text(json.dumps(res, indent=2))
-    md = table(res)
-    (RESULTS / "microscope.md").write_text(md)
-    print(md)
+    write_results("microscope", res, table(res))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ compiled accelerator on each board.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_io import write_results  # sibling module: scripts run from benchmarks/
 from scipy.ndimage import gaussian_filter
 from skimage.restoration import denoise_nl_means
 
@@ -28,7 +28,6 @@ from fluorofpga.host import load_bundle, process_tiled
 from fluorofpga.microscope import SCMOSCamera, WidefieldMicroscope, psnr, ssim
 from fluorofpga.models import int_to_tensor, load_float_model
 
-RESULTS = Path(__file__).parent / "results"
 PHOTONS = (10.0, 20.0, 40.0, 100.0)
 
 
@@ -158,11 +157,7 @@ def main() -> None:
         "finn_estimates": finn_estimates(bundle),
     }
     res["seconds"] = time.perf_counter() - t0
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(res, indent=2))
-    md = table(res)
-    (RESULTS / "pipeline.md").write_text(md)
-    print(md)
+    write_results("pipeline", res, table(res))
 
 
 if __name__ == "__main__":

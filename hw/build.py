@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,6 @@ class HwBuildConfig:
     standalone_thresholds: bool = False
     until: BuildUntil = BuildUntil.ESTIMATES
     version: int = BUILD_CONFIG_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def board_def(self) -> Board:
         """The :class:`~fluorofpga.boards.Board` this build targets."""
