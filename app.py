@@ -8,6 +8,7 @@ parses arguments, draws progress and prints.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,13 +26,12 @@ from fluorofpga.host import (
     StreamStats,
     TiffSink,
     load_bundle,
-    process_tiled,
 )
 from fluorofpga.host.bundle import FORMAT, MANIFEST, MANIFEST_VERSION
 from fluorofpga.microscope import (
     ImageFormatError,
     psnr,
-    read_ome_zarr,
+    read_image,
     read_tiff,
     ssim,
     write_ome_zarr,
@@ -79,17 +79,37 @@ class BundleRecipe:
     bitfile: bool = False
 
 
-def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _noop) -> Bundle:
+def make_bundle(
+    out_dir: str | Path, spec: BundleRecipe, progress: Progress = _noop, overwrite: bool = False,
+) -> Bundle:
     """Train, quantize, export, compile with FINN and package a model bundle.
 
-    Stages: float training on simulated pairs -> QAT from the float checkpoint -> QONNX
-    export (Brevitas == QONNX checked) -> finn-plus build to folded hardware layers and
-    estimates -> hardware-layer export for the host -> chain-of-custody verification
-    -> ``manifest.json``.
+    Stages: float training on simulated scenes through random cameras (in the GAT-residual
+    signal representation) -> QAT from the float checkpoint -> QONNX export (Brevitas ==
+    QONNX checked) -> finn-plus build to folded hardware layers and estimates ->
+    hardware-layer export for the host -> chain-of-custody verification ->
+    ``manifest.json``. The bundle is built in a hidden sibling folder and renamed into
+    place at the end, so an interrupted run never leaves a half bundle under ``out_dir``.
+
+    Every argument is checked before any work: the recipe, the board, Vivado for a
+    bitstream, and the output folder, which must not exist (or be empty) unless
+    ``overwrite`` is given, and then only an earlier bundle is replaced.
     """
+    from fluorofpga.boards import load_board
+    from fluorofpga.quantize import get_recipe
+
+    recipe = get_recipe(spec.recipe)  # ValueError naming the known recipes
+    load_board(spec.board)  # ValueError naming the known boards
+    if spec.bitfile:  # refuse before minutes of training, not after
+        from fluorofpga.hw import require_vivado
+
+        require_vivado("Building a bitstream for the bundle")
+    out = Path(out_dir)
+    _check_bundle_output(out, overwrite)
+
     import torch
 
-    from fluorofpga.hw import BuildUntil, HwBuildConfig, build, export_hw_layers, require_vivado
+    from fluorofpga.hw import BuildUntil, HwBuildConfig, build, export_hw_layers
     from fluorofpga.models import (
         DenoiserConfig,
         SimulatedPairs,
@@ -97,14 +117,12 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
         save_checkpoint,
         train_denoiser,
     )
-    from fluorofpga.quantize import export_to_qonnx, get_recipe, quantize_from_float
+    from fluorofpga.quantize import export_to_qonnx, quantize_from_float
 
-    if spec.bitfile:  # refuse before minutes of training, not after
-        require_vivado("Building a bitstream for the bundle")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    work = out.absolute().with_name(f".{out.absolute().name}.partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     t0 = time.perf_counter()
     model_cfg = DenoiserConfig(channels=spec.channels, depth=spec.depth)
     tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg)
@@ -113,13 +131,10 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
         progress("train", step, total, f"loss {loss:.2e}")
 
     float_model, train_log = train_denoiser(tcfg, train_progress)
-    save_checkpoint(out / "float.pt", float_model, model_cfg, kind="float", train=tcfg.to_dict())
+    save_checkpoint(work / "float.pt", float_model, model_cfg, kind="float", train=tcfg.to_dict())
 
-    recipe = get_recipe(spec.recipe)
-    data = SimulatedPairs(
-        tcfg.n_scenes, (tcfg.scene_size, tcfg.scene_size), model_cfg.normalization,
-        tcfg.peak_photons, spec.seed + 1,
-    )
+    data = SimulatedPairs(tcfg.n_scenes, (tcfg.scene_size, tcfg.scene_size), model_cfg.signal,
+                          tcfg.cameras, spec.seed + 1)
 
     def qat_progress(step: int, total: int, loss: float) -> None:
         progress("qat", step, total, f"loss {loss:.2e}")
@@ -127,8 +142,8 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
     torch.manual_seed(spec.seed)
     qmodel, qat_log = quantize_from_float(float_model, recipe, data, spec.qat_steps,
                                           progress=qat_progress)
-    save_checkpoint(out / "quant.pt", qmodel, model_cfg, kind="quant", recipe=recipe.to_dict())
-    qonnx_path = export_to_qonnx(qmodel, out / "model.qonnx.onnx", (spec.tile, spec.tile))
+    save_checkpoint(work / "quant.pt", qmodel, model_cfg, kind="quant", recipe=recipe.to_dict())
+    qonnx_path = export_to_qonnx(qmodel, work / "model.qonnx.onnx", (spec.tile, spec.tile))
 
     progress("compile", 0, 1, "FINN build")
     hw_cfg = HwBuildConfig(
@@ -136,26 +151,26 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
         target_mpix_per_s=spec.target_mpix_per_s, io_bits=recipe.io_bits,
         until=BuildUntil.BITFILE if spec.bitfile else BuildUntil.ESTIMATES,
     )
-    result = build(qonnx_path, out / "finn", hw_cfg)
-    export_hw_layers(result.hw_model, out / "hw")
+    result = build(qonnx_path, work / "finn", hw_cfg)
+    export_hw_layers(result.hw_model, work / "hw")
     progress("compile", 1, 1, f"{result.seconds:.0f} s")
 
-    norm = model_cfg.normalization
-    fmt = {"bits": recipe.io_bits, "signed": False, "adu_offset": norm.adu_offset,
-           "adu_per_lsb": norm.adu_per_lsb}
+    signal = model_cfg.signal
     manifest = {
         "format": FORMAT,
         "version": MANIFEST_VERSION,
         "name": spec.name,
         "task": "denoise",
         "created_by": f"fluorofpga {__version__}",
-        "network": {"arch": "PlainDenoiser", **model_cfg.to_dict(),
+        "network": {"arch": "PlainDenoiser", "channels": spec.channels, "depth": spec.depth,
                     "receptive_field": model_cfg.receptive_field},
         "recipe": recipe.to_dict(),
-        "input": {**fmt, "frames": 1, "axes": "YX"},
-        "output": {**fmt, "upscale": 1, "axes": "YX"},
+        "signal": signal.to_dict(),
+        "input": {"bits": signal.in_bits, "signed": False, "meaning": "GAT code",
+                  "frames": 1, "order": None, "axes": "YX"},
+        "output": {"bits": signal.out_bits, "signed": False, "meaning": "noise residual code",
+                   "upscale": 1, "axes": "YX"},
         "tile": {"height": spec.tile, "width": spec.tile, "halo": model_cfg.halo},
-        "camera": training_camera(),
         "board": spec.board,
         "build": hw_cfg.to_dict(),
         "estimates": result.estimates,
@@ -170,27 +185,39 @@ def make_bundle(out_dir: str | Path, spec: BundleRecipe, progress: Progress = _n
             "steps": spec.train_steps, "final_loss": float(np.mean(train_log["loss"][-50:])),
             "qat_steps": spec.qat_steps,
             "qat_final_loss": float(np.mean(qat_log[-50:])) if qat_log else None,
-            "seed": spec.seed,
+            "seed": spec.seed, "cameras": tcfg.cameras.to_dict(),
+            "data": "simulated only (microscope room): cell-like scenes, random optics",
         },
         "recipe_spec": asdict(spec),
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    bundle = load_bundle(out)
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     progress("verify", 0, 1, "chain of custody")
-    manifest["verification"] = verify_bundle(bundle, seed=spec.seed)
+    manifest["verification"] = verify_bundle(load_bundle(work), seed=spec.seed)
     manifest["seconds"] = time.perf_counter() - t0
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     progress("verify", 1, 1, "bit-exact" if manifest["verification"]["bit_exact"] else "FAILED")
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
     return load_bundle(out)
 
 
-def training_camera() -> dict[str, float]:
-    """The simulated sCMOS camera the training pairs come from (recorded in manifests)."""
-    from dataclasses import asdict
-
-    from fluorofpga.microscope import SCMOSCamera
-
-    return asdict(SCMOSCamera())
+def _check_bundle_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that would lose data: only an old bundle may be replaced."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{out} exists and is not empty; choose a new folder or pass "
+                             "--overwrite to replace the bundle in it")
+        if not (out / MANIFEST).is_file():
+            raise ValueError(f"{out} is not a model bundle (no {MANIFEST}); refusing to "
+                             "replace it even with --overwrite")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise ValueError(f"{parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{parent} is not writable")
 
 
 # ------------------------------------------------------------------ chain of custody
@@ -200,8 +227,10 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
     """Run every stage of the bundle on the same integer tiles and compare integers.
 
     Stages: Brevitas (quantized checkpoint) -> QONNX -> every verified FINN intermediate
-    model -> host emulator. Inputs are simulated camera tiles normalised like real ones.
-    Returns ``{"bit_exact": bool, "stages": {name: mismatching pixels}, "images": n}``.
+    model -> host emulator. Inputs (:func:`sample_tiles`) are simulated camera tiles
+    encoded like real ones *and* full-range tiles that reach the top thresholds, zero and
+    saturation. Returns ``{"bit_exact": bool, "stages": {name: mismatching pixels},
+    "images": tiles compared, "output_range": [min, max] of the reference output}``.
     """
     import torch
 
@@ -216,7 +245,9 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
     acc = bundle.accelerator("emulate")
     finn_dir = bundle.file("finn_build") / "intermediate_models"
     stages: dict[str, int] = {}
-    for x in sample_tiles(bundle, n_images, seed):
+    tiles = sample_tiles(bundle, n_images, seed)
+    lo, hi = None, None
+    for x in tiles:
         ref = run_qonnx_int(bundle.file("qonnx"), x)
         results = {
             "brevitas": qmodel.forward_int(torch.from_numpy(x[None, None].astype(np.int64)))
@@ -228,15 +259,43 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
         results["host:emulate"] = acc.run(x).astype(np.int64)
         for name, y in results.items():
             stages[name] = stages.get(name, 0) + int(np.count_nonzero(y != ref))
+        lo = int(ref.min()) if lo is None else min(lo, int(ref.min()))
+        hi = int(ref.max()) if hi is None else max(hi, int(ref.max()))
     return {"bit_exact": all(v == 0 for v in stages.values()), "stages": stages,
-            "images": n_images}
+            "images": len(tiles), "output_range": [lo, hi]}
 
 
 def sample_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
-    """``n`` integer tiles cut from simulated camera frames, normalised as the bundle says."""
+    """Integer input tiles that exercise the whole input range, for the chain of custody.
+
+    ``n`` tiles cut from simulated camera frames encoded with the bundle's tables (the
+    simulated camera's noise model), and as many full-range tiles again: uniform random
+    codes, a smooth random field spanning zero to the top code with fine texture, and
+    a coarse checkerboard of zeros and top codes, plus one all-zero and one all-top tile.
+    Camera tiles alone use a third of the range: a changed weight or shifted upper
+    threshold can hide there; the full-range tiles drive activations to their top
+    thresholds and to saturation.
+    """
+    from scipy.ndimage import gaussian_filter
+
     th, tw = bundle.tile_shape
+    top = (1 << bundle.signal.in_bits) - 1
+    tables = bundle.tables(simulated_camera_noise())
     src = SimulatedCameraSource(n, (max(th, 256), max(tw, 256)), seed=seed + 1000)
-    return [bundle.input_format.to_int(frame)[:th, :tw] for _, frame in src]
+    tiles = [tables.encode(frame)[:th, :tw] for _, frame in src]
+    rng = np.random.default_rng(seed + 2000)
+    dtype = tiles[0].dtype
+    for i in range(max(n, 1)):
+        field = gaussian_filter(rng.standard_normal((th, tw)), 2.0 + 2 * i)
+        field = (field - field.min()) / max(float(np.ptp(field)), 1e-12) * top
+        field += rng.normal(0, top / 16, (th, tw))
+        tiles.append(np.clip(np.rint(field), 0, top).astype(dtype))
+        tiles.append(rng.integers(0, top + 1, (th, tw)).astype(dtype))
+    yy, xx = np.indices((th, tw))
+    tiles.append((((yy // 3 + xx // 3) % 2) * top).astype(dtype))
+    tiles.append(np.zeros((th, tw), dtype))
+    tiles.append(np.full((th, tw), top, dtype))
+    return tiles
 
 
 # ---------------------------------------------------------------------------- demo
@@ -264,8 +323,9 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(bundle_path)
     source = SimulatedCameraSource(frames, (size, size), seed=seed, fps=camera_fps)
+    noise = simulated_camera_noise()  # the simulated camera is calibrated by construction
     with bundle.accelerator(backend) as acc:
-        process = bundle.restorer(acc)
+        process = bundle.restorer(acc, noise)
         sink = TiffSink(out / "restored.tif")
         pipeline = StreamPipeline(
             source, process, sink, queue_size=4,
@@ -284,7 +344,7 @@ def demo(
     s_noisy = [ssim(truth[i], noisy_frames[i]) for i in kept]
     s_rest = [ssim(truth[i], restored[k]) for k, i in enumerate(kept)]
     bit_exact, checked, reason = _check_against_qonnx(
-        bundle, [noisy_frames[i] for i in kept[:check_frames]], restored[:check_frames]
+        bundle, noise, [noisy_frames[i] for i in kept[:check_frames]], restored[:check_frames]
     )
     report = {
         "frames": frames,
@@ -307,6 +367,7 @@ def demo(
         "bit_exact": bit_exact,
         "bit_exact_frames_checked": checked,
         "bit_exact_reference": reason,
+        "counts": process.counts.to_dict(),
         "estimates": bundle.manifest.get("estimates"),
     }
     _report_png(out / "report.png", noisy_frames[kept[0]], restored[0], truth[kept[0]], report)
@@ -315,26 +376,40 @@ def demo(
 
 
 def _check_against_qonnx(
-    bundle: Bundle, noisy: list[np.ndarray], restored: np.ndarray
+    bundle: Bundle, noise: Any, noisy: list[np.ndarray], restored: np.ndarray
 ) -> tuple[bool | None, int, str]:
-    """Recompute restored frames with the bundle's QONNX model (tiled identically)."""
+    """Recompute restored frames with the bundle's QONNX model (same tables, same tiling)."""
     try:
         from fluorofpga.quantize import run_qonnx_int
     except ImportError as e:  # board install: no qonnx/torch
         return None, 0, f"not checked: {e}"
-    qonnx = bundle.file("qonnx")
     from qonnx.core.modelwrapper import ModelWrapper
 
-    model = ModelWrapper(str(qonnx))
-    fin, fout = bundle.input_format, bundle.output_format
-    for frame, got in zip(noisy, restored, strict=False):
-        q = fin.to_int(frame)
-        ref = process_tiled(q, lambda t: run_qonnx_int(model, t), bundle.tile_shape, bundle.halo)
-        if ref.min() < 0 or ref.max() >= 2**fout.bits:
-            return False, len(noisy), "QONNX output outside the output format's range"
-        if not np.array_equal(fout.to_adu(ref.astype(np.uint16)), got):
-            return False, len(noisy), "QONNX model (qonnx execute_onnx), same tiling"
+    from fluorofpga.host import Accelerator
+
+    model = ModelWrapper(str(bundle.file("qonnx")))
+
+    class QonnxAccelerator(Accelerator):
+        name = "qonnx"
+
+        def _compute(self, tile: np.ndarray) -> np.ndarray:
+            return run_qonnx_int(model, tile).astype(np.uint8)
+
+    spec = bundle.signal
+    with QonnxAccelerator(bundle.tile_shape, spec.in_bits, spec.out_bits) as acc:
+        reference = bundle.restorer(acc, noise)
+        for frame, got in zip(noisy, restored, strict=False):
+            if not np.array_equal(reference(frame), got):
+                return False, len(noisy), "QONNX model (qonnx execute_onnx), same tiling"
     return True, len(noisy), "QONNX model (qonnx execute_onnx), same tiling"
+
+
+def simulated_camera_noise() -> Any:
+    """Noise model of the simulated camera (``SCMOSCamera()``), known exactly."""
+    from fluorofpga.microscope import NoiseModel, SCMOSCamera
+
+    cam = SCMOSCamera()
+    return NoiseModel.from_camera(cam.gain_e_per_adu, cam.offset_adu, cam.read_noise_e)
 
 
 def _report_png(
@@ -374,94 +449,105 @@ def denoise(
     bundle_path: str | Path | None = None,
     backend: str = "emulate",
     calibration: str | Path | None = None,
+    dtype: str = "uint16",
+    adc_max: int = 65535,
+    overwrite: bool = False,
     progress: Progress = _noop,
 ) -> dict[str, Any]:
-    """Restore a uint16 YX or TYX TIFF or OME-Zarr into ``out_path`` (same axes, uint16).
+    """Restore raw camera frames (TIFF or OME-Zarr) into ``out_path``, same axes.
 
-    The output format follows ``out_path``'s suffix (``.tif``/``.tiff`` or ``.zarr``).
+    Any image whose last two axes are ``YX`` is accepted (``YX``, ``TYX``, ``ZYX``,
+    ``CYX``, ``TCZYX``...): every plane is restored on its own and written back under the
+    same axes with the same pixel size, units and frame interval. The output format
+    follows ``out_path``'s suffix (``.tif``/``.tiff`` or ``.zarr``); ``dtype`` is
+    ``"uint16"`` (rounded ADU, clipped values counted) or ``"float32"`` (ADU with the
+    input's offset and gain, not rounded).
 
-    With ``calibration`` (a file from :func:`calibrate_camera`), the user's camera is
-    mapped into the electrons-per-step of the camera the network was trained for
-    (hot pixels repaired, per-pixel offsets removed, gain applied) and the result mapped
-    back to the user's ADU; without it the bundle's ADU normalisation is used as is.
+    The network sees the GAT code of every pixel: with ``calibration`` (a file from
+    :func:`calibrate_camera`) its per-pixel maps are applied and its noise model used;
+    without it the noise model is estimated from the frames themselves (the summary says
+    so). Pixels at ``adc_max`` or above the code range pass through unchanged; counts of
+    everything passed through or clipped are in the summary.
 
-    Bad input (missing/unreadable/truncated file, wrong dtype or dimensions, a
-    calibration for another sensor size) raises a ``ValueError`` subclass before anything
+    Bad input (missing/unreadable/truncated file, float or RGB data, unknown axes, a
+    calibration for another sensor, frames too small to estimate the noise, an output
+    that exists without ``overwrite``) raises a ``ValueError`` subclass before anything
     is written.
     """
+    from fluorofpga.host import OUTPUT_DTYPES
+    from fluorofpga.microscope import NoiseModel, estimate_noise
+
     in_path, out_path = Path(in_path), Path(out_path)
-    if out_path.resolve() == in_path.resolve():
-        raise ImageFormatError(f"{in_path}: refusing to overwrite the input; choose another OUT")
+    if dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"--dtype {dtype!r} not supported; choose one of {OUTPUT_DTYPES}")
     if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
         raise ImageFormatError(f"{out_path}: unknown output suffix (use .tif, .tiff or .zarr)")
-    stack = _read_stack(in_path)
-    squeeze = stack.ndim == 2
-    frames = stack[None] if squeeze else stack
+    _check_output_path(out_path, overwrite, [in_path])
+    stack, axes = _read_input(in_path)
     bundle = load_bundle(bundle_path)
+    planes = stack.reshape(-1, *stack.shape[-2:])
     cal = None
     if calibration is not None:
         from fluorofpga.microscope import load_calibration
 
         cal = load_calibration(calibration)
-        cal.check_shape(frames.shape[1:])
+        cal.check_shape(planes.shape[1:])
+        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+        noise_info: dict[str, Any] = {**noise.to_dict(), "from": str(calibration)}
+    else:
+        estimate = estimate_noise(planes, adc_max=adc_max)
+        noise = estimate.model
+        noise_info = {**estimate.summary(), "from": "estimated from the frames (no calibration)"}
     t0 = time.perf_counter()
-    restored = np.empty_like(frames)
+    restored = np.empty(planes.shape, np.dtype(dtype))
     with bundle.accelerator(backend) as acc:
-        process = bundle.restorer(acc) if cal is None else _calibrated_restorer(bundle, acc, cal)
-        for i, frame in enumerate(frames):
-            restored[i] = process(frame)
-            progress("denoise", i + 1, len(frames), "")
+        process = bundle.restorer(acc, noise, cal, dtype, adc_max)
+        for i, plane in enumerate(planes):
+            restored[i] = process(plane)
+            progress("denoise", i + 1, len(planes), "")
+        counts = process.counts.to_dict()
     seconds = time.perf_counter() - t0
-    result, axes = (restored[0], "YX") if squeeze else (restored, "TYX")
+    result = restored.reshape(stack.shape)
     if out_path.suffix.lower() == ".zarr":
         write_ome_zarr(out_path, result, axes=axes)
     else:
         write_tiff(out_path, result, axes=axes)
-    return {"frames": len(frames), "shape": list(frames.shape[1:]), "seconds": seconds,
-            "fps": len(frames) / seconds if seconds > 0 else None, "backend": backend,
-            "bundle": bundle.name, "out": str(out_path),
-            "calibration": str(calibration) if calibration else None}
+    return {"frames": len(planes), "axes": axes, "shape": list(stack.shape),
+            "seconds": seconds, "fps": len(planes) / seconds if seconds > 0 else None,
+            "backend": backend, "bundle": bundle.name, "out": str(out_path), "dtype": dtype,
+            "calibration": str(calibration) if calibration else None,
+            "noise": noise_info, "counts": counts,
+            "tables": {"max_adu_coded": bundle.tables(noise, adc_max).max_adu()}}
 
 
-def _read_stack(path: Path) -> np.ndarray:
-    """A uint16 YX or TYX image from a TIFF or an OME-Zarr store."""
-    if path.suffix.lower() != ".zarr":
-        return read_tiff(path)
-    stack, axes = read_ome_zarr(path)
-    if stack.dtype != np.uint16 or axes not in ("YX", "TYX"):
+def _check_output_path(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse an output that is an input, exists without ``overwrite``, or cannot be written."""
+    for p in inputs:
+        if out.absolute().resolve() == p.absolute().resolve():
+            raise ImageFormatError(f"{out}: refusing to overwrite the input; choose another OUT")
+    if out.exists() and not overwrite:
+        raise ImageFormatError(f"{out} exists; pass --overwrite to replace it")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise ImageFormatError(f"{parent}: output folder does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise ImageFormatError(f"{parent}: output folder is not writable")
+
+
+def _read_input(path: Path) -> tuple[np.ndarray, str]:
+    """Raw camera frames with their axes: unsigned integers, last two axes ``YX``."""
+    stack, axes = read_image(path)
+    if stack.dtype.kind != "u":
         raise ImageFormatError(
-            f"{path}: expected uint16 YX or TYX, found {stack.dtype} with axes {axes!r}")
-    return stack
-
-
-def _training_camera(bundle: Bundle) -> dict[str, float]:
-    """Camera the bundle's network was trained for (manifest ``camera``)."""
-    cam = bundle.manifest.get("camera")
-    if cam is None:
-        raise ValueError(f"bundle {bundle.name} does not record its training camera; "
-                         "re-create it with `fluorofpga train` to use --calibration")
-    return cam
-
-
-def _calibrated_restorer(bundle: Bundle, acc: Any, cal: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """``process(user ADU frame) -> user ADU frame`` through the training camera's units."""
-    train = _training_camera(bundle)
-    fin, fout = bundle.input_format, bundle.output_format
-    e_per_lsb_in = fin.adu_per_lsb * train["gain_e_per_adu"]
-    e_per_lsb_out = fout.adu_per_lsb * train["gain_e_per_adu"]
-    pedestal_in = (train["offset_adu"] - fin.adu_offset) * train["gain_e_per_adu"]
-    pedestal_out = (train["offset_adu"] - fout.adu_offset) * train["gain_e_per_adu"]
-    top_in = 2**fin.bits - 1
-
-    def process(frame: np.ndarray) -> np.ndarray:
-        electrons = cal.adu_to_electrons(cal.repair_hot_pixels(frame))
-        q = np.clip(np.rint((electrons + pedestal_in) / e_per_lsb_in), 0, top_in)
-        out = process_tiled(q.astype(fin.dtype), acc.run, acc.tile_shape, bundle.halo)
-        e_out = out.astype(np.float64) * e_per_lsb_out - pedestal_out
-        adu = e_out / cal.gain + cal.offset_adu
-        return np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
-
-    return process
+            f"{path}: {stack.dtype} data; denoising needs raw camera counts (uint8/uint16): "
+            "rescaled or float images have lost the photon statistics")
+    if "S" in axes:
+        raise ImageFormatError(f"{path}: RGB/samples data (axes {axes!r}); a fluorescence "
+                               "camera records one value per pixel")
+    if len(axes) != stack.ndim or not axes.endswith("YX") or not set(axes[:-2]) <= set("TZC"):
+        raise ImageFormatError(f"{path}: axes {axes!r} for shape {stack.shape}; expected the "
+                               "last two axes to be YX and the others among T, Z, C")
+    return stack, axes
 
 
 def calibrate_camera(

@@ -79,26 +79,41 @@ def demo(
 
 @app.command()
 def denoise(
-    in_tif: Path = typer.Argument(..., help="uint16 TIFF or OME-Zarr (.zarr), YX or TYX"),
-    out_tif: Path = typer.Argument(..., help="restored image, same axes, uint16 ADU; "
+    in_tif: Path = typer.Argument(..., help="raw camera frames (uint8/uint16 TIFF or OME-Zarr "
+                                  ".zarr), axes ending in YX: YX, TYX, ZYX, CYX, ..."),
+    out_tif: Path = typer.Argument(..., help="restored image, same axes and metadata; "
                                    ".tif/.tiff or .zarr"),
     model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
     backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
     calibration: Path | None = typer.Option(
-        None, help="camera calibration file from `fluorofpga calibrate`: map this camera's "
-        "offset/gain onto the training camera's electrons"),
+        None, help="camera calibration file from `fluorofpga calibrate` (offset/gain maps, "
+        "hot pixels, noise model); without it the noise model is estimated from the frames"),
+    dtype: str = typer.Option("uint16", help="output: uint16 (rounded ADU) or float32 (ADU, "
+                              "same offset and gain as the input, not rounded)"),
+    adc_max: int = typer.Option(65535, help="ADC saturation value, ADU (4095 for a 12-bit "
+                                "camera): pixels there pass through unchanged and are counted"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
 ) -> None:
-    """Restore a user's TIFF with the accelerator; bad input writes nothing."""
+    """Restore raw camera frames with the accelerator; bad input writes nothing."""
     from fluorofpga import app as facade
     from fluorofpga.host import AcceleratorError, BundleError
 
     try:
         with _Bars() as bars:
-            r = facade.denoise(in_tif, out_tif, model, backend, calibration, progress=bars)
+            r = facade.denoise(in_tif, out_tif, model, backend, calibration, dtype, adc_max,
+                               overwrite, progress=bars)
     except (AcceleratorError, BundleError, ValueError) as e:
         _fail(str(e))
-    console.print(f"restored {r['frames']} frame(s) of {r['shape']} in {r['seconds']:.1f} s "
-                  f"({r['backend']}) -> {r['out']}")
+    console.print(f"restored {r['frames']} plane(s) {r['axes']} {r['shape']} in "
+                  f"{r['seconds']:.1f} s ({r['backend']}, {r['dtype']}) -> {r['out']}")
+    n = r["noise"]
+    console.print(f"noise model: {n['from']} (gain {n['gain_e_per_adu']:.3g} e-/ADU, "
+                  f"a={n['a']:.4g}, b={n['b']:.4g})")
+    c = r["counts"]
+    console.print(f"pixels {c['pixels']}: saturated (passed through) {c['saturated']}, above "
+                  f"the code range ~{r['tables']['max_adu_coded']:.0f} ADU (passed through) "
+                  f"{c['above_range']}, network output at its limits {c['residual_at_limit']}, "
+                  f"clipped to the output dtype {c['clipped_output']}")
 
 
 @app.command()
@@ -125,7 +140,8 @@ def calibrate(
 
 @app.command()
 def train(
-    out: Path = typer.Option(..., "--out", help="bundle directory to create (replaced)"),
+    out: Path = typer.Option(..., "--out", help="bundle directory to create (must be new or "
+                             "empty; an earlier bundle is replaced only with --overwrite)"),
     name: str = typer.Option("denoise-w4a8", help="bundle name"),
     recipe: str = typer.Option("w4a8", help="quantization recipe: w8a8 | w4a8 | w4a4"),
     steps: int = typer.Option(1500, min=1, help="float training steps"),
@@ -135,6 +151,9 @@ def train(
     target_mpix: float = typer.Option(10.0, help="throughput target for folding, Mpixel/s"),
     seed: int = typer.Option(0, help="seed of data and weights"),
     bitfile: bool = typer.Option(False, help="also synthesise a bitstream (needs Vivado)"),
+    channels: int = typer.Option(16, min=1, help="hidden channels"),
+    depth: int = typer.Option(5, min=2, help="3x3 conv layers"),
+    overwrite: bool = typer.Option(False, help="replace an existing bundle in --out"),
 ) -> None:
     """Train, quantize, compile (FINN) and package a denoiser bundle."""
     from fluorofpga import app as facade
@@ -142,10 +161,11 @@ def train(
 
     spec = facade.BundleRecipe(name=name, recipe=recipe, train_steps=steps,
                                qat_steps=qat_steps, board=board, tile=tile,
-                               target_mpix_per_s=target_mpix, seed=seed, bitfile=bitfile)
+                               target_mpix_per_s=target_mpix, seed=seed, bitfile=bitfile,
+                               channels=channels, depth=depth)
     try:
         with _Bars() as bars:
-            bundle = facade.make_bundle(out, spec, progress=bars)
+            bundle = facade.make_bundle(out, spec, progress=bars, overwrite=overwrite)
     except (ValueError, VivadoMissing) as e:
         _fail(str(e))
     v = bundle.manifest["verification"]

@@ -11,16 +11,18 @@ Accelerator interface (:mod:`.accelerator`)
     ``run(tile)``, ``busy``, ``close()``, context manager. Backends implement
     ``_compute(tile)`` (or ``_start`` / ``_finish`` for asynchronous devices).
     ``AcceleratorError``, ``AcceleratorBusy``, ``BoardNotFound``.
-    ``frame_processor(acc, input_format, output_format, halo)`` - ``uint16`` ADU
-    frame in, restored ``uint16`` ADU frame out, through the accelerator.
+Restoration (:mod:`.restore`)
+    ``FrameRestorer(acc, tables, halo, calibration=None, dtype="uint16")`` - raw ADU
+    frame in, restored ``uint16``/``float32`` ADU out: per-pixel calibration maps,
+    pixel-in table (ADU -> GAT code), accelerator tile by tile, pixel-out (residual ->
+    clean code -> ADU); ``.counts`` (saturated / above-range pixels passed through,
+    residual codes at their limits, clipped outputs). The tables are
+    ``fluorofpga.microscope.signal.SignalTables``.
 Tiling (:mod:`.tiling`, pure numpy)
     ``Tile``, ``plan_tiles(frame_shape, tile_shape, halo)``,
     ``tile(frame, plan)``, ``stitch(outputs, plan, frame_shape)``,
     ``process_tiled(frame, fn, tile_shape, halo)`` - bit-identical to an untiled
     run when ``halo`` >= the receptive-field radius and the frame >= the tile.
-Normalisation (:mod:`.normalize`)
-    ``IntegerFormat(bits, adu_offset, adu_per_lsb)`` with ``to_int(adu)``,
-    ``to_adu(q)``, ``to_dict()``, ``from_dict()``.
 Sources (:mod:`.sources`), iterables of ``(index, uint16 YX frame)``
     ``SimulatedCameraSource`` (``ground_truth(index)``), ``TiffStackSource``.
 Sinks (:mod:`.sinks`), ``write(index, frame)`` / ``close()``
@@ -31,16 +33,19 @@ Streaming (:mod:`.stream`)
     latency).
 
 Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
-    ``load_bundle(path=None)`` -> ``Bundle`` (default: the shipped pre-trained one):
-    ``input_format``, ``output_format``, ``tile_shape``, ``halo``,
-    ``accelerator(backend="emulate")``, ``restorer(acc)``. ``BundleError``.
+    ``load_bundle(path=None)`` -> ``Bundle`` (default: the shipped pre-trained one;
+    manifest version 2, version 1 refused): ``signal`` (``SignalSpec``),
+    ``tables(noise, adc_max)``, ``tile_shape``, ``halo``,
+    ``accelerator(backend="emulate")``, ``restorer(acc, noise, calibration, dtype)``.
+    ``BundleError``.
     ``EmulatedAccelerator`` - bit-exact CPU execution of the hardware-layer graph
     (``load_hw_graph``, ``run_hw_graph`` for untiled reference runs).
 
 Typical use::
 
-    with SomeAccelerator(...) as acc:
-        process = frame_processor(acc, in_fmt, out_fmt, halo)
+    bundle = load_bundle()
+    with bundle.accelerator("emulate") as acc:
+        process = bundle.restorer(acc, NoiseModel.from_calibration(cal), cal)
         stats = StreamPipeline(SimulatedCameraSource(100, fps=30), process,
                                TiffSink("out.tif")).run()
 """
@@ -50,11 +55,10 @@ from .accelerator import (
     AcceleratorBusy,
     AcceleratorError,
     BoardNotFound,
-    frame_processor,
 )
 from .bundle import Bundle, BundleError, default_bundle_path, load_bundle
 from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
-from .normalize import IntegerFormat
+from .restore import OUTPUT_DTYPES, FrameRestorer
 from .sinks import MemorySink, TiffSink
 from .sources import SimulatedCameraSource, TiffStackSource
 from .stream import StreamPipeline, StreamStats
@@ -73,7 +77,8 @@ __all__ = [
     "AcceleratorBusy",
     "AcceleratorError",
     "BoardNotFound",
-    "IntegerFormat",
+    "FrameRestorer",
+    "OUTPUT_DTYPES",
     "MemorySink",
     "SimulatedCameraSource",
     "StreamPipeline",
@@ -81,7 +86,6 @@ __all__ = [
     "Tile",
     "TiffSink",
     "TiffStackSource",
-    "frame_processor",
     "plan_tiles",
     "process_tiled",
     "stitch",

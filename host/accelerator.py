@@ -12,20 +12,16 @@ validation, so every backend rejects the same bad input with the same message.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
 import numpy as np
-
-from .normalize import IntegerFormat
-from .tiling import process_tiled
 
 __all__ = [
     "Accelerator",
     "AcceleratorBusy",
     "AcceleratorError",
     "BoardNotFound",
-    "frame_processor",
 ]
 
 _MAX_BITS = 16
@@ -135,7 +131,7 @@ class Accelerator(abc.ABC):
         if tile.dtype.kind != "u":
             raise ValueError(
                 f"tile dtype must be an unsigned integer type (uint8/uint16), got {tile.dtype}; "
-                "normalise camera frames with IntegerFormat.to_int first"
+                "encode camera frames with the bundle's signal tables first (Bundle.restorer)"
             )
         if tile.shape != self.tile_shape:
             raise ValueError(
@@ -146,7 +142,7 @@ class Accelerator(abc.ABC):
         if tile.size and int(tile.max()) >= limit:
             raise ValueError(
                 f"tile value {int(tile.max())} does not fit in {self.in_bits} input bits "
-                f"(max {limit - 1}); check the camera normalisation (IntegerFormat)"
+                f"(max {limit - 1}); check the signal tables (SignalTables.encode)"
             )
         return np.ascontiguousarray(tile, dtype=_unsigned_dtype(self.in_bits))
 
@@ -233,30 +229,3 @@ class Accelerator(abc.ABC):
             f"{type(self).__name__}(name={self.name!r}, tile_shape={self.tile_shape}, "
             f"in_bits={self.in_bits}, out_bits={self.out_bits})"
         )
-
-
-def frame_processor(
-    accelerator: Accelerator,
-    input_format: IntegerFormat,
-    output_format: IntegerFormat,
-    halo: int,
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Build ``process(adu_frame) -> adu_frame`` for :class:`~.stream.StreamPipeline`.
-
-    The returned function normalises a ``uint16`` ADU frame with
-    ``input_format``, runs it tile by tile through ``accelerator`` (halo from the
-    network's receptive field) and maps the stitched integers back to ``uint16``
-    ADU with ``output_format``.
-    """
-    if input_format.bits != accelerator.in_bits or output_format.bits != accelerator.out_bits:
-        raise ValueError(
-            f"formats ({input_format.bits} -> {output_format.bits} bits) do not match the "
-            f"accelerator ({accelerator.in_bits} -> {accelerator.out_bits} bits)"
-        )
-
-    def process(frame: np.ndarray) -> np.ndarray:
-        q = input_format.to_int(frame)
-        out = process_tiled(q, accelerator.run, accelerator.tile_shape, halo)
-        return output_format.to_adu(out)
-
-    return process

@@ -1,7 +1,8 @@
 """Model bundle: the directory that carries a network from training to the board.
 
 ``manifest.json`` (format ``fluorofpga-bundle``, versioned) states everything the host
-needs: integer pixel formats and camera normalisation, tile size and halo, input frames
+needs: the signal representation (GAT input code, residual output code: the pixel-in /
+pixel-out tables are built from it for each camera), tile size and halo, input frames
 and output upscaling, and where the hardware-layer graph (and, with Vivado, the
 bitstream) lies. ``host/`` needs nothing but the bundle.
 """
@@ -9,20 +10,21 @@ bitstream) lies. ``host/`` needs nothing but the bundle.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from fluorofpga.microscope.signal import NoiseModel, SignalSpec, SignalTables
 
-from .accelerator import Accelerator, BoardNotFound, frame_processor
-from .normalize import IntegerFormat
+from .accelerator import Accelerator, BoardNotFound
+from .restore import FrameRestorer
 
 MANIFEST = "manifest.json"
 FORMAT = "fluorofpga-bundle"
-MANIFEST_VERSION = 1
+#: 2: the network works in the GAT-residual signal representation (``signal``);
+#: version 1 bundles fed raw ADU through a fixed window and are refused.
+MANIFEST_VERSION = 2
 BACKENDS = ("emulate", "pynq")
 
 
@@ -48,14 +50,13 @@ class Bundle:
         return str(self.manifest["name"])
 
     @property
-    def input_format(self) -> IntegerFormat:
-        """Camera ADU -> input integer mapping."""
-        return IntegerFormat.from_dict(_fmt(self.manifest["input"]))
+    def signal(self) -> SignalSpec:
+        """The signal representation the network works in (manifest ``signal``)."""
+        return SignalSpec.from_dict(self.manifest["signal"])
 
-    @property
-    def output_format(self) -> IntegerFormat:
-        """Output integer -> ADU mapping."""
-        return IntegerFormat.from_dict(_fmt(self.manifest["output"]))
+    def tables(self, noise: NoiseModel, adc_max: int = 65535) -> SignalTables:
+        """Pixel-in / pixel-out lookup tables of this bundle for one camera."""
+        return SignalTables(self.signal, noise, adc_max)
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -85,7 +86,7 @@ class Bundle:
 
             graph = load_hw_graph(self.file("hw_layers"))
             acc = EmulatedAccelerator(
-                graph, self.input_format.bits, self.output_format.bits, self.tile_shape
+                graph, self.signal.in_bits, self.signal.out_bits, self.tile_shape
             )
             if graph.tile_shape != self.tile_shape:
                 raise BundleError(
@@ -105,13 +106,21 @@ class Bundle:
             raise BoardNotFound("the pynq backend is not implemented in this release")
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
-    def restorer(self, accelerator: Accelerator) -> Callable[[np.ndarray], np.ndarray]:
-        """``process(uint16 ADU frame) -> uint16 ADU frame`` through ``accelerator``."""
-        return frame_processor(accelerator, self.input_format, self.output_format, self.halo)
+    def restorer(
+        self, accelerator: Accelerator, noise: NoiseModel, calibration: Any = None,
+        dtype: str = "uint16", adc_max: int = 65535,
+    ) -> FrameRestorer:
+        """``restorer(raw ADU frame) -> restored frame`` through ``accelerator``.
 
-
-def _fmt(d: dict[str, Any]) -> dict[str, Any]:
-    return {"bits": d["bits"], "adu_offset": d["adu_offset"], "adu_per_lsb": d["adu_per_lsb"]}
+        Args:
+            accelerator: an accelerator of this bundle (:meth:`accelerator`).
+            noise: the camera's noise model (calibration, or estimated from the frames).
+            calibration: optional calibration whose per-pixel maps are applied.
+            dtype: ``"uint16"`` or ``"float32"`` output ADU.
+            adc_max: ADC saturation value of the camera.
+        """
+        return FrameRestorer(accelerator, self.tables(noise, adc_max), self.halo,
+                             calibration, dtype)
 
 
 def default_bundle_path() -> Path:
@@ -132,11 +141,19 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != MANIFEST_VERSION:
+        old = manifest.get("version") == 1
         raise BundleError(
             f"{mpath}: manifest version {manifest.get('version')!r}; this fluorofpga reads "
             f"version {MANIFEST_VERSION}"
+            + (" (version 1 networks took raw camera ADU through a fixed window and fail on "
+               "other cameras and light levels; re-create the bundle with `fluorofpga train`)"
+               if old else "")
         )
-    for key in ("name", "input", "output", "tile", "files"):
+    for key in ("name", "signal", "input", "output", "tile", "files"):
         if key not in manifest:
             raise BundleError(f"{mpath}: manifest lacks {key!r}")
+    try:
+        SignalSpec.from_dict(manifest["signal"])
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{mpath}: bad signal representation: {e}") from None
     return Bundle(bpath.absolute(), manifest)

@@ -51,6 +51,17 @@ Calibration (``calibration``)
     ``adu_to_electrons`` / ``adu_to_photons`` / ``photons_to_adu``, ``check_shape``;
     errors are ``CalibrationError``.
 
+Signal representation (``signal``) - what the network sees, as closed forms and tables
+    ``NoiseModel(a, b, source)`` (``var(y) = a·E[y] + b`` in ADU; ``from_camera``,
+    ``from_calibration``), ``gat`` / ``inverse_gat`` (generalised Anscombe, algebraic
+    inverse), ``SignalSpec`` (the bundle's fixed codes: GAT input code, noise-residual
+    output code, clean code), ``SignalTables(spec, noise, adc_max)`` (``in_lut``,
+    ``out_lut``, ``encode``, ``decode``), ``CodeCounts`` (pixels passed through or clipped).
+
+Noise estimation without a calibration (``noise``)
+    ``estimate_noise(frames, adc_max=65535)`` -> ``NoiseEstimate`` (``model``, bins) -
+    Foi et al. 2008 style fit on one frame or a stack; ``NoiseEstimationError``.
+
 Datasets (``datasets``)
     ``simulated_pairs_at(photon_levels, n_per_level, shape, seed)``,
     ``TiffFolderDataset(folder, pattern="*.tif", clean_folder=None)`` (noisy-only or paired).
@@ -91,6 +102,7 @@ from .io import (
     write_tiff,
 )
 from .metrics import FRCResult, frc, frc_resolution, nrmse_affine, psnr, ssim
+from .noise import NoiseEstimate, NoiseEstimationError, estimate_noise
 from .optics import airy_psf, blur, otf, pupil_psf
 from .sim import (
     AngleParameters,
@@ -105,10 +117,20 @@ from .sim import (
     simulate_sim,
 )
 from .sim_recon import estimate_parameters, widefield_from_raw, wiener_sim
+from .signal import CodeCounts, NoiseModel, SignalSpec, SignalTables, gat, inverse_gat
 from .simulate import Frame, WidefieldMicroscope, simulate_pairs
 from .specimen import render_specimen
 
 __all__ = [
+    "CodeCounts",
+    "NoiseEstimate",
+    "NoiseEstimationError",
+    "NoiseModel",
+    "SignalSpec",
+    "SignalTables",
+    "estimate_noise",
+    "gat",
+    "inverse_gat",
     "AngleParameters",
     "SimPattern",
     "SimRawData",

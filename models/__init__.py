@@ -1,23 +1,23 @@
 """fluorofpga.models: PyTorch networks and their training (no FINN here).
 
 Public API:
-    DenoiserConfig, Normalization   architecture + camera ADU <-> integer mapping
+    DenoiserConfig                  architecture + signal representation (SignalSpec)
     PlainDenoiser                   float FINN-friendly denoiser (3x3 convs + ReLU)
     layer_channels(config)          (in, out) channels per conv layer
     INPUT_BITS, OUTPUT_BITS         integer pixel widths (scales are 2**-bits)
     TrainConfig, train_denoiser     supervised training on simulated pairs
     fit                             the training loop (also used for QAT)
-    SimulatedPairs                  pool of simulated pairs sampled as crops
-    adu_to_int, int_to_tensor       data conversions
+    SimulatedPairs, CameraRange     scene pool; every crop through a new random camera
+    encode_noisy                    one (input code, residual target) pair from photons
+    int_to_tensor, tensor_to_codes  data conversions
     save_checkpoint, load_checkpoint, load_float_model
 """
 
-from .data import SimulatedPairs, adu_to_int, adu_to_target, int_to_tensor
+from .data import CameraRange, SimulatedPairs, encode_noisy, int_to_tensor, tensor_to_codes
 from .denoiser import (
     INPUT_BITS,
     OUTPUT_BITS,
     DenoiserConfig,
-    Normalization,
     PlainDenoiser,
     layer_channels,
     load_checkpoint,
@@ -30,12 +30,12 @@ __all__ = [
     "INPUT_BITS",
     "OUTPUT_BITS",
     "DenoiserConfig",
-    "Normalization",
     "PlainDenoiser",
     "SimulatedPairs",
     "TrainConfig",
-    "adu_to_int",
-    "adu_to_target",
+    "CameraRange",
+    "encode_noisy",
+    "tensor_to_codes",
     "fit",
     "int_to_tensor",
     "layer_channels",

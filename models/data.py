@@ -1,76 +1,158 @@
-"""Training data for the denoiser, built on the ``microscope`` simulator."""
+"""Training data for the denoiser: physically simulated scenes seen through many cameras.
+
+Every training crop gets its own camera (gain, offset, read noise), light level (peak
+photons, background) and noise draw, so the network learns the signal representation
+(:mod:`fluorofpga.microscope.signal`), not one camera: raw ADU -> GAT input code, and
+the target is the noise residual code against the GAT of the noise-free image. The
+noise model used for the transform is perturbed by a few per cent on part of the crops,
+as a noise model estimated from the frames would be.
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from .denoiser import INPUT_BITS, Normalization
+from fluorofpga.microscope.signal import NoiseModel, SignalSpec, gat
+
+from .denoiser import INPUT_BITS, OUTPUT_BITS
 
 
-def adu_to_int(adu: np.ndarray, norm: Normalization) -> np.ndarray:
-    """Camera ADU -> integer network pixels (round half to even, clip to the bit width)."""
-    q = np.rint((np.asarray(adu, dtype=np.float64) - norm.adu_offset) / norm.adu_per_lsb)
-    return np.clip(q, 0, 2**norm.bits - 1).astype(np.uint8 if norm.bits <= 8 else np.uint16)
+@dataclass(frozen=True)
+class CameraRange:
+    """Ranges the training cameras and light levels are drawn from (per crop).
+
+    Attributes:
+        gain_e_per_adu: (min, max) conversion gain, e⁻/ADU (log-uniform).
+        offset_adu: (min, max) offset, ADU (uniform).
+        read_noise_e: (min, max) read noise, rms e⁻ (uniform).
+        peak_photons: (min, max) detected photons at the brightest pixel (log-uniform).
+        background_fraction: (min, max) background as a fraction of the peak (uniform).
+        noise_model_error: relative error applied to the noise model's variance on
+            half of the crops (as from an estimated noise model).
+    """
+
+    gain_e_per_adu: tuple[float, float] = (0.3, 3.0)
+    offset_adu: tuple[float, float] = (50.0, 500.0)
+    read_noise_e: tuple[float, float] = (0.8, 3.0)
+    peak_photons: tuple[float, float] = (1.0, 1000.0)
+    background_fraction: tuple[float, float] = (0.0, 0.15)
+    noise_model_error: float = 0.06
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict."""
+        return asdict(self)
 
 
-def adu_to_target(clean_adu: np.ndarray, norm: Normalization) -> np.ndarray:
-    """Clean expected ADU -> float target in integer-pixel units (not rounded)."""
-    t = (np.asarray(clean_adu, dtype=np.float64) - norm.adu_offset) / norm.adu_per_lsb
-    return np.clip(t, 0, 2**norm.bits - 1).astype(np.float32)
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def int_to_tensor(q: np.ndarray) -> torch.Tensor:
-    """Integer pixels (…, H, W) -> float tensor (N, 1, H, W) on the network's input scale."""
-    q = np.asarray(q)
-    if q.ndim == 2:
-        q = q[None]
-    return torch.from_numpy(q.astype(np.float32)[:, None] / 2.0**INPUT_BITS)
+def encode_noisy(
+    photons: np.ndarray, spec: SignalSpec, cams: CameraRange, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training pair from a noise-free photon image: ``(input codes, residual target)``.
+
+    Draws a camera from ``cams``, records ``photons`` with Poisson + Gaussian noise and ADC
+    rounding, transforms both the noisy and the noise-free image with that camera's noise
+    model (perturbed on half of the calls), and returns uint codes and the float target in
+    residual-code units.
+    """
+    g = _log_uniform(rng, *cams.gain_e_per_adu)
+    offset = rng.uniform(*cams.offset_adu)
+    read = rng.uniform(*cams.read_noise_e)
+    electrons = rng.poisson(photons).astype(np.float64) + rng.normal(0, read, photons.shape)
+    adu = np.clip(np.rint(electrons / g + offset), 0, 65535)
+    clean_adu = photons / g + offset
+    noise = NoiseModel.from_camera(g, offset, read)
+    if rng.random() < 0.5 and cams.noise_model_error > 0:
+        # keep the variance right at a typical level within the crop, tilt the rest
+        err = cams.noise_model_error
+        level = float(np.median(clean_adu))
+        var_at = noise.variance(level) * (1 + rng.uniform(-err, err))
+        a = noise.a * (1 + rng.uniform(-err, err))
+        noise = NoiseModel(a, var_at - a * level)
+    q = spec.input_code(gat(adu, noise))
+    target = spec.residual_target(q, gat(clean_adu, noise))
+    return q, target
 
 
 class SimulatedPairs:
-    """A fixed pool of simulated (noisy, clean) scenes, sampled as random crops.
+    """A pool of noise-free simulated scenes; every crop is recorded by a new random camera.
 
     Args:
-        n_scenes: number of independent simulated scenes in the pool.
-        scene_shape: shape of each scene in camera pixels.
-        norm: ADU <-> integer mapping.
-        peak_photons: range of peak photon levels (sampled log-uniformly per scene).
-        seed: RNG seed; the same seed gives the same pool and the same crops.
+        n_scenes: scenes in the pool (cell-like specimens, random optics).
+        scene_shape: shape of each scene, camera pixels.
+        signal: the representation the network works in.
+        cameras: camera and light-level ranges.
+        seed: RNG seed; the same seed gives the same pool and the same batches.
     """
 
     def __init__(
         self,
         n_scenes: int,
         scene_shape: tuple[int, int],
-        norm: Normalization,
-        peak_photons: tuple[float, float] = (10.0, 100.0),
+        signal: SignalSpec | None = None,
+        cameras: CameraRange | None = None,
         seed: int = 0,
     ) -> None:
-        from fluorofpga.microscope import simulate_pairs
+        from fluorofpga.microscope import SCMOSCamera, WidefieldMicroscope
 
+        self.signal = signal or SignalSpec()
+        self.cameras = cameras or CameraRange()
         self.rng = np.random.default_rng(seed)
-        noisy, clean = simulate_pairs(n_scenes, scene_shape, self.rng, peak_photons=peak_photons)
-        self.inputs = adu_to_int(noisy, norm)
-        self.targets = adu_to_target(clean, norm)
+        scenes = []
+        for _ in range(int(n_scenes)):
+            mic = WidefieldMicroscope(
+                shape=tuple(scene_shape), peak_photons=1.0, background_photons=0.0,
+                camera=SCMOSCamera(qe=1.0), seed=int(self.rng.integers(0, 2**31)),
+                na=float(self.rng.uniform(0.8, 1.45)),
+                pixel_size_nm=float(self.rng.uniform(60.0, 130.0)),
+                filaments=int(self.rng.integers(0, 60)), puncta=int(self.rng.integers(0, 400)),
+                nuclei=int(self.rng.integers(0, 6)),
+            )
+            scenes.append(np.asarray(mic.photons(), dtype=np.float64))
+        self.scenes = np.stack(scenes)
+
+    def pair(self, scene: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Record a unit-peak ``scene`` at a random light level through a random camera."""
+        cams = self.cameras
+        peak = _log_uniform(self.rng, *cams.peak_photons)
+        background = peak * self.rng.uniform(*cams.background_fraction)
+        return encode_noisy(scene * peak + background, self.signal, cams, self.rng)
 
     def batch(self, batch_size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random crops with random flips/rotations: (input, target) tensors (N,1,crop,crop)."""
-        n, h, w = self.inputs.shape
-        idx = self.rng.integers(0, n, batch_size)
-        ys = self.rng.integers(0, h - crop + 1, batch_size)
-        xs = self.rng.integers(0, w - crop + 1, batch_size)
+        """Random crops, flips, rotations: ``(input, target)`` tensors ``(N, 1, crop, crop)``.
+
+        Input is ``q / 2**INPUT_BITS``; target is the residual code / ``2**OUTPUT_BITS``.
+        """
+        n, h, w = self.scenes.shape
         xin, tgt = [], []
-        for i, y, x in zip(idx, ys, xs, strict=True):
-            a = self.inputs[i, y : y + crop, x : x + crop]
-            b = self.targets[i, y : y + crop, x : x + crop]
-            k = int(self.rng.integers(0, 4))
-            a, b = np.rot90(a, k), np.rot90(b, k)
+        for _ in range(batch_size):
+            i = int(self.rng.integers(0, n))
+            y = int(self.rng.integers(0, h - crop + 1))
+            x = int(self.rng.integers(0, w - crop + 1))
+            scene = np.rot90(self.scenes[i, y : y + crop, x : x + crop], int(self.rng.integers(4)))
             if self.rng.random() < 0.5:
-                a, b = a[:, ::-1], b[:, ::-1]
-            xin.append(a)
-            tgt.append(b)
-        scale = 2.0**INPUT_BITS
-        x_t = torch.from_numpy(np.stack(xin).astype(np.float32)[:, None] / scale)
-        t_t = torch.from_numpy(np.stack(tgt).astype(np.float32)[:, None] / scale)
+                scene = scene[:, ::-1]
+            q, t = self.pair(scene)
+            xin.append(q)
+            tgt.append(t)
+        x_t = torch.from_numpy(np.stack(xin).astype(np.float32)[:, None] / 2.0**INPUT_BITS)
+        t_t = torch.from_numpy(np.stack(tgt).astype(np.float32)[:, None] / 2.0**OUTPUT_BITS)
         return x_t, t_t
+
+
+def int_to_tensor(q: np.ndarray) -> torch.Tensor:
+    """Integer codes (…, H, W) -> float tensor (N, 1, H, W) on the network's input scale."""
+    q = np.asarray(q)
+    if q.ndim == 2:
+        q = q[None]
+    return torch.from_numpy(q.astype(np.float32)[:, None] / 2.0**INPUT_BITS)
+
+
+def tensor_to_codes(y: torch.Tensor) -> np.ndarray:
+    """Float network output (N, 1, H, W) -> float residual codes (N, H, W), not rounded."""
+    return y.detach().numpy()[:, 0] * 2.0**OUTPUT_BITS

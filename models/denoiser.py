@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fluorofpga.microscope.signal import SignalSpec
+
 #: Fixed-point convention shared by every stage: an integer pixel ``q`` of ``INPUT_BITS``
 #: is fed to the network as ``q / 2**INPUT_BITS`` and the network's output ``y`` means
 #: the integer ``round(y * 2**OUTPUT_BITS)``. Power-of-two scales keep every float
@@ -21,30 +23,8 @@ from torch import nn
 INPUT_BITS = 8
 OUTPUT_BITS = 8
 
-CHECKPOINT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """How camera ADU map to the network's integer input/output pixels.
-
-    ``q = clip(round((adu - adu_offset) / adu_per_lsb), 0, 2**bits - 1)`` and back
-    ``adu = q * adu_per_lsb + adu_offset``.
-
-    Attributes:
-        adu_offset: ADU value mapped to integer 0 (a little below the camera offset so
-            that read noise below the offset is not clipped), in ADU.
-        adu_per_lsb: ADU per integer step, in ADU.
-        bits: integer width of input and output pixels.
-    """
-
-    adu_offset: float = 84.0
-    adu_per_lsb: float = 1.0
-    bits: int = INPUT_BITS
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict."""
-        return asdict(self)
+#: 2: the network works in the GAT-residual representation (``signal``), not raw ADU.
+CHECKPOINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -54,12 +34,13 @@ class DenoiserConfig:
     Attributes:
         channels: feature channels of the hidden layers.
         depth: number of 3x3 conv layers (>= 2); the receptive field is ``2*depth+1``.
-        normalization: camera ADU <-> integer pixel mapping used in training.
+        signal: the representation the network works in (GAT input code, noise-residual
+            output code; see :mod:`fluorofpga.microscope.signal`).
     """
 
     channels: int = 16
     depth: int = 5
-    normalization: Normalization = field(default_factory=Normalization)
+    signal: SignalSpec = field(default_factory=SignalSpec)
 
     def __post_init__(self) -> None:
         if self.depth < 2:
@@ -85,7 +66,7 @@ class DenoiserConfig:
     def from_dict(cls, d: dict[str, Any]) -> DenoiserConfig:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
-        d["normalization"] = Normalization(**d.get("normalization", {}))
+        d["signal"] = SignalSpec.from_dict(d.get("signal", {}))
         return cls(**d)
 
 
@@ -98,9 +79,10 @@ def layer_channels(config: DenoiserConfig) -> list[tuple[int, int]]:
 class PlainDenoiser(nn.Module):
     """Float denoiser: ``depth`` 3x3 convs with ReLU between them.
 
-    Input: ``(N, 1, H, W)`` float, integer pixels divided by ``2**INPUT_BITS``.
-    Output: same shape and scale. The quantized twin in ``fluorofpga.quantize`` has the
-    same ``state_dict`` keys (``convs.{i}.weight``, ``convs.{i}.bias``).
+    Input: ``(N, 1, H, W)`` float, GAT input codes divided by ``2**INPUT_BITS``.
+    Output: same shape, noise-residual codes divided by ``2**OUTPUT_BITS``. The quantized
+    twin in ``fluorofpga.quantize`` has the same ``state_dict`` keys
+    (``convs.{i}.weight``, ``convs.{i}.bias``).
     """
 
     def __init__(self, config: DenoiserConfig | None = None) -> None:
@@ -142,7 +124,9 @@ def load_checkpoint(path: str | Path) -> tuple[DenoiserConfig, dict[str, Any]]:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if payload.get("version") != CHECKPOINT_VERSION:
         raise ValueError(
-            f"{path}: checkpoint version {payload.get('version')!r}, expected {CHECKPOINT_VERSION}"
+            f"{path}: checkpoint version {payload.get('version')!r}, expected "
+            f"{CHECKPOINT_VERSION} (version 1 networks took raw ADU; re-train them with "
+            "`fluorofpga train`)"
         )
     return DenoiserConfig.from_dict(payload["config"]), payload
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import SimulatedPairs
+from .data import CameraRange, SimulatedPairs
 from .denoiser import DenoiserConfig, PlainDenoiser
 
 #: progress callback: (step, total_steps, loss) -> None
@@ -28,7 +28,7 @@ class TrainConfig:
         lr: Adam learning rate (cosine-decayed to 5 % over ``steps``).
         n_scenes: simulated scenes in the training pool.
         scene_size: side of each simulated scene in pixels.
-        peak_photons: (min, max) peak photons per pixel of the training scenes.
+        cameras: camera and light-level ranges, drawn anew for every crop.
         seed: RNG seed for data and weights.
         model: architecture.
     """
@@ -39,7 +39,7 @@ class TrainConfig:
     lr: float = 2e-3
     n_scenes: int = 24
     scene_size: int = 192
-    peak_photons: tuple[float, float] = (10.0, 100.0)
+    cameras: CameraRange = field(default_factory=CameraRange)
     seed: int = 0
     model: DenoiserConfig = field(default_factory=DenoiserConfig)
 
@@ -90,8 +90,7 @@ def train_denoiser(
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     data = SimulatedPairs(
-        cfg.n_scenes, (cfg.scene_size, cfg.scene_size), cfg.model.normalization,
-        cfg.peak_photons, cfg.seed,
+        cfg.n_scenes, (cfg.scene_size, cfg.scene_size), cfg.model.signal, cfg.cameras, cfg.seed,
     )
     model = PlainDenoiser(cfg.model)
     history = fit(model, data, cfg.steps, cfg.batch_size, cfg.crop, cfg.lr, progress)

@@ -1,4 +1,4 @@
-"""Accelerator protocol, validation messages, and the ADU <-> integer formats."""
+"""Accelerator protocol and validation messages."""
 
 import numpy as np
 import pytest
@@ -8,8 +8,6 @@ from fluorofpga.host import (
     AcceleratorBusy,
     AcceleratorError,
     BoardNotFound,
-    IntegerFormat,
-    frame_processor,
     process_tiled,
 )
 
@@ -124,60 +122,3 @@ def test_process_tiled_through_accelerator():
     frame = np.random.default_rng(0).integers(0, 256, size=(40, 50), dtype=np.uint8)
     out = process_tiled(frame, acc.run, acc.tile_shape, halo=2)
     assert np.array_equal(out, frame)
-
-
-# -- IntegerFormat ---------------------------------------------------------------------------
-
-
-def test_integer_format_round_trip():
-    fmt = IntegerFormat(bits=8, adu_offset=100.0, adu_per_lsb=4.0)
-    q = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    adu = fmt.to_adu(q)
-    assert adu.dtype == np.uint16
-    assert np.array_equal(adu, 100 + 4 * q.astype(np.uint16))
-    back = fmt.to_int(adu)
-    assert back.dtype == np.uint8
-    assert np.array_equal(back, q)
-
-
-def test_integer_format_rounds_and_clips():
-    fmt = IntegerFormat(bits=8, adu_offset=100.0, adu_per_lsb=4.0)
-    adu = np.array([[0, 99, 100, 105, 106, 2000, 65535]], dtype=np.uint16)
-    assert fmt.to_int(adu).tolist() == [[0, 0, 0, 1, 2, 255, 255]]
-    big = IntegerFormat(bits=12, adu_offset=-10.0, adu_per_lsb=100.0)
-    assert big.to_int(adu).dtype == np.uint16
-    assert big.to_adu(np.array([[4095, 0]], np.uint16)).tolist() == [[65535, 0]]
-
-
-def test_integer_format_validation():
-    fmt = IntegerFormat(bits=8, adu_offset=0.0, adu_per_lsb=1.0)
-    with pytest.raises(ValueError, match="unsigned integer"):
-        fmt.to_int(np.zeros((4, 4), np.float32))
-    with pytest.raises(ValueError, match="2-D"):
-        fmt.to_int(np.zeros((2, 4, 4), np.uint16))
-    with pytest.raises(ValueError, match="256 > 255"):
-        fmt.to_adu(np.full((4, 4), 256, np.uint16))
-    with pytest.raises(ValueError, match="bits"):
-        IntegerFormat(bits=0, adu_offset=0.0, adu_per_lsb=1.0)
-    with pytest.raises(ValueError, match="adu_per_lsb"):
-        IntegerFormat(bits=8, adu_offset=0.0, adu_per_lsb=0.0)
-
-
-def test_integer_format_dict_round_trip():
-    fmt = IntegerFormat(bits=8, adu_offset=99.5, adu_per_lsb=3.25)
-    assert IntegerFormat.from_dict(fmt.to_dict()) == fmt
-    assert IntegerFormat.from_dict({"bits": 8.0, "adu_offset": 99.5, "adu_per_lsb": 3.25}) == fmt
-    with pytest.raises(ValueError, match=r"missing \['adu_per_lsb'\]"):
-        IntegerFormat.from_dict({"bits": 8, "adu_offset": 0})
-    with pytest.raises(ValueError, match=r"unknown \['scale'\]"):
-        IntegerFormat.from_dict({"bits": 8, "adu_offset": 0, "adu_per_lsb": 1, "scale": 2})
-
-
-def test_frame_processor_end_to_end():
-    acc = ShiftAccelerator(tile_shape=(16, 16))
-    fmt = IntegerFormat(bits=8, adu_offset=100.0, adu_per_lsb=4.0)
-    frame = (100 + 4 * np.random.default_rng(0).integers(0, 256, size=(30, 45))).astype(np.uint16)
-    process = frame_processor(acc, fmt, fmt, halo=1)
-    assert np.array_equal(process(frame), frame)
-    with pytest.raises(ValueError, match="do not match"):
-        frame_processor(acc, IntegerFormat(10, 0.0, 1.0), fmt, halo=1)

@@ -24,7 +24,8 @@ from fluorofpga.hw.transforms import (
     RemoveIdentityThresholds,
     SingleChannelTransposeToReshape,
 )
-from fluorofpga.models import DenoiserConfig, PlainDenoiser, SimulatedPairs, adu_to_int
+from fluorofpga.microscope import NoiseModel, SignalTables
+from fluorofpga.models import DenoiserConfig, PlainDenoiser, SimulatedPairs
 from fluorofpga.quantize import export_to_qonnx, quantize_from_float, run_qonnx_int
 
 TILE = 32
@@ -35,7 +36,7 @@ CFG = DenoiserConfig(channels=8, depth=4)
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("hwbuild")
     torch.manual_seed(0)
-    data = SimulatedPairs(3, (96, 96), CFG.normalization, seed=2)
+    data = SimulatedPairs(3, (96, 96), CFG.signal, seed=2)
     q, _ = quantize_from_float(PlainDenoiser(CFG), "w4a8", data, steps=30, crop=32)
     qonnx = export_to_qonnx(q, out / "m.onnx", (TILE, TILE))
     cfg = HwBuildConfig(board="kv260", tile=TILE, halo=CFG.halo, target_mpix_per_s=2.0)
@@ -45,7 +46,8 @@ def built(tmp_path_factory):
     frame = next(WidefieldMicroscope(shape=(64, 64), seed=5).frames(1)).noisy
     rng = np.random.default_rng(0)
     inputs = [
-        adu_to_int(frame, CFG.normalization)[:TILE, :TILE],
+        SignalTables(CFG.signal, NoiseModel.from_camera(0.46, 100, 1.6)).encode(frame)[
+            :TILE, :TILE],
         rng.integers(0, 256, (TILE, TILE)).astype(np.uint8),
         np.zeros((TILE, TILE), np.uint8),
         np.full((TILE, TILE), 255, np.uint8),

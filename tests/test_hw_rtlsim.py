@@ -50,7 +50,7 @@ def graphs(tmp_path_factory):
     d = tmp_path_factory.mktemp("rtlsim_net")
     net = DenoiserConfig(channels=CHANNELS, depth=DEPTH)
     torch.manual_seed(0)
-    data = SimulatedPairs(2, (64, 64), net.normalization, seed=1)
+    data = SimulatedPairs(2, (64, 64), net.signal, seed=1)
     q, _ = quantize_from_float(PlainDenoiser(net).eval(), "w4a8", data, steps=0, crop=32)
     qonnx = export_to_qonnx(q, d / "model.qonnx.onnx", (TILE, TILE))
     cfg = HwBuildConfig(tile=TILE, halo=net.halo)

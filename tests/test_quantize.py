@@ -18,7 +18,7 @@ CFG = DenoiserConfig(channels=8, depth=4)
 
 @pytest.fixture(scope="module")
 def data():
-    return SimulatedPairs(3, (96, 96), CFG.normalization, seed=1)
+    return SimulatedPairs(3, (96, 96), CFG.signal, seed=1)
 
 
 @pytest.fixture(scope="module")

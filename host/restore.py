@@ -1,0 +1,129 @@
+"""Camera frame in, restored frame out: the host's half of the signal representation.
+
+Per frame (see :mod:`fluorofpga.microscope.signal`): the per-pixel part of a calibration
+(hot pixels repaired, per-pixel offset and gain mapped onto the sensor's median offset and
+PTC gain) → the pixel-in table (ADU → GAT code) → the accelerator, tile by tile → the
+pixel-out arithmetic and table (residual code → clean code → ADU) → the per-pixel maps
+undone → the user's units: ``uint16`` ADU (rounded, clipped values counted) or
+``float32`` ADU (no rounding). Pixels at the ADC maximum or above the input code's range
+pass through unchanged and are counted; nothing is clipped silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fluorofpga.microscope.signal import CodeCounts, SignalTables
+
+from .accelerator import Accelerator
+from .tiling import process_tiled
+
+__all__ = ["OUTPUT_DTYPES", "FrameRestorer"]
+
+#: Output dtypes a restorer can write.
+OUTPUT_DTYPES = ("uint16", "float32")
+_UINT16_MAX = 65535
+
+
+class FrameRestorer:
+    """``restorer(frame) -> restored frame`` through an accelerator and the signal tables.
+
+    Args:
+        accelerator: the backend (emulate, rtlsim, pynq) of the bundle.
+        tables: this camera's pixel-in / pixel-out tables (:class:`SignalTables`).
+        halo: tile overlap, pixels (the network's receptive-field radius).
+        calibration: optional :class:`~fluorofpga.microscope.Calibration` whose per-pixel
+            maps (hot pixels, offset, gain map) are applied around the tables.
+        dtype: ``"uint16"`` (rounded ADU) or ``"float32"`` (ADU, not rounded).
+
+    Attributes:
+        counts: pixels passed through or clipped, accumulated over all frames.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        tables: SignalTables,
+        halo: int,
+        calibration: Any = None,
+        dtype: str = "uint16",
+    ) -> None:
+        if dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output dtype {dtype!r} not supported; choose {OUTPUT_DTYPES}")
+        spec = tables.spec
+        if spec.in_bits != accelerator.in_bits or spec.out_bits != accelerator.out_bits:
+            raise ValueError(
+                f"signal codes ({spec.in_bits} -> {spec.out_bits} bits) do not match the "
+                f"accelerator ({accelerator.in_bits} -> {accelerator.out_bits} bits)")
+        self.accelerator = accelerator
+        self.tables = tables
+        self.halo = int(halo)
+        self.calibration = calibration
+        self.dtype = np.dtype(dtype)
+        self.counts = CodeCounts()
+        self._maps: tuple[np.ndarray, np.ndarray, float, float] | None = None
+        if calibration is not None and calibration.gain_map_e_per_adu is not None:
+            self._maps = (calibration.offset_adu, calibration.gain_map_e_per_adu,
+                          float(np.median(calibration.offset_adu)),
+                          float(calibration.gain_e_per_adu))
+        elif calibration is not None:
+            self._maps = (calibration.offset_adu, np.full(calibration.shape,
+                          float(calibration.gain_e_per_adu)),
+                          float(np.median(calibration.offset_adu)),
+                          float(calibration.gain_e_per_adu))
+
+    def _check(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.dtype.kind != "u" or frame.ndim != 2:
+            raise ValueError(
+                f"expected a 2-D unsigned-integer camera frame (raw ADU), got {frame.dtype} "
+                f"with shape {frame.shape}")
+        if self.calibration is not None:
+            self.calibration.check_shape(frame.shape)
+        return frame
+
+    def to_uniform(self, frame: np.ndarray) -> np.ndarray:
+        """Per-pixel part of the calibration: raw ADU → ADU of a uniform sensor (uint16)."""
+        frame = self._check(frame)
+        if self._maps is None:
+            return frame
+        offset, gain, offset0, gain0 = self._maps
+        repaired = self.calibration.repair_hot_pixels(frame).astype(np.float64)
+        uniform = (repaired - offset) * (gain / gain0) + offset0
+        out = np.clip(np.rint(uniform), 0, self.tables.adc_max).astype(np.uint16)
+        out[frame >= self.tables.adc_max] = self.tables.adc_max  # saturation stays saturation
+        return out
+
+    def from_uniform(self, values: np.ndarray) -> np.ndarray:
+        """Undo :meth:`to_uniform` on restored values (float64 ADU)."""
+        if self._maps is None:
+            return values
+        offset, gain, offset0, gain0 = self._maps
+        return (values - offset0) * (gain0 / gain) + offset
+
+    def codes(self, frame: np.ndarray) -> np.ndarray:
+        """The accelerator's input codes of a raw frame (pixel-in)."""
+        return self.tables.encode(self.to_uniform(frame))
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Restore one raw ``(Y, X)`` frame; returns ``uint16`` or ``float32`` ADU."""
+        frame = self._check(frame)
+        uniform = self.to_uniform(frame)
+        q = self.tables.encode(uniform)
+        r = process_tiled(q, self.accelerator.run, self.accelerator.tile_shape, self.halo)
+        counts = CodeCounts()
+        values = self.from_uniform(self.tables.decode(uniform, q, r, counts))
+        passthrough = (uniform >= self.tables.adc_max) | (q >= self.tables.spec.in_max)
+        if passthrough.any():
+            values[passthrough] = frame[passthrough]
+        if self.dtype == np.uint16:
+            rounded = np.rint(values)
+            clipped = (rounded < 0) | (rounded > _UINT16_MAX)
+            counts.clipped_output += int(np.count_nonzero(clipped))
+            out = np.clip(rounded, 0, _UINT16_MAX).astype(np.uint16)
+        else:
+            out = values.astype(np.float32)
+        self.counts.add(counts)
+        return out

@@ -1,0 +1,96 @@
+"""Signal representation (GAT codes, tables) and noise estimation from the frames."""
+
+import numpy as np
+import pytest
+
+from fluorofpga.microscope import (
+    NoiseEstimationError,
+    NoiseModel,
+    SCMOSCamera,
+    SignalSpec,
+    WidefieldMicroscope,
+    calibrate,
+    estimate_noise,
+    gat,
+)
+from fluorofpga.microscope.camera import SCMOSSensor
+
+
+@pytest.mark.parametrize("gain,offset,read", [(0.46, 100, 1.6), (2.0, 300, 2.5), (0.3, 60, 0.9),
+                                              (4.0, 1000, 3.5)])
+def test_gat_makes_noise_unit_variance_from_dark_to_bright(gain, offset, read):
+    cam = SCMOSCamera(qe=1.0, gain_e_per_adu=gain, offset_adu=offset, read_noise_e=read)
+    noise = NoiseModel.from_camera(gain, offset, read)
+    rng = np.random.default_rng(0)
+    for electrons in (10.0, 100.0, 1000.0):
+        z = gat(cam.acquire(np.full((200, 200), electrons), rng), noise)
+        assert abs(z.std() - 1.0) < 0.06, (electrons, z.std())
+
+
+def test_input_code_covers_a_thousand_electrons_on_any_camera():
+    spec = SignalSpec()
+    for gain in (0.3, 1.0, 3.0):
+        noise = NoiseModel.from_camera(gain, 100.0, 1.5)
+        top_adu = float(np.interp(spec.z_range(), gat(np.arange(70000.0), noise),
+                                  np.arange(70000.0)))
+        assert 900 < (top_adu - 100.0) * gain < 1100
+
+
+def test_signal_spec_validation():
+    with pytest.raises(ValueError, match="integer"):
+        SignalSpec(in_step=0.25, residual_step=0.1)
+    with pytest.raises(ValueError, match="code_bits"):
+        SignalSpec(code_bits=10)
+    with pytest.raises(ValueError, match="unknown"):
+        SignalSpec.from_dict({"kind": "gat-residual", "window": 3})
+    assert SignalSpec.from_dict(SignalSpec().to_dict()) == SignalSpec()
+
+
+def _sd_ratio(est: NoiseModel, true: NoiseModel, levels: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(est.variance(levels), 1e-12) / true.variance(levels))
+
+
+@pytest.mark.parametrize("peak", [20.0, 100.0, 1000.0])
+@pytest.mark.parametrize("gain,offset,read", [(0.46, 100, 1.6), (2.0, 300, 2.5), (0.3, 60, 0.9)])
+def test_noise_estimated_from_one_frame_matches_the_camera(peak, gain, offset, read):
+    cam = SCMOSCamera(gain_e_per_adu=gain, offset_adu=offset, read_noise_e=read)
+    mic = WidefieldMicroscope(shape=(256, 256), peak_photons=peak, camera=cam, seed=11)
+    est = estimate_noise(next(mic.frames(1)).noisy)
+    levels = np.percentile(mic.clean_adu(), [5, 50, 99])
+    ratio = _sd_ratio(est.model, NoiseModel.from_camera(gain, offset, read), levels)
+    assert np.all(np.abs(ratio - 1) < 0.1), ratio
+    assert est.model.source == "estimated"
+
+
+def test_noise_estimated_from_a_stack_of_dim_frames_matches_the_camera():
+    cam = SCMOSCamera(gain_e_per_adu=2.0, offset_adu=300, read_noise_e=2.5)
+    mic = WidefieldMicroscope(shape=(128, 128), peak_photons=5.0, camera=cam, seed=4)
+    stack = np.stack([f.noisy for f in mic.frames(8)])
+    est = estimate_noise(stack)
+    assert est.frames_used == 8
+    levels = np.percentile(mic.clean_adu(), [5, 50, 99])
+    ratio = _sd_ratio(est.model, NoiseModel.from_camera(2.0, 300, 2.5), levels)
+    assert np.all(np.abs(ratio - 1) < 0.1), ratio
+
+
+def test_calibration_noise_model_matches_the_camera():
+    sensor = SCMOSSensor.random((64, 64), np.random.default_rng(0), gain_mean_e_per_adu=1.5,
+                                offset_mean_adu=200.0, hot_pixel_fraction=0.0)
+    rng = np.random.default_rng(1)
+    dark = sensor.acquire(np.zeros((20, 64, 64)), rng)
+    flats = [sensor.acquire(np.full((8, 64, 64), lv), rng) for lv in (50, 200, 800)]
+    model = NoiseModel.from_calibration(calibrate(dark, flats))
+    truth_var = (np.mean(sensor.read_noise_e**2) / 1.5**2 + 1 / 12
+                 + sensor.qe * 100 / 1.5**2)  # shot noise of 100 photons, in ADU²
+    level = 200.0 + sensor.qe * 100 / 1.5
+    assert abs(model.variance(level) / truth_var - 1) < 0.08
+    assert abs(model.gain_e_per_adu / 1.5 - 1) < 0.05
+
+
+def test_noise_estimation_refuses_what_it_cannot_do():
+    with pytest.raises(NoiseEstimationError, match="raw camera counts"):
+        estimate_noise(np.zeros((128, 128), np.float32))
+    with pytest.raises(NoiseEstimationError, match="usable pixels"):
+        estimate_noise(np.full((40, 40), 100, np.uint16))
+    with pytest.raises(NoiseEstimationError, match="too uniform"):
+        estimate_noise(np.full((128, 128), 100, np.uint16))
