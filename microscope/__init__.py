@@ -77,6 +77,12 @@ Image I/O (``io``)
     axes="TYX", metadata=None)`` (atomic), ``axes_of(path)``, ``tiff_shape``;
     ``write_ome_zarr`` / ``read_ome_zarr`` (NGFF 0.4, axes and pixel size), ``read_image``
     (by suffix); every bad file raises ``ImageFormatError`` (a ``ValueError``).
+    ``ImageMeta`` (axes, pixel size and unit, Z step, frame interval) with
+    ``read_image_meta(path)`` -> ``(array, meta)`` and ``write_tiff(..., meta=)`` /
+    ``write_ome_zarr(..., meta=)``; RGB refused, unnamed axes are ``Q`` (``QYX``).
+    ``check_output(path, overwrite=False, inputs=())`` raises ``OutputError`` before any
+    work (missing/unwritable folder, existing output, output = an input);
+    ``atomic_write(path, write)``.
 """
 
 from .calibration import (
@@ -93,8 +99,13 @@ from .camera import SCMOSCamera, SCMOSSensor
 from .datasets import TiffFolderDataset, simulated_pairs_at
 from .io import (
     ImageFormatError,
+    ImageMeta,
+    OutputError,
+    atomic_write,
     axes_of,
+    check_output,
     read_image,
+    read_image_meta,
     read_ome_zarr,
     read_tiff,
     tiff_shape,
@@ -165,6 +176,11 @@ __all__ = [
     "write_ome_zarr",
     "Frame",
     "ImageFormatError",
+    "ImageMeta",
+    "OutputError",
+    "atomic_write",
+    "check_output",
+    "read_image_meta",
     "SCMOSCamera",
     "WidefieldMicroscope",
     "airy_psf",

@@ -10,15 +10,36 @@ OME-Zarr stores (:func:`write_ome_zarr`, :func:`read_ome_zarr`) follow NGFF 0.4 
 format 2 (readable by napari-ome-zarr, Fiji's MoBIE/N5 readers and ``ome-zarr-py``), with a
 single resolution level; NGFF 0.5 (Zarr 3) stores are read too. ``zarr`` is imported only
 inside these functions (``pip install fluorofpga[zarr]``).
+
+Physical metadata travels with the pixels as an :class:`ImageMeta` (axes, pixel size and
+unit, Z step, frame interval and unit): :func:`read_image_meta` reads it from ImageJ
+metadata and resolution tags, OME-XML or NGFF ``axes``/``coordinateTransformations``, and
+``write_tiff(..., meta=)`` / ``write_ome_zarr(..., meta=)`` write it back.
+
+Axes conventions of the readers: letters from ``TZCYXS``; ``Q`` marks an axis whose
+meaning the file does not state (a plain multi-page TIFF: time points, Z slices and
+channels look the same), so a 3-D image without axis information comes back as ``QYX``
+and the caller decides (refuse it, or treat the planes as repeated frames where that is
+physically safe, as camera calibration does). RGB/multi-sample images (axis ``S``) are
+refused: a fluorescence camera records one value per pixel.
+
+Outputs: :func:`check_output` validates an output path before any work (folder exists
+and is writable, nothing replaced without ``overwrite``, never one of the inputs) and
+raises :class:`OutputError`; files are written atomically (:func:`atomic_write`) and Zarr
+stores through a sibling temporary folder renamed into place.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import struct
+import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,6 +66,223 @@ _READ_ERRORS = (OSError, ValueError, struct.error, EOFError, IndexError, KeyErro
 
 class ImageFormatError(ValueError):
     """An image file is missing, unreadable, truncated, or not the expected dtype/shape."""
+
+
+class OutputError(ValueError):
+    """An output path cannot or must not be written (see :func:`check_output`)."""
+
+
+# --------------------------------------------------------------------- physical metadata
+
+# Canonical unit names are the UDUNITS names NGFF uses; values are the size of the unit
+# in micrometres (space) or seconds (time).
+_SPATIAL_UNITS_UM = {
+    "angstrom": 1e-4, "nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3,
+    "centimeter": 1e4, "meter": 1e6,
+}  # fmt: skip
+_TIME_UNITS_S = {
+    "nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0,
+    "minute": 60.0, "hour": 3600.0,
+}  # fmt: skip
+_UNIT_ALIASES = {
+    "å": "angstrom", "angstroms": "angstrom", "\u212b": "angstrom",
+    "nm": "nanometer", "nanometre": "nanometer", "nanometers": "nanometer",
+    "um": "micrometer", "\u00b5m": "micrometer", "\u03bcm": "micrometer",
+    "\\u00b5m": "micrometer", "micron": "micrometer", "microns": "micrometer",
+    "micrometre": "micrometer", "micrometers": "micrometer",
+    "mm": "millimeter", "millimetre": "millimeter", "millimeters": "millimeter",
+    "cm": "centimeter", "centimetre": "centimeter", "centimeters": "centimeter",
+    "m": "meter", "metre": "meter", "meters": "meter",
+    "ns": "nanosecond", "nsec": "nanosecond", "nanoseconds": "nanosecond",
+    "us": "microsecond", "\u00b5s": "microsecond", "\u03bcs": "microsecond",
+    "\\u00b5s": "microsecond", "usec": "microsecond", "microseconds": "microsecond",
+    "ms": "millisecond", "msec": "millisecond", "milliseconds": "millisecond",
+    "s": "second", "sec": "second", "secs": "second", "seconds": "second",
+    "min": "minute", "mins": "minute", "minutes": "minute",
+    "h": "hour", "hr": "hour", "hrs": "hour", "hours": "hour",
+}  # fmt: skip
+# How each canonical unit is spelled in ImageJ descriptions and in OME-XML. ImageJ
+# writes ``tunit`` only when the time unit is not its default "sec".
+_IMAGEJ_UNITS = {
+    "angstrom": "angstrom", "nanometer": "nm", "micrometer": "micron", "millimeter": "mm",
+    "centimeter": "cm", "meter": "m", "nanosecond": "ns", "microsecond": "us",
+    "millisecond": "ms", "second": "sec", "minute": "min", "hour": "hour",
+}  # fmt: skip
+_OME_UNITS = {
+    "angstrom": "\u00c5", "nanometer": "nm", "micrometer": "\u00b5m", "millimeter": "mm",
+    "centimeter": "cm", "meter": "m", "nanosecond": "ns", "microsecond": "\u00b5s",
+    "millisecond": "ms", "second": "s", "minute": "min", "hour": "h",
+}  # fmt: skip
+_RESUNIT_CENTIMETER = 3  # TIFF ResolutionUnit value
+
+
+def _canonical_unit(unit: Any, table: Mapping[str, float]) -> str | None:
+    """Canonical name of ``unit`` if it is one of ``table``'s units, else ``None``."""
+    if not isinstance(unit, str):
+        return None
+    key = unit.strip()
+    key = _UNIT_ALIASES.get(key.lower(), _UNIT_ALIASES.get(key, key.lower()))
+    return key if key in table else None
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Axes and physical calibration of an image, as read from or written to a file.
+
+    Attributes:
+        axes: one letter per array dimension from ``TZCYXS``; ``Q`` for an axis whose
+            meaning the file does not state (see the module docstring).
+        pixel_size_y, pixel_size_x: pixel pitch in the sample plane, in ``spatial_unit``,
+            or ``None`` when the file does not say.
+        spatial_unit: unit of the pixel size and Z step; a UDUNITS name (``"micrometer"``,
+            ``"nanometer"``, ...). Common spellings (``"um"``, ``"µm"``, ``"micron"``)
+            are accepted and stored canonically.
+        z_step: distance between Z planes in ``spatial_unit``, or ``None``.
+        frame_interval: time between frames in ``time_unit``, or ``None``.
+        time_unit: unit of the frame interval (``"second"``, ``"millisecond"``, ...).
+
+    Raises:
+        ValueError: unknown unit, or a size that is not a positive finite number.
+    """
+
+    axes: str
+    pixel_size_y: float | None = None
+    pixel_size_x: float | None = None
+    spatial_unit: str = "micrometer"
+    z_step: float | None = None
+    frame_interval: float | None = None
+    time_unit: str = "second"
+
+    def __post_init__(self) -> None:
+        """Validate the axes and sizes and store the units canonically."""
+        if not isinstance(self.axes, str) or not self.axes.isalpha() or not self.axes.isupper():
+            raise ValueError(f"axes must be upper-case letters such as 'TYX', got {self.axes!r}")
+        spatial = _canonical_unit(self.spatial_unit, _SPATIAL_UNITS_UM)
+        if spatial is None:
+            raise ValueError(
+                f"unknown spatial unit {self.spatial_unit!r}; use one of "
+                f"{', '.join(_SPATIAL_UNITS_UM)}"
+            )
+        time = _canonical_unit(self.time_unit, _TIME_UNITS_S)
+        if time is None:
+            raise ValueError(
+                f"unknown time unit {self.time_unit!r}; use one of {', '.join(_TIME_UNITS_S)}"
+            )
+        object.__setattr__(self, "spatial_unit", spatial)
+        object.__setattr__(self, "time_unit", time)
+        for name in ("pixel_size_y", "pixel_size_x", "z_step", "frame_interval"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not (math.isfinite(number) and number > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+            object.__setattr__(self, name, number)
+
+    @property
+    def pixel_size_um(self) -> tuple[float, float] | None:
+        """``(y, x)`` pixel size in micrometres, or ``None`` if either is unknown."""
+        if self.pixel_size_y is None or self.pixel_size_x is None:
+            return None
+        factor = _SPATIAL_UNITS_UM[self.spatial_unit]
+        return (self.pixel_size_y * factor, self.pixel_size_x * factor)
+
+    @property
+    def z_step_um(self) -> float | None:
+        """Z step in micrometres, or ``None``."""
+        return None if self.z_step is None else self.z_step * _SPATIAL_UNITS_UM[self.spatial_unit]
+
+    @property
+    def frame_interval_s(self) -> float | None:
+        """Frame interval in seconds, or ``None``."""
+        if self.frame_interval is None:
+            return None
+        return self.frame_interval * _TIME_UNITS_S[self.time_unit]
+
+    def with_axes(self, axes: str) -> ImageMeta:
+        """The same calibration under other axes (e.g. ``"YX"`` for one plane of ``"TYX"``)."""
+        return replace(self, axes=axes)
+
+    def upscaled(self, factor: float) -> ImageMeta:
+        """Calibration of the image resampled ``factor`` times finer in Y and X.
+
+        A 2x SIM reconstruction has half the pixel size: ``meta.upscaled(2)``.
+        """
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"upscaling factor must be > 0, got {factor!r}")
+        return replace(
+            self,
+            pixel_size_y=None if self.pixel_size_y is None else self.pixel_size_y / factor,
+            pixel_size_x=None if self.pixel_size_x is None else self.pixel_size_x / factor,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (for reports and manifests)."""
+        return asdict(self)
+
+    def to_imagej(self) -> tuple[tuple[float, float] | None, dict[str, Any]]:
+        """``(resolution, metadata)`` for tifffile's ImageJ writer (axes not included).
+
+        ``resolution`` is ``(x, y)`` pixels per unit for the XResolution/YResolution tags
+        (``None`` without a pixel size); ``metadata`` holds ``unit``, ``spacing`` (Z step),
+        ``finterval`` and, unless in seconds, its ``tunit`` (as ImageJ writes them).
+        """
+        metadata: dict[str, Any] = {}
+        resolution = None
+        if self.pixel_size_y is not None and self.pixel_size_x is not None:
+            resolution = (1.0 / self.pixel_size_x, 1.0 / self.pixel_size_y)
+        if resolution is not None or self.z_step is not None:
+            metadata["unit"] = _IMAGEJ_UNITS[self.spatial_unit]
+        if self.z_step is not None:
+            metadata["spacing"] = self.z_step
+        if self.frame_interval is not None:
+            metadata["finterval"] = self.frame_interval
+            if self.time_unit != "second":
+                metadata["tunit"] = _IMAGEJ_UNITS[self.time_unit]
+        return resolution, metadata
+
+    def to_ome(self) -> dict[str, Any]:
+        """OME-XML ``Pixels`` attributes (``PhysicalSizeX``, ``TimeIncrement``, ...)."""
+        unit = _OME_UNITS[self.spatial_unit]
+        ome: dict[str, Any] = {}
+        for key, value in (("X", self.pixel_size_x), ("Y", self.pixel_size_y),
+                           ("Z", self.z_step)):  # fmt: skip
+            if value is not None:
+                ome[f"PhysicalSize{key}"] = value
+                ome[f"PhysicalSize{key}Unit"] = unit
+        if self.frame_interval is not None:
+            ome["TimeIncrement"] = self.frame_interval
+            ome["TimeIncrementUnit"] = _OME_UNITS[self.time_unit]
+        return ome
+
+    def to_ngff(self, axes: str) -> tuple[list[float], dict[str, str]]:
+        """NGFF ``scale`` per letter of ``axes`` and the ``unit`` of each calibrated axis."""
+        sizes = {"Y": self.pixel_size_y, "X": self.pixel_size_x, "Z": self.z_step,
+                 "T": self.frame_interval}  # fmt: skip
+        scale, units = [], {}
+        for letter in axes:
+            size = sizes.get(letter)
+            scale.append(1.0 if size is None else float(size))
+            if size is not None:
+                units[letter] = self.time_unit if letter == "T" else self.spatial_unit
+        return scale, units
+
+
+def _normalise_axes(axes: str) -> str:
+    """tifffile's axes with every letter outside ``TZCYXS`` (I, Q, ...) as ``Q``."""
+    return "".join(letter if letter in _VALID_AXES else "Q" for letter in str(axes).upper())
+
+
+def _refuse_samples(name: str, axes: str, shape: Sequence[int]) -> None:
+    if "S" in axes:
+        raise ImageFormatError(
+            f"{name}: RGB/multi-sample image (axes {axes!r}, shape {tuple(shape)}); "
+            "fluorofpga works on single-channel camera frames (one value per pixel): use "
+            "the camera's raw data, or split the channels and give them one by one"
+        )
 
 
 def _describe_ndims(ndims: tuple[int, ...]) -> str:
@@ -139,9 +377,9 @@ def read_tiff(
         The image in native byte order.
 
     Raises:
-        ImageFormatError: the file is missing, unreadable, truncated or corrupt, or its
-            dtype or number of dimensions is not the expected one. The message names the
-            file and states what was expected and what was found.
+        ImageFormatError: the file is missing, unreadable, truncated or corrupt, its
+            dtype or number of dimensions is not the expected one, or it is an RGB image.
+            The message names the file and states what was expected and what was found.
     """
     name = os.fspath(path)
     ndims = (int(ndim),) if isinstance(ndim, (int, np.integer)) else tuple(int(n) for n in ndim)
@@ -153,6 +391,7 @@ def read_tiff(
         _check_tiff_structure(path)
         with tifffile.TiffFile(path) as tif:
             series = _open_series(path, tif)
+            _refuse_samples(name, _normalise_axes(series.axes), series.shape)
             found = np.dtype(series.dtype).newbyteorder("=")
             if (want is not None and found != want) or len(series.shape) not in ndims:
                 raise ImageFormatError(
@@ -211,25 +450,36 @@ def write_tiff(
     path: PathLike,
     array: np.ndarray,
     *,
-    axes: str = "TYX",
+    axes: str | None = None,
     metadata: dict[str, Any] | None = None,
+    meta: ImageMeta | None = None,
 ) -> None:
-    """Write an image with its axes, atomically.
+    """Write an image with its axes and physical calibration, atomically.
 
     The file is an ImageJ hyperstack when ImageJ supports the dtype and axes order, an
     OME-TIFF otherwise. It is written to a hidden temporary file in the same directory,
     flushed to disk and moved over ``path`` with ``os.replace``, so ``path`` is either
-    untouched or complete.
+    untouched or complete. An existing ``path`` is replaced: check it first with
+    :func:`check_output`.
 
     Args:
         path: destination file.
         array: image; integer or float dtype, one dimension per letter of ``axes``.
-        axes: axes string such as ``"YX"``, ``"TYX"``, ``"CYX"``, ``"TZCYX"``.
-        metadata: extra ImageJ / OME metadata (e.g. ``{"spacing": 0.2, "unit": "um"}``).
+        axes: axes string such as ``"YX"``, ``"TYX"``, ``"CYX"``, ``"TZCYX"``; default
+            ``meta.axes``, else ``"TYX"``.
+        metadata: extra ImageJ / OME metadata (e.g. ``{"spacing": 0.2, "unit": "um"}``);
+            it takes precedence over what ``meta`` gives.
+        meta: pixel size, unit, Z step and frame interval to record (ImageJ:
+            resolution tags, ``unit``, ``spacing``, ``finterval``; OME: ``PhysicalSize*``,
+            ``TimeIncrement``).
 
     Raises:
-        ValueError: the array or axes cannot be written (nothing is created).
+        ValueError: the array or axes cannot be written, or ``axes`` differs from
+            ``meta.axes`` (nothing is created).
     """
+    if meta is not None and axes is not None and axes != meta.axes:
+        raise ValueError(f"axes {axes!r} differ from meta.axes {meta.axes!r}")
+    axes = axes if axes is not None else (meta.axes if meta is not None else "TYX")
     array = np.asarray(array)
     _validate_for_writing(array, axes)
     metadata = dict(metadata or {})
@@ -237,8 +487,15 @@ def write_tiff(
         raise ValueError(f"metadata axes {metadata['axes']!r} differ from axes {axes!r}")
     if _is_imagej_compatible(array, axes):
         format_kwargs: dict[str, Any] = {"imagej": True}
+        if meta is not None:
+            resolution, imagej = meta.to_imagej()
+            metadata = {**imagej, **metadata}
+            if resolution is not None:
+                format_kwargs["resolution"] = resolution
     else:
         format_kwargs = {"ome": True}
+        if meta is not None:
+            metadata = {**meta.to_ome(), **metadata}
 
     atomic_write(path, lambda fh: tifffile.imwrite(fh, array, metadata=metadata,
                                                    **format_kwargs))
@@ -262,6 +519,84 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _resolved(path: PathLike) -> Path:
+    """Absolute path with symlinks resolved as far as they exist."""
+    return Path(os.path.abspath(path)).resolve(strict=False)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_writable(folder: Path, name: str) -> None:
+    """Raise :class:`OutputError` unless a file can be created in ``folder``.
+
+    Tried for real (a temporary file is created and removed): permission bits say
+    nothing about root, read-only mounts or full quotas.
+    """
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".fluorofpga-write-test-")
+    except OSError as exc:
+        raise OutputError(
+            f"{name}: cannot write in the folder {folder} ({exc.strerror or exc}); choose a "
+            "writable location"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def check_output(path: PathLike, overwrite: bool = False, inputs: Sequence[PathLike] = ()) -> None:
+    """Check that ``path`` may be written, before any work starts.
+
+    The same rules hold for files and for ``.zarr`` stores (folders):
+
+    * ``path`` is not one of ``inputs``, not inside one (a store's folder) and does not
+      contain one (replacing it would delete the input), symlinks and hard links included;
+    * its folder exists and a file can be created in it;
+    * ``path`` does not exist, unless ``overwrite`` is true; even then a ``.zarr`` path is
+      replaced only if it is a Zarr store (or an empty folder), and a file path never
+      replaces a folder.
+
+    Raises:
+        OutputError: the reason, naming the path and what to do.
+    """
+    name = os.fspath(path)
+    target = Path(path)
+    resolved = _resolved(target)
+    for source in inputs:
+        source_resolved = _resolved(source)
+        same = _is_within(resolved, source_resolved) or _is_within(source_resolved, resolved)
+        if not same and target.exists() and os.path.exists(source):
+            same = os.path.samefile(target, source)
+        if same:
+            raise OutputError(
+                f"{name}: the output would overwrite the input {os.fspath(source)}; choose "
+                "another output name"
+            )
+    folder = resolved.parent
+    if not folder.exists():
+        raise OutputError(f"{name}: the output folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise OutputError(f"{name}: {folder} is not a folder")
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise OutputError(
+                f"{name} exists; choose another name or pass --overwrite (overwrite=True) to "
+                "replace it"
+            )
+        is_store = target.suffix.lower() == ".zarr"
+        if target.is_dir() and not (
+            is_store and (_looks_like_zarr(target) or not any(target.iterdir()))
+        ):
+            raise OutputError(
+                f"{name} is a folder{'' if is_store else ' (the output is a file)'} and not "
+                "a Zarr store; not replacing it, even with overwrite"
+            )
+        if is_store and not target.is_dir():
+            raise OutputError(f"{name} exists and is not a Zarr store; not replacing it")
+    _check_writable(folder, name)
 
 
 def tiff_shape(path: PathLike) -> tuple[int, ...]:
@@ -288,6 +623,122 @@ def _series_header(path: PathLike) -> Any:
         raise ImageFormatError(f"{name}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
 
 
+def _resolution_per_unit(page: Any) -> tuple[float, float, int] | None:
+    """``(x, y, ResolutionUnit)`` pixels per unit from the page's tags, if meaningful."""
+    tags = page.tags
+    xres, yres, unit = tags.get("XResolution"), tags.get("YResolution"), tags.get("ResolutionUnit")
+    if xres is None or yres is None:
+        return None
+    try:
+        x = float(xres.value[0]) / float(xres.value[1])
+        y = float(yres.value[0]) / float(yres.value[1])
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        return None
+    return x, y, int(unit.value) if unit is not None else 2  # TIFF default: inch
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _ome_meta(xml: str, axes: str) -> ImageMeta:
+    """Pixel size, Z step and time increment of the first OME ``Pixels`` element."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return ImageMeta(axes)
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return ImageMeta(axes)
+    attrs = pixels.attrib
+    fields: dict[str, Any] = {}
+    units = []
+    for key, field_name in (("X", "pixel_size_x"), ("Y", "pixel_size_y"), ("Z", "z_step")):
+        size = _positive(attrs.get(f"PhysicalSize{key}"))
+        unit = _canonical_unit(attrs.get(f"PhysicalSize{key}Unit", "\u00b5m"), _SPATIAL_UNITS_UM)
+        if size is not None and unit is not None:
+            fields[field_name] = size * _SPATIAL_UNITS_UM[unit]  # micrometres for now
+            units.append(unit)
+    if units:  # express everything in the unit of the first calibrated axis
+        factor = _SPATIAL_UNITS_UM[units[0]]
+        fields = {k: v / factor for k, v in fields.items()}
+        fields["spatial_unit"] = units[0]
+    interval = _positive(attrs.get("TimeIncrement"))
+    time_unit = _canonical_unit(attrs.get("TimeIncrementUnit", "s"), _TIME_UNITS_S)
+    if interval is not None and time_unit is not None:
+        fields["frame_interval"] = interval
+        fields["time_unit"] = time_unit
+    return ImageMeta(axes, **fields)
+
+
+def _imagej_meta(tif: tifffile.TiffFile, page: Any, axes: str) -> ImageMeta:
+    """Calibration of an ImageJ file: resolution tags in ``unit``, ``spacing``, ``finterval``."""
+    info = tif.imagej_metadata or {}
+    fields: dict[str, Any] = {}
+    unit = _canonical_unit(info.get("unit"), _SPATIAL_UNITS_UM)
+    if unit is not None:
+        fields["spatial_unit"] = unit
+        resolution = _resolution_per_unit(page)  # pixels per ``unit`` in ImageJ files
+        if resolution is not None:
+            fields["pixel_size_x"], fields["pixel_size_y"] = 1 / resolution[0], 1 / resolution[1]
+        spacing = _positive(info.get("spacing"))
+        if spacing is not None:
+            fields["z_step"] = spacing
+    interval = _positive(info.get("finterval"))
+    time_unit = _canonical_unit(info.get("tunit", "s"), _TIME_UNITS_S)
+    if interval is not None and time_unit is not None:
+        fields["frame_interval"] = interval
+        fields["time_unit"] = time_unit
+    return ImageMeta(axes, **fields)
+
+
+def _tiff_meta(tif: tifffile.TiffFile, axes: str) -> ImageMeta:
+    """Calibration from OME-XML, else ImageJ metadata, else centimetre resolution tags.
+
+    Plain TIFF resolutions in inches are ignored: they are display DPI defaults (72, 96,
+    300) in nearly every file, not a microscope's pixel size.
+    """
+    page = tif.pages[0]
+    if tif.is_ome and tif.ome_metadata:
+        return _ome_meta(tif.ome_metadata, axes)
+    if tif.is_imagej:
+        return _imagej_meta(tif, page, axes)
+    resolution = _resolution_per_unit(page)
+    if resolution is not None and resolution[2] == _RESUNIT_CENTIMETER:
+        return ImageMeta(axes, pixel_size_y=1e4 / resolution[1], pixel_size_x=1e4 / resolution[0])
+    return ImageMeta(axes)
+
+
+def _read_tiff_with_meta(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
+    name = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageFormatError(f"{name}: no such file")
+    try:
+        _check_tiff_structure(path)
+        with tifffile.TiffFile(path) as tif:
+            series = _open_series(path, tif)
+            axes = _normalise_axes(series.axes)
+            _refuse_samples(name, axes, series.shape)
+            meta = _tiff_meta(tif, axes)
+            array = series.asarray()
+    except ImageFormatError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ImageFormatError(f"{name}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+    if array.shape != tuple(series.shape) or array.ndim != len(axes):
+        raise ImageFormatError(
+            f"{name}: corrupt TIFF (read shape {array.shape}, header says {series.shape} "
+            f"with axes {axes!r})"
+        )
+    return array.astype(array.dtype.newbyteorder("="), copy=False), meta
+
+
 # ----------------------------------------------------------------------------- OME-Zarr
 
 # NGFF 0.4 orders axes by type: time, channel, then space.
@@ -296,6 +747,12 @@ _NGFF_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "sp
 _NGFF_UNITS = {"T": "second", "Z": "micrometer", "Y": "micrometer", "X": "micrometer"}
 _ZARR_MISSING = "OME-Zarr support needs the zarr package: pip install fluorofpga[zarr]"
 _ZARR_CHUNK_YX = 256  # chunk edge in Y and X; other axes are chunked one plane at a time
+# Marker under the "fluorofpga" attributes: every chunk was written (none left to the
+# fill value), so a missing chunk means a damaged store.
+_ALL_CHUNKS = "all_chunks_written"
+# Errors zarr and its codecs raise on damaged chunk data (numcodecs' Blosc raises
+# RuntimeError); anything else is a bug worth seeing.
+_ZARR_READ_ERRORS = (KeyError, OSError, ValueError, TypeError, RuntimeError, EOFError)
 
 
 def _import_zarr() -> Any:
@@ -347,35 +804,42 @@ def _scale_for(
 def write_ome_zarr(
     path: PathLike,
     array: np.ndarray,
-    axes: str = "TYX",
+    axes: str | None = None,
     pixel_size_um: float | Mapping[str, float] | None = None,
     metadata: Mapping[str, Any] | None = None,
     *,
     overwrite: bool = False,
+    meta: ImageMeta | None = None,
 ) -> str:
     """Write an image as an OME-Zarr store (NGFF 0.4, Zarr format 2, one resolution level).
 
     Axes are stored in NGFF order (time, channel, then ``ZYX``): the array is transposed
     if ``axes`` is in another order, and the stored axes string is returned. The store
     is written next to ``path`` and renamed into place, so ``path`` is never left half
-    written.
+    written; with ``overwrite`` the old store stays intact until the new one is complete.
+    Every chunk is written (also those holding only zeros), and the store is marked so,
+    which lets :func:`read_ome_zarr` report a deleted chunk instead of reading zeros.
 
     Args:
         path: store directory to create (conventionally ``*.ome.zarr``).
         array: integer or float image, one dimension per letter of ``axes``.
         axes: distinct letters from ``"TCZYX"`` ending in ``"YX"`` (e.g. ``"YX"``,
-            ``"TYX"``, ``"CZYX"``).
+            ``"TYX"``, ``"CZYX"``); default ``meta.axes``, else ``"TYX"``.
         pixel_size_um: Y and X pixel size in µm, or a mapping per axis (``{"Z": 0.3,
             "Y": 0.065, "X": 0.065, "T": 0.5}``; ``T`` in seconds). Axes without a size
             get scale 1 and no unit.
         metadata: extra JSON-serialisable attributes, stored under ``"fluorofpga"``.
         overwrite: replace an existing store at ``path`` (only if it is a Zarr store).
+        meta: physical calibration written as NGFF scale and axis units (pixel size in
+            its unit, Z step, frame interval in its time unit); not together with
+            ``pixel_size_um``.
 
     Returns:
         The axes string as stored (NGFF order).
 
     Raises:
-        ImageFormatError: bad axes, dtype, sizes, or ``path`` holds something else.
+        ImageFormatError: bad axes, dtype, sizes, ``axes`` differing from ``meta.axes``,
+            or ``path`` holds something else.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         ImportError: zarr is not installed.
     """
@@ -386,10 +850,19 @@ def write_ome_zarr(
             f"cannot write dtype {array.dtype} shape {array.shape} as an image "
             "(need a non-empty int/uint/float array)"
         )
+    if meta is not None:
+        if axes is not None and axes != meta.axes:
+            raise ImageFormatError(f"axes {axes!r} differ from meta.axes {meta.axes!r}")
+        if pixel_size_um is not None:
+            raise ImageFormatError("give the pixel size either in meta or in pixel_size_um")
+    axes = axes if axes is not None else (meta.axes if meta is not None else "TYX")
     _check_zarr_axes(axes, array.ndim)
     stored_axes = "".join(letter for letter in _NGFF_ORDER if letter in axes)
     array = np.transpose(array, [axes.index(letter) for letter in stored_axes])
-    scale, units = _scale_for(stored_axes, pixel_size_um)
+    if meta is not None:
+        scale, units = meta.to_ngff(stored_axes)
+    else:
+        scale, units = _scale_for(stored_axes, pixel_size_um)
     extra = dict(metadata or {})
     target = Path(path)
     if target.exists() and not overwrite:
@@ -418,10 +891,12 @@ def write_ome_zarr(
                 data=array,
                 chunks=chunks,
                 chunk_key_encoding={"name": "v2", "separator": "/"},
+                config={"write_empty_chunks": True},
             )
         else:  # zarr 2.18
             group = zarr.open_group(str(temporary), mode="w-")
-            group.create_dataset("0", data=array, chunks=chunks, dimension_separator="/")
+            group.create_dataset("0", data=array, chunks=chunks, dimension_separator="/",
+                                 write_empty_chunks=True)
         group.attrs["multiscales"] = [
             {
                 "version": "0.4",
@@ -433,12 +908,16 @@ def write_ome_zarr(
                 "type": "none",
             }
         ]
-        group.attrs["fluorofpga"] = {"axes": stored_axes, **extra}
+        group.attrs["fluorofpga"] = {**extra, "axes": stored_axes, _ALL_CHUNKS: True}
         if target.exists():
             trash = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
             os.replace(target, trash)
-            os.replace(temporary, target)
-            shutil.rmtree(trash)
+            try:
+                os.replace(temporary, target)
+            except BaseException:
+                os.replace(trash, target)  # put the old store back
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(temporary, target)
     except BaseException:
@@ -505,9 +984,28 @@ def read_ome_zarr(path: PathLike) -> tuple[np.ndarray, str]:
     axes = _axes_letters(name, entry)
     dataset = entry["datasets"][0].get("path")
     try:
-        array = np.asarray(group[dataset][...])
-    except (KeyError, OSError, ValueError, TypeError) as exc:
-        raise ImageFormatError(f"{name}: cannot read array {dataset!r} ({exc})") from exc
+        stored = group[dataset]
+    except _ZARR_READ_ERRORS as exc:
+        raise ImageFormatError(f"{name}: cannot open array {dataset!r} ({exc})") from exc
+    if (group.attrs.get("fluorofpga") or {}).get(_ALL_CHUNKS):
+        try:
+            present, total = int(stored.nchunks_initialized), int(stored.nchunks)
+        except _ZARR_READ_ERRORS as exc:
+            raise ImageFormatError(
+                f"{name}: cannot list the chunks of {dataset!r} ({exc})"
+            ) from exc
+        if present != total:
+            raise ImageFormatError(
+                f"{name}: damaged OME-Zarr store: {total - present} of {total} chunks of array "
+                f"{dataset!r} are missing; re-copy or re-create the store"
+            )
+    try:
+        array = np.asarray(stored[...])
+    except _ZARR_READ_ERRORS as exc:
+        raise ImageFormatError(
+            f"{name}: damaged OME-Zarr store: chunk data of array {dataset!r} cannot be "
+            f"decoded ({type(exc).__name__}: {exc}); re-copy or re-create the store"
+        ) from exc
     if array.ndim != len(axes):
         raise ImageFormatError(
             f"{name}: array {dataset!r} has shape {array.shape} but the axes are {axes!r}"
@@ -537,6 +1035,7 @@ def ome_zarr_metadata(path: PathLike) -> dict[str, Any]:
     }
     extra = dict(group.attrs.get("fluorofpga") or {})
     extra.pop("axes", None)
+    extra.pop(_ALL_CHUNKS, None)
     return {
         "axes": axes,
         "scale": dict(zip(axes, scale, strict=True)),
@@ -545,20 +1044,81 @@ def ome_zarr_metadata(path: PathLike) -> dict[str, Any]:
     }
 
 
+def _zarr_meta(entry: dict[str, Any], axes: str) -> ImageMeta:
+    """Calibration of an NGFF multiscale: scale of the first dataset where a unit is given.
+
+    Axes without a unit are taken as uncalibrated (NGFF does not define a default unit).
+    """
+    scale = [1.0] * len(axes)
+    for transform in entry["datasets"][0].get("coordinateTransformations", []) or []:
+        if isinstance(transform, dict) and transform.get("type") == "scale":
+            scale = list(transform.get("scale") or scale)
+    if len(scale) != len(axes):
+        return ImageMeta(axes)
+    fields: dict[str, Any] = {}
+    spatial: list[tuple[str, float, str]] = []
+    for letter, value, axis in zip(axes, scale, entry["axes"], strict=True):
+        unit = axis.get("unit") if isinstance(axis, dict) else None
+        size = _positive(value)
+        if size is None or unit is None:
+            continue
+        if letter == "T" and _canonical_unit(unit, _TIME_UNITS_S) is not None:
+            fields["frame_interval"] = size
+            fields["time_unit"] = _canonical_unit(unit, _TIME_UNITS_S)
+        elif letter in "ZYX" and _canonical_unit(unit, _SPATIAL_UNITS_UM) is not None:
+            spatial.append((letter, size, str(_canonical_unit(unit, _SPATIAL_UNITS_UM))))
+    if spatial:
+        base = next((u for letter, _, u in spatial if letter == "X"), spatial[0][2])
+        fields["spatial_unit"] = base
+        names = {"Y": "pixel_size_y", "X": "pixel_size_x", "Z": "z_step"}
+        for letter, size, unit in spatial:
+            fields[names[letter]] = size * _SPATIAL_UNITS_UM[unit] / _SPATIAL_UNITS_UM[base]
+    return ImageMeta(axes, **fields)
+
+
+def read_image_meta(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """Read a TIFF (``.tif``/``.tiff``) or OME-Zarr (``.zarr``) image with its calibration.
+
+    Axes come from ImageJ or OME metadata (TIFF) or the NGFF axes (Zarr). An axis the
+    file does not name is ``Q`` (a 3-D TIFF without axis information is ``"QYX"``: its
+    planes may be time points, Z slices or channels; the caller decides). Pixel size,
+    unit, Z step and frame interval come from ImageJ metadata and resolution tags,
+    OME-XML ``PhysicalSize*``/``TimeIncrement``, centimetre resolution tags of plain
+    TIFFs, or NGFF scale + axis units; what the file does not state is ``None``.
+
+    Returns:
+        ``(array, meta)``; any dtype, native byte order, one dimension per axis letter.
+
+    Raises:
+        ImageFormatError: unknown suffix, missing, truncated or corrupt file or store
+            (a damaged Zarr chunk included), or an RGB/multi-sample image (the message
+            gives the axes found).
+        ImportError: a ``.zarr`` path without zarr installed.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return _read_tiff_with_meta(path)
+    if suffix == ".zarr":
+        name = os.fspath(path)
+        array, axes = read_ome_zarr(path)
+        _group, entry = _open_ome_zarr(path)
+        try:
+            return array, _zarr_meta(entry, axes)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ImageFormatError(f"{name}: bad NGFF scale metadata ({exc})") from exc
+    raise ImageFormatError(
+        f"{os.fspath(path)}: unknown image suffix {suffix!r} (expected .tif, .tiff or .zarr)"
+    )
+
+
 def read_image(path: PathLike) -> tuple[np.ndarray, str]:
     """Read a TIFF (``.tif``/``.tiff``) or OME-Zarr (``.zarr``) image with its axes.
 
-    TIFFs are read with any dtype and 2–5 dimensions; their axes come from
-    :func:`axes_of`.
+    The same as :func:`read_image_meta` without the calibration: TIFFs of any dtype;
+    ``Q`` marks an axis the file does not name; RGB images are refused.
 
     Raises:
         ImageFormatError: unknown suffix, or the errors of the format's reader.
     """
-    suffix = Path(path).suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        return read_tiff(path, dtype=None, ndim=(2, 3, 4, 5)), axes_of(path)
-    if suffix == ".zarr":
-        return read_ome_zarr(path)
-    raise ImageFormatError(
-        f"{os.fspath(path)}: unknown image suffix {suffix!r} (expected .tif, .tiff or .zarr)"
-    )
+    array, meta = read_image_meta(path)
+    return array, meta.axes

@@ -1,11 +1,24 @@
 """TIFF I/O tests for fluorofpga.microscope.io: round trips, bad files, atomic writes."""
 
+import os
+
 import numpy as np
 import pytest
 import tifffile
 
 import fluorofpga.microscope.io as mio
-from fluorofpga.microscope import ImageFormatError, axes_of, read_tiff, write_tiff
+from fluorofpga.microscope import (
+    ImageFormatError,
+    ImageMeta,
+    OutputError,
+    axes_of,
+    check_output,
+    read_image,
+    read_image_meta,
+    read_tiff,
+    write_ome_zarr,
+    write_tiff,
+)
 
 
 def stack(shape=(3, 32, 40), dtype=np.uint16) -> np.ndarray:
@@ -143,3 +156,264 @@ def test_metadata_axes_must_agree(tmp_path):
     with pytest.raises(ValueError, match="axes"):
         write_tiff(tmp_path / "x.tif", stack(), axes="TYX", metadata={"axes": "ZYX"})
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------- physical metadata (ImageMeta)
+
+
+def assert_same_calibration(got: ImageMeta, want: ImageMeta, *, z: bool = True, t: bool = True):
+    assert got.axes == want.axes
+    assert got.pixel_size_um == pytest.approx(want.pixel_size_um, rel=1e-6)
+    if z:
+        assert got.z_step_um == pytest.approx(want.z_step_um, rel=1e-6)
+    if t:
+        assert got.frame_interval_s == pytest.approx(want.frame_interval_s, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("axes", "array"),
+    [
+        ("TYX", stack((3, 64, 64))),  # ImageJ
+        ("ZYX", stack((3, 64, 64))),  # ImageJ
+        ("CYX", stack((2, 64, 64)).astype(np.float32)),  # ImageJ float
+        ("TYX", stack((3, 64, 64)).astype(np.uint32)),  # OME-TIFF
+        ("TZYX", stack((2, 3, 64, 64)).astype(np.int16)),  # OME-TIFF
+    ],
+)
+def test_tiff_round_trip_keeps_axes_pixel_size_units_and_interval(tmp_path, axes, array):
+    meta = ImageMeta(axes, pixel_size_y=0.065, pixel_size_x=0.07, spatial_unit="µm",
+                     z_step=0.25, frame_interval=40.0, time_unit="ms")  # fmt: skip
+    write_tiff(tmp_path / "a.tif", array, meta=meta)
+    back, got = read_image_meta(tmp_path / "a.tif")
+    np.testing.assert_array_equal(back, array)
+    assert_same_calibration(got, meta)
+    assert got.spatial_unit == "micrometer"
+
+
+@pytest.mark.parametrize("axes", ["TYX", "ZYX", "TZYX", "YX"])
+def test_ome_zarr_round_trip_keeps_calibration_of_its_axes(tmp_path, axes):
+    pytest.importorskip("zarr")
+    array = stack((2, 3, 64, 64)[-len(axes):])
+    meta = ImageMeta(axes, pixel_size_y=65.0, pixel_size_x=65.0, spatial_unit="nm",
+                     z_step=250.0 if "Z" in axes else None,
+                     frame_interval=0.5 if "T" in axes else None)  # fmt: skip
+    write_ome_zarr(tmp_path / "a.ome.zarr", array, meta=meta)
+    back, got = read_image_meta(tmp_path / "a.ome.zarr")
+    np.testing.assert_array_equal(back, array)
+    assert got == meta  # NGFF keeps the values and units exactly
+
+
+def test_image_meta_units_validation_and_helpers():
+    meta = ImageMeta("TYX", 0.1, 0.1, "micron", None, 2.0, "min")
+    assert meta.spatial_unit == "micrometer" and meta.time_unit == "minute"
+    assert meta.frame_interval_s == 120.0
+    assert meta.upscaled(2).pixel_size_um == pytest.approx((0.05, 0.05))
+    assert meta.with_axes("YX").axes == "YX"
+    assert ImageMeta("YX").pixel_size_um is None
+    assert ImageMeta("YX", 1.0, 1.0, "\\u00B5m").spatial_unit == "micrometer"  # ImageJ escape
+    with pytest.raises(ValueError, match="unknown spatial unit"):
+        ImageMeta("YX", 1.0, 1.0, "parsec")
+    with pytest.raises(ValueError, match="positive"):
+        ImageMeta("YX", -1.0, 1.0)
+    with pytest.raises(ValueError, match="axes"):
+        ImageMeta("tyx")
+    with pytest.raises(ValueError, match="meta.axes"):
+        write_tiff("never.tif", stack(), axes="ZYX", meta=ImageMeta("TYX"))
+
+
+def test_calibration_of_files_written_by_other_software(tmp_path):
+    # ImageJ as Fiji writes it: unit in the description, pixels per unit in the tags
+    tifffile.imwrite(tmp_path / "ij.tif", stack((4, 64, 64)), imagej=True,
+                     resolution=(1 / 0.108, 1 / 0.108),
+                     metadata={"axes": "ZYX", "unit": "\\u00B5m", "spacing": 0.5})  # fmt: skip
+    _, meta = read_image_meta(tmp_path / "ij.tif")
+    assert meta.axes == "ZYX"
+    assert meta.pixel_size_um == pytest.approx((0.108, 0.108), rel=1e-6)
+    assert meta.z_step_um == pytest.approx(0.5)
+    # OME-TIFF in nanometres and milliseconds
+    tifffile.imwrite(tmp_path / "ome.tif", stack((4, 64, 64)), ome=True,
+                     metadata={"axes": "TYX", "PhysicalSizeX": 108.0, "PhysicalSizeXUnit": "nm",
+                               "PhysicalSizeY": 108.0, "PhysicalSizeYUnit": "nm",
+                               "TimeIncrement": 50.0, "TimeIncrementUnit": "ms"})  # fmt: skip
+    _, meta = read_image_meta(tmp_path / "ome.tif")
+    assert meta.axes == "TYX" and meta.pixel_size_um == pytest.approx((0.108, 0.108))
+    assert meta.frame_interval_s == pytest.approx(0.05)
+    # plain TIFF: centimetre resolution is a pixel size, inch resolution is a display DPI
+    tifffile.imwrite(tmp_path / "cm.tif", stack((64, 64)), resolution=(1e4 / 6.5, 1e4 / 6.5),
+                     resolutionunit="CENTIMETER")  # fmt: skip
+    assert read_image_meta(tmp_path / "cm.tif")[1].pixel_size_um == pytest.approx((6.5, 6.5))
+    tifffile.imwrite(tmp_path / "dpi.tif", stack((64, 64)), resolution=(72, 72),
+                     resolutionunit="INCH")  # fmt: skip
+    assert read_image_meta(tmp_path / "dpi.tif")[1].pixel_size_um is None
+
+
+# ---------------------------------------------------------------------- axes of 3-D inputs
+
+
+def test_rgb_images_are_refused_with_the_axes_found(tmp_path):
+    rgb = np.zeros((64, 64, 3), np.uint16)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with pytest.raises(ImageFormatError, match=r"rgb.tif: RGB.*'YXS'"):
+        read_image_meta(tmp_path / "rgb.tif")
+    with pytest.raises(ImageFormatError, match="YXS"):
+        read_tiff(tmp_path / "rgb.tif")  # no longer read as 64 frames of 64x3
+    with pytest.raises(ImageFormatError, match="RGB"):
+        read_image(tmp_path / "rgb.tif")
+    # three frames written without photometric: tifffile stores (and reports) planar RGB
+    with pytest.warns(DeprecationWarning):
+        tifffile.imwrite(tmp_path / "planar.tif", np.zeros((3, 64, 64), np.uint16))
+    with pytest.raises(ImageFormatError, match="SYX"):
+        read_image_meta(tmp_path / "planar.tif")
+
+
+@pytest.mark.parametrize("axes", ["ZYX", "CYX", "TYX"])
+@pytest.mark.parametrize("flavour", ["imagej", "ome", "ours"])
+def test_labelled_3d_axes_come_back_as_labelled(tmp_path, axes, flavour):
+    path = tmp_path / "s.tif"
+    if flavour == "ours":
+        write_tiff(path, stack((5, 64, 64)), axes=axes)
+    else:
+        tifffile.imwrite(path, stack((5, 64, 64)), metadata={"axes": axes},
+                         **{flavour: True})  # fmt: skip
+    assert read_image_meta(path)[1].axes == axes
+    assert read_image(path)[1] == axes
+
+
+def test_3d_file_without_axis_information_is_qyx(tmp_path):
+    tifffile.imwrite(tmp_path / "shaped.tif", stack((5, 64, 64)), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "bare.tif", stack((5, 64, 64)), photometric="minisblack",
+                     metadata=None)  # fmt: skip
+    for name in ("shaped.tif", "bare.tif"):
+        array, meta = read_image_meta(tmp_path / name)
+        assert meta.axes == "QYX" and array.shape == (5, 64, 64)
+
+
+# ------------------------------------------------------------------------- check_output
+
+
+def test_check_output_accepts_a_new_file_and_refuses_a_missing_folder(tmp_path):
+    check_output(tmp_path / "new.tif", overwrite=False)
+    with pytest.raises(OutputError, match="does not exist; create it first"):
+        check_output(tmp_path / "missing" / "new.tif")
+    assert issubclass(OutputError, ValueError)
+
+
+def test_check_output_existing_file_or_store_needs_overwrite(tmp_path):
+    (tmp_path / "old.tif").write_bytes(b"results")
+    with pytest.raises(OutputError, match="old.tif exists.*--overwrite"):
+        check_output(tmp_path / "old.tif", overwrite=False)
+    check_output(tmp_path / "old.tif", overwrite=True)
+    store = tmp_path / "old.zarr"
+    store.mkdir()
+    (store / ".zgroup").write_text("{}")
+    with pytest.raises(OutputError, match="old.zarr exists"):
+        check_output(store, overwrite=False)
+    check_output(store, overwrite=True)
+    folder = tmp_path / "photos.zarr"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(OutputError, match="not a Zarr store"):
+        check_output(folder, overwrite=True)
+    (tmp_path / "dir.tif").mkdir()
+    with pytest.raises(OutputError, match="folder"):
+        check_output(tmp_path / "dir.tif", overwrite=True)
+    assert (tmp_path / "old.tif").read_bytes() == b"results"
+
+
+def test_check_output_refuses_the_inputs_even_with_overwrite(tmp_path):
+    dark = tmp_path / "dark.tif"
+    dark.write_bytes(b"frames")
+    for out in (dark, tmp_path / "." / "dark.tif"):
+        with pytest.raises(OutputError, match="overwrite the input"):
+            check_output(out, overwrite=True, inputs=[dark])
+    (tmp_path / "link.tif").symlink_to(dark)
+    with pytest.raises(OutputError, match="input"):
+        check_output(tmp_path / "link.tif", overwrite=True, inputs=[dark])
+    os.link(dark, tmp_path / "hard.tif")
+    with pytest.raises(OutputError, match="input"):
+        check_output(tmp_path / "hard.tif", overwrite=True, inputs=[dark])
+    store = tmp_path / "in.zarr"
+    store.mkdir()
+    with pytest.raises(OutputError, match="input"):
+        check_output(store / "0", overwrite=True, inputs=[store])  # inside the input
+    with pytest.raises(OutputError, match="input"):
+        check_output(tmp_path, overwrite=True, inputs=[dark])  # would delete the input
+    assert dark.read_bytes() == b"frames"
+
+
+def test_check_output_refuses_an_unwritable_folder(tmp_path):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        try:  # root (and some file systems) ignore the permission bits
+            (folder / "probe").write_bytes(b"")
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user can write into a read-only folder (root?)")
+        with pytest.raises(OutputError, match="cannot write in the folder"):
+            check_output(folder / "out.tif")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_check_output_tries_to_write_for_real(tmp_path, monkeypatch):
+    # the same refusal whatever the reason the folder cannot take a file (read-only mount,
+    # full quota): runs as root too, where chmod cannot simulate it
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(mio.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputError, match=r"cannot write in the folder .*Permission denied"):
+        check_output(tmp_path / "out.tif")
+
+
+# ----------------------------------------------------------------------- damaged Zarr stores
+
+
+def _store_with_chunks(tmp_path):
+    pytest.importorskip("zarr")
+    array = stack((3, 64, 64))
+    array[1] = 0  # an all-zero plane is still written as a chunk
+    store = tmp_path / "cells.zarr"
+    write_ome_zarr(store, array, axes="TYX")
+    chunks = sorted(p for p in (store / "0").rglob("*") if p.is_file() and p.name[0] != ".")
+    assert len(chunks) == 3
+    return store, array, chunks
+
+
+def test_zarr_chunk_with_garbage_is_an_image_format_error(tmp_path):
+    store, _, chunks = _store_with_chunks(tmp_path)
+    chunks[1].write_bytes(b"\x00garbage" * 7)
+    with pytest.raises(ImageFormatError, match=r"cells.zarr: damaged OME-Zarr store"):
+        read_image_meta(store)
+
+
+def test_deleted_zarr_chunk_is_reported_not_read_as_zeros(tmp_path):
+    store, array, chunks = _store_with_chunks(tmp_path)
+    np.testing.assert_array_equal(read_image(store)[0], array)
+    chunks[2].unlink()
+    with pytest.raises(ImageFormatError, match=r"cells.zarr: .*1 of 3 chunks .* missing"):
+        read_image(store)
+
+
+def test_failed_zarr_write_leaves_nothing_and_keeps_the_old_store(tmp_path, monkeypatch):
+    pytest.importorskip("zarr")
+    store = tmp_path / "out.zarr"
+    write_ome_zarr(store, stack(), axes="TYX")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(src).endswith(".tmp"):
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(mio.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_ome_zarr(store, stack() + 1, axes="TYX", overwrite=True)
+    with pytest.raises(OSError, match="disk full"):
+        write_ome_zarr(tmp_path / "new.zarr", stack(), axes="TYX")
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_image(store)[0], stack())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
