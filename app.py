@@ -62,8 +62,15 @@ class BundleRecipe:
         tile: compiled tile side, pixels.
         target_mpix_per_s: throughput target for FINN folding, Mpixel/s.
         seed: RNG seed of data and weights.
-        channels, depth: network size.
+        channels, depth: network size (taken from ``init_bundle`` when fine-tuning).
         bitfile: also generate IP, stitch and synthesise a bitstream (needs Vivado).
+        self_supervised: a stack of the user's own noisy frames (TIFF or OME-Zarr path or
+            fsspec URL): fine-tune on it alone with blind-spot masking instead of training
+            on simulated data; ``train_steps`` then counts fine-tuning steps.
+        init_bundle: bundle whose float weights fine-tuning starts from (default: the
+            shipped one).
+        calibration: calibration file of the camera that recorded ``self_supervised``
+            (default: the noise model is estimated from the stack).
     """
 
     name: str = "denoise-w4a8"
@@ -77,6 +84,9 @@ class BundleRecipe:
     channels: int = 16
     depth: int = 5
     bitfile: bool = False
+    self_supervised: str | None = None
+    init_bundle: str | None = None
+    calibration: str | None = None
 
 
 def make_bundle(
@@ -119,29 +129,50 @@ def make_bundle(
     )
     from fluorofpga.quantize import export_to_qonnx, quantize_from_float
 
+    user = _self_supervised_codes(spec) if spec.self_supervised else None
     work = out.absolute().with_name(f".{out.absolute().name}.partial")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     t0 = time.perf_counter()
-    model_cfg = DenoiserConfig(channels=spec.channels, depth=spec.depth)
-    tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg)
 
     def train_progress(step: int, total: int, loss: float) -> None:
         progress("train", step, total, f"loss {loss:.2e}")
 
-    float_model, train_log = train_denoiser(tcfg, train_progress)
-    save_checkpoint(work / "float.pt", float_model, model_cfg, kind="float", train=tcfg.to_dict())
+    if user is None:
+        model_cfg = DenoiserConfig(channels=spec.channels, depth=spec.depth)
+        tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg)
+        float_model, train_log = train_denoiser(tcfg, train_progress)
+        qat_data: Any = SimulatedPairs(tcfg.n_scenes, (tcfg.scene_size, tcfg.scene_size),
+                                       model_cfg.signal, tcfg.cameras, spec.seed + 1)
+        train_info: dict[str, Any] = {"cameras": tcfg.cameras.to_dict(), "data": (
+            "simulated only (microscope room): cell-like scenes, random optics")}
+        train_dict, crop = tcfg.to_dict(), tcfg.crop
+    else:
+        from fluorofpga.models import BlindSpotFrames, fit, load_float_model
 
-    data = SimulatedPairs(tcfg.n_scenes, (tcfg.scene_size, tcfg.scene_size), model_cfg.signal,
-                          tcfg.cameras, spec.seed + 1)
+        codes, info = user
+        init = load_bundle(spec.init_bundle)
+        float_model = load_float_model(init.file("float_checkpoint"))
+        model_cfg = float_model.config
+        crop = min(48, codes.shape[-1], codes.shape[-2])
+        torch.manual_seed(spec.seed)
+        history = fit(float_model, BlindSpotFrames(codes, model_cfg.signal, seed=spec.seed),
+                      spec.train_steps, 16, crop, 5e-4, train_progress)
+        train_log = {"loss": history}
+        qat_data = BlindSpotFrames(codes, model_cfg.signal, seed=spec.seed + 1)
+        train_info = {"self_supervised": {**info, "init_bundle": init.name,
+                                          "method": "blind spot (N2V), synthetic-noise "
+                                          "replacement in the GAT domain"}}
+        train_dict = {"self_supervised": info, "steps": spec.train_steps}
+    save_checkpoint(work / "float.pt", float_model, model_cfg, kind="float", train=train_dict)
 
     def qat_progress(step: int, total: int, loss: float) -> None:
         progress("qat", step, total, f"loss {loss:.2e}")
 
     torch.manual_seed(spec.seed)
-    qmodel, qat_log = quantize_from_float(float_model, recipe, data, spec.qat_steps,
-                                          progress=qat_progress)
+    qmodel, qat_log = quantize_from_float(float_model, recipe, qat_data, spec.qat_steps,
+                                          crop=crop, progress=qat_progress)
     save_checkpoint(work / "quant.pt", qmodel, model_cfg, kind="quant", recipe=recipe.to_dict())
     qonnx_path = export_to_qonnx(qmodel, work / "model.qonnx.onnx", (spec.tile, spec.tile))
 
@@ -162,8 +193,8 @@ def make_bundle(
         "name": spec.name,
         "task": "denoise",
         "created_by": f"fluorofpga {__version__}",
-        "network": {"arch": "PlainDenoiser", "channels": spec.channels, "depth": spec.depth,
-                    "receptive_field": model_cfg.receptive_field},
+        "network": {"arch": "PlainDenoiser", "channels": model_cfg.channels,
+                    "depth": model_cfg.depth, "receptive_field": model_cfg.receptive_field},
         "recipe": recipe.to_dict(),
         "signal": signal.to_dict(),
         "input": {"bits": signal.in_bits, "signed": False, "meaning": "GAT code",
@@ -185,8 +216,7 @@ def make_bundle(
             "steps": spec.train_steps, "final_loss": float(np.mean(train_log["loss"][-50:])),
             "qat_steps": spec.qat_steps,
             "qat_final_loss": float(np.mean(qat_log[-50:])) if qat_log else None,
-            "seed": spec.seed, "cameras": tcfg.cameras.to_dict(),
-            "data": "simulated only (microscope room): cell-like scenes, random optics",
+            "seed": spec.seed, **train_info,
         },
         "recipe_spec": asdict(spec),
     }
@@ -200,6 +230,32 @@ def make_bundle(
         shutil.rmtree(out)
     work.rename(out)
     return load_bundle(out)
+
+
+def _self_supervised_codes(spec: BundleRecipe) -> tuple[np.ndarray, dict[str, Any]]:
+    """The user's stack as input codes of the shipped representation, with what was done."""
+    from fluorofpga.microscope import NoiseModel, SignalSpec, SignalTables, estimate_noise
+
+    stack, axes = _read_input(spec.self_supervised)
+    planes = stack.reshape(-1, *stack.shape[-2:])
+    if min(planes.shape[-2:]) < 32:
+        raise ImageFormatError(f"{spec.self_supervised}: frames of {planes.shape[-2:]} are too "
+                               "small to fine-tune on (need ≥ 32×32)")
+    signal = SignalSpec()
+    if spec.calibration:
+        from fluorofpga.microscope import load_calibration
+        from fluorofpga.microscope.signal import PixelMaps
+
+        cal = load_calibration(spec.calibration)
+        cal.check_shape(planes.shape[1:])
+        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+        maps = PixelMaps(cal)
+        planes = np.stack([maps.to_uniform(p) for p in planes])
+    else:
+        noise = estimate_noise(planes).model
+    codes = SignalTables(signal, noise).encode(planes)
+    return codes, {"stack": str(spec.self_supervised), "axes": axes, "planes": len(planes),
+                   "noise": noise.to_dict()}
 
 
 def _check_bundle_output(out: Path, overwrite: bool) -> None:

@@ -154,6 +154,15 @@ def train(
     channels: int = typer.Option(16, min=1, help="hidden channels"),
     depth: int = typer.Option(5, min=2, help="3x3 conv layers"),
     overwrite: bool = typer.Option(False, help="replace an existing bundle in --out"),
+    self_supervised: str | None = typer.Option(
+        None, "--self-supervised", help="fine-tune on your own noisy frames alone (TIFF or "
+        "OME-Zarr path or fsspec URL; blind-spot masking) starting from --init-bundle; "
+        "--steps then counts fine-tuning steps"),
+    init_bundle: Path | None = typer.Option(None, help="bundle to start fine-tuning from "
+                                            "(default: the shipped one)"),
+    calibration: Path | None = typer.Option(None, help="calibration of the camera that "
+                                            "recorded --self-supervised (default: estimate "
+                                            "the noise from the frames)"),
 ) -> None:
     """Train, quantize, compile (FINN) and package a denoiser bundle."""
     from fluorofpga import app as facade
@@ -162,7 +171,10 @@ def train(
     spec = facade.BundleRecipe(name=name, recipe=recipe, train_steps=steps,
                                qat_steps=qat_steps, board=board, tile=tile,
                                target_mpix_per_s=target_mpix, seed=seed, bitfile=bitfile,
-                               channels=channels, depth=depth)
+                               channels=channels, depth=depth,
+                               self_supervised=self_supervised,
+                               init_bundle=str(init_bundle) if init_bundle else None,
+                               calibration=str(calibration) if calibration else None)
     try:
         with _Bars() as bars:
             bundle = facade.make_bundle(out, spec, progress=bars, overwrite=overwrite)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fluorofpga.microscope.signal import CodeCounts, SignalTables
+from fluorofpga.microscope.signal import CodeCounts, PixelMaps, SignalTables
 
 from .accelerator import Accelerator
 from .tiling import process_tiled
@@ -63,16 +63,7 @@ class FrameRestorer:
         self.calibration = calibration
         self.dtype = np.dtype(dtype)
         self.counts = CodeCounts()
-        self._maps: tuple[np.ndarray, np.ndarray, float, float] | None = None
-        if calibration is not None and calibration.gain_map_e_per_adu is not None:
-            self._maps = (calibration.offset_adu, calibration.gain_map_e_per_adu,
-                          float(np.median(calibration.offset_adu)),
-                          float(calibration.gain_e_per_adu))
-        elif calibration is not None:
-            self._maps = (calibration.offset_adu, np.full(calibration.shape,
-                          float(calibration.gain_e_per_adu)),
-                          float(np.median(calibration.offset_adu)),
-                          float(calibration.gain_e_per_adu))
+        self.maps = PixelMaps(calibration, tables.adc_max) if calibration is not None else None
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
@@ -87,21 +78,11 @@ class FrameRestorer:
     def to_uniform(self, frame: np.ndarray) -> np.ndarray:
         """Per-pixel part of the calibration: raw ADU → ADU of a uniform sensor (uint16)."""
         frame = self._check(frame)
-        if self._maps is None:
-            return frame
-        offset, gain, offset0, gain0 = self._maps
-        repaired = self.calibration.repair_hot_pixels(frame).astype(np.float64)
-        uniform = (repaired - offset) * (gain / gain0) + offset0
-        out = np.clip(np.rint(uniform), 0, self.tables.adc_max).astype(np.uint16)
-        out[frame >= self.tables.adc_max] = self.tables.adc_max  # saturation stays saturation
-        return out
+        return frame if self.maps is None else self.maps.to_uniform(frame)
 
     def from_uniform(self, values: np.ndarray) -> np.ndarray:
         """Undo :meth:`to_uniform` on restored values (float64 ADU)."""
-        if self._maps is None:
-            return values
-        offset, gain, offset0, gain0 = self._maps
-        return (values - offset0) * (gain0 / gain) + offset
+        return values if self.maps is None else self.maps.from_uniform(values)
 
     def codes(self, frame: np.ndarray) -> np.ndarray:
         """The accelerator's input codes of a raw frame (pixel-in)."""

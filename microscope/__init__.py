@@ -56,7 +56,8 @@ Signal representation (``signal``) - what the network sees, as closed forms and 
     ``from_calibration``), ``gat`` / ``inverse_gat`` (generalised Anscombe, algebraic
     inverse), ``SignalSpec`` (the bundle's fixed codes: GAT input code, noise-residual
     output code, clean code), ``SignalTables(spec, noise, adc_max)`` (``in_lut``,
-    ``out_lut``, ``encode``, ``decode``), ``CodeCounts`` (pixels passed through or clipped).
+    ``out_lut``, ``encode``, ``decode``), ``CodeCounts`` (pixels passed through or clipped),
+    ``PixelMaps(calibration)`` (per-pixel offset/gain onto a uniform sensor and back).
 
 Noise estimation without a calibration (``noise``)
     ``estimate_noise(frames, adc_max=65535)`` -> ``NoiseEstimate`` (``model``, bins) -

@@ -330,3 +330,42 @@ class SignalTables:
     def max_adu(self) -> float:
         """Largest ADU value coded below the input code's top (brighter pixels pass through)."""
         return float(inverse_gat(self.spec.z_range(), self.noise))
+
+
+class PixelMaps:
+    """The per-pixel part of a calibration, applied before the tables and undone after.
+
+    Maps raw ADU of a sensor with per-pixel offset and gain onto a uniform sensor with the
+    median offset and the PTC gain (hot pixels repaired first), rounded to ``uint16`` so
+    the pixel-in table can index it (the noise model then carries one extra ADC rounding,
+    ``NoiseModel.from_calibration(cal, extra_rounding=True)``). Saturated pixels stay at
+    ``adc_max``.
+
+    Args:
+        calibration: a ``Calibration`` (offset map, optional gain map, hot pixels).
+        adc_max: ADC saturation value.
+    """
+
+    def __init__(self, calibration: Any, adc_max: int = _UINT16_MAX) -> None:
+        self.calibration = calibration
+        self.adc_max = int(adc_max)
+        self.offset = np.asarray(calibration.offset_adu, dtype=np.float64)
+        gain0 = float(calibration.gain_e_per_adu)
+        gain = (np.asarray(calibration.gain_map_e_per_adu, dtype=np.float64)
+                if calibration.gain_map_e_per_adu is not None else np.full(self.offset.shape,
+                                                                          gain0))
+        self.offset0 = float(np.median(self.offset))
+        self.ratio = gain / gain0  # per-pixel gain relative to the PTC gain
+
+    def to_uniform(self, frame: np.ndarray) -> np.ndarray:
+        """Raw ADU frame → ADU of the uniform sensor (``uint16``)."""
+        self.calibration.check_shape(np.shape(frame))
+        repaired = self.calibration.repair_hot_pixels(frame).astype(np.float64)
+        uniform = (repaired - self.offset) * self.ratio + self.offset0
+        out = np.clip(np.rint(uniform), 0, self.adc_max).astype(np.uint16)
+        out[np.asarray(frame) >= self.adc_max] = self.adc_max
+        return out
+
+    def from_uniform(self, values: np.ndarray) -> np.ndarray:
+        """Uniform-sensor ADU (float) → this sensor's ADU (float64)."""
+        return (np.asarray(values, dtype=np.float64) - self.offset0) / self.ratio + self.offset

@@ -10,6 +10,8 @@ Public API:
     SimulatedPairs, CameraRange     scene pool; every crop through a new random camera
     encode_noisy                    one (input code, residual target) pair from photons
     int_to_tensor, tensor_to_codes  data conversions
+    BlindSpotFrames                 user frames with blind-spot masking (self-supervised)
+    python -m fluorofpga.models     float training from the command line, torchrun-ready
     save_checkpoint, load_checkpoint, load_float_model
 """
 
@@ -24,9 +26,11 @@ from .denoiser import (
     load_float_model,
     save_checkpoint,
 )
+from .selfsup import BlindSpotFrames
 from .train import TrainConfig, fit, train_denoiser
 
 __all__ = [
+    "BlindSpotFrames",
     "INPUT_BITS",
     "OUTPUT_BITS",
     "DenoiserConfig",

@@ -50,7 +50,7 @@ class TrainConfig:
 
 def fit(
     model: nn.Module,
-    data: SimulatedPairs,
+    data: Any,
     steps: int,
     batch_size: int,
     crop: int,
@@ -59,16 +59,25 @@ def fit(
 ) -> list[float]:
     """Minimise MSE of ``model`` on ``data`` with Adam + cosine decay; returns loss history.
 
-    Shared by float training and quantization-aware fine-tuning.
+    Shared by float training, quantization-aware fine-tuning and self-supervised
+    fine-tuning: ``data.batch`` returns ``(input, target)`` or ``(input, target, mask)``,
+    and with a mask the loss is taken on the masked pixels only (blind spot).
+
+    Under ``torchrun`` (an initialised ``torch.distributed`` process group, gloo on CPU or
+    NCCL on GPUs) the model is wrapped in ``DistributedDataParallel``: every rank draws its
+    own batches and gradients are averaged, so the weights stay identical on all ranks.
     """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    net: nn.Module = model
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        net = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
-    loss_fn = nn.MSELoss()
     history: list[float] = []
-    model.train()
+    net.train()
     for step in range(steps):
-        x, t = data.batch(batch_size, crop)
-        loss = loss_fn(model(x), t)
+        x, t, *mask = data.batch(batch_size, crop)
+        err = (net(x) - t) ** 2
+        loss = err[mask[0]].mean() if mask else err.mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -76,6 +85,7 @@ def fit(
         history.append(loss.item())
         if progress is not None:
             progress(step + 1, steps, history[-1])
+    net.eval()
     model.eval()
     return history
 
@@ -85,14 +95,72 @@ def train_denoiser(
 ) -> tuple[PlainDenoiser, dict[str, Any]]:
     """Train a float :class:`PlainDenoiser` from scratch on simulated pairs.
 
-    Returns the model and a log dict (loss history, wall time, config).
+    Returns the model and a log dict (loss history, wall time, config, world size).
+    Under ``torchrun`` every rank simulates its own data (seed + rank) and
+    :func:`fit` averages the gradients (DDP).
     """
+    rank, world = _rank_and_world()
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     data = SimulatedPairs(
-        cfg.n_scenes, (cfg.scene_size, cfg.scene_size), cfg.model.signal, cfg.cameras, cfg.seed,
+        cfg.n_scenes, (cfg.scene_size, cfg.scene_size), cfg.model.signal, cfg.cameras,
+        cfg.seed + 1000 * rank,
     )
     model = PlainDenoiser(cfg.model)
-    history = fit(model, data, cfg.steps, cfg.batch_size, cfg.crop, cfg.lr, progress)
-    log = {"loss": history, "seconds": time.perf_counter() - t0, "config": cfg.to_dict()}
+    history = fit(model, data, cfg.steps, cfg.batch_size, cfg.crop, cfg.lr,
+                  progress if rank == 0 else None)
+    log = {"loss": history, "seconds": time.perf_counter() - t0, "config": cfg.to_dict(),
+           "world_size": world}
     return model, log
+
+
+def _rank_and_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Float training from the command line; runs unchanged under ``torchrun``.
+
+    ``torchrun --nproc_per_node N -m fluorofpga.models --out float.pt --steps S``:
+    with ``WORLD_SIZE`` > 1 a process group is created (NCCL with GPUs, gloo on CPU),
+    data-parallel training runs on every rank and rank 0 writes the checkpoint (and a
+    digest of its weights next to it; every rank prints its own, for checking).
+    """
+    import argparse
+    import hashlib
+    import os
+
+    from .denoiser import save_checkpoint
+
+    ap = argparse.ArgumentParser(description="fluorofpga float denoiser training (DDP-ready)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--scenes", type=int, default=24)
+    ap.add_argument("--scene-size", type=int, default=192)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    try:
+        cfg = TrainConfig(steps=args.steps, seed=args.seed, n_scenes=args.scenes,
+                          scene_size=args.scene_size,
+                          model=DenoiserConfig(channels=args.channels, depth=args.depth))
+        model, log = train_denoiser(cfg)
+        rank, world = _rank_and_world()
+        blob = b"".join(p.detach().numpy().tobytes() for p in model.state_dict().values())
+        digest = hashlib.sha256(blob).hexdigest()
+        print(f"rank {rank}/{world} weights sha256 {digest}", flush=True)
+        if rank == 0:
+            save_checkpoint(args.out, model, cfg.model, kind="float", train=cfg.to_dict(),
+                            world_size=world, weights_sha256=digest)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from fluorofpga.models import PlainDenoiser, SimulatedPairs, fit
+from fluorofpga.models import PlainDenoiser, fit
 from fluorofpga.models.train import Progress
 
 from .model import QuantDenoiser, from_float
@@ -12,11 +14,11 @@ from .recipes import Recipe
 
 
 @torch.no_grad()
-def calibrate(model: QuantDenoiser, data: SimulatedPairs, batches: int = 8, crop: int = 64) -> None:
+def calibrate(model: QuantDenoiser, data: Any, batches: int = 8, crop: int = 64) -> None:
     """Initialise the activation ranges from a few batches (training-mode statistics)."""
     model.train()
     for _ in range(batches):
-        x, _ = data.batch(16, crop)
+        x = data.batch(16, crop)[0]
         model(x)
     model.eval()
 
@@ -24,7 +26,7 @@ def calibrate(model: QuantDenoiser, data: SimulatedPairs, batches: int = 8, crop
 def quantize_from_float(
     float_model: PlainDenoiser,
     recipe: Recipe | str,
-    data: SimulatedPairs,
+    data: Any,
     steps: int = 600,
     lr: float = 5e-4,
     batch_size: int = 16,
@@ -36,6 +38,6 @@ def quantize_from_float(
     Returns the quantized model (eval mode) and its loss history.
     """
     qmodel = from_float(float_model, recipe)
-    calibrate(qmodel, data)
+    calibrate(qmodel, data, crop=crop)
     history = fit(qmodel, data, steps, batch_size, crop, lr, progress) if steps > 0 else []
     return qmodel.eval(), history

@@ -70,3 +70,20 @@ def test_training_pairs_are_unit_variance_residuals_on_every_camera():
         # E[GAT(noisy)] < GAT(E[noisy]) at a few photons (Jensen): the net learns that
         # bias, which is why the algebraic inverse is the right one afterwards
         assert abs(residual.mean()) < (0.3 if peak < 10 else 0.05)
+
+
+@pytest.mark.slow
+def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fluorofpga.models", "--out", str(tmp_path / "f.pt"), "--steps", "4",
+           "--channels", "4", "--depth", "3", "--scenes", "2", "--scene-size", "64"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    digests = dict(re.findall(r"rank (\d)/2 weights sha256 (\w+)", r.stdout))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]  # DDP kept them equal
+    again = load_float_model(tmp_path / "f.pt")
+    assert again.config.channels == 4

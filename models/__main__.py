@@ -1,0 +1,5 @@
+"""``python -m fluorofpga.models`` / ``torchrun -m fluorofpga.models``: float training."""
+
+from .train import main
+
+main()
