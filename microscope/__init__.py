@@ -116,6 +116,7 @@ from .io import (
 from .metrics import FRCResult, frc, frc_resolution, nrmse_affine, psnr, ssim
 from .noise import NoiseEstimate, NoiseEstimationError, estimate_noise
 from .optics import airy_psf, blur, otf, pupil_psf
+from .signal import CodeCounts, NoiseModel, SignalSpec, SignalTables, gat, inverse_gat
 from .sim import (
     AngleParameters,
     SimPattern,
@@ -129,7 +130,6 @@ from .sim import (
     simulate_sim,
 )
 from .sim_recon import estimate_parameters, widefield_from_raw, wiener_sim
-from .signal import CodeCounts, NoiseModel, SignalSpec, SignalTables, gat, inverse_gat
 from .simulate import Frame, WidefieldMicroscope, simulate_pairs
 from .specimen import render_specimen
 
