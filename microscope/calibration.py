@@ -10,6 +10,15 @@ the pixel-averaged mean and variance of every illumination level, which is insen
 fixed-pattern non-uniformity of the flat; a per-pixel gain map is fitted as well when the
 frames suffice.
 
+Stacks that cannot be a dark and flats of one camera are refused with a
+:class:`CalibrationError` saying what to re-acquire: a flat not clearly brighter than the
+dark (dark brighter than the flats, lit dark, unlit flat, files swapped), flat signals
+spanning less than a factor ``MIN_PTC_SPREAD`` (all at one exposure: the slope, hence the
+gain, is then noise), a curve that is not a line (relative residuals above
+``MAX_PTC_RESIDUAL``, or fewer than ``MIN_PTC_USED_FRACTION`` of the levels on it), and a
+line that does not meet the dark's temporal variance at zero signal (the read noise
+measured two ways must agree).
+
 The result is a :class:`Calibration`, saved as one self-describing ``.npz`` file (a JSON
 header with ``format: fluorofpga-calibration`` and ``version: 1`` plus the maps), which
 converts ADU ↔ electrons ↔ photons for the rest of the system.
@@ -39,6 +48,13 @@ MIN_PTC_LEVELS = 3  # two points fix a line; the third checks it
 SATURATED_FRACTION = 1e-4  # a level with more clipped samples than this is excluded
 OUTLIER_REL_TOL = 0.05  # PTC points further than this (relative) from the line are dropped
 GAIN_MAP_MAX_REL_ERROR = 0.1  # per-pixel gain map only when its rms error is predicted below
+# Physical consistency of a flat-field series (each violation is a CalibrationError):
+MIN_SIGNAL_SE = 5.0  # a flat's mean signal above the dark, in standard errors of that mean
+MIN_PTC_SPREAD = 2.0  # brightest / dimmest usable flat signal: a line needs a lever arm
+MAX_PTC_RESIDUAL = 0.1  # relative distance of any fitted point from the line
+MIN_PTC_USED_FRACTION = 0.6  # of the unsaturated levels; fewer on the line = not linear
+INTERCEPT_SD = 5.0  # the line at zero signal vs the dark's variance: standard errors ...
+INTERCEPT_REL_TOL = 0.25  # ... plus this fraction of the dark's variance
 
 
 class CalibrationError(ValueError):
@@ -178,6 +194,7 @@ def photon_transfer(
     offset_adu: np.ndarray,
     *,
     saturation_adu: float | None = None,
+    read_variance_adu2: float | None = None,
 ) -> PTCResult:
     """Photon transfer curve of a flat-field series and its robust linear fit.
 
@@ -189,14 +206,26 @@ def photon_transfer(
     the worst point lies more than ``OUTLIER_REL_TOL`` (relative) off the line and more
     than ``MIN_PTC_LEVELS`` points remain, it is dropped and the line refitted.
 
+    Physically inconsistent series are refused rather than fitted: every unsaturated
+    flat's mean signal must lie ``MIN_SIGNAL_SE`` standard errors above the dark,
+    the unsaturated (and the fitted) signals must span a factor ``MIN_PTC_SPREAD``, and
+    the fitted points must lie within ``MAX_PTC_RESIDUAL`` of the line with at least
+    ``MIN_PTC_USED_FRACTION`` of the unsaturated levels kept. With
+    ``read_variance_adu2`` the line must also meet the dark's temporal variance at zero
+    signal, within ``INTERCEPT_SD`` standard errors plus ``INTERCEPT_REL_TOL`` of it.
+
     Args:
         flat_stacks: one ``(T, Y, X)`` stack per illumination level (≥ 3 levels,
             ≥ 2 frames each), ADU, all with the same frame shape as ``offset_adu``.
         offset_adu: offset map from :func:`calibrate_dark`.
         saturation_adu: clip level; default 4095 if every sample fits 12 bits, else 65535.
+        read_variance_adu2: the dark stack's temporal variance averaged over pixels (the
+            mean square of :func:`calibrate_dark`'s read-noise map), if known.
 
     Raises:
-        CalibrationError: bad stacks, shape mismatch, or fewer than 2 usable levels.
+        CalibrationError: bad stacks, shape mismatch, fewer than 2 usable levels, or a
+            physically inconsistent series (see above); the message says what to
+            re-acquire.
     """
     offset = np.asarray(offset_adu, dtype=np.float64)
     if isinstance(flat_stacks, np.ndarray) and flat_stacks.ndim == 3:
@@ -233,8 +262,9 @@ def photon_transfer(
             f"only {int(usable.sum())} of {len(stacks)} flat levels are below saturation "
             f"({saturation:g} ADU); use dimmer flats"
         )
-    if np.ptp(mean[usable]) <= 0:
-        raise CalibrationError("all usable flat levels have the same mean; vary the illumination")
+    _check_flats_above_dark(mean, variance, np.array(n_frames) * int(np.prod(offset.shape)),
+                            usable)  # fmt: skip
+    _check_spread(mean, usable, "unsaturated")
     used = usable.copy()
     while True:
         slope, intercept, slope_se = _weighted_line(
@@ -251,6 +281,11 @@ def photon_transfer(
             "check that the flats are lit and not saturated"
         )
     fit = slope * mean + intercept
+    _check_linearity(mean, variance, fit, usable, used)
+    if read_variance_adu2 is not None:
+        pixels = int(np.prod(offset.shape))
+        _check_intercept(mean, fit, np.array(n_frames), pixels, used, intercept,
+                         float(read_variance_adu2))  # fmt: skip
     return PTCResult(
         mean_adu=mean,
         variance_adu2=variance,
@@ -263,6 +298,95 @@ def photon_transfer(
         read_variance_adu2=float(intercept),
         saturation_adu=saturation,
     )
+
+
+def _levels(indices: np.ndarray, mean: np.ndarray) -> str:
+    return ", ".join(f"{i}: {mean[i]:.4g} ADU" for i in indices)
+
+
+def _check_flats_above_dark(
+    mean: np.ndarray, variance: np.ndarray, samples: np.ndarray, usable: np.ndarray
+) -> None:
+    """Every unsaturated flat must be significantly brighter than the dark.
+
+    The standard error of a level's mean signal is ``sqrt(2 v / samples)``: its temporal
+    variance ``v`` over its pixels × frames, doubled for the offset map's own error.
+    """
+    standard_error = np.sqrt(2.0 * np.maximum(variance, 0.0) / samples)
+    dim = np.flatnonzero(usable & (mean <= MIN_SIGNAL_SE * standard_error))
+    if dim.size == 0:
+        return
+    i = int(dim[np.argmin(mean[dim])])
+    if mean[i] < -MIN_SIGNAL_SE * standard_error[i]:
+        what = f"the dark stack is brighter than flat stack {i} (by {-mean[i]:.4g} ADU on average)"
+    else:
+        what = (
+            f"flat stack {i} is not clearly brighter than the dark ({mean[i]:+.3g} ADU on "
+            f"average, less than {MIN_SIGNAL_SE:g} standard errors of {standard_error[i]:.2g} ADU)"
+        )
+    raise CalibrationError(
+        f"{what}: the dark is not clearly darker than the flats. Take the dark with the "
+        "shutter closed (no light), light every flat, and check that dark and flat files "
+        "are not swapped"
+    )
+
+
+def _check_spread(mean: np.ndarray, levels: np.ndarray, which: str) -> None:
+    """The flat signals must span a factor ``MIN_PTC_SPREAD`` for the slope to mean anything."""
+    signal = mean[levels]
+    ratio = float(signal.max() / signal.min())
+    if ratio < MIN_PTC_SPREAD:
+        raise CalibrationError(
+            f"the {which} flat signals above the dark span only a factor {ratio:.3g} "
+            f"({signal.min():.4g} to {signal.max():.4g} ADU); the photon transfer fit needs "
+            f"at least a factor {MIN_PTC_SPREAD:g}, or its slope (the gain) is noise. Take "
+            "the flats at several exposures or light levels (e.g. 1x, 3x, 10x, 30x)"
+        )
+
+
+def _check_linearity(
+    mean: np.ndarray, variance: np.ndarray, fit: np.ndarray, usable: np.ndarray,
+    used: np.ndarray,
+) -> None:
+    """The fitted points must lie on the line, and most levels must be among them."""
+    residual = np.abs(variance / fit - 1.0)
+    worst = float(residual[used].max())
+    needed = max(MIN_PTC_LEVELS, int(np.ceil(MIN_PTC_USED_FRACTION * usable.sum())))
+    if worst > MAX_PTC_RESIDUAL or used.sum() < needed:
+        off = np.flatnonzero(usable & (residual > OUTLIER_REL_TOL))
+        raise CalibrationError(
+            "the photon transfer curve is not a line (variance not proportional to signal "
+            f"plus read noise): {int(used.sum())} of {int(usable.sum())} unsaturated levels "
+            f"fit it, worst fitted point {100 * worst:.0f} % off; levels off the line: "
+            f"{_levels(off, mean)}. The gain would be wrong: check for a non-linear camera "
+            "mode (gain switching, noise filtering, compression), flicker, or light that "
+            "changed during a stack"
+        )
+    _check_spread(mean, used, "fitted")
+
+
+def _check_intercept(
+    mean: np.ndarray, fit: np.ndarray, n_frames: np.ndarray, pixels: int, used: np.ndarray,
+    intercept: float, dark_variance: float,
+) -> None:
+    """The line's value at zero signal must be the dark's temporal variance.
+
+    The standard error of the intercept follows from the sampling variance of each
+    level's pixel-averaged temporal variance, ``2 v² / ((T - 1) N)``.
+    """
+    weights = (n_frames[used] - 1) * pixels / (2.0 * fit[used] ** 2)
+    design = np.stack([mean[used], np.ones(int(used.sum()))], axis=1)
+    covariance = np.linalg.pinv(design.T @ (design * weights[:, None]))
+    standard_error = float(np.sqrt(max(covariance[1, 1], 0.0)))
+    tolerance = INTERCEPT_SD * standard_error + INTERCEPT_REL_TOL * dark_variance
+    if abs(intercept - dark_variance) > tolerance:
+        raise CalibrationError(
+            f"the photon transfer line meets zero signal at a variance of {intercept:.4g} ADU² "
+            f"but the dark frames' temporal variance is {dark_variance:.4g} ADU² (tolerance "
+            f"{tolerance:.2g}): dark and flats do not behave like one linear camera. Take "
+            "them in the same camera mode (gain, readout rate, binning, no noise filtering "
+            "or compression) and check for light changing during the flats"
+        )
 
 
 def _gain_map(
@@ -573,7 +697,8 @@ def calibrate(
         the defective pixels of the darks (:func:`find_hot_pixels`).
     """
     offset, read_noise = calibrate_dark(dark_stack)
-    ptc = photon_transfer(flat_stacks, offset, saturation_adu=saturation_adu)
+    ptc = photon_transfer(flat_stacks, offset, saturation_adu=saturation_adu,
+                          read_variance_adu2=float(np.mean(read_noise**2)))
     gain_map, gain_map_error = _gain_map(flat_stacks, offset, read_noise, ptc)
     return Calibration(
         offset_adu=offset,

@@ -262,3 +262,89 @@ def test_hot_pixels_found_saved_and_repaired(tmp_path):
     fixed = cal.repair_hot_pixels(frame)
     assert np.array_equal(fixed[~found], frame[~found])
     assert fixed[found].mean() < frame[found].mean()
+
+
+# ------------------------------------------------- physically inconsistent stacks are refused
+
+
+def test_flats_all_at_one_exposure_are_refused():
+    # the slope of a line through one cluster of points is noise: the gain came out 25x
+    # wrong before this check
+    _, dark, flats = acquisition(30, levels=(500,) * 6)
+    with pytest.raises(CalibrationError, match=r"span only a factor 1 .* at least a factor 2"):
+        calibrate(dark, flats)
+    _, dark, flats = acquisition(31, levels=(500, 600, 700, 800))  # a factor 1.6
+    with pytest.raises(CalibrationError, match="span only a factor 1.6"):
+        calibrate(dark, flats)
+
+
+def test_dark_brighter_than_the_flats_is_refused():
+    rng = np.random.default_rng(32)
+    sensor = SCMOSSensor.random(SHAPE, rng)
+    flats = [sensor.acquire(np.full((N_FLAT, *SHAPE), p), rng) for p in (50.0, 200.0, 800.0)]
+    lit_dark = sensor.acquire(np.full((40, *SHAPE), 100.0), rng)  # shutter open
+    with pytest.raises(CalibrationError, match="dark stack is brighter than flat stack 0"):
+        calibrate(lit_dark, flats)
+    swapped = sensor.acquire(np.full((40, *SHAPE), 800.0), rng)  # a flat given as the dark
+    dark = sensor.acquire(np.zeros((N_FLAT, *SHAPE)), rng)
+    with pytest.raises(CalibrationError, match="brighter than flat stack"):
+        calibrate(swapped, [dark, *flats[:2]])
+
+
+def test_flat_not_clearly_above_the_dark_is_refused():
+    rng = np.random.default_rng(33)
+    sensor = SCMOSSensor.random(SHAPE, rng)
+    dark = sensor.acquire(np.zeros((100, *SHAPE)), rng)
+    unlit = sensor.acquire(np.zeros((N_FLAT, *SHAPE)), rng)  # the lamp was off
+    flats = [unlit, *(sensor.acquire(np.full((N_FLAT, *SHAPE), p), rng) for p in (100.0, 800.0))]
+    with pytest.raises(CalibrationError, match="flat stack 0 is not clearly brighter than"):
+        calibrate(dark, flats)
+
+
+def test_dim_flats_are_accepted_when_their_mean_is_significant():
+    # 5 photons per pixel is below the read noise of one frame, but the mean over
+    # 3072 pixels x 50 frames is far above the dark: physically fine
+    sensor, dark, flats = acquisition(34, n_flat=50, levels=(5, 10, 20, 40))
+    cal = calibrate(dark, flats)
+    assert cal.gain_e_per_adu == pytest.approx(np.mean(sensor.gain_e_per_adu), rel=0.05)
+
+
+def test_non_linear_camera_response_is_refused():
+    # a knee (gain switching): variance no longer proportional to the signal above it
+    rng = np.random.default_rng(35)
+    sensor = SCMOSSensor.random(SHAPE, rng)
+    dark = sensor.acquire(np.zeros((100, *SHAPE)), rng)
+    offset = float(dark.mean())
+
+    def knee(stack):
+        signal = stack.astype(np.float64) - offset
+        signal = np.where(signal > 300, 300 + (signal - 300) * 0.5, signal)
+        return np.rint(signal + offset).astype(np.uint16)
+
+    flats = [knee(sensor.acquire(np.full((N_FLAT, *SHAPE), p), rng)) for p in FLAT_PHOTONS]
+    with pytest.raises(CalibrationError, match=r"not a line.* 3 of 8 unsaturated levels"):
+        calibrate(dark, flats)
+
+
+def test_ptc_that_misses_the_dark_read_noise_is_refused():
+    # a camera that filters noise on bright frames: the PTC stays a line over the used
+    # levels but no longer meets the dark's temporal variance at zero signal
+    rng = np.random.default_rng(36)
+    sensor = SCMOSSensor.random(SHAPE, rng)
+    dark = sensor.acquire(np.zeros((100, *SHAPE)), rng)
+
+    def filtered(stack):
+        frames = stack.astype(np.float64)
+        if frames.mean() - dark.mean() > 100:
+            frames = (frames + np.roll(frames, 1, axis=0)) / 2
+        return np.rint(frames).astype(np.uint16)
+
+    flats = [filtered(sensor.acquire(np.full((N_FLAT, *SHAPE), p), rng))
+             for p in (20, 50, 100, 200, 400)]  # fmt: skip
+    offset, read_noise = calibrate_dark(dark)
+    ptc = photon_transfer(flats, offset)  # on its own the curve is acceptable ...
+    assert ptc.gain_e_per_adu > 2 * np.mean(sensor.gain_e_per_adu)  # ... and wrong
+    with pytest.raises(CalibrationError, match="meets zero signal at a variance of"):
+        calibrate(dark, flats)
+    with pytest.raises(CalibrationError, match="same camera mode"):
+        photon_transfer(flats, offset, read_variance_adu2=float(np.mean(read_noise**2)))
