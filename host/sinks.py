@@ -1,26 +1,39 @@
 """Frame sinks: ``write(index, frame)`` per restored frame, ``close()`` at the end.
 
 Sinks are context managers. Frames arrive in processing order; ``index`` is the
-source's frame index (gaps mean frames were dropped upstream).
+source's frame index (gaps mean frames were dropped upstream). Leaving the ``with``
+block on an exception calls :meth:`abort` (for the sinks that distinguish it),
+otherwise :meth:`close`.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from array import array
+from collections.abc import MutableSequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["MemorySink", "TiffSink"]
+if TYPE_CHECKING:
+    from fluorofpga.microscope.io import ImageMeta
+
+__all__ = ["MemorySink", "TiffSink", "KeepOpen"]
+
+#: Classic TIFF offsets are 32-bit; above this many bytes of pixels a file is BigTIFF.
+CLASSIC_TIFF_MAX_BYTES = 2**32 - 2**25  # 32 MiB left for the IFDs and metadata
+#: Frame dtypes a TiffSink writes (those ImageJ hyperstacks hold).
+TIFF_SINK_DTYPES = ("uint8", "uint16", "float32")
 
 
 class _Sink:
     """Shared bookkeeping: indices written and closed state."""
 
     def __init__(self) -> None:
-        self.indices: list[int] = []
+        self.indices: MutableSequence[int] = []
         self.closed = False
 
     def _accept(self, index: int, frame: np.ndarray) -> np.ndarray:
@@ -36,6 +49,10 @@ class _Sink:
         """Finish writing. Idempotent."""
         self.closed = True
 
+    def abort(self) -> None:
+        """Stop after a failure; by default the same as :meth:`close`."""
+        self.close()
+
     def __enter__(self) -> _Sink:
         return self
 
@@ -45,7 +62,10 @@ class _Sink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class MemorySink(_Sink):
@@ -67,49 +87,230 @@ class MemorySink(_Sink):
         return np.stack(self.frames)
 
 
-class TiffSink(_Sink):
-    """Collects ``uint16`` frames and writes one ``TYX`` TIFF stack on :meth:`close`.
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """Where :class:`TiffSink` writes ``path`` until it is complete: ``name.partial.tif``."""
+    target = Path(path)
+    return target.with_name(f"{target.stem}.partial{target.suffix or '.tif'}")
 
-    ``fluorofpga.microscope.write_tiff`` writes a temporary file in the same
-    directory and renames it into place, so ``path`` is either absent or
-    complete. The frame indices are kept in :attr:`indices` (the TIFF itself is
-    a plain stack in arrival order).
-    If no frame was written, ``close()`` writes nothing and warns.
+
+class TiffSink(_Sink):
+    """Writes ``TYX`` frames to a TIFF one by one, holding no frame in memory.
+
+    Frames are appended with ``tifffile.TiffWriter`` to ``<stem>.partial.tif`` beside
+    ``path`` (:func:`partial_path`); only a clean :meth:`close` completes the metadata,
+    flushes the file to disk and renames it to ``path``. After a failure (:meth:`abort`,
+    or an exception leaving a ``with`` block) the frames written so far stay in the
+    clearly-named partial file and ``path`` is never created or replaced by it.
+
+    The file is an ImageJ hyperstack (``TYX``; classic TIFF, readable by ImageJ, Fiji,
+    napari, tifffile) when the data fits in 4 GB, else an OME BigTIFF; both carry the
+    axes and, with ``meta``, the pixel size, unit and frame interval. With
+    ``bigtiff=None`` the choice is made from ``expected_frames``: a stream of unknown
+    length is written as BigTIFF (a live camera can run past 4 GB).
+    If no frame was written, ``close()`` creates nothing and warns. The source indices
+    of the frames are kept in :attr:`indices` (an ``array("q")``, 8 bytes per frame).
 
     Args:
-        path: Destination ``.tif`` file; its parent directory must exist.
+        path: destination ``.tif``; its folder must exist and be writable.
+        meta: calibration of the frames (pixel size, unit, frame interval); its axes
+            are ignored (the file is ``TYX``).
+        expected_frames: number of frames expected, to choose classic TIFF or BigTIFF.
+        bigtiff: force BigTIFF (True) or classic TIFF (False); ``None`` chooses.
+        dtype: dtype of every frame, one of :data:`TIFF_SINK_DTYPES`.
+        overwrite: replace an existing ``path`` (and a partial file left by an earlier
+            interrupted run); without it either is refused before anything is written.
+
+    Raises:
+        fluorofpga.microscope.OutputError: (a ``ValueError``) the folder is missing or
+            not writable, or ``path`` or its partial file exists and ``overwrite`` is
+            False.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: ImageMeta | None = None,
+        *,
+        expected_frames: int | None = None,
+        bigtiff: bool | None = None,
+        dtype: str = "uint16",
+        overwrite: bool = False,
+    ) -> None:
+        from fluorofpga.microscope.io import OutputError, check_output
+
         super().__init__()
+        self.indices = array("q")  # 8 bytes per frame: a live stream may run for days
+        if dtype not in TIFF_SINK_DTYPES:
+            raise ValueError(f"TiffSink writes {', '.join(TIFF_SINK_DTYPES)}, not {dtype!r}")
+        if expected_frames is not None and expected_frames < 0:
+            raise ValueError(f"expected_frames must be >= 0, got {expected_frames}")
         self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise FileNotFoundError(f"directory {self.path.parent} does not exist; create it first")
-        self._frames: list[np.ndarray] = []
+        self.partial_path = partial_path(self.path)
+        if not self.path.absolute().parent.is_dir():  # the historical message and type
+            raise FileNotFoundError(
+                f"directory {self.path.absolute().parent} does not exist; create it first"
+            )
+        check_output(self.path, overwrite)
+        if self.partial_path.exists() and not overwrite:
+            raise OutputError(
+                f"{self.partial_path} exists: the partial output of an interrupted run; "
+                "move it away, or pass --overwrite (overwrite=True) to replace it"
+            )
+        self.meta = meta
+        self.dtype = np.dtype(dtype)
+        self.expected_frames = expected_frames
+        self.bigtiff = bigtiff
+        self.frames_written = 0
+        self._frame_shape: tuple[int, int] | None = None
+        self._fh: BinaryIO | None = None
+        self._writer: Any = None
+        self._format: str | None = None  # "imagej" or "ome", chosen at the first frame
+        if overwrite:
+            self.partial_path.unlink(missing_ok=True)
+        self._fh = open(self.partial_path, "xb")  # noqa: SIM115 - closed in close()/abort()
+
+    # ----------------------------------------------------------------------- writing
+
+    def _use_bigtiff(self, frame_bytes: int) -> bool:
+        if self.bigtiff is not None:
+            return self.bigtiff
+        if self.expected_frames is None:
+            return True
+        return self.expected_frames * frame_bytes > CLASSIC_TIFF_MAX_BYTES
+
+    def _open_writer(self, frame: np.ndarray) -> None:
+        import tifffile
+
+        self._frame_shape = (int(frame.shape[0]), int(frame.shape[1]))
+        big = self._use_bigtiff(frame.nbytes)
+        self._writer = tifffile.TiffWriter(self._fh, bigtiff=big, imagej=not big)
+        self._format = "ome" if big else "imagej"
 
     def write(self, index: int, frame: np.ndarray) -> None:
-        """Queue one ``uint16`` frame of the same shape as the previous ones."""
+        """Append one frame (same shape and dtype as the first) to the partial file."""
         frame = np.asarray(frame)
-        if frame.dtype != np.uint16:
-            raise ValueError(f"frame {index}: TiffSink writes uint16 ADU, got {frame.dtype}")
-        if self._frames and frame.shape != self._frames[0].shape:
+        if frame.dtype != self.dtype:
             raise ValueError(
-                f"frame {index} has shape {frame.shape}, the stack has {self._frames[0].shape}"
+                f"frame {index}: TiffSink writes {self.dtype} frames, got {frame.dtype}"
             )
-        self._frames.append(self._accept(index, frame))
+        if self._frame_shape is not None and frame.shape != self._frame_shape:
+            raise ValueError(
+                f"frame {index} has shape {frame.shape}, the stack has {self._frame_shape}"
+            )
+        frame = self._accept(index, frame)
+        if self._writer is None:
+            self._open_writer(frame)
+        kwargs: dict[str, Any] = {"contiguous": True, "photometric": "minisblack"}
+        if self.frames_written == 0:
+            kwargs.update(self._first_page_kwargs())
+        self._writer.write(frame, **kwargs)
+        self.frames_written += 1
+
+    def _first_page_kwargs(self) -> dict[str, Any]:
+        """Resolution tags and (provisional) metadata for the first page."""
+        if self._format == "imagej":
+            resolution, imagej = (None, {}) if self.meta is None else self.meta.to_imagej()
+            kwargs: dict[str, Any] = {"metadata": imagej}
+            if resolution is not None:
+                kwargs["resolution"] = resolution
+            return kwargs
+        return {"metadata": {}}  # a description tag to be replaced by the OME-XML
+
+    def _final_description(self) -> bytes:
+        """The ImageJ or OME description of the complete ``TYX`` stack."""
+        import tifffile
+
+        assert self._frame_shape is not None
+        shape = (self.frames_written, *self._frame_shape)
+        if self._format == "imagej":
+            _, imagej = (None, {}) if self.meta is None else self.meta.to_imagej()
+            return tifffile.imagej_description(shape, axes="TYX", **imagej).encode("ascii")
+        ome = tifffile.OmeXml()
+        stored = (self.frames_written, 1, 1, *self._frame_shape, 1)
+        ome.addimage(self.dtype, shape, stored, axes="TYX",
+                     **({} if self.meta is None else self.meta.to_ome()))  # fmt: skip
+        return ome.tostring(declaration=True).encode("utf-8")
+
+    # ---------------------------------------------------------------------- finishing
+
+    def _release(self) -> None:
+        """Close the TIFF writer and the file handle (idempotent)."""
+        writer, fh = self._writer, self._fh
+        self._writer, self._fh = None, None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            if fh is not None:
+                fh.close()
 
     def close(self) -> None:
-        """Write the stack atomically (once) and release the frames."""
+        """Complete the file and rename it to :attr:`path` (once).
+
+        On any failure the partial file is kept (see :meth:`abort`) and the error raised.
+        """
+        if self.closed:
+            return
+        if self.frames_written == 0:
+            self.closed = True
+            self._release()
+            self.partial_path.unlink(missing_ok=True)
+            warnings.warn(f"TiffSink: no frames were written; {self.path} not created",
+                          stacklevel=2)  # fmt: skip
+            return
+        import tifffile
+
+        try:
+            assert self._fh is not None
+            self._writer.close()
+            self._writer = None
+            self._fh.flush()
+            self._fh.close()
+            self._fh = None
+            with tifffile.TiffFile(self.partial_path, mode="r+b") as tif:
+                tif.pages[0].tags["ImageDescription"].overwrite(self._final_description())
+            with open(self.partial_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.partial_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+
+    def abort(self) -> None:
+        """Stop writing after a failure: keep what was written as the partial file.
+
+        :attr:`path` is left untouched (absent, or an earlier complete file when
+        ``overwrite`` was given); :attr:`partial_path` holds the frames written so far
+        (a readable stack when the TIFF writer could finish its pages), or is removed
+        when no frame was written. Idempotent.
+        """
         if self.closed:
             return
         self.closed = True
-        if not self._frames:
-            warnings.warn(
-                f"TiffSink: no frames were written; {self.path} not created", stacklevel=2
-            )
-            return
-        from fluorofpga.microscope import write_tiff
+        try:
+            self._release()
+        except Exception as error:  # the caller's error is the one that matters
+            warnings.warn(f"TiffSink: closing {self.partial_path} after a failure failed "
+                          f"too: {error!r}", RuntimeWarning, stacklevel=2)  # fmt: skip
+        if self.frames_written == 0:
+            self.partial_path.unlink(missing_ok=True)
 
-        stack = np.stack(self._frames)
-        self._frames = []
-        write_tiff(self.path, stack, axes="TYX")  # atomic: temporary file + os.replace
+
+class KeepOpen:
+    """A view of ``sink`` whose ``close()`` does nothing, for :class:`StreamPipeline`.
+
+    The pipeline closes its sink whether it succeeded or failed; a caller that must
+    tell the two apart (to :meth:`TiffSink.close` or :meth:`TiffSink.abort`) passes
+    ``KeepOpen(sink)`` and finishes the sink itself after ``run()``.
+    """
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        """Forward one frame to the sink."""
+        self.sink.write(index, frame)
+
+    def close(self) -> None:
+        """Do nothing: the owner closes or aborts the sink."""

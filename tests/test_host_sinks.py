@@ -1,0 +1,148 @@
+"""TiffSink: frame-by-frame TIFF writing, flat memory, partial files, calibration metadata.
+
+Runs in the board environment too (numpy 1.x, no torch or zarr).
+"""
+
+import gc
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+import tifffile
+
+from fluorofpga.host import StreamPipeline, TiffSink
+from fluorofpga.host.sinks import KeepOpen, partial_path
+from fluorofpga.microscope import ImageMeta, OutputError, read_image_meta, read_tiff
+
+SHAPE = (64, 64)
+META = ImageMeta("TYX", pixel_size_y=0.108, pixel_size_x=0.108, frame_interval=20.0,
+                 time_unit="ms")  # fmt: skip
+
+
+def frame(k: int, shape=SHAPE) -> np.ndarray:
+    return ((np.arange(shape[0] * shape[1]) + 37 * k) % 4096).astype(np.uint16).reshape(shape)
+
+
+def listing(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(("expected", "bigtiff"), [(5, False), (None, True)])
+def test_sink_writes_a_tyx_stack_with_its_calibration(tmp_path, expected, bigtiff):
+    out = tmp_path / "restored.tif"
+    with TiffSink(out, META, expected_frames=expected) as sink:
+        for k in range(5):
+            sink.write(10 + k, frame(k))
+        assert partial_path(out).exists() and not out.exists()  # under way: marked partial
+    assert listing(tmp_path) == ["restored.tif"]
+    assert list(sink.indices) == [10, 11, 12, 13, 14] and sink.frames_written == 5
+    array, meta = read_image_meta(out)
+    np.testing.assert_array_equal(array, np.stack([frame(k) for k in range(5)]))
+    assert meta.axes == "TYX"
+    assert meta.pixel_size_um == pytest.approx((0.108, 0.108), rel=1e-6)
+    assert meta.frame_interval_s == pytest.approx(0.02)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_bigtiff == bigtiff
+        assert tif.is_imagej == (not bigtiff) and tif.is_ome == bigtiff  # ImageJ or OME
+
+
+def test_sink_without_meta_and_of_one_frame(tmp_path):
+    with TiffSink(tmp_path / "one.tif", expected_frames=1) as sink:
+        sink.write(0, frame(3))
+    np.testing.assert_array_equal(read_tiff(tmp_path / "one.tif"), frame(3))
+    with TiffSink(tmp_path / "f.tif", bigtiff=False, dtype="float32") as sink:
+        for k in range(3):
+            sink.write(k, frame(k).astype(np.float32))
+    back, meta = read_image_meta(tmp_path / "f.tif")
+    assert back.dtype == np.float32 and back.shape == (3, *SHAPE) and meta.axes == "TYX"
+    assert meta.pixel_size_um is None and meta.frame_interval_s is None
+
+
+def test_sink_memory_stays_flat_and_keeps_no_frames(tmp_path):
+    n = 400  # 3.2 MB of frames
+    sink = TiffSink(tmp_path / "long.tif", expected_frames=n)
+    probe = frame(0)
+    sink.write(0, probe)
+    reference = weakref.ref(probe)
+    del probe
+    gc.collect()
+    assert reference() is None  # the sink holds no reference to a written frame
+    for k in range(1, 10):
+        sink.write(k, frame(k))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for k in range(10, n):
+            sink.write(k, frame(k))
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert growth < 40 * frame(0).nbytes, f"memory grew by {growth} bytes over {n - 10} frames"
+    sink.close()
+    assert read_tiff(tmp_path / "long.tif").shape == (n, *SHAPE)
+
+
+def test_aborted_sink_leaves_a_marked_partial_file_and_no_final_file(tmp_path):
+    out = tmp_path / "restored.tif"
+    with pytest.raises(RuntimeError, match="camera unplugged"):
+        with TiffSink(out, META, expected_frames=10) as sink:
+            for k in range(3):
+                sink.write(k, frame(k))
+            raise RuntimeError("camera unplugged")
+    assert not out.exists()
+    assert listing(tmp_path) == ["restored.partial.tif"]
+    assert sink.closed
+    sink.close()  # a later close() does not complete an aborted file
+    assert not out.exists()
+    # the partial file holds the frames written so far
+    partial = tifffile.imread(tmp_path / "restored.partial.tif")
+    np.testing.assert_array_equal(partial[:3].reshape(3, *SHAPE), [frame(k) for k in range(3)])
+
+
+def test_abort_before_any_frame_leaves_nothing_and_keeps_an_old_result(tmp_path):
+    out = tmp_path / "restored.tif"
+    out.write_bytes(b"previous complete result")
+    sink = TiffSink(out, overwrite=True)
+    sink.abort()
+    assert listing(tmp_path) == ["restored.tif"]
+    sink = TiffSink(out, overwrite=True)
+    sink.write(0, frame(0))
+    sink.abort()
+    assert out.read_bytes() == b"previous complete result"  # never replaced by a partial
+
+
+def test_existing_outputs_are_refused_without_overwrite(tmp_path):
+    out = tmp_path / "restored.tif"
+    out.write_bytes(b"old")
+    with pytest.raises(OutputError, match="restored.tif exists"):
+        TiffSink(out)
+    out.unlink()
+    partial_path(out).write_bytes(b"frames of an interrupted run")
+    with pytest.raises(OutputError, match="interrupted run"):
+        TiffSink(out)
+    with TiffSink(out, overwrite=True) as sink:
+        sink.write(0, frame(0))
+    assert listing(tmp_path) == ["restored.tif"]
+    with pytest.raises(ValueError, match="uint16"):
+        TiffSink(tmp_path / "x.tif", dtype="int64")
+
+
+def test_pipeline_failure_with_keep_open_leaves_only_the_partial_file(tmp_path):
+    out = tmp_path / "restored.tif"
+    sink = TiffSink(out, expected_frames=6)
+
+    def process(image):
+        if image[0, 0] == frame(3)[0, 0]:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the stream
+        return image
+
+    source = ((k, frame(k)) for k in range(6))
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            StreamPipeline(source, process, KeepOpen(sink), drop_policy="block").run()
+        except BaseException:
+            sink.abort()
+            raise
+    assert listing(tmp_path) == ["restored.partial.tif"]
+    assert sink.frames_written == 3
