@@ -9,7 +9,10 @@ bitstream) lies. ``host/`` needs nothing but the bundle.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -128,16 +131,67 @@ def default_bundle_path() -> Path:
     return Path(str(resources.files(__package__) / "bundles" / "default"))
 
 
+_RECREATE = "re-create the bundle (`fluorofpga train`) or copy it again"
+# Bundle files stored as zip archives (torch checkpoints, numpy archives): CRC-checked.
+_ZIP_SUFFIXES = (".pt", ".pth", ".npz", ".zip")
+
+
+def _check_bundle_file(bundle: Path, key: str, rel: Any, sha256: Any) -> None:
+    """Raise BundleError unless ``files[key]`` exists and is intact (as far as checkable).
+
+    Zip-based files (checkpoints, ``.npz``) are CRC-checked, JSON files parsed, other
+    files must not be empty; with a ``sha256`` from the manifest the digest must match.
+    """
+    if not isinstance(rel, str) or not rel:
+        raise BundleError(f"{bundle / MANIFEST}: files[{key!r}] is not a relative path")
+    path = bundle / rel
+    if not path.exists():
+        raise BundleError(f"{bundle}: file {rel} ({key}) listed in the manifest is missing; "
+                          f"{_RECREATE}")  # fmt: skip
+    if path.is_dir():
+        return
+    problem = None
+    try:
+        if path.stat().st_size == 0:
+            problem = "empty"
+        elif path.suffix.lower() in _ZIP_SUFFIXES:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                problem = f"bad CRC in member {bad}"
+        elif path.suffix.lower() == ".json":
+            json.loads(path.read_text())
+        if problem is None and isinstance(sha256, str):
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != sha256.removeprefix("sha256:"):
+                problem = "its SHA-256 differs from the manifest's"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        problem = f"{type(e).__name__}: {e}"
+    if problem is not None:
+        raise BundleError(f"{path}: truncated or corrupt bundle file ({key}: {problem}); "
+                          f"{_RECREATE}")  # fmt: skip
+
+
 def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Load the bundle at ``path`` (default: the shipped one), checking its manifest."""
+    """Load the bundle at ``path`` (default: the shipped one), checking it before any work.
+
+    Checks the manifest (format, version, required keys, signal representation), that
+    every file it lists exists and is intact (zip CRCs, JSON syntax, non-empty, and the
+    SHA-256 digests of an optional ``sha256`` table ``{key: hex}``), and loads the
+    hardware-layer graph once (:func:`~fluorofpga.host.emulate.load_hw_graph`), so a
+    damaged bundle fails here with a :class:`BundleError` naming the file, not in the
+    middle of a stream.
+    """
     bpath = Path(path) if path is not None else default_bundle_path()
     mpath = bpath / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{bpath}: not a model bundle (no {MANIFEST})")
     try:
         manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{mpath}: invalid JSON ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{mpath}: invalid JSON ({e}); {_RECREATE}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mpath}: not a bundle manifest (a JSON object is expected)")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != MANIFEST_VERSION:
@@ -156,4 +210,13 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         SignalSpec.from_dict(manifest["signal"])
     except (TypeError, ValueError) as e:
         raise BundleError(f"{mpath}: bad signal representation: {e}") from None
+    files, digests = manifest["files"], manifest.get("sha256") or {}
+    if not isinstance(files, dict) or not isinstance(digests, dict):
+        raise BundleError(f"{mpath}: 'files' and 'sha256' must be objects")
+    for key, rel in files.items():
+        _check_bundle_file(bpath.absolute(), key, rel, digests.get(key))
+    if "hw_layers" in files:
+        from .emulate import load_hw_graph
+
+        load_hw_graph(bpath.absolute() / files["hw_layers"])
     return Bundle(bpath.absolute(), manifest)

@@ -20,6 +20,8 @@ or torch: it runs on the board's own Python.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,23 +53,70 @@ class HwGraph:
         return (int(self.image["height"]), int(self.image["width"]))
 
 
+_RECREATE = "re-create the bundle (`fluorofpga train`) or copy it again"
+# What numpy / zipfile raise on a truncated or damaged .npz (BadZipFile on a bad CRC too)
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
 def load_hw_graph(json_path: str | Path) -> HwGraph:
-    """Load ``hw_layers.json`` and the ``hw_layers.npz`` beside it."""
+    """Load ``hw_layers.json`` and the ``hw_layers.npz`` beside it, checking both.
+
+    Every array is read (so a truncated or corrupt archive fails its CRC here, not in the
+    middle of a stream), and every array a layer refers to must be present.
+
+    Raises:
+        BundleError: (a ``ValueError``) either file is missing, truncated, corrupt, of
+            another format or version, or inconsistent; the message names the file and
+            says to re-create the bundle.
+    """
+    from .bundle import BundleError
+
     json_path = Path(json_path)
-    spec = json.loads(json_path.read_text())
-    if spec.get("format") != "fluorofpga-hw-layers" or spec.get("version") != 1:
-        raise ValueError(f"{json_path}: not a version-1 fluorofpga hardware-layer file")
-    with np.load(json_path.with_suffix(".npz")) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return HwGraph(
-        layers=spec["layers"],
-        arrays=arrays,
-        input_shape=spec["input"]["shape"],
-        output_shape=spec["output"]["shape"],
-        input_datatype=spec["input"]["datatype"],
-        output_datatype=spec["output"]["datatype"],
-        image=spec["image"],
-    )
+    npz_path = json_path.with_suffix(".npz")
+    for path in (json_path, npz_path):
+        if not path.is_file():
+            raise BundleError(f"{path}: hardware-layer file missing; {_RECREATE}")
+    try:
+        spec = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{json_path}: truncated or corrupt ({e}); {_RECREATE}") from None
+    if not isinstance(spec, dict) or spec.get("format") != "fluorofpga-hw-layers" or (
+        spec.get("version") != 1
+    ):
+        raise BundleError(f"{json_path}: not a version-1 fluorofpga hardware-layer file")
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except _NPZ_ERRORS as e:
+        raise BundleError(
+            f"{npz_path}: truncated or corrupt ({type(e).__name__}: {e}); {_RECREATE}"
+        ) from None
+    try:
+        graph = HwGraph(
+            layers=list(spec["layers"]),
+            arrays=arrays,
+            input_shape=spec["input"]["shape"],
+            output_shape=spec["output"]["shape"],
+            input_datatype=spec["input"]["datatype"],
+            output_datatype=spec["output"]["datatype"],
+            image=spec["image"],
+        )
+        graph.tile_shape  # noqa: B018 - checks image height/width
+        missing = [
+            f"{layer['name']}.{key}={layer[key]}"
+            for layer in graph.layers
+            for key in ("weights", "thresholds")
+            if key in layer and layer[key] not in arrays
+        ]
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{json_path}: incomplete hardware-layer file ({e!r}); {_RECREATE}"
+                          ) from None
+    if missing:
+        raise BundleError(
+            f"{npz_path}: lacks the arrays {', '.join(missing)} that {json_path.name} refers "
+            f"to; {_RECREATE}"
+        )
+    return graph
 
 
 def _pad(x: np.ndarray, layer: dict[str, Any]) -> np.ndarray:
