@@ -30,8 +30,10 @@ from fluorofpga.host import (
 from fluorofpga.host.bundle import FORMAT, MANIFEST, MANIFEST_VERSION
 from fluorofpga.microscope import (
     ImageFormatError,
+    atomic_write,
+    check_output,
     psnr,
-    read_image,
+    read_image_meta,
     read_tiff,
     ssim,
     write_ome_zarr,
@@ -236,7 +238,7 @@ def _self_supervised_codes(spec: BundleRecipe) -> tuple[np.ndarray, dict[str, An
     """The user's stack as input codes of the shipped representation, with what was done."""
     from fluorofpga.microscope import NoiseModel, SignalSpec, SignalTables, estimate_noise
 
-    stack, axes = _read_input(spec.self_supervised)
+    stack, meta = _read_input(spec.self_supervised)
     planes = stack.reshape(-1, *stack.shape[-2:])
     if min(planes.shape[-2:]) < 32:
         raise ImageFormatError(f"{spec.self_supervised}: frames of {planes.shape[-2:]} are too "
@@ -254,7 +256,8 @@ def _self_supervised_codes(spec: BundleRecipe) -> tuple[np.ndarray, dict[str, An
     else:
         noise = estimate_noise(planes).model
     codes = SignalTables(signal, noise).encode(planes)
-    return codes, {"stack": str(spec.self_supervised), "axes": axes, "planes": len(planes),
+    return codes, {"stack": str(spec.self_supervised), "axes": meta.axes,
+                   "planes": len(planes),
                    "noise": noise.to_dict()}
 
 
@@ -286,11 +289,13 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
     model -> host emulator. Inputs (:func:`sample_tiles`) are simulated camera tiles
     encoded like real ones *and* full-range tiles that reach the top thresholds, zero and
     saturation. Returns ``{"bit_exact": bool, "stages": {name: mismatching pixels},
-    "images": tiles compared, "output_range": [min, max] of the reference output}``.
+    "images": tiles compared, "output_range": [min, max] of the reference output,
+    "thresholds_exercised": {MultiThreshold: fraction of its thresholds that the tiles put
+    inputs on both sides of} (and the same for the camera tiles alone)}``.
     """
     import torch
 
-    from fluorofpga.hw import VERIFIED_STEPS, execute_int
+    from fluorofpga.hw import VERIFIED_STEPS, execute_int, threshold_coverage
     from fluorofpga.models import load_checkpoint
     from fluorofpga.quantize import QuantDenoiser, run_qonnx_int
 
@@ -317,8 +322,15 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
             stages[name] = stages.get(name, 0) + int(np.count_nonzero(y != ref))
         lo = int(ref.min()) if lo is None else min(lo, int(ref.min()))
         hi = int(ref.max()) if hi is None else max(hi, int(ref.max()))
+    streamlined = finn_dir / "step_streamline.onnx"
+    coverage = {name: c["exercised"] for name, c in
+                threshold_coverage(streamlined, tiles, bundle.signal.in_bits).items()}
+    camera_only = {name: c["exercised"] for name, c in
+                   threshold_coverage(streamlined, tiles[:n_images],
+                                      bundle.signal.in_bits).items()}
     return {"bit_exact": all(v == 0 for v in stages.values()), "stages": stages,
-            "images": len(tiles), "output_range": [lo, hi]}
+            "images": len(tiles), "output_range": [lo, hi],
+            "thresholds_exercised": coverage, "thresholds_exercised_camera_only": camera_only}
 
 
 def sample_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
@@ -367,29 +379,69 @@ def demo(
     camera_fps: float | None = None,
     check_frames: int = 2,
     progress: Progress = _noop,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Stream a simulated sCMOS sequence through the accelerator; write TIFF, PNG, JSON.
 
-    Writes ``restored.tif`` (TYX uint16 ADU), ``report.png`` (noisy | restored | truth)
-    and ``report.json``. With ``camera_fps`` the camera is paced like a real one and
-    frames that arrive while the pipeline is full are dropped and counted; without it
-    the pipeline blocks (nothing dropped).
+    Writes ``restored.tif`` (TYX uint16 ADU, with the simulated pixel size),
+    ``report.png`` (noisy | restored | truth) and, last, ``report.json``. With
+    ``camera_fps`` the camera is paced like a real one and frames that arrive while the
+    pipeline is full are dropped and counted; without it the pipeline blocks (nothing
+    dropped).
+
+    Everything is checked before streaming: the output folder (its parent must exist and
+    be writable), the bundle (a damaged one is refused), and the files of a previous run
+    in ``out_dir``, which are refused unless ``overwrite``, and then removed before the
+    new run starts (never mixed with it). Frames are written as they come into
+    ``restored.partial.tif``, renamed ``restored.tif`` only when the stream completed;
+    if the run is interrupted (Ctrl-C) or fails, the partial file stays, clearly named,
+    and no report is written.
+
+    Raises:
+        OutputError, BundleError: (``ValueError`` subclasses) before anything is written.
     """
+    from fluorofpga.host.sinks import KeepOpen, partial_path
+    from fluorofpga.microscope import ImageMeta, OutputError, atomic_write
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    bundle = load_bundle(bundle_path)
+    restored_path = out / "restored.tif"
+    outputs = [restored_path, out / "report.png", out / "report.json"]
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another output folder")
+    previous = [p for p in (*outputs, partial_path(restored_path)) if p.exists() or p.is_symlink()]
+    if previous and not overwrite:
+        raise OutputError(
+            f"{out} holds the files of a previous run ({', '.join(p.name for p in previous)}); "
+            "choose another output folder or pass --overwrite to replace them"
+        )
+    if out.is_dir():
+        for path in outputs:
+            check_output(path, overwrite=True)  # the folder is writable, no folder in the way
+    else:
+        check_output(out)  # its parent exists and is writable
+    bundle = load_bundle(bundle_path)  # a damaged bundle is refused before any work
     source = SimulatedCameraSource(frames, (size, size), seed=seed, fps=camera_fps)
     noise = simulated_camera_noise()  # the simulated camera is calibrated by construction
-    with bundle.accelerator(backend) as acc:
-        process = bundle.restorer(acc, noise)
-        sink = TiffSink(out / "restored.tif")
-        pipeline = StreamPipeline(
-            source, process, sink, queue_size=4,
-            drop_policy="drop_newest" if camera_fps else "block",
-            progress=lambda s: progress("stream", s.frames_out, frames, f"{s.fps:.1f} fps"),
-        )
-        stats: StreamStats = pipeline.run()
-    restored = read_tiff(out / "restored.tif")
+    pixel_um = getattr(source.microscope, "pixel_size_nm", None)
+    meta = ImageMeta("TYX", *((pixel_um / 1000.0,) * 2 if pixel_um else (None, None)))
+    out.mkdir(exist_ok=True)
+    for path in previous:  # the user asked to replace the previous run: all of it, now
+        path.unlink()
+    sink = TiffSink(restored_path, meta, expected_frames=frames, overwrite=overwrite)
+    try:
+        with bundle.accelerator(backend) as acc:
+            process = bundle.restorer(acc, noise)
+            pipeline = StreamPipeline(
+                source, process, KeepOpen(sink), queue_size=4,
+                drop_policy="drop_newest" if camera_fps else "block",
+                progress=lambda s: progress("stream", s.frames_out, frames, f"{s.fps:.1f} fps"),
+            )
+            stats: StreamStats = pipeline.run()
+    except BaseException:
+        sink.abort()  # what was streamed stays in restored.partial.tif; no report
+        raise
+    sink.close()  # complete: restored.partial.tif -> restored.tif
+    restored = read_tiff(restored_path)
     if restored.ndim == 2:
         restored = restored[None]
     kept = [i for i in range(frames) if i not in set(stats.dropped_indices)]
@@ -403,6 +455,7 @@ def demo(
         bundle, noise, [noisy_frames[i] for i in kept[:check_frames]], restored[:check_frames]
     )
     report = {
+        "complete": True,
         "frames": frames,
         "frames_out": stats.frames_out,
         "dropped": stats.dropped,
@@ -424,26 +477,42 @@ def demo(
         "bit_exact_frames_checked": checked,
         "bit_exact_reference": reason,
         "counts": process.counts.to_dict(),
+        "metadata": meta.as_dict(),
         "estimates": bundle.manifest.get("estimates"),
     }
     _report_png(out / "report.png", noisy_frames[kept[0]], restored[0], truth[kept[0]], report)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2).encode()
+    atomic_write(out / "report.json", lambda fh: fh.write(text))  # last: the run is complete
     return report
 
 
 def _check_against_qonnx(
     bundle: Bundle, noise: Any, noisy: list[np.ndarray], restored: np.ndarray
 ) -> tuple[bool | None, int, str]:
-    """Recompute restored frames with the bundle's QONNX model (same tables, same tiling)."""
+    """Recompute restored frames with the bundle's QONNX model (same tables, same tiling).
+
+    Returns ``(bit_exact, frames checked, reference)``; ``bit_exact`` is ``None`` (with
+    the reason) when nothing was compared: no frame to check, no qonnx installed (board),
+    or a bundle without a loadable QONNX model. It is never ``True`` for zero frames.
+    """
+    if not noisy:
+        return None, 0, "not checked (no frame requested)"
     try:
+        from qonnx.core.modelwrapper import ModelWrapper
+
         from fluorofpga.quantize import run_qonnx_int
     except ImportError as e:  # board install: no qonnx/torch
         return None, 0, f"not checked: {e}"
-    from qonnx.core.modelwrapper import ModelWrapper
+    from fluorofpga.host import Accelerator, BundleError
 
-    from fluorofpga.host import Accelerator
-
-    model = ModelWrapper(str(bundle.file("qonnx")))
+    try:
+        qonnx_path = bundle.file("qonnx")
+    except BundleError as e:
+        return None, 0, f"not checked: {e}"
+    try:
+        model = ModelWrapper(str(qonnx_path))
+    except Exception as e:  # onnx/protobuf parse errors have no common base class
+        return None, 0, f"not checked: {qonnx_path} does not load ({type(e).__name__}: {e})"
 
     class QonnxAccelerator(Accelerator):
         name = "qonnx"
@@ -471,6 +540,7 @@ def simulated_camera_noise() -> Any:
 def _report_png(
     path: Path, noisy: np.ndarray, restored: np.ndarray, truth: np.ndarray, report: dict
 ) -> None:
+    """Write the noisy | restored | truth panel to ``path`` (PNG, atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -491,9 +561,11 @@ def _report_png(
         f"{report['bundle']}: {report['frames_out']}/{report['frames']} frames, "
         f"{report['dropped']} dropped, {report['fps']:.2f} fps, bit-exact: {report['bit_exact']}"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=80))
+    finally:
+        plt.close(fig)
 
 
 # --------------------------------------------------------------------------- denoise
@@ -508,13 +580,16 @@ def denoise(
     dtype: str = "uint16",
     adc_max: int = 65535,
     overwrite: bool = False,
+    axes: str | None = None,
     progress: Progress = _noop,
 ) -> dict[str, Any]:
     """Restore raw camera frames (TIFF or OME-Zarr) into ``out_path``, same axes.
 
     Any image whose last two axes are ``YX`` is accepted (``YX``, ``TYX``, ``ZYX``,
     ``CYX``, ``TCZYX``...): every plane is restored on its own and written back under the
-    same axes with the same pixel size, units and frame interval. The output format
+    same axes with the same pixel size, units and frame interval. A file that does not
+    name its axes (a plain 3-D TIFF) is refused unless ``axes`` says what they are. The
+    output format
     follows ``out_path``'s suffix (``.tif``/``.tiff`` or ``.zarr``); ``dtype`` is
     ``"uint16"`` (rounded ADU, clipped values counted) or ``"float32"`` (ADU with the
     input's offset and gain, not rounded).
@@ -538,9 +613,10 @@ def denoise(
         raise ValueError(f"--dtype {dtype!r} not supported; choose one of {OUTPUT_DTYPES}")
     if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
         raise ImageFormatError(f"{out_path}: unknown output suffix (use .tif, .tiff or .zarr)")
-    _check_output_path(out_path, overwrite, [in_path])
-    stack, axes = _read_input(in_path)
+    check_output(out_path, overwrite, [in_path])
     bundle = load_bundle(bundle_path)
+    stack, meta = _read_input(in_path, axes)
+    axes = meta.axes
     planes = stack.reshape(-1, *stack.shape[-2:])
     cal = None
     if calibration is not None:
@@ -565,45 +641,44 @@ def denoise(
     seconds = time.perf_counter() - t0
     result = restored.reshape(stack.shape)
     if out_path.suffix.lower() == ".zarr":
-        write_ome_zarr(out_path, result, axes=axes)
+        write_ome_zarr(out_path, result, overwrite=overwrite, meta=meta)
     else:
-        write_tiff(out_path, result, axes=axes)
+        write_tiff(out_path, result, meta=meta)
     return {"frames": len(planes), "axes": axes, "shape": list(stack.shape),
             "seconds": seconds, "fps": len(planes) / seconds if seconds > 0 else None,
             "backend": backend, "bundle": bundle.name, "out": str(out_path), "dtype": dtype,
             "calibration": str(calibration) if calibration else None,
-            "noise": noise_info, "counts": counts,
+            "noise": noise_info, "counts": counts, "metadata": meta.as_dict(),
             "tables": {"max_adu_coded": bundle.tables(noise, adc_max).max_adu()}}
 
 
-def _check_output_path(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse an output that is an input, exists without ``overwrite``, or cannot be written."""
-    for p in inputs:
-        if out.absolute().resolve() == p.absolute().resolve():
-            raise ImageFormatError(f"{out}: refusing to overwrite the input; choose another OUT")
-    if out.exists() and not overwrite:
-        raise ImageFormatError(f"{out} exists; pass --overwrite to replace it")
-    parent = out.absolute().parent
-    if not parent.is_dir():
-        raise ImageFormatError(f"{parent}: output folder does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise ImageFormatError(f"{parent}: output folder is not writable")
+def _read_input(path: str | Path, axes: str | None = None) -> tuple[np.ndarray, Any]:
+    """Raw camera frames with their calibration: unsigned integers, last two axes ``YX``.
 
-
-def _read_input(path: Path) -> tuple[np.ndarray, str]:
-    """Raw camera frames with their axes: unsigned integers, last two axes ``YX``."""
-    stack, axes = read_image(path)
+    ``axes`` names axes the file leaves unnamed (``Q``), e.g. ``"TYX"`` for a plain 3-D
+    TIFF; it must agree with every axis the file does name.
+    """
+    stack, meta = read_image_meta(path)
     if stack.dtype.kind != "u":
         raise ImageFormatError(
             f"{path}: {stack.dtype} data; denoising needs raw camera counts (uint8/uint16): "
             "rescaled or float images have lost the photon statistics")
-    if "S" in axes:
-        raise ImageFormatError(f"{path}: RGB/samples data (axes {axes!r}); a fluorescence "
-                               "camera records one value per pixel")
-    if len(axes) != stack.ndim or not axes.endswith("YX") or not set(axes[:-2]) <= set("TZC"):
-        raise ImageFormatError(f"{path}: axes {axes!r} for shape {stack.shape}; expected the "
+    if axes is not None:
+        axes = axes.upper()
+        if len(axes) != stack.ndim or any(f not in ("Q", a) for f, a in
+                                           zip(meta.axes, axes, strict=True)):
+            raise ImageFormatError(f"{path}: --axes {axes!r} does not fit the file's axes "
+                                   f"{meta.axes!r} (shape {stack.shape})")
+        meta = meta.with_axes(axes)
+    found = meta.axes
+    if "Q" in found:
+        raise ImageFormatError(
+            f"{path}: the file does not say what its axes {found!r} (shape {stack.shape}) "
+            "are: time points, Z slices or channels; give them with --axes (e.g. TYX)")
+    if not found.endswith("YX") or not set(found[:-2]) <= set("TZC"):
+        raise ImageFormatError(f"{path}: axes {found!r} for shape {stack.shape}; expected the "
                                "last two axes to be YX and the others among T, Z, C")
-    return stack, axes
+    return stack, meta
 
 
 def calibrate_camera(
@@ -612,17 +687,54 @@ def calibrate_camera(
     out_path: str | Path,
     qe: float | None = None,
     camera_serial: str = "",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Calibrate an sCMOS camera from a dark TYX stack and >= 3 flat-field TYX stacks.
+    """Calibrate an sCMOS camera from a dark stack and >= 3 flat-field stacks.
 
     Offset and read-noise maps come from the dark stack, the gain from the photon
     transfer curve of the flats. Writes the calibration file to ``out_path`` (used by
-    ``denoise --calibration``) and returns its summary.
-    """
-    from fluorofpga.microscope import calibrate
+    ``denoise --calibration``) atomically and returns its summary.
 
-    dark = read_tiff(dark_path, ndim=(3,))
-    flats = [read_tiff(p, ndim=(3,)) for p in flat_paths]
+    Checked before any work: ``out_path`` ends in ``.npz``, is none of the inputs, does
+    not exist unless ``overwrite``, and its folder exists and is writable. Each input
+    (TIFF or OME-Zarr) must hold unsigned-integer camera counts as a stack of frames:
+    axes ``TYX``, or ``QYX`` for a file that does not name its axes (a plain multi-page
+    TIFF, whose planes are taken as repeated frames); Z stacks, channels and RGB are
+    refused with the axes found. Physically inconsistent stacks (a dark not below the
+    flats, flats at one exposure, a non-linear photon transfer curve) are refused by
+    :func:`fluorofpga.microscope.calibrate`.
+
+    Raises:
+        OutputError, ImageFormatError, CalibrationError: all ``ValueError`` subclasses;
+            nothing is written.
+    """
+    from fluorofpga.microscope import OutputError, calibrate
+
+    out = Path(out_path)
+    check_output(out, overwrite, [dark_path, *flat_paths])
+    if out.suffix.lower() != ".npz":
+        raise OutputError(
+            f"{out}: a calibration file is an .npz archive; choose a name ending in .npz "
+            "(e.g. camera_calibration.npz)"
+        )
+
+    def frames(path: str | Path, role: str) -> np.ndarray:
+        stack, meta = read_image_meta(path)
+        if stack.dtype.kind != "u":
+            raise ImageFormatError(f"{path}: the {role} holds {stack.dtype} values; "
+                                   "calibration needs the camera's raw counts (uint8/uint16)")
+        if stack.ndim != 3 or meta.axes not in ("TYX", "QYX"):
+            hint = {"Z": "a Z stack is not a series of repeated exposures",
+                    "C": "channels are not repeated exposures"}  # fmt: skip
+            why = next((hint[a] for a in meta.axes[:-2] if a in hint), "")
+            raise ImageFormatError(
+                f"{path}: the {role} must be a stack of frames (axes TYX) but has axes "
+                f"{meta.axes!r} with shape {stack.shape}" + (f"; {why}" if why else "")
+            )
+        return stack
+
+    dark = frames(dark_path, "dark stack")
+    flats = [frames(p, f"flat stack {i}") for i, p in enumerate(flat_paths)]
     cal = calibrate(dark, flats, qe=qe, camera_serial=camera_serial)
-    cal.save(out_path)
+    cal.save(out)
     return cal.summary()

@@ -58,15 +58,25 @@ def demo(
     camera_fps: float | None = typer.Option(
         None, help="pace the simulated camera; frames arriving while the pipeline is full are "
         "dropped and counted (default: unpaced, nothing dropped)"),
+    overwrite: bool = typer.Option(False, help="replace the files of a previous run in --out"),
 ) -> None:
     """Stream a simulated sCMOS sequence through the accelerator and report quality/speed."""
     from fluorofpga import app as facade
     from fluorofpga.host import AcceleratorError, BundleError
+    from fluorofpga.host.sinks import partial_path
 
     try:
         with _Bars() as bars:
-            r = facade.demo(out, model, frames, size, seed, backend, camera_fps, progress=bars)
-    except (AcceleratorError, BundleError, ValueError) as e:
+            r = facade.demo(out, model, frames, size, seed, backend, camera_fps, progress=bars,
+                            overwrite=overwrite)
+    except KeyboardInterrupt:
+        partial = partial_path(out / "restored.tif")
+        kept = f"the frames streamed so far are in {partial}" if partial.exists() else (
+            "nothing was written")
+        err.print(f"interrupted: {kept}; no report was written (the run is incomplete)",
+                  markup=False, soft_wrap=True)
+        raise typer.Exit(code=130) from None
+    except (AcceleratorError, BundleError, ValueError, OSError) as e:
         _fail(str(e))
     table = Table(title=f"fluorofpga demo: {r['bundle']} on {r['backend']}", show_header=False)
     for key in ("frames", "frames_out", "dropped", "fps", "psnr_noisy", "psnr_restored",
@@ -93,6 +103,8 @@ def denoise(
     adc_max: int = typer.Option(65535, help="ADC saturation value, ADU (4095 for a 12-bit "
                                 "camera): pixels there pass through unchanged and are counted"),
     overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+    axes: str | None = typer.Option(None, help="axes of a file that does not name them, "
+                                    "e.g. TYX, ZYX or CYX for a plain 3-D TIFF"),
 ) -> None:
     """Restore raw camera frames with the accelerator; bad input writes nothing."""
     from fluorofpga import app as facade
@@ -101,7 +113,7 @@ def denoise(
     try:
         with _Bars() as bars:
             r = facade.denoise(in_tif, out_tif, model, backend, calibration, dtype, adc_max,
-                               overwrite, progress=bars)
+                               overwrite, axes, progress=bars)
     except (AcceleratorError, BundleError, ValueError) as e:
         _fail(str(e))
     console.print(f"restored {r['frames']} plane(s) {r['axes']} {r['shape']} in "
@@ -124,13 +136,15 @@ def calibrate(
     out: Path = typer.Option(Path("camera_calibration.npz"), "--out", help="calibration file"),
     qe: float | None = typer.Option(None, help="quantum efficiency at the emission wavelength"),
     serial: str = typer.Option("", help="camera serial number, stored in the file"),
+    overwrite: bool = typer.Option(False, help="replace --out if it exists (never an input)"),
 ) -> None:
     """Calibrate an sCMOS camera: offset/read-noise maps (dark) and gain (photon transfer)."""
     from fluorofpga import app as facade
 
     try:
-        summary = facade.calibrate_camera(dark, flats, out, qe=qe, camera_serial=serial)
-    except ValueError as e:
+        summary = facade.calibrate_camera(dark, flats, out, qe=qe, camera_serial=serial,
+                                          overwrite=overwrite)
+    except (ValueError, OSError) as e:
         _fail(str(e))
     table = Table(title=f"camera calibration -> {out}", show_header=False)
     for key, value in summary.items():
@@ -195,9 +209,21 @@ def train(
 def verify(model: Path | None = typer.Argument(None, help=MODEL_HELP)) -> None:
     """Check that every stage of a bundle gives identical integers on the same input."""
     from fluorofpga import app as facade
-    from fluorofpga.host import load_bundle
+    from fluorofpga.host import BundleError, load_bundle
 
-    result = facade.verify_bundle(load_bundle(model))
+    try:
+        bundle = load_bundle(model)  # missing, incomplete or damaged files are refused here
+    except BundleError as e:
+        _fail(str(e))
+    try:
+        result = facade.verify_bundle(bundle)
+    except ImportError as e:
+        _fail(f"verify needs the training and compile stack (torch, qonnx, FINN): {e}")
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    except Exception as e:  # torch/onnx/protobuf parse errors of damaged files: no common base
+        _fail(f"{bundle.path}: verification could not run ({type(e).__name__}: {e}); a file "
+              "of the bundle may be damaged: re-create it with `fluorofpga train`")
     table = Table(title="chain of custody (mismatching pixels vs QONNX)")
     table.add_column("stage")
     table.add_column("mismatches", justify="right")

@@ -6,6 +6,7 @@ Public API:
                                     folding for a target Mpixel/s, estimate reports
     flow_steps(cfg), VERIFIED_STEPS the step list; the steps whose models are checked
     execute_int(model, x_int)       integer execution of any stage (QONNX ... folded graph)
+    threshold_coverage(model, tiles) which thresholds the inputs exercise (chain of custody)
     assert_same_integers, NotBitExact
     export_hw_layers(model, dir)    hardware-layer graph as data for host's emulator
     VivadoMissing, vivado_available, require_vivado
@@ -22,7 +23,7 @@ from .build import VERIFIED_STEPS, BuildResult, BuildUntil, HwBuildConfig, build
 from .finn_compat import VivadoMissing, require_vivado, vivado_available
 from .layers import UnsupportedLayer, export_hw_layers
 from .rtlsim import RtlLayer, generate_layer_rtl, pack_words, simulate_layer, unpack_words
-from .verify import NotBitExact, assert_same_integers, execute_int
+from .verify import NotBitExact, assert_same_integers, execute_int, threshold_coverage
 
 __all__ = [
     "VERIFIED_STEPS",
@@ -36,6 +37,7 @@ __all__ = [
     "assert_same_integers",
     "build",
     "execute_int",
+    "threshold_coverage",
     "export_hw_layers",
     "flow_steps",
     "generate_layer_rtl",

@@ -74,3 +74,47 @@ def assert_same_integers(reference: np.ndarray, other: np.ndarray, what: str) ->
             f"{what}: {len(diff)} pixels differ, first at {idx}: "
             f"{other[idx]} != {reference[idx]}"
         )
+
+
+def threshold_coverage(
+    model: ModelWrapper | str | Path, tiles: list[np.ndarray], io_bits: int = 8,
+) -> dict[str, dict[str, float | list[int]]]:
+    """How much of every ``MultiThreshold`` the input tiles exercise.
+
+    A threshold is *exercised* when some input puts its channel's pre-activation at or
+    above it and some input puts it below: only then does changing it change an output.
+    For each ``MultiThreshold`` node of ``model`` (e.g. the streamlined graph) returns
+    ``{"exercised": fraction of (channel, threshold) pairs exercised, "top_reached":
+    fraction of channels whose top threshold is reached, "crossings": per-channel count of
+    thresholds crossed at least once}``.
+    """
+    boot_finn()
+    from finn.core.onnx_exec import execute_onnx
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = copy.deepcopy(_load(model)).transform(Unspecialize())
+    iname = model.graph.input[0].name
+    ishape = model.get_tensor_shape(iname)
+    integer_in = model.get_tensor_datatype(iname).is_integer()
+    nodes = [n for n in model.graph.node if n.op_type == "MultiThreshold"]
+    seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for x in tiles:
+        feed = x.astype(np.float32) if integer_in else x.astype(np.float32) / 2.0**io_bits
+        ctx = execute_onnx(model, {iname: feed.reshape(ishape)}, return_full_exec_context=True)
+        for node in nodes:
+            t = model.get_initializer(node.input[1])
+            acc = ctx[node.input[0]]
+            layout = getCustomOp(node).get_nodeattr("data_layout")
+            axis = 1 if acc.ndim == 2 or layout.index("C") == 1 else -1
+            per_ch = np.moveaxis(acc, axis, 0).reshape(acc.shape[axis], -1)
+            hi = np.max(per_ch, axis=1)[:, None] >= t
+            lo = np.min(per_ch, axis=1)[:, None] < t
+            if node.name in seen:
+                hi, lo = hi | seen[node.name][0], lo | seen[node.name][1]
+            seen[node.name] = (hi, lo)
+    report: dict[str, dict[str, float | list[int]]] = {}
+    for name, (hi, lo) in seen.items():
+        report[name] = {"exercised": float(np.mean(hi & lo)),
+                        "top_reached": float(np.mean(hi[:, -1])),
+                        "crossings": [int(v) for v in hi.sum(axis=1)]}
+    return report

@@ -24,10 +24,12 @@ def bundle():
 
 def test_shipped_bundle_manifest(bundle):
     m = bundle.manifest
-    assert m["format"] == "fluorofpga-bundle" and m["version"] == 1
+    assert m["format"] == "fluorofpga-bundle" and m["version"] == 2
     assert bundle.tile_shape == (128, 128)
     assert bundle.halo == m["network"]["depth"]  # halo = receptive-field radius
     assert m["input"]["bits"] == 8 and m["output"]["bits"] == 8
+    assert bundle.signal.kind == "gat-residual"
+    assert "simulated only" in m["training"]["data"]
     assert m["verification"]["bit_exact"] is True
     for key in ("float_checkpoint", "quant_checkpoint", "qonnx", "hw_layers", "finn_build"):
         assert bundle.file(key).exists()
@@ -78,7 +80,8 @@ def test_cli_denoise_tyx_and_yx(tmp_path):
     assert np.array_equal(read_tiff(tmp_path / "o1.tif"), out[0])
 
 
-@pytest.mark.parametrize("case", ["float32", "truncated", "missing", "4d", "same"])
+@pytest.mark.parametrize("case", ["float32", "truncated", "missing", "rgb", "unnamed", "same",
+                                  "tiny", "exists"])
 def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     stack = _noisy_stack(1, 64)
@@ -88,17 +91,26 @@ def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
         tifffile.imwrite(src, stack)
         data = src.read_bytes()
         src.write_bytes(data[: len(data) // 2])
-    elif case == "4d":
-        tifffile.imwrite(src, np.zeros((2, 2, 16, 16), np.uint16))
+    elif case == "rgb":
+        tifffile.imwrite(src, np.zeros((64, 64, 3), np.uint16), photometric="rgb")
+    elif case == "unnamed":  # a plain 3-D TIFF: time, Z or channels? (--axes says)
+        tifffile.imwrite(src, np.repeat(stack, 5, axis=0))
     elif case == "same":
         tifffile.imwrite(src, stack[0])
         dst = src
+    elif case == "tiny":  # too small to estimate the noise without a calibration
+        tifffile.imwrite(src, stack[0][:40, :40])
+    elif case == "exists":
+        tifffile.imwrite(src, stack[0])
+        dst.write_bytes(b"precious")
     before = src.read_bytes() if src.exists() else None
     res = runner.invoke(cli, ["denoise", str(src), str(dst)])
     assert res.exit_code == 2
     assert "error" in res.output.lower()
     assert str(src.name) in res.output or case == "missing" and "in.tif" in res.output
-    if case != "same":
+    if case == "exists":
+        assert dst.read_bytes() == b"precious"
+    elif case != "same":
         assert not dst.exists()
     if before is not None:
         assert src.read_bytes() == before
@@ -116,18 +128,32 @@ def test_cli_boards_lists_kv260():
     assert res.exit_code == 0 and "kv260" in res.output and "xck26" in res.output
 
 
-@pytest.mark.slow
-def test_make_bundle_end_to_end(tmp_path):
-    spec = facade.BundleRecipe(name="tiny", train_steps=30, qat_steps=10, tile=32,
-                               channels=4, depth=3, target_mpix_per_s=1.0)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small bundle made through the facade, and the stages it reported."""
+    spec = facade.BundleRecipe(name="tiny", train_steps=200, qat_steps=30, tile=32,
+                               channels=6, depth=3, target_mpix_per_s=1.0)
     stages = set()
-    b = facade.make_bundle(tmp_path / "b", spec, progress=lambda s, *a: stages.add(s))
+    out = tmp_path_factory.mktemp("tiny") / "b"
+    b = facade.make_bundle(out, spec, progress=lambda s, *a: stages.add(s))
+    return b, stages
+
+
+@pytest.mark.slow
+def test_make_bundle_end_to_end(tiny, tmp_path):
+    b, stages = tiny
     assert stages == {"train", "qat", "compile", "verify"}
     assert b.manifest["verification"]["bit_exact"] is True
+    v = b.manifest["verification"]
+    lo, hi = v["output_range"]
+    assert hi - lo > 100  # full-range tiles drive the output over most of its codes
+    # ... and exercise far more thresholds than camera tiles alone
+    full, cam = v["thresholds_exercised"], v["thresholds_exercised_camera_only"]
+    assert np.mean(list(full.values())) > 1.5 * np.mean(list(cam.values()))
     assert b.tile_shape == (32, 32) and b.halo == 3
     res = runner.invoke(cli, ["verify", str(b.path)])
     assert res.exit_code == 0 and "bit-exact: True" in res.output
-    frame = _noisy_stack(1, 48)[0]
+    frame = _noisy_stack(1, 96)[0]
     write_tiff(tmp_path / "in.tif", frame, axes="YX")
     facade.denoise(tmp_path / "in.tif", tmp_path / "out.tif", b.path)
     assert read_tiff(tmp_path / "out.tif").shape == frame.shape
@@ -164,10 +190,12 @@ def test_cli_calibrate_then_denoise_another_camera(tmp_path):
     res = runner.invoke(cli, ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"),
                               "--calibration", str(cal_path)])
     assert res.exit_code == 0, res.output
+    assert "calibration" in res.output
     restored = read_tiff(tmp_path / "out.tif")
     assert psnr(truth, restored) > psnr(truth, noisy) + 6
-    facade.denoise(tmp_path / "in.tif", tmp_path / "raw.tif")  # training-camera ADU mapping
-    assert psnr(truth, restored) > psnr(truth, read_tiff(tmp_path / "raw.tif")) + 1
+    r = facade.denoise(tmp_path / "in.tif", tmp_path / "est.tif")  # no calibration file
+    assert r["noise"]["source"] == "estimated"
+    assert psnr(truth, read_tiff(tmp_path / "est.tif")) > psnr(truth, restored) - 0.5
 
     res = runner.invoke(cli, ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "x.tif"),
                               "--calibration", str(cal_path), "--model",
@@ -200,3 +228,118 @@ def test_cli_denoise_ome_zarr_round_trip(tmp_path):
     res = runner.invoke(cli, ["denoise", str(tmp_path / "in.zarr"), str(tmp_path / "out.png")])
     assert res.exit_code == 2 and "suffix" in res.output
     assert not (tmp_path / "out.png").exists()
+
+
+def test_v1_bundles_are_refused_with_a_reason(tmp_path):
+    from fluorofpga.host import BundleError
+
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"format": "fluorofpga-bundle", "version": 1, "name": "old"}))
+    with pytest.raises(BundleError, match="version 1.*raw camera ADU.*fluorofpga train"):
+        load_bundle(tmp_path)
+
+
+def test_cli_denoise_float32_keeps_axes_metadata_and_counts_saturation(tmp_path):
+    from fluorofpga.microscope import ImageMeta, read_image_meta
+
+    stack = _noisy_stack(2, 130)
+    stack[0, 10, 10:14] = 65535  # saturated pixels pass through
+    meta = ImageMeta(axes="ZYX", pixel_size_y=0.065, pixel_size_x=0.065, z_step=0.2)
+    write_tiff(tmp_path / "in.tif", stack, meta=meta)
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"),
+                              "--dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    assert "estimated from the frames" in res.output
+    assert "saturated (passed through) 4" in res.output
+    out, got = read_image_meta(tmp_path / "out.tif")
+    assert out.dtype == np.float32 and out.shape == stack.shape
+    assert got.axes == "ZYX" and got.pixel_size_x == pytest.approx(0.065)
+    assert got.z_step == pytest.approx(0.2)
+    assert np.array_equal(out[0, 10, 10:14], stack[0, 10, 10:14])
+    assert not np.array_equal(np.rint(out), out)  # not rounded to whole ADU
+    # the uint16 default is the same result rounded
+    r = facade.denoise(tmp_path / "in.tif", tmp_path / "u16.tif")
+    u16 = read_tiff(tmp_path / "u16.tif", ndim=(3,))
+    assert np.array_equal(u16, np.clip(np.rint(out), 0, 65535).astype(np.uint16))
+    assert r["counts"]["saturated"] == 4 and r["axes"] == "ZYX"
+
+
+def test_cli_denoise_unnamed_axes_with_axes_option(tmp_path):
+    stack = _noisy_stack(4, 96)
+    tifffile.imwrite(tmp_path / "plain.tif", stack)
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "plain.tif"), str(tmp_path / "o.tif"),
+                              "--axes", "TYX"])
+    assert res.exit_code == 0, res.output
+    from fluorofpga.microscope import read_image_meta
+
+    out, meta = read_image_meta(tmp_path / "o.tif")
+    assert meta.axes == "TYX" and out.shape == stack.shape
+
+
+def test_cli_train_bad_recipe_or_board_keeps_the_out_folder(tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("important")
+    for args in (["--recipe", "bogus"], ["--board", "nosuchboard"], []):
+        res = runner.invoke(cli, ["train", "--out", str(keep), *args])
+        assert res.exit_code == 2
+        assert (keep / "notes.txt").read_text() == "important"
+    res = runner.invoke(cli, ["train", "--out", str(keep), "--overwrite"])
+    assert res.exit_code == 2 and "not a model bundle" in " ".join(res.output.split())
+    assert (keep / "notes.txt").read_text() == "important"
+
+
+def _mutated_copy(bundle, tmp_path, mutate):
+    import shutil
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    copy = tmp_path / "mutated"
+    shutil.copytree(bundle.path, copy)
+    path = copy / "finn" / "intermediate_models" / "step_streamline.onnx"
+    model = ModelWrapper(str(path))
+    mutate(model)
+    model.save(str(path))
+    return load_bundle(copy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["weight 0 -> 1", "upper thresholds of one channel"])
+def test_verify_catches_a_one_value_change_in_an_intermediate_model(tiny, tmp_path, change):
+    """Full-range tiles next to camera tiles: a single changed weight or shifted thresholds
+    in one intermediate model must fail the chain of custody."""
+
+    from fluorofpga.hw import threshold_coverage
+
+    b, _ = tiny
+    streamlined = b.file("finn_build") / "intermediate_models" / "step_streamline.onnx"
+    coverage = threshold_coverage(streamlined, facade.sample_tiles(b, 1, 0))
+
+    def mutate(model):
+        nodes = list(model.graph.node)
+        if change.startswith("weight"):
+            # last conv: a zero weight on an input channel that the previous layer drives
+            mm = [n for n in nodes if n.op_type == "MatMul"][-1]
+            prev = [n for n in nodes if n.op_type == "MultiThreshold"][-2]
+            active = int(np.argmax(coverage[prev.name]["crossings"]))
+            w = model.get_initializer(mm.input[1]).copy()
+            cin = len(coverage[prev.name]["crossings"])
+            rows = [r for r in range(w.shape[0]) if r % cin == active and np.any(w[r] == 0)]
+            assert rows, "no zero weight on the active channel"
+            w[rows[len(rows) // 2], int(np.argmax(w[rows[len(rows) // 2]] == 0))] = 1
+            model.set_initializer(mm.input[1], w)
+        else:
+            # the busiest channel of a hidden layer: its upper crossed thresholds, one step up
+            node = max((n for n in nodes if n.op_type == "MultiThreshold"),
+                       key=lambda n: coverage[n.name]["exercised"] if len(
+                           coverage[n.name]["crossings"]) > 1 else -1)
+            ch = int(np.argmax(coverage[node.name]["crossings"]))
+            k = coverage[node.name]["crossings"][ch]
+            t = model.get_initializer(node.input[1]).copy()
+            t[ch, k // 2:k] += np.median(np.diff(t[ch]))
+            model.set_initializer(node.input[1], t)
+
+    result = facade.verify_bundle(_mutated_copy(b, tmp_path, mutate), n_images=1)
+    assert not result["bit_exact"]
+    assert result["stages"]["finn:step_streamline"] > 0
+    assert result["stages"]["qonnx"] == 0 and result["stages"]["host:emulate"] == 0
