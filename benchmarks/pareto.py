@@ -103,10 +103,7 @@ def candidate(channels: int, depth: int, recipe: str, args, work: Path) -> dict:
     qmodel, _ = quantize_from_float(float_model, get_recipe(recipe), data, args.qat_steps)
     qonnx = export_to_qonnx(qmodel, work / "m.onnx", (TILE, TILE))
     row = {"channels": channels, "depth": depth, "recipe": recipe,
-           "params": sum(p.numel() for p in float_model.parameters()),
-           "macs_per_pixel": sum(ci * co * 9 for ci, co in
-                                 [(p.shape[1], p.shape[0]) for p in
-                                  (c.weight for c in float_model.convs)]),
+           "params": model_cfg.params, "macs_per_pixel": model_cfg.macs_per_pixel,
            "quality": quality(qmodel, args.scenes, args.size, args.seed + 77)}
     row["boards"] = {b: best_throughput(qonnx, model_cfg.halo, b, work) for b in BOARDS}
     row["seconds"] = time.perf_counter() - t0

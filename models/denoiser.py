@@ -58,6 +58,16 @@ class DenoiserConfig:
         """Receptive-field width in pixels."""
         return 2 * self.depth + 1
 
+    @property
+    def params(self) -> int:
+        """Trainable parameters (weights and biases)."""
+        return sum(9 * ci * co + co for ci, co in layer_channels(self))
+
+    @property
+    def macs_per_pixel(self) -> int:
+        """Multiply-accumulates per restored pixel (the hardware's work)."""
+        return sum(9 * ci * co for ci, co in layer_channels(self))
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
         return asdict(self)

@@ -26,6 +26,13 @@ def test_receptive_field_matches_halo():
     assert cfg.receptive_field == 2 * cfg.halo + 1
 
 
+def test_params_and_macs_match_the_network():
+    cfg = DenoiserConfig(channels=6, depth=4)
+    model = PlainDenoiser(cfg)
+    assert cfg.params == sum(p.numel() for p in model.parameters())
+    assert cfg.macs_per_pixel == sum(c.weight.numel() for c in model.convs)
+
+
 def test_bad_config_rejected():
     with pytest.raises(ValueError, match="depth"):
         DenoiserConfig(depth=1)
