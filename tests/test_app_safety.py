@@ -228,6 +228,12 @@ def test_demo_output_folder_must_have_an_existing_writable_parent(tmp_path, stan
     assert result.exit_code == 2 and "not a folder" in one_line(result)
 
 
+def test_demo_with_an_unknown_backend_creates_nothing(tmp_path, bundle_copy):
+    result = run(*demo_args(tmp_path / "run", "--backend", "gpu", "--model", bundle_copy))
+    assert result.exit_code == 2 and "gpu" in one_line(result)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("previous_run", [False, True])
 def test_ctrl_c_during_demo_leaves_only_a_marked_partial_file(tmp_path, stand_in, previous_run):
     out = tmp_path / "run"
