@@ -65,6 +65,7 @@ class BundleRecipe:
         target_mpix_per_s: throughput target for FINN folding, Mpixel/s.
         seed: RNG seed of data and weights.
         channels, depth: network size (taken from ``init_bundle`` when fine-tuning).
+        scenes: simulated scenes in the training pool (every crop gets a new camera).
         bitfile: also generate IP, stitch and synthesise a bitstream (needs Vivado).
         self_supervised: a stack of the user's own noisy frames (TIFF or OME-Zarr path or
             fsspec URL): fine-tune on it alone with blind-spot masking instead of training
@@ -85,6 +86,7 @@ class BundleRecipe:
     seed: int = 0
     channels: int = 16
     depth: int = 5
+    scenes: int = 256
     bitfile: bool = False
     self_supervised: str | None = None
     init_bundle: str | None = None
@@ -143,7 +145,8 @@ def make_bundle(
 
     if user is None:
         model_cfg = DenoiserConfig(channels=spec.channels, depth=spec.depth)
-        tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg)
+        tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg,
+                           n_scenes=spec.scenes)
         float_model, train_log = train_denoiser(tcfg, train_progress)
         qat_data: Any = SimulatedPairs(tcfg.n_scenes, (tcfg.scene_size, tcfg.scene_size),
                                        model_cfg.signal, tcfg.cameras, spec.seed + 1)
@@ -425,23 +428,23 @@ def demo(
     noise = simulated_camera_noise()  # the simulated camera is calibrated by construction
     pixel_um = getattr(source.microscope, "pixel_size_nm", None)
     meta = ImageMeta("TYX", *((pixel_um / 1000.0,) * 2 if pixel_um else (None, None)))
-    out.mkdir(exist_ok=True)
-    for path in previous:  # the user asked to replace the previous run: all of it, now
-        path.unlink()
-    sink = TiffSink(restored_path, meta, expected_frames=frames, overwrite=overwrite)
-    try:
-        with bundle.accelerator(backend) as acc:
-            process = bundle.restorer(acc, noise)
+    with bundle.accelerator(backend) as acc:  # a bad backend or no board: refused here
+        process = bundle.restorer(acc, noise)
+        out.mkdir(exist_ok=True)
+        for path in previous:  # the user asked to replace the previous run: all of it, now
+            path.unlink()
+        sink = TiffSink(restored_path, meta, expected_frames=frames, overwrite=overwrite)
+        try:
             pipeline = StreamPipeline(
                 source, process, KeepOpen(sink), queue_size=4,
                 drop_policy="drop_newest" if camera_fps else "block",
                 progress=lambda s: progress("stream", s.frames_out, frames, f"{s.fps:.1f} fps"),
             )
             stats: StreamStats = pipeline.run()
-    except BaseException:
-        sink.abort()  # what was streamed stays in restored.partial.tif; no report
-        raise
-    sink.close()  # complete: restored.partial.tif -> restored.tif
+        except BaseException:
+            sink.abort()  # what was streamed stays in restored.partial.tif; no report
+            raise
+        sink.close()  # complete: restored.partial.tif -> restored.tif
     restored = read_tiff(restored_path)
     if restored.ndim == 2:
         restored = restored[None]

@@ -167,6 +167,7 @@ def train(
     bitfile: bool = typer.Option(False, help="also synthesise a bitstream (needs Vivado)"),
     channels: int = typer.Option(16, min=1, help="hidden channels"),
     depth: int = typer.Option(5, min=2, help="3x3 conv layers"),
+    scenes: int = typer.Option(256, min=1, help="simulated scenes in the training pool"),
     overwrite: bool = typer.Option(False, help="replace an existing bundle in --out"),
     self_supervised: str | None = typer.Option(
         None, "--self-supervised", help="fine-tune on your own noisy frames alone (TIFF or "
@@ -185,7 +186,7 @@ def train(
     spec = facade.BundleRecipe(name=name, recipe=recipe, train_steps=steps,
                                qat_steps=qat_steps, board=board, tile=tile,
                                target_mpix_per_s=target_mpix, seed=seed, bitfile=bitfile,
-                               channels=channels, depth=depth,
+                               channels=channels, depth=depth, scenes=scenes,
                                self_supervised=self_supervised,
                                init_bundle=str(init_bundle) if init_bundle else None,
                                calibration=str(calibration) if calibration else None)

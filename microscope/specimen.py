@@ -169,3 +169,46 @@ def render_specimen(
     np.clip(density, 0.0, None, out=density)
     peak = density.max()
     return density / peak if peak > 0 else density
+
+
+def random_texture(
+    shape: tuple[int, int], rng: np.random.Generator, *, oversample: int = 2,
+) -> np.ndarray:
+    """A generic fluorescence-like texture, ≥ 0, max 1: what cell-like scenes do not cover.
+
+    A random field with a ``1/f^β`` power spectrum (β in 1.5–3.5: from grainy to smooth,
+    like chromatin, cytoplasm or tissue) is given one of three looks: exponentiated
+    (bright sparse clumps), thresholded into blobs with soft edges (nuclei, vesicles of any
+    size), or taken as is above its median (diffuse stain); it is then multiplied by a
+    smooth random mask so that dark background and bright regions alternate. Drawn on a
+    grid ``oversample`` times finer than ``shape``, averaged onto camera pixels.
+    """
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"shape must be two positive ints, got {shape!r}")
+    fine = (int(shape[0]) * oversample, int(shape[1]) * oversample)
+
+    def power_law_field(beta: float) -> np.ndarray:
+        fy = np.fft.fftfreq(fine[0])[:, None]
+        fx = np.fft.rfftfreq(fine[1])[None, :]
+        f = np.hypot(fy, fx)
+        f[0, 0] = 1.0
+        spectrum = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape))
+        spectrum *= f ** (-beta / 2)
+        spectrum[0, 0] = 0.0
+        field = np.fft.irfft2(spectrum, s=fine)
+        return (field - field.mean()) / (field.std() + 1e-12)
+
+    base = power_law_field(float(rng.uniform(1.5, 3.5)))
+    look = int(rng.integers(3))
+    if look == 0:
+        tex = np.exp(float(rng.uniform(0.5, 1.5)) * base)
+    elif look == 1:
+        edge = float(rng.uniform(0.05, 0.4))
+        tex = 1.0 / (1.0 + np.exp(-(base - rng.uniform(-0.5, 1.5)) / edge))
+    else:
+        tex = np.maximum(base - np.median(base), 0.0)
+    mask = power_law_field(3.5)
+    tex = tex * (1.0 / (1.0 + np.exp(-(mask - rng.uniform(-1.0, 1.0)) / 0.3)))
+    density = tex.reshape(shape[0], oversample, shape[1], oversample).mean(axis=(1, 3))
+    peak = density.max()
+    return density / peak if peak > 0 else density

@@ -32,14 +32,17 @@ class CameraRange:
         background_fraction: (min, max) background as a fraction of the peak (uniform).
         noise_model_error: relative error applied to the noise model's variance on
             half of the crops (as from an estimated noise model).
+        read_noise_log_sd: (min, max) log-sd of the per-pixel read noise (sCMOS pixels
+            each have their own amplifier; the noise model only knows the rms).
     """
 
-    gain_e_per_adu: tuple[float, float] = (0.3, 3.0)
+    gain_e_per_adu: tuple[float, float] = (0.2, 5.0)
     offset_adu: tuple[float, float] = (50.0, 500.0)
-    read_noise_e: tuple[float, float] = (0.8, 3.0)
+    read_noise_e: tuple[float, float] = (0.5, 4.5)
     peak_photons: tuple[float, float] = (1.0, 1000.0)
     background_fraction: tuple[float, float] = (0.0, 0.15)
     noise_model_error: float = 0.06
+    read_noise_log_sd: tuple[float, float] = (0.0, 0.4)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict."""
@@ -63,7 +66,9 @@ def encode_noisy(
     g = _log_uniform(rng, *cams.gain_e_per_adu)
     offset = rng.uniform(*cams.offset_adu)
     read = rng.uniform(*cams.read_noise_e)
-    electrons = rng.poisson(photons).astype(np.float64) + rng.normal(0, read, photons.shape)
+    log_sd = rng.uniform(*cams.read_noise_log_sd)
+    read_map = read * np.exp(rng.normal(-log_sd**2, log_sd, photons.shape))  # rms ≈ read
+    electrons = rng.poisson(photons) + rng.standard_normal(photons.shape) * read_map
     adu = np.clip(np.rint(electrons / g + offset), 0, 65535)
     clean_adu = photons / g + offset
     noise = NoiseModel.from_camera(g, offset, read)
@@ -82,6 +87,10 @@ def encode_noisy(
 class SimulatedPairs:
     """A pool of noise-free simulated scenes; every crop is recorded by a new random camera.
 
+    Half of the scenes are cell-like (filaments, puncta, nuclei: ``WidefieldMicroscope``),
+    half generic fluorescence textures (``specimen.random_texture``), each through a PSF
+    of random NA and pixel size.
+
     Args:
         n_scenes: scenes in the pool (cell-like specimens, random optics).
         scene_shape: shape of each scene, camera pixels.
@@ -98,13 +107,20 @@ class SimulatedPairs:
         cameras: CameraRange | None = None,
         seed: int = 0,
     ) -> None:
-        from fluorofpga.microscope import SCMOSCamera, WidefieldMicroscope
+        from fluorofpga.microscope import SCMOSCamera, WidefieldMicroscope, airy_psf, blur
+        from fluorofpga.microscope.specimen import random_texture
 
         self.signal = signal or SignalSpec()
         self.cameras = cameras or CameraRange()
         self.rng = np.random.default_rng(seed)
         scenes = []
-        for _ in range(int(n_scenes)):
+        for i in range(int(n_scenes)):
+            if i % 2:  # generic textures: nuclei, chromatin, tissue, diffuse stain
+                psf = airy_psf(float(self.rng.uniform(0.8, 1.45)), 520.0,
+                               float(self.rng.uniform(60.0, 130.0)))
+                tex = blur(random_texture(tuple(scene_shape), self.rng), psf)
+                scenes.append(np.clip(tex, 0, None) / max(float(tex.max()), 1e-12))
+                continue
             mic = WidefieldMicroscope(
                 shape=tuple(scene_shape), peak_photons=1.0, background_photons=0.0,
                 camera=SCMOSCamera(qe=1.0), seed=int(self.rng.integers(0, 2**31)),

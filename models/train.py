@@ -37,7 +37,7 @@ class TrainConfig:
     batch_size: int = 16
     crop: int = 48
     lr: float = 2e-3
-    n_scenes: int = 24
+    n_scenes: int = 256
     scene_size: int = 192
     cameras: CameraRange = field(default_factory=CameraRange)
     seed: int = 0

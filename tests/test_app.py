@@ -132,7 +132,7 @@ def test_cli_boards_lists_kv260():
 def tiny(tmp_path_factory):
     """A small bundle made through the facade, and the stages it reported."""
     spec = facade.BundleRecipe(name="tiny", train_steps=200, qat_steps=30, tile=32,
-                               channels=6, depth=3, target_mpix_per_s=1.0)
+                               channels=6, depth=3, target_mpix_per_s=1.0, scenes=8)
     stages = set()
     out = tmp_path_factory.mktemp("tiny") / "b"
     b = facade.make_bundle(out, spec, progress=lambda s, *a: stages.add(s))
