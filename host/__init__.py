@@ -26,7 +26,8 @@ Tiling (:mod:`.tiling`, pure numpy)
 Sources (:mod:`.sources`), iterables of ``(index, uint16 YX frame)``
     ``SimulatedCameraSource`` (``ground_truth(index)``), ``TiffStackSource``.
 Sinks (:mod:`.sinks`), ``write(index, frame)`` / ``close()``
-    ``MemorySink``, ``TiffSink`` (atomic ``TYX`` stack on close).
+    ``MemorySink``, ``TiffSink`` (frame by frame into ``<name>.partial.tif``, renamed on
+    a clean ``close()``; ``abort()`` keeps the marked partial file), ``KeepOpen``.
 Streaming (:mod:`.stream`)
     ``StreamPipeline(source, process, sink, queue_size, drop_policy, progress)``
     ``.run() -> StreamStats`` (frames in/out, dropped and their indices, fps,
@@ -59,7 +60,7 @@ from .accelerator import (
 from .bundle import Bundle, BundleError, default_bundle_path, load_bundle
 from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
 from .restore import OUTPUT_DTYPES, FrameRestorer
-from .sinks import MemorySink, TiffSink
+from .sinks import KeepOpen, MemorySink, TiffSink
 from .sources import SimulatedCameraSource, TiffStackSource
 from .stream import StreamPipeline, StreamStats
 from .tiling import Tile, plan_tiles, process_tiled, stitch, tile
@@ -79,6 +80,7 @@ __all__ = [
     "BoardNotFound",
     "FrameRestorer",
     "OUTPUT_DTYPES",
+    "KeepOpen",
     "MemorySink",
     "SimulatedCameraSource",
     "StreamPipeline",

@@ -206,7 +206,11 @@ class StreamPipeline:
         return stats
 
     def _shutdown(self, producer: threading.Thread) -> None:
-        """Stop the producer and close the sink while an error propagates."""
+        """Stop the producer and abort the sink while an error propagates.
+
+        A sink with ``abort()`` (``TiffSink``) keeps what it wrote as a clearly-marked
+        partial file instead of completing it under the final name.
+        """
         self._stop.set()
         producer.join(timeout=_JOIN_TIMEOUT_S)
         if producer.is_alive():
@@ -217,7 +221,7 @@ class StreamPipeline:
                 stacklevel=3,
             )
         try:
-            self.sink.close()
+            getattr(self.sink, "abort", self.sink.close)()
         except Exception as close_error:  # the original error is the one to raise
             warnings.warn(
                 f"closing the sink after an error failed too: {close_error!r}",

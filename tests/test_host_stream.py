@@ -212,3 +212,21 @@ def test_memory_sink():
     assert sink.closed and sink.indices == [3, 7] and sink.stack().shape == (2, 2, 2)
     with pytest.raises(RuntimeError, match="closed"):
         sink.write(8, np.zeros((2, 2), np.uint16))
+
+
+def test_failed_stream_leaves_a_marked_partial_tiff_not_a_complete_looking_one(tmp_path):
+    from fluorofpga.host import StreamPipeline, TiffSink
+    from fluorofpga.host.sinks import partial_path
+
+    frames = [(i, np.full((16, 16), i, np.uint16)) for i in range(6)]
+
+    def process(frame):
+        if int(frame[0, 0]) == 3:
+            raise RuntimeError("accelerator fault")
+        return frame
+
+    out = tmp_path / "restored.tif"
+    with pytest.raises(RuntimeError, match="fault"):
+        StreamPipeline(frames, process, TiffSink(out), queue_size=2).run()
+    assert not out.exists()
+    assert partial_path(out).exists()
