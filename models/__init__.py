@@ -13,8 +13,10 @@ Public API:
     BlindSpotFrames                 user frames with blind-spot masking (self-supervised)
     python -m fluorofpga.models     float training from the command line, torchrun-ready
     save_checkpoint, load_checkpoint, load_float_model
+    export_bioimageio, validate_bioimageio  bioimage.io package: raw ADU in, restored ADU out
 """
 
+from .bioimageio import export_bioimageio, validate_bioimageio
 from .data import CameraRange, SimulatedPairs, encode_noisy, int_to_tensor, tensor_to_codes
 from .denoiser import (
     INPUT_BITS,
@@ -39,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "CameraRange",
     "encode_noisy",
+    "export_bioimageio",
     "tensor_to_codes",
     "fit",
     "int_to_tensor",
@@ -47,4 +50,5 @@ __all__ = [
     "load_float_model",
     "save_checkpoint",
     "train_denoiser",
+    "validate_bioimageio",
 ]
