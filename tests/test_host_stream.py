@@ -227,6 +227,6 @@ def test_failed_stream_leaves_a_marked_partial_tiff_not_a_complete_looking_one(t
 
     out = tmp_path / "restored.tif"
     with pytest.raises(RuntimeError, match="fault"):
-        StreamPipeline(frames, process, TiffSink(out), queue_size=2).run()
+        StreamPipeline(frames, process, TiffSink(out), queue_size=2, drop_policy="block").run()
     assert not out.exists()
     assert partial_path(out).exists()
