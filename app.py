@@ -7,6 +7,7 @@ parses arguments, draws progress and prints.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -226,6 +227,8 @@ def make_bundle(
         },
         "recipe_spec": asdict(spec),
     }
+    manifest["sha256"] = {key: hashlib.sha256((work / rel).read_bytes()).hexdigest()
+                          for key, rel in manifest["files"].items() if (work / rel).is_file()}
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     progress("verify", 0, 1, "chain of custody")
     manifest["verification"] = verify_bundle(load_bundle(work), seed=spec.seed)
