@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet --upgrade pip
 	# torch first and alone: 2.13.0 is the local CPU build (pinned, never resolved)
 	$(PIP) install --quiet -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[train,compile,sim,zarr,dev]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[train,compile,sim,zarr,bioimageio,dev]"
 	# finn-plus pins brevitas==0.13.0 (broken on torch 2.13) and other exact versions:
 	# install it without its dependencies; its real runtime needs are our `compile` extra
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps finn-plus==1.6.1

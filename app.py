@@ -745,3 +745,43 @@ def calibrate_camera(
     cal = calibrate(dark, flats, qe=qe, camera_serial=camera_serial)
     cal.save(out)
     return cal.summary()
+
+
+# ------------------------------------------------------------------- bioimage.io
+
+
+def export_bioimageio(
+    out_path: str | Path,
+    bundle_path: str | Path | None = None,
+    calibration: str | Path | None = None,
+    frames: str | Path | None = None,
+    adc_max: int = 65535,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Package a bundle's network as a bioimage.io model for one camera, and validate it.
+
+    The model takes raw ADU and returns restored ADU, with the camera's GAT and its
+    inverse inside (so it is specific to the camera whose noise model it carries): from
+    ``calibration``, or estimated from ``frames`` (a stack of that camera's raw frames).
+    Returns the validation summary of ``bioimageio.core``.
+    """
+    from fluorofpga.microscope import NoiseModel, estimate_noise, load_calibration
+    from fluorofpga.models import export_bioimageio as export
+    from fluorofpga.models import validate_bioimageio
+
+    out = Path(out_path)
+    if out.suffix.lower() != ".zip":
+        raise ValueError(f"{out}: a bioimage.io package is a .zip file")
+    check_output(out, overwrite, [p for p in (calibration, frames) if p is not None])
+    if (calibration is None) == (frames is None):
+        raise ValueError("give exactly one of --calibration (camera calibration file) or "
+                         "--frames (raw frames of the camera, to estimate its noise)")
+    bundle = load_bundle(bundle_path)
+    if calibration is not None:
+        noise = NoiseModel.from_calibration(load_calibration(calibration))
+    else:
+        stack, _ = _read_input(frames)
+        noise = estimate_noise(stack.reshape(-1, *stack.shape[-2:]), adc_max=adc_max).model
+    path = export(bundle.path, out, noise, name=f"fluorofpga {bundle.name}", adc_max=adc_max,
+                  overwrite=overwrite)
+    return {"path": str(path), "noise": noise.to_dict(), **validate_bioimageio(path)}

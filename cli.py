@@ -238,6 +238,27 @@ def verify(model: Path | None = typer.Argument(None, help=MODEL_HELP)) -> None:
         raise typer.Exit(code=1)
 
 
+@app.command("export-bioimageio")
+def export_bioimageio(
+    out: Path = typer.Argument(..., help="bioimage.io package to write (.zip)"),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    calibration: Path | None = typer.Option(None, help="calibration of the camera the "
+                                            "model will be used with"),
+    frames: Path | None = typer.Option(None, help="raw frames of that camera (TIFF/OME-Zarr), "
+                                       "to estimate its noise when there is no calibration"),
+    adc_max: int = typer.Option(65535, help="ADC saturation value, ADU"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+) -> None:
+    """Export the network (with this camera's GAT inside) to the bioimage.io model format."""
+    from fluorofpga import app as facade
+
+    try:
+        r = facade.export_bioimageio(out, model, calibration, frames, adc_max, overwrite)
+    except (ImportError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    console.print(f"wrote {r['path']}: bioimage.io validation {r['status']}")
+
+
 @app.command()
 def boards() -> None:
     """List the board definitions."""

@@ -222,3 +222,21 @@ def test_validation_error_names_the_failing_check(package, tmp_path, monkeypatch
     assert err.value.summary["status"] != "passed"
     assert "Reproduce test outputs from test inputs (torchscript)" in err.value.summary["failed"]
     assert net_use.calls == []
+
+
+def test_cli_export_bioimageio_of_the_shipped_bundle(tmp_path):
+    from typer.testing import CliRunner
+
+    from fluorofpga.cli import app
+    from fluorofpga.microscope import WidefieldMicroscope, write_tiff
+
+    stack = np.stack([f.noisy for f in WidefieldMicroscope(shape=(96, 96), seed=2).frames(2)])
+    write_tiff(tmp_path / "cam.tif", stack, axes="TYX")
+    out = tmp_path / "model.zip"
+    r = CliRunner().invoke(app, ["export-bioimageio", str(out), "--frames",
+                                 str(tmp_path / "cam.tif")])
+    assert r.exit_code == 0, r.output
+    assert "passed" in r.output and out.is_file()
+    r = CliRunner().invoke(app, ["export-bioimageio", str(out), "--frames",
+                                 str(tmp_path / "cam.tif")])
+    assert r.exit_code == 2 and "overwrite" in r.output  # never replaced silently
