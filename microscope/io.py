@@ -936,14 +936,15 @@ def _open_ome_zarr(path: PathLike) -> tuple[Any, dict[str, Any]]:
     """Open a store and return ``(group, multiscale entry)``, checking what is needed."""
     zarr = _import_zarr()
     name = os.fspath(path)
-    if not Path(path).is_dir():
+    remote = "://" in name  # an fsspec URL (file://, s3://, https://, ...): zarr opens it
+    if not remote and not Path(path).is_dir():
         raise ImageFormatError(f"{name}: no such OME-Zarr store (expected a directory)")
-    if not _looks_like_zarr(Path(path)):
+    if not remote and not _looks_like_zarr(Path(path)):
         raise ImageFormatError(f"{name}: not a Zarr store (no .zgroup or zarr.json)")
     try:
         group = zarr.open_group(name, mode="r")
         attrs = dict(group.attrs)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
         raise ImageFormatError(
             f"{name}: unreadable Zarr store ({type(exc).__name__}: {exc})"
         ) from exc

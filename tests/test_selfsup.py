@@ -79,3 +79,16 @@ def test_train_self_supervised_makes_a_bit_exact_bundle(tmp_path):
     info = b.manifest["training"]["self_supervised"]
     assert info["planes"] == 3 and info["noise"]["source"] == "estimated"
     assert b.manifest["verification"]["bit_exact"] is True
+
+
+def test_self_supervised_stack_read_from_ome_zarr_by_fsspec_url(tmp_path):
+    pytest.importorskip("zarr")
+    from fluorofpga import app as facade
+    from fluorofpga.microscope import write_ome_zarr
+
+    stack, _ = user_stack(n=2, size=80)
+    write_ome_zarr(tmp_path / "mine.zarr", stack, axes="TYX")
+    url = (tmp_path / "mine.zarr").as_uri()  # file:///...: any fsspec URL works the same
+    codes, info = facade._self_supervised_codes(facade.BundleRecipe(self_supervised=url))
+    assert codes.shape == stack.shape and codes.dtype == np.uint8
+    assert info["planes"] == 2 and info["noise"]["source"] == "estimated"
