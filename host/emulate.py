@@ -124,19 +124,36 @@ def _pad(x: np.ndarray, layer: dict[str, Any]) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-def _im2col(x: np.ndarray, layer: dict[str, Any]) -> np.ndarray:
+def _window(layer: dict[str, Any]) -> tuple[int, int]:
+    """Kernel size of a sliding-window layer (stride 1, dilation 1, not depthwise only)."""
     kh, kw = (int(k) for k in layer["ConvKernelDim"])
     stride = [int(s) for s in layer.get("Stride", [1, 1])]
     dilation = [int(d) for d in layer.get("Dilation", [1, 1])]
     if stride != [1, 1] or dilation != [1, 1] or int(layer.get("depthwise", 0)):
         raise NotImplementedError(f"{layer['name']}: only stride 1, dilation 1, non-depthwise")
-    n, h, w, c = x.shape
-    oh, ow = h - kh + 1, w - kw + 1
-    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    return kh, kw
+
+
+def _conv(x: np.ndarray, window: tuple[int, int], w: np.ndarray, ftype: type) -> np.ndarray:
+    """The sliding window + matrix product of an MVAU, without materialising the window.
+
+    ``w`` rows are ordered (ky, kx, channel) like FINN's ``ConvolutionInputGenerator``
+    output; the result is the sum over kernel taps of the shifted single-tap products,
+    each a plain 2-D BLAS product. All values are integers and every partial sum stays
+    below the exactness limit of ``ftype`` (checked by the caller), so the order of the
+    additions does not matter: the result is exact.
+    """
+    kh, kw = window
+    n, h, wd, c = x.shape
+    oh, ow = h - kh + 1, wd - kw + 1
+    flat = x.reshape(n * h * wd, c)
+    acc = np.zeros((n, oh, ow, w.shape[1]), dtype=ftype)
     for ky in range(kh):
         for kx in range(kw):
-            cols[:, :, :, ky, kx, :] = x[:, ky : ky + oh, kx : kx + ow, :]
-    return cols.reshape(n, oh, ow, kh * kw * c)
+            k = ky * kw + kx
+            tap = (flat @ w[k * c : (k + 1) * c]).reshape(n, h, wd, -1)
+            acc += tap[:, ky : ky + oh, kx : kx + ow]
+    return acc
 
 
 def _threshold(acc: np.ndarray, thresholds: np.ndarray, act_val: int) -> np.ndarray:
@@ -152,7 +169,10 @@ def _threshold(acc: np.ndarray, thresholds: np.ndarray, act_val: int) -> np.ndar
     return (out.T + int(act_val)).reshape(acc.shape)
 
 
-def _mvau(x: np.ndarray, layer: dict[str, Any], arrays: dict[str, np.ndarray]) -> np.ndarray:
+def _mvau(
+    x: np.ndarray, layer: dict[str, Any], arrays: dict[str, np.ndarray],
+    window: tuple[int, int] | None,
+) -> np.ndarray:
     if int(layer.get("binaryXnorMode", 0)):
         raise NotImplementedError(f"{layer['name']}: binary XNOR mode is not emulated")
     w = arrays[layer["weights"]]
@@ -161,7 +181,12 @@ def _mvau(x: np.ndarray, layer: dict[str, Any], arrays: dict[str, np.ndarray]) -
         raise OverflowError(f"{layer['name']}: accumulator may exceed 2**53; not exact")
     # float32 BLAS is exact while every partial sum stays below 2**24, float64 below 2**53
     ftype = np.float32 if bound < _EXACT_LIMIT_F32 else np.float64
-    acc = x.astype(ftype) @ w.astype(ftype)
+    wf = w.astype(ftype)
+    xf = x.astype(ftype, copy=False)
+    if window is not None:
+        acc = _conv(xf, window, wf, ftype)
+    else:
+        acc = (xf.reshape(-1, xf.shape[-1]) @ wf).reshape(*xf.shape[:-1], -1)
     if int(layer.get("noActivation", 0)) or "thresholds" not in layer:
         return np.rint(acc).astype(np.int64 if ftype is np.float64 else np.int32)
     return _threshold(acc, arrays[layer["thresholds"]], int(layer.get("ActVal", 0)))
@@ -179,14 +204,16 @@ def run_hw_graph(graph: HwGraph, image: np.ndarray) -> np.ndarray:
     if x.ndim == 2:
         x = x[:, :, None]
     x = x[None].astype(np.int32)
+    window = None  # a sliding window waiting for its MVAU (fused, never materialised)
     for layer in graph.layers:
         op = layer["op"]
         if op == "FMPadding":
             x = _pad(x, layer)
         elif op == "ConvolutionInputGenerator":
-            x = _im2col(x, layer)
+            window = _window(layer)
         elif op == "MVAU":
-            x = _mvau(x, layer, graph.arrays)
+            x = _mvau(x, layer, graph.arrays, window)
+            window = None
         elif op == "Thresholding":
             x = _threshold(x, graph.arrays[layer["thresholds"]],
                            int(layer.get("ActVal", 0)))
@@ -194,6 +221,8 @@ def run_hw_graph(graph: HwGraph, image: np.ndarray) -> np.ndarray:
             continue
         else:
             raise NotImplementedError(f"{layer['name']}: {op} is not emulated")
+        if window is not None and op != "ConvolutionInputGenerator":
+            raise NotImplementedError(f"{layer['name']}: a sliding window must feed an MVAU")
     out = x[0]
     return out[:, :, 0] if out.shape[-1] == 1 else out
 
