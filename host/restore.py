@@ -95,16 +95,19 @@ class FrameRestorer:
         q = self.tables.encode(uniform)
         r = process_tiled(q, self.accelerator.run, self.accelerator.tile_shape, self.halo)
         counts = CodeCounts()
-        values = self.from_uniform(self.tables.decode(uniform, q, r, counts))
-        passthrough = (uniform >= self.tables.adc_max) | (q >= self.tables.spec.in_max)
-        if passthrough.any():
-            values[passthrough] = frame[passthrough]
-        if self.dtype == np.uint16:
-            rounded = np.rint(values)
-            clipped = (rounded < 0) | (rounded > _UINT16_MAX)
-            counts.clipped_output += int(np.count_nonzero(clipped))
-            out = np.clip(rounded, 0, _UINT16_MAX).astype(np.uint16)
+        if self.maps is None:  # one lookup straight to the output dtype
+            out = self.tables.decode(uniform, q, r, counts, self.dtype.name)
         else:
-            out = values.astype(np.float32)
+            values = self.maps.from_uniform(self.tables.decode(uniform, q, r, counts))
+            passthrough = (uniform >= self.tables.adc_max) | (q >= self.tables.spec.in_max)
+            if passthrough.any():
+                values[passthrough] = frame[passthrough]
+            if self.dtype == np.uint16:
+                rounded = np.rint(values)
+                counts.clipped_output += int(np.count_nonzero((rounded < 0)
+                                                             | (rounded > _UINT16_MAX)))
+                out = np.clip(rounded, 0, _UINT16_MAX).astype(np.uint16)
+            else:
+                out = values.astype(np.float32)
         self.counts.add(counts)
         return out

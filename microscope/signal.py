@@ -284,6 +284,7 @@ class SignalTables:
     adc_max: int = _UINT16_MAX
     in_lut: np.ndarray = field(init=False, repr=False)
     out_lut: np.ndarray = field(init=False, repr=False)
+    _pairs: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         """Build both tables from the closed forms."""
@@ -302,29 +303,76 @@ class SignalTables:
             raise ValueError(f"ADU frames must be unsigned integers, got {adu.dtype}")
         return self.in_lut[np.minimum(adu, self.adc_max)]
 
+    def _pair_table(self, dtype: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Output value for every (input code, residual code) pair, and where it clips.
+
+        Indexed by ``q << out_bits | r``: the pixel-out arithmetic and table folded into one
+        lookup (``2**(in_bits + out_bits)`` entries). ``dtype`` None gives float64 ADU;
+        ``"uint16"`` rounds half to even and clips (the second array flags clipped
+        entries); ``"float32"`` keeps the value.
+        """
+        key = dtype or "float64"
+        if key not in self._pairs:
+            spec = self.spec
+            q = np.arange(1 << spec.in_bits)[:, None]
+            r = np.arange(1 << spec.out_bits)[None, :]
+            values = self.out_lut[spec.combine(q, r)].ravel()
+            clipped = None
+            if key == "uint16":
+                rounded = np.rint(values)
+                clipped = (rounded < 0) | (rounded > _UINT16_MAX)
+                values = np.clip(rounded, 0, _UINT16_MAX).astype(np.uint16)
+            elif key == "float32":
+                values = values.astype(np.float32)
+            elif key != "float64":
+                raise ValueError(f"unknown output dtype {dtype!r}")
+            self._pairs[key] = (values, clipped)
+        return self._pairs[key]
+
     def decode(
         self, adu: np.ndarray, q: np.ndarray, r: np.ndarray, counts: CodeCounts | None = None,
+        dtype: str | None = None,
     ) -> np.ndarray:
-        """Network residual codes -> restored ADU (float64), passing saturated pixels through.
+        """Network residual codes -> restored ADU, passing saturated pixels through.
+
+        One table lookup per pixel (:meth:`_pair_table`); the counts come from one
+        histogram of the (q, r) pairs.
 
         Args:
-            adu: the input frame (ADU) the codes came from.
+            adu: the input frame (ADU, unsigned) the codes came from.
             q: its input codes (:meth:`encode`).
             r: the network's residual codes.
-            counts: accumulates saturated, above-range and residual-at-limit pixels.
+            counts: accumulates saturated, above-range and residual-at-limit pixels, and
+                (``dtype="uint16"``) values clipped to the output range.
+            dtype: None for float64 ADU (more maps to apply), or the final ``"uint16"`` /
+                ``"float32"``.
         """
-        out = self.out_lut[self.spec.combine(q, r)]
-        saturated = np.asarray(adu) >= self.adc_max
-        above = (np.asarray(q) >= self.spec.in_max) & ~saturated
-        passthrough = saturated | above
-        if passthrough.any():
-            out[passthrough] = np.asarray(adu, dtype=np.float64)[passthrough]
+        spec = self.spec
+        if spec.in_bits + spec.out_bits > 16:
+            raise ValueError("pair tables need in_bits + out_bits <= 16")
+        adu = np.asarray(adu)
+        q = np.asarray(q)
+        idx = (q.astype(np.uint16) << spec.out_bits) | np.asarray(r, dtype=np.uint16)
+        table, clipped = self._pair_table(dtype)
+        out = table[idx]
+        saturated = adu >= self.adc_max
+        passthrough = saturated | (q >= spec.in_max)
+        n_pass = int(np.count_nonzero(passthrough))
+        if n_pass:
+            np.copyto(out, adu.astype(out.dtype), where=passthrough)
         if counts is not None:
-            counts.pixels += int(np.size(q))
-            counts.saturated += int(np.count_nonzero(saturated))
-            counts.above_range += int(np.count_nonzero(above))
-            r = np.asarray(r)
-            counts.residual_at_limit += int(np.count_nonzero((r == 0) | (r == self.spec.out_max)))
+            hist = np.bincount(idx.ravel(), minlength=table.size).reshape(
+                1 << spec.in_bits, 1 << spec.out_bits)
+            n_sat = int(np.count_nonzero(saturated))
+            counts.pixels += int(q.size)
+            counts.saturated += n_sat
+            counts.above_range += n_pass - n_sat
+            counts.residual_at_limit += int(hist[:, 0].sum() + hist[:, spec.out_max].sum())
+            if clipped is not None:
+                n_clip = int(hist.ravel()[clipped].sum())
+                if n_pass and n_clip:
+                    n_clip -= int(np.count_nonzero(clipped[idx[passthrough]]))
+                counts.clipped_output += n_clip
         return out
 
     def max_adu(self) -> float:

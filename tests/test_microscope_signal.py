@@ -94,3 +94,31 @@ def test_noise_estimation_refuses_what_it_cannot_do():
         estimate_noise(np.full((40, 40), 100, np.uint16))
     with pytest.raises(NoiseEstimationError, match="too uniform"):
         estimate_noise(np.full((128, 128), 100, np.uint16))
+
+
+def test_pair_table_decode_equals_the_arithmetic_and_counts_the_same():
+    from fluorofpga.microscope import CodeCounts, SignalTables
+
+    spec = SignalSpec()
+    tables = SignalTables(spec, NoiseModel.from_camera(2.0, 100.0, 1.5), adc_max=4095)
+    rng = np.random.default_rng(3)
+    adu = rng.integers(0, 4096, (64, 64)).astype(np.uint16)
+    adu[0, :3] = 4095
+    q = tables.encode(adu)
+    r = rng.integers(0, 256, q.shape).astype(np.uint8)
+    r[1, :5] = 0
+    exact = tables.out_lut[spec.combine(q, r)]
+    passthrough = (adu >= 4095) | (q >= spec.in_max)
+    exact[passthrough] = adu[passthrough]
+    c64, c16 = CodeCounts(), CodeCounts()
+    assert np.array_equal(tables.decode(adu, q, r, c64), exact)
+    u16 = tables.decode(adu, q, r, c16, "uint16")
+    assert np.array_equal(u16, np.clip(np.rint(exact), 0, 65535).astype(np.uint16))
+    assert np.array_equal(tables.decode(adu, q, r, None, "float32"), exact.astype(np.float32))
+    n_sat = int(np.count_nonzero(adu >= 4095))
+    assert n_sat >= 3 and c16.saturated == n_sat
+    assert c16.above_range == int(passthrough.sum()) - n_sat
+    assert c16.residual_at_limit == int(np.count_nonzero((r == 0) | (r == 255)))
+    rounded = np.rint(exact)
+    assert c16.clipped_output == int(np.count_nonzero((rounded < 0) | (rounded > 65535)))
+    assert c64.pixels == c16.pixels == adu.size
