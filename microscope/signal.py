@@ -301,7 +301,7 @@ class SignalTables:
         adu = np.asarray(adu)
         if adu.dtype.kind != "u":
             raise ValueError(f"ADU frames must be unsigned integers, got {adu.dtype}")
-        return self.in_lut[np.minimum(adu, self.adc_max)]
+        return np.take(self.in_lut, adu, mode="clip")  # above adc_max: the top entry
 
     def _pair_table(self, dtype: str | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Output value for every (input code, residual code) pair, and where it clips.
