@@ -90,8 +90,8 @@ class FrameRestorer:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """Restore one raw ``(Y, X)`` frame; returns ``uint16`` or ``float32`` ADU."""
-        frame = self._check(frame)
-        uniform = self.to_uniform(frame)
+        uniform = self.to_uniform(frame)  # validates the frame
+        frame = np.asarray(frame)
         q = self.tables.encode(uniform)
         r = process_tiled(q, self.accelerator.run, self.accelerator.tile_shape, self.halo)
         counts = CodeCounts()
