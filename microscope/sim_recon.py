@@ -10,34 +10,62 @@ Pipeline:
 1. Input: ``raw`` as photons/electrons (float, ≥ 0) or as uint16 ADU together with the
    ``camera`` that recorded it (then ``(ADU − offset) · gain / qe`` photons; pixels
    below the offset stay negative — that is read noise, not an error).
-2. Borders are faded (cosine over ``border_px``) to the stack mean, so the periodic FFT
-   sees no edge; each frame's spectrum is placed on the 2× grid (Fourier zero padding,
-   aligned so that fine pixels ``2i, 2i+1`` halve camera pixel ``i``).
-3. Band separation per angle, with the phase steps assumed equidistant
+2. Frame order (:func:`detect_frame_order`): the documented layout is angle-major
+   (frame ``a * n_phases + j``). The pattern part of every frame (frame minus the mean
+   of all frames) has its power at ``±p`` of its own angle, so frames of one angle have
+   alike power spectra; grouping the frames by that similarity tells angle-major from
+   phase-major and from any other grouping. A phase-major stack is reordered with a
+   :class:`~fluorofpga.microscope.sim_params.FrameOrderWarning` (or refused with
+   ``reorder=False``); any other grouping raises
+   :class:`~fluorofpga.microscope.sim_params.FrameOrderError`. With ≥ 4 phases the
+   measured phase of every frame also reveals phases shuffled within an angle.
+3. Borders are faded (cosine over ``border_px``) to the stack mean so the periodic FFT
+   sees no edge; band separation per angle with equidistant phase steps
    (``2π j / n_phases``): the 0, +1 and −1 bands by linear unmixing.
-4. Parameter estimation (:func:`estimate_parameters`): the +1 band is shifted back by a
-   trial wave vector ``p`` and compared with the 0 band on the region where both
-   OTF copies are non-zero, each weighted by the other's OTF so that both carry
-   ``OTF(k) OTF(k+p) S(k)``. Coarse ``p``: the strongest local maxima of the FFT
-   cross-correlation of the OTF-divided bands, normalised by their energies in the
-   overlap (within the search
-   range, or near a given guess); the candidate with the best normalised correlation
-   coefficient wins. Fine ``p``: a shrinking 3 × 3 grid search of that coefficient down
-   to 1/128 of a Fourier pixel. Phase and modulation: the complex regression
-   coefficient ``α = (m/2) e^{iφ}`` of the shifted +1 band on the 0 band.
+4. Parameter estimation (:func:`estimate_parameters`), per angle:
+
+   * coarse ``p``: the FFT cross-correlation of the OTF-divided 0 and +1 bands,
+     normalised by their energies in the overlap of the shifted OTF supports, on a grid
+     just fine enough that the correlation does not alias (camera rate for the usual
+     optics); its maximum in the search range, parabolic sub-bin position;
+   * fine ``p``: with filters ``A(k) = OTF(k + p₀) h(k)`` on the 0 band and
+     ``B(k) = OTF(k − p₀) h(k − p₀)`` on the +1 band (``h`` a smooth high-pass that
+     removes the unmodulated background), the filtered bands satisfy
+     ``b₁(r) e^{−2πi p·r} = α b₀(r)`` at the true ``p`` when ``p₀ = p``, so
+     ``R(q) = Σ_r w(r) b₀*(r) b₁(r) e^{−2πi q·r}`` is ``α Σ w |b₀|²`` there: the
+     transform of a non-negative image, whose modulus is exactly maximal and symmetric
+     at ``q = p`` — no interpolation bias. ``R`` is evaluated at any non-integer ``q``
+     (a DFT at one frequency; the product is demodulated by ``p₀`` and block-summed so
+     each evaluation is cheap) and maximised by Newton's method on ``|R|²`` with its
+     analytic derivatives; ``p₀`` ← the maximum and repeat until it moves by less than
+     10⁻³ Fourier pixel (two or three rounds). The weight ``w`` is zero over the faded
+     border and a margin inside it, where the fade breaks the identity above (including
+     it biases ``|p|`` by ~10⁻⁴);
+   * phase and modulation: ``α = (m/2) e^{iφ}`` is ``R(p)`` over ``Σ w |b₀|²`` minus its
+     expected noise part (noise power from the spectrum beyond the OTF cut-off);
+   * the phase of every frame, from the same correlation per frame, gives the measured
+     phase steps (checked against ``2π j / n_phases``, stored with the parameters).
+
 5. Generalised Wiener filter (:func:`wiener_sim`): bands normalised by ``(m/2) e^{±iφ}``
-   and moved to their true position, combined as
+   and moved to their true position on the 2× grid, combined as
    ``A(k) Σ OTF_b*(k) D_b(k) / (Σ |OTF_b(k)|² + w²)``, with apodisation ``A`` out to the
    extended cut-off ``2NA/λ + |p|``.
 
+Parameters travel as :class:`~fluorofpga.microscope.sim_params.SimParameters` (save /
+load as JSON with the optics and layout they were estimated for); :func:`wiener_sim`
+reuses them without re-estimation and :func:`check_parameters` tells whether they still
+fit a new stack (drift).
+
 OTF model: the ideal incoherent OTF (:func:`~fluorofpga.microscope.sim.ideal_otf`)
 times the camera-pixel transfer ``sinc(fx) sinc(fy)``. No out-of-focus background
-model (2-D specimen), no OTF attenuation; per-frame phase refinement is not done.
+model (2-D specimen), no OTF attenuation; the reconstruction assumes equidistant phases.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import warnings
+from typing import Literal, NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
@@ -51,18 +79,59 @@ from .sim import (
     cutoff_cycles_per_px,
     ideal_otf,
 )
+from .sim_params import (
+    FRAME_ORDERS,
+    FrameOrderCheck,
+    FrameOrderError,
+    FrameOrderWarning,
+    ParameterCheck,
+    SimParameters,
+    WeakPatternWarning,
+    frame_permutation,
+)
 
 Apodization = Literal["otf", "triangle", "cosine", "none"]
 
 _MIN_PHASES = 3  # +1 and −1 bands need at least three phase steps to separate
-_OTF_MASK_THRESHOLD = 0.02  # overlap region: both OTF copies above this
-_DC_EXCLUSION = 0.1  # of the cut-off: the background-laden DC region is left out
-_REFINE_LEVELS = 7  # grid step 0.5 → 1/128 Fourier pixel
 _MIN_MODULATION = 0.2  # bands are not amplified by more than 2 / this
-_COARSE_OTF_THRESHOLD = 0.1  # coarse search: bands divided by the OTF above this
-_MIN_OVERLAP = 0.05  # coarse search: smallest overlap of the shifted OTF supports
-_COARSE_CANDIDATES = 8  # correlation maxima checked with the normalised band fit
 _MIN_SIDE = 8  # smallest frame side (pixels) the border fade and band search make sense on
+# -- coarse search
+_COARSE_OTF_THRESHOLD = 0.1  # bands divided by the OTF where it exceeds this
+_DC_EXCLUSION = 0.1  # of the cut-off: the background-laden DC region is left out
+_MIN_OVERLAP = 0.05  # smallest overlap of the shifted OTF supports (fraction of one)
+_COARSE_CANDIDATES = 3  # strongest correlation maxima refined, the best kept ...
+_CANDIDATE_RATIO = 0.7  # ... among those above this fraction of the strongest
+_ALIAS_MARGIN = 1.02  # sampling rate above the alias-free minimum of the correlation
+# -- refinement
+_HIGHPASS_SIGMA = 0.05  # of the cut-off: Gaussian width of the background high-pass
+_REFINE_ROUNDS = 5  # filter updates at most (converges in 2-3)
+_REFINE_TOL_BINS = 1e-3  # stop when p moves less than this (Fourier pixels)
+_NEWTON_STEPS = 25
+_NEWTON_TOL_BINS = 1e-7
+_NEWTON_MAX_STEP_BINS = 0.25  # trust region of one Newton step
+_LOCAL_SEARCH = np.linspace(-0.5, 0.5, 5)  # bins: start grid around the coarse peak
+_MAX_BLOCK = 8  # the demodulated product is block-summed by up to this factor
+_NOISE_REGION = 1.05  # noise power measured beyond this × cut-off ...
+_MIN_NOISE_BINS = 64  # ... when at least this many Fourier bins lie there
+_MIN_SIGNAL_FRACTION = 0.1  # noise correction never removes more than 90 % of Σ|b0|²
+# -- frame order
+_ORDER_MIN_CONTRAST = 0.5  # weaker grouping than this: the order cannot be told (noise
+# alone reaches ~0.2)
+_ORDER_TOLERANCE = 0.2  # a layout whose contrast is this close to the best one fits
+_ORDER_NOISE_FACTOR = 2.0  # peak signature: ratio above this × ln(number of shifts)
+_CONSISTENT_SNR = 8.0  # an angle whose strongest frame has this pattern SNR ...
+_CONSISTENT_RATIO = 0.3  # ... must not have a frame below this fraction of it
+_LAYOUT_SNR_GAIN = 1.5  # weak pattern: the other layout wins when its fit carries more
+_WEAK_SNR = 3.0  # median pattern SNR of an angle's frames below this: unreliable fit
+_ORDER_MIN_SHIFT = 0.3  # pattern frequencies looked for (fraction of the cut-off) ...
+_ORDER_MAX_SHIFT = 1.5  # ... the default search range of the estimation
+_SHUFFLE_GAIN = 1.5  # ≥ 4 phases: reordering by measured phase must gain this much
+# -- drift check defaults
+DRIFT_MIN_CORRELATION_RATIO = 0.9
+DRIFT_MAX_FREQUENCY = 2e-4  # relative
+DRIFT_MAX_ANGLE_RAD = 2e-4
+DRIFT_MAX_PHASE_RAD = 0.2
+
 
 
 def _check_layout(n_angles: int, n_phases: int) -> tuple[int, int]:
@@ -127,25 +196,27 @@ def _border_window(shape: tuple[int, int], border_px: int) -> np.ndarray:
     return axes[0][:, None] * axes[1][None, :]
 
 
-def _fine_spectra(frames: np.ndarray, border_px: int) -> np.ndarray:
-    """Border-faded frames → spectra on the 2× grid (FFT origin at fine pixel 0)."""
-    p, h, w = frames.shape
-    window = _border_window((h, w), border_px)
+def _camera_spectra(frames: np.ndarray, border_px: int) -> np.ndarray:
+    """Border-faded frames → spectra on the camera grid (FFT origin at pixel 0's centre)."""
+    window = _border_window(frames.shape[1:], border_px)
     level = frames.mean()
-    faded = level + (frames - level) * window
-    spectra = sfft.fft2(faded, axes=(1, 2))
+    return sfft.fft2(level + (frames - level) * window, axes=(1, 2))
+
+
+def _fine_spectra(spectra: np.ndarray) -> np.ndarray:
+    """Camera-grid spectra → spectra on the 2× grid (FFT origin at fine pixel 0)."""
+    p, h, w = spectra.shape
     fy = sfft.fftfreq(h)
     fx = sfft.fftfreq(w)
     # Resample at fine-pixel centres: shift by (camera-pixel-0 centre − fine-pixel-0 centre).
     shift = 0.5 - _FINE_CENTRE_PX
     ramp = np.exp(-2j * np.pi * shift * (fy[:, None] + fx[None, :]))
-    spectra *= ramp
     out = np.zeros((p, _UPSAMPLE * h, _UPSAMPLE * w), dtype=np.complex128)
     ky = np.concatenate([np.arange((h + 1) // 2), np.arange(-(h // 2), 0)])
     kx = np.concatenate([np.arange((w + 1) // 2), np.arange(-(w // 2), 0)])
     rows = ky % (_UPSAMPLE * h)
     cols = kx % (_UPSAMPLE * w)
-    out[:, rows[:, None], cols[None, :]] = spectra
+    out[:, rows[:, None], cols[None, :]] = spectra * ramp
     if h % 2 == 0:  # the Nyquist row/column has no unique sign: drop it
         out[:, h // 2, :] = 0
     if w % 2 == 0:
@@ -189,109 +260,798 @@ class _Frequencies:
         return sfft.fft2(sfft.ifft2(band) * ramp)
 
 
-class _BandFit:
-    """Compares the +1 band, shifted back by a trial ``p``, with the 0 band of one angle."""
+def _corner_phase_to_origin(phase: float, kx: float, ky: float) -> float:
+    """Phase at the image corner → phase at the 2×-grid FFT origin (fine pixel 0)."""
+    return phase + 2 * np.pi * (kx + ky) * _FINE_CENTRE_PX
 
-    def __init__(self, c0: np.ndarray, c1: np.ndarray, freq: _Frequencies) -> None:
-        self.freq = freq
-        self.c0 = c0
-        self.c1_real_space = sfft.ifft2(c1)
-        self.o0 = freq.otf()
-        self.dc = _DC_EXCLUSION * freq.cutoff
-        self.base_mask = (self.o0 > _OTF_MASK_THRESHOLD) & (freq.rho > self.dc)
 
-    def __call__(self, px: float, py: float) -> tuple[float, complex]:
-        """Normalised correlation and regression ``α = (m/2) e^{iφ}`` at shift ``p``."""
-        freq = self.freq
-        o1 = freq.otf(px, py)
-        mask = (
-            self.base_mask
-            & (o1 > _OTF_MASK_THRESHOLD)
-            & (np.hypot(freq.fx + px, freq.fy + py) > self.dc)
+def _default_border(shape: tuple[int, ...]) -> int:
+    """Border fade of the Wiener reconstruction (camera pixels)."""
+    return max(4, min(shape) // 16)
+
+
+def _estimation_border(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Border fade, zero-weight margin inside it and weight ramp of the estimation (px).
+
+    A narrow fade and a correlation weight that is zero over it (plus a margin the
+    filters' kernels reach across) keep the frequency estimate unbiased.
+    """
+    fade = int(np.clip(min(shape) // 32, 2, 8))
+    return fade, fade, int(np.clip(min(shape) // 16, 2, 16))
+
+
+def _wrap(angle: float) -> float:
+    """Angle wrapped to (−π, π]."""
+    return float(np.angle(np.exp(1j * angle)))
+
+
+# ------------------------------------------------------------------ estimation grid
+
+
+def _embed_index(n: int, size: int) -> np.ndarray:
+    """Index on a ``size``-point FFT grid of each of ``n`` camera-grid frequency bins."""
+    k = np.concatenate([np.arange((n + 1) // 2), np.arange(-(n // 2), 0)])
+    return k % size
+
+
+class _Grid:
+    """Sampling grid of the band correlation, in camera-pixel units.
+
+    The product of two bands limited to ``|k| < cutoff`` holds frequencies up to
+    ``2 cutoff``; evaluated at shifts up to ``max_shift`` it does not alias when
+    sampled at ≥ ``max_shift + 2 cutoff`` samples per camera pixel: the camera rate for
+    the usual optics, else a zero-padded finer grid. Frequencies are spaced
+    ``1 / (Y, X)`` (one Fourier pixel of the frame) whatever the grid.
+    """
+
+    def __init__(
+        self, shape: tuple[int, int], cutoff: float, max_shift: float, camera_rate: bool = False
+    ) -> None:
+        rate = 1.0 if camera_rate else (max_shift + 2 * cutoff) * _ALIAS_MARGIN
+        self.camera_shape = (int(shape[0]), int(shape[1]))
+        self.shape = tuple(
+            n if rate <= 1 else sfft.next_fast_len(int(math.ceil(n * rate)))
+            for n in self.camera_shape
         )
-        ramp = np.exp(-2j * np.pi * (px * freq.x + py * freq.y))
-        shifted = sfft.fft2(self.c1_real_space * ramp)
-        b0 = (self.c0 * o1)[mask]
-        b1 = (shifted * self.o0)[mask]
-        cross = np.vdot(b0, b1)
-        p0 = np.vdot(b0, b0).real
-        p1 = np.vdot(b1, b1).real
-        if p0 <= 0 or p1 <= 0:
-            return 0.0, 0j
-        return float(abs(cross) / np.sqrt(p0 * p1)), complex(cross / p0)
+        self.cutoff = cutoff
+        (ny, nx), (ly, lx) = self.camera_shape, self.shape
+        self.fy = sfft.fftfreq(ly, d=ny / ly)  # 1-D axes, cycles per camera pixel
+        self.fx = sfft.fftfreq(lx, d=nx / lx)
+        self.bins = (1.0 / nx, 1.0 / ny)  # one Fourier pixel along x, y
+        # Sample positions relative to the image centre (camera pixels; pixel j's
+        # centre is at j + 0.5 from the corner).
+        self.centre = (nx / 2, ny / 2)
+        self.y = 0.5 + np.arange(ly) * ny / ly - ny / 2
+        self.x = 0.5 + np.arange(lx) * nx / lx - nx / 2
+        self._rows = _embed_index(ny, ly)
+        self._cols = _embed_index(nx, lx)
+        self._negative = ((-np.arange(ly)) % ly, (-np.arange(lx)) % lx)  # index of −k
+
+    @property
+    def rho(self) -> np.ndarray:
+        """``|k|`` on the grid (cycles per camera pixel)."""
+        return np.hypot(self.fy[:, None], self.fx[None, :])
+
+    def flip(self, values: np.ndarray) -> np.ndarray:
+        """``values(−k)`` of an array ``values(k)`` on this grid."""
+        return values[np.ix_(*self._negative)]
+
+    def embed(self, spectrum: np.ndarray) -> np.ndarray:
+        """A camera-grid spectrum zero-padded onto this grid (Nyquist bins dropped)."""
+        ny, nx = self.camera_shape
+        if self.shape == self.camera_shape:
+            out = spectrum.copy()
+        else:
+            out = np.zeros(self.shape, dtype=spectrum.dtype)
+            out[self._rows[:, None], self._cols[None, :]] = spectrum
+        if ny % 2 == 0:
+            out[self._rows[ny // 2], :] = 0
+        if nx % 2 == 0:
+            out[:, self._cols[nx // 2]] = 0
+        return out
+
+    def otf(self, px: float, py: float) -> np.ndarray:
+        """Model OTF at ``k + p`` (ideal pupil × camera-pixel sinc), zero off its support."""
+        fy, fx = self.fy + py, self.fx + px
+        rows = np.flatnonzero(np.abs(fy) < self.cutoff)
+        cols = np.flatnonzero(np.abs(fx) < self.cutoff)
+        out = np.zeros(self.shape)
+        if rows.size and cols.size:
+            fy, fx = fy[rows], fx[cols]
+            radial = ideal_otf(np.hypot(fy[:, None], fx[None, :]), self.cutoff)
+            out[np.ix_(rows, cols)] = radial * np.outer(
+                np.abs(np.sinc(fy)), np.abs(np.sinc(fx))
+            )
+        return out
+
+    def highpass(self, px: float, py: float) -> np.ndarray:
+        """``1 − exp(−|k + p|² / 2σ²)``: removes the unmodulated background near ``−p``."""
+        sigma = _HIGHPASS_SIGMA * self.cutoff
+        gy = np.exp(-0.5 * ((self.fy + py) / sigma) ** 2)
+        gx = np.exp(-0.5 * ((self.fx + px) / sigma) ** 2)
+        return 1.0 - np.outer(gy, gx)
+
+    def inner_weight(self, start_px: float, ramp_px: float) -> np.ndarray:
+        """0 within ``start_px`` of the frame edge, cosine ramp to 1 over ``ramp_px``."""
+        axes = []
+        for positions, n in ((self.y, self.camera_shape[0]), (self.x, self.camera_shape[1])):
+            from_corner = positions + n / 2
+            distance = np.minimum(from_corner, n - from_corner)
+            t = np.clip((distance - start_px) / max(ramp_px, 1e-9), 0.0, 1.0)
+            axes.append(0.5 - 0.5 * np.cos(np.pi * t))
+        return np.outer(axes[0], axes[1])
 
 
-def _correlate(f: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``Σ_k conj(f(k)) g(k + q)`` for every shift ``q`` (circular, FFT index order)."""
-    return sfft.ifft2(np.conj(sfft.fft2(f)) * sfft.fft2(g))
+# ------------------------------------------------------------------ coarse search
 
 
-def _coarse_peaks(
-    c0: np.ndarray,
-    c1: np.ndarray,
-    freq: _Frequencies,
-    allowed: np.ndarray,
-) -> list[tuple[float, float]]:
-    """Strongest local maxima of the normalised band correlation over ``allowed`` shifts.
+class _CoarseSearch:
+    """Normalised cross-correlation of OTF-divided bands at every integer shift.
 
     Both bands are divided by the OTF where it exceeds ``_COARSE_OTF_THRESHOLD`` (region
     ``M``), so at the true shift ``C+1(k+p) / OTF(k+p) = (m/2) e^{iφ} C0(k) / OTF(k)``;
     the correlation coefficient ``|Σ b0* b1(k+q)| / √(Σ |b0|² M(k+q) · Σ M |b1(k+q)|²)``
     then approaches 1 at ``q = p`` whatever the specimen, and stays small elsewhere.
-    Shifts whose overlap is below ``_MIN_OVERLAP`` of ``M`` are not considered.
+    Every sum over ``k`` is the FFT of a product of inverse FFTs (single precision:
+    only the peak's position to a Fourier pixel matters here).
     """
-    o = freq.otf()
-    support = o > _COARSE_OTF_THRESHOLD
-    inverse = np.where(support, 1.0 / np.maximum(o, _COARSE_OTF_THRESHOLD), 0.0)
-    b0 = c0 * inverse * (freq.rho > _DC_EXCLUSION * freq.cutoff)
-    b1 = c1 * inverse
-    mask = support.astype(np.float64)
-    cross = np.abs(_correlate(b0, b1))
-    energy0 = _correlate(np.abs(b0) ** 2, mask).real
-    energy1 = _correlate(mask, np.abs(b1) ** 2).real
-    overlap = _correlate(mask, mask).real
-    valid = allowed & (overlap >= _MIN_OVERLAP * mask.sum()) & (energy0 > 0) & (energy1 > 0)
-    correlation = np.zeros(freq.shape)
-    correlation[valid] = cross[valid] / np.sqrt(energy0[valid] * energy1[valid])
-    peaks = (correlation == ndimage.maximum_filter(correlation, size=5, mode="wrap")) & (
-        correlation > 0
+
+    def __init__(self, grid: _Grid) -> None:
+        self.grid = grid
+        otf = grid.otf(0.0, 0.0)
+        support = otf > _COARSE_OTF_THRESHOLD
+        self.inverse = np.where(support, 1.0 / np.maximum(otf, _COARSE_OTF_THRESHOLD), 0.0)
+        self.inverse_dc = self.inverse * (grid.rho > _DC_EXCLUSION * grid.cutoff)
+        self.mask = sfft.rfft2(support.astype(np.float32))
+        overlap = sfft.irfft2(np.conj(self.mask) * self.mask, s=grid.shape)
+        self.enough_overlap = overlap >= _MIN_OVERLAP * overlap[0, 0]
+
+    def candidates(self, c0: np.ndarray, c1: np.ndarray, allowed: np.ndarray) -> list[np.ndarray]:
+        """Up to ``_COARSE_CANDIDATES`` shifts ``(px, py)`` (cycles/px), best first.
+
+        ``Σ_k f*(k) g(k + q)`` for all ``q`` is the inverse FFT of ``F* G``.
+        """
+        grid = self.grid
+        b0 = (grid.embed(c0) * self.inverse_dc).astype(np.complex64)
+        b1 = (grid.embed(c1) * self.inverse).astype(np.complex64)
+        cross = np.abs(sfft.ifft2(np.conj(sfft.fft2(b0)) * sfft.fft2(b1)))
+        power0 = sfft.rfft2((b0.real**2 + b0.imag**2).astype(np.float32))
+        power1 = sfft.rfft2((b1.real**2 + b1.imag**2).astype(np.float32))
+        energy0 = sfft.irfft2(np.conj(power0) * self.mask, s=grid.shape)
+        energy1 = sfft.irfft2(np.conj(self.mask) * power1, s=grid.shape)
+        valid = allowed & self.enough_overlap & (energy0 > 0) & (energy1 > 0)
+        correlation = np.zeros(grid.shape)
+        correlation[valid] = cross[valid] / np.sqrt(energy0[valid] * energy1[valid])
+        peaks = (correlation == ndimage.maximum_filter(correlation, size=3, mode="wrap")) & (
+            correlation > 0
+        )
+        index = np.flatnonzero(peaks)
+        if index.size == 0:
+            return []
+        values = correlation.ravel()[index]
+        order = np.argsort(values)[::-1][:_COARSE_CANDIDATES]
+        index = index[order][values[order] >= _CANDIDATE_RATIO * values[order[0]]]
+        return [self._subpixel(correlation, *np.unravel_index(i, grid.shape)) for i in index]
+
+    def _subpixel(self, correlation: np.ndarray, iy: int, ix: int) -> np.ndarray:
+        """Peak position with a parabola through each axis' three samples."""
+        ly, lx = correlation.shape
+        centre = correlation[iy, ix]
+        offsets = []
+        for before, after in (
+            (correlation[iy, (ix - 1) % lx], correlation[iy, (ix + 1) % lx]),
+            (correlation[(iy - 1) % ly, ix], correlation[(iy + 1) % ly, ix]),
+        ):
+            curvature = before - 2 * centre + after
+            offsets.append(0.0 if curvature >= 0 else float(np.clip(
+                0.5 * (before - after) / curvature, -0.5, 0.5)))
+        bx, by = self.grid.bins
+        return np.array([self.grid.fx[ix] + offsets[0] * bx, self.grid.fy[iy] + offsets[1] * by])
+
+
+# ------------------------------------------------------------------ refinement
+
+
+class _Fit:
+    """Result of the refinement of one angle (see :func:`_refine`)."""
+
+    def __init__(
+        self, p: np.ndarray, r_centre: complex, energy0: float, energy1: float,
+        noise0: float, rounds: int,
+    ) -> None:
+        self.p = p
+        self.r_centre = r_centre
+        self.energy0 = energy0
+        self.energy1 = energy1
+        self.noise0 = noise0
+        self.rounds = rounds
+
+    @property
+    def correlation(self) -> float:
+        """Normalised correlation ``|R| / √(Σ w|b0|² Σ w|b1|²)`` in [0, 1]."""
+        if self.energy0 <= 0 or self.energy1 <= 0:
+            return 0.0
+        return float(abs(self.r_centre) / math.sqrt(self.energy0 * self.energy1))
+
+    def angle_parameters(self, centre: tuple[float, float]) -> AngleParameters:
+        """Wave vector, corner phase and modulation ``2|α|`` (noise-corrected)."""
+        signal0 = max(self.energy0 - self.noise0, _MIN_SIGNAL_FRACTION * self.energy0)
+        alpha = self.r_centre / signal0 if signal0 > 0 else 0j
+        px, py = (float(v) for v in self.p)
+        phase = _wrap(float(np.angle(alpha)) - 2 * np.pi * (px * centre[0] + py * centre[1]))
+        return AngleParameters(px, py, phase, float(2 * abs(alpha)))
+
+
+def _demodulate(
+    product: np.ndarray, grid: _Grid, p: np.ndarray, block: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``product · e^{−2πi p·r}`` summed over ``block × block`` tiles, with tile centres.
+
+    Near ``p`` the demodulated product varies slowly, so ``R(p + δ)`` for ``|δ|`` of a
+    few Fourier pixels is the DFT of the tile sums at the tile centres (the tile's own
+    transfer, ``sinc(block · δ)`` ≈ 1 − 10⁻⁴, is symmetric and does not move the peak).
+    """
+    ey = np.exp(-2j * np.pi * p[1] * grid.y)
+    ex = np.exp(-2j * np.pi * p[0] * grid.x)
+    ly, lx = (n // block * block for n in product.shape)
+    demodulated = (product[:ly, :lx] * ey[:ly, None]) * ex[None, :lx]
+    tiles = demodulated.reshape(ly // block, block, lx // block, block).sum(axis=(1, 3))
+    return (
+        tiles,
+        grid.y[:ly].reshape(-1, block).mean(axis=1),
+        grid.x[:lx].reshape(-1, block).mean(axis=1),
     )
-    index = np.flatnonzero(peaks)
-    index = index[np.argsort(correlation.ravel()[index])[::-1][:_COARSE_CANDIDATES]]
-    iy, ix = np.unravel_index(index, correlation.shape)
-    return [(float(freq.fx[0, i]), float(freq.fy[j, 0])) for j, i in zip(iy, ix, strict=True)]
 
 
-def _refine_peak(fit: _BandFit, px: float, py: float) -> tuple[float, float, complex]:
-    """Shrinking 3 × 3 grid search of the normalised band correlation around ``p``."""
-    step = 0.5 * abs(fit.freq.fx[0, 1])  # half a Fourier pixel
-    best, alpha = fit(px, py)
-    for _ in range(_REFINE_LEVELS):
-        centre = (px, py)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if dx == 0 and dy == 0:
-                    continue
-                qx, qy = centre[0] + dx * step, centre[1] + dy * step
-                score, a = fit(qx, qy)
-                if score > best:
-                    best, alpha, px, py = score, a, qx, qy
-        step /= 2
-    return px, py, alpha
+def _moments(
+    tiles: np.ndarray, y: np.ndarray, x: np.ndarray, dx: float, dy: float
+) -> np.ndarray:
+    """``M[a, b] = Σ y^a x^b t(y, x) e^{−2πi (dx x + dy y)}`` for ``a, b`` in 0..2."""
+    ex = np.exp(-2j * np.pi * dx * x)
+    ey = np.exp(-2j * np.pi * dy * y)
+    right = np.stack([ex, x * ex, x * x * ex], axis=0)  # (3, X)
+    left = np.stack([ey, y * ey, y * y * ey], axis=0)  # (3, Y)
+    # tiny products: plain numpy, not BLAS (whose threads cost more than the sums)
+    columns = (tiles[None, :, :] * right[:, None, :]).sum(axis=2)  # (3, Y)
+    return (left[:, None, :] * columns[None, :, :]).sum(axis=2)  # (3, 3)
 
 
-def _origin_phase_to_corner(phase: float, kx: float, ky: float) -> float:
-    """Phase at the FFT origin (fine pixel 0 centre) → phase at the image corner."""
-    corner = phase - 2 * np.pi * (kx + ky) * _FINE_CENTRE_PX
-    return float(np.angle(np.exp(1j * corner)))
+def _dft_at(tiles: np.ndarray, y: np.ndarray, x: np.ndarray, dx: np.ndarray, dy: np.ndarray
+            ) -> np.ndarray:
+    """``R`` at every pair of offsets ``(dy[i], dx[j])``, shape ``(len(dy), len(dx))``."""
+    ex = np.exp(-2j * np.pi * np.outer(dx, x))  # (J, X)
+    ey = np.exp(-2j * np.pi * np.outer(dy, y))  # (I, Y)
+    columns = (tiles[None, :, :] * ex[:, None, :]).sum(axis=2)  # (J, Y)
+    return (ey[:, None, :] * columns[None, :, :]).sum(axis=2)
 
 
-def _corner_phase_to_origin(phase: float, kx: float, ky: float) -> float:
-    return phase + 2 * np.pi * (kx + ky) * _FINE_CENTRE_PX
+def _maximise(
+    tiles: np.ndarray, y: np.ndarray, x: np.ndarray, bins: tuple[float, float]
+) -> tuple[np.ndarray, complex]:
+    """Offset ``δ`` maximising ``|R(δ)|`` (Newton on ``|R|²``, analytic derivatives).
+
+    Starts from the best of a 5 × 5 grid of offsets within ±0.5 Fourier pixel.
+    """
+    bx, by = bins
+    ox, oy = _LOCAL_SEARCH * bx, _LOCAL_SEARCH * by
+    values = np.abs(_dft_at(tiles, y, x, ox, oy))
+    iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
+    delta = np.array([ox[ix], oy[iy]])
+    scale = np.array([bx, by])
+    c = -2j * np.pi
+    for _ in range(_NEWTON_STEPS):
+        m = _moments(tiles, y, x, *delta)
+        r = m[0, 0]
+        d1 = np.array([c * m[0, 1], c * m[1, 0]])
+        d2 = c * c * np.array([[m[0, 2], m[1, 1]], [m[1, 1], m[2, 0]]])
+        gradient = 2 * np.real(np.conj(r) * d1)
+        hessian = 2 * np.real(np.conj(d1)[:, None] * d1[None, :] + np.conj(r) * d2)
+        eigenvalues = np.linalg.eigvalsh(hessian)
+        if eigenvalues.max() < 0:
+            step = -np.linalg.solve(hessian, gradient)
+        else:  # not yet in the concave peak: climb the gradient
+            step = gradient / max(np.abs(eigenvalues).max(), 1e-300)
+        size = float(np.hypot(*(step / scale)))
+        if size > _NEWTON_MAX_STEP_BINS:
+            step *= _NEWTON_MAX_STEP_BINS / size
+        delta = delta + step
+        if size < _NEWTON_TOL_BINS:
+            break
+    r = complex(_dft_at(tiles, y, x, delta[:1], delta[1:])[0, 0])
+    return delta, r
 
 
-def _default_border(shape: tuple[int, ...]) -> int:
-    return max(4, min(shape) // 16)
+class _Refiner:
+    """Exact sub-pixel wave vector, phase and modulation of one angle (module docstring)."""
+
+    def __init__(self, grid: _Grid, weight: np.ndarray, noise_var: float) -> None:
+        self.grid = grid
+        self.weight = weight
+        self.weight_sum = float(weight.sum())
+        self.noise_var = noise_var
+        self.block = int(max(1, min(_MAX_BLOCK, min(grid.shape) // 32)))
+
+    def filters(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``A(k) = OTF(k+p) h(k)`` for the 0 band, ``B(k) = OTF(k−p) h(k−p)`` for +1."""
+        grid = self.grid
+        otf = grid.otf(p[0], p[1])
+        a = otf * grid.highpass(0.0, 0.0)
+        b = grid.flip(otf) * grid.highpass(-p[0], -p[1])  # the OTF is even
+        return a, b
+
+    def fit(self, c0: np.ndarray, c1: np.ndarray, p: np.ndarray, rounds: int) -> _Fit:
+        """Refine ``p`` from a start within half a Fourier pixel (``rounds`` filter updates)."""
+        grid = self.grid
+        c0, c1 = grid.embed(c0), grid.embed(c1)
+        p = np.asarray(p, dtype=np.float64)
+        done = 0
+        while done < rounds:
+            done += 1
+            a, b = self.filters(p)
+            b0 = sfft.ifft2(c0 * a)
+            b1 = sfft.ifft2(c1 * b)
+            tiles, y, x = _demodulate(np.conj(b0) * b1 * self.weight, grid, p, self.block)
+            delta, r = _maximise(tiles, y, x, grid.bins)
+            p = p + delta
+            if np.hypot(*(delta / np.array(grid.bins))) < _REFINE_TOL_BINS:
+                break
+        return self._result(p, r, b0, b1, a, done)
+
+    def evaluate(self, c0: np.ndarray, c1: np.ndarray, p: np.ndarray) -> _Fit:
+        """The fit quantities at a fixed ``p`` (no search)."""
+        grid = self.grid
+        p = np.asarray(p, dtype=np.float64)
+        a, b = self.filters(p)
+        b0 = sfft.ifft2(grid.embed(c0) * a)
+        b1 = sfft.ifft2(grid.embed(c1) * b)
+        ey = np.exp(-2j * np.pi * p[1] * grid.y)
+        ex = np.exp(-2j * np.pi * p[0] * grid.x)
+        r = complex(ey @ (np.conj(b0) * b1 * self.weight) @ ex)
+        return self._result(p, r, b0, b1, a, 0)
+
+    def _result(
+        self, p: np.ndarray, r: complex, b0: np.ndarray, b1: np.ndarray, a: np.ndarray,
+        rounds: int,
+    ) -> _Fit:
+        energy0 = float(np.sum(self.weight * (b0.real**2 + b0.imag**2)))
+        energy1 = float(np.sum(self.weight * (b1.real**2 + b1.imag**2)))
+        size = a.size
+        noise0 = self.weight_sum * self.noise_var * float(np.sum(a * a)) / size**2
+        return _Fit(p, r, energy0, energy1, noise0, rounds)
+
+
+def _noise_variance(c0: np.ndarray, outside: np.ndarray) -> float:
+    """Noise power per Fourier bin of a band, from the bins beyond the OTF cut-off."""
+    if np.count_nonzero(outside) < _MIN_NOISE_BINS:
+        return 0.0  # no noise-only region on this grid: no correction
+    values = c0[outside]
+    return float(np.mean(values.real**2 + values.imag**2))
+
+
+def _frame_amplitudes(
+    modulated: np.ndarray, c0: np.ndarray, p: np.ndarray, grid: _Grid, noise_var: float
+) -> tuple[np.ndarray, float]:
+    """Complex amplitude ``∝ (m/2) e^{iφ_j}`` of each frame's pattern at ``p``, and its noise.
+
+    The same filtered correlation as the refinement, per frame (its pattern part:
+    ``modulated`` = frame − widefield spectra), with the shift rounded to whole Fourier
+    pixels on the camera-rate ``grid`` (a common phase error of all frames, so their
+    relative phases stay exact to first order). The noise is the standard deviation of
+    an amplitude for white noise of ``noise_var`` per Fourier bin.
+    """
+    otf = grid.otf(p[0], p[1])
+    a = otf * grid.highpass(0.0, 0.0)
+    b = grid.flip(otf) * grid.highpass(-p[0], -p[1])
+    shift = (int(round(p[1] * c0.shape[0])), int(round(p[0] * c0.shape[1])))
+    kernel = np.roll(np.conj(c0 * a), shift, axis=(0, 1)) * b
+    amplitudes = modulated.reshape(modulated.shape[0], -1) @ kernel.ravel()
+    noise = math.sqrt(noise_var * float(np.sum(kernel.real**2 + kernel.imag**2)))
+    return amplitudes, noise
+
+
+def _check_consistent(amplitudes: np.ndarray, noise: float, angle: int, frames: list[int]
+                      ) -> None:
+    """Refuse an angle whose frames do not all carry its pattern (wrongly grouped frames)."""
+    if noise <= 0:
+        return
+    snr = np.abs(amplitudes) / noise
+    if snr.max() >= _CONSISTENT_SNR and snr.min() < _CONSISTENT_RATIO * snr.max():
+        weak = [frames[j] for j in np.flatnonzero(snr < _CONSISTENT_RATIO * snr.max())]
+        raise FrameOrderError(
+            f"raw frames {weak} carry almost none of the pattern that the other frames of "
+            f"angle {angle} (frames {frames}) carry (pattern signal-to-noise "
+            + ", ".join(f"{v:.0f}" for v in snr)
+            + "): the frames of an angle are not consecutive as documented (angle-major: "
+            "frame = angle × n_phases + phase), or a frame lacks its pattern",
+            found="inconsistent",
+        )
+
+
+def _phase_steps(amplitudes: np.ndarray) -> tuple[float, ...]:
+    """Phase of each frame relative to the first, in [0, 2π)."""
+    relative = np.angle(amplitudes * np.conj(amplitudes[0]))
+    return tuple(float(v) for v in np.mod(relative, 2 * np.pi))
+
+
+def _check_phase_order(amplitudes: np.ndarray, angle: int) -> None:
+    """≥ 4 phases: refuse frames whose measured phases are out of order within an angle."""
+    n = amplitudes.shape[0]
+    if n < 4:
+        return  # any order of 3 equidistant phases is equidistant (maybe with −p)
+    nominal = np.exp(-2j * np.pi * np.arange(n) / n)
+    given = abs(np.sum(amplitudes * nominal))
+    relative = np.angle(amplitudes * np.conj(amplitudes[0]))
+    slots = np.mod(np.rint(relative * n / (2 * np.pi)).astype(int), n)
+    if sorted(slots.tolist()) != list(range(n)) or np.array_equal(slots, np.arange(n)):
+        return
+    measured = abs(np.sum(amplitudes * np.exp(-2j * np.pi * slots / n)))
+    if measured > _SHUFFLE_GAIN * given:
+        order = [int(np.flatnonzero(slots == s)[0]) for s in range(n)]
+        raise FrameOrderError(
+            f"angle {angle}: the measured phases put its frames in the order {order} "
+            f"(frame j of the angle should carry phase 2πj/{n}); the phases are shuffled "
+            "within the angle. Reorder the stack, e.g. raw[a * n_phases + order]",
+            found="phases shuffled",
+        )
+
+
+# ------------------------------------------------------------------ frame order
+
+
+def _pattern_similarity(spectra: np.ndarray, cutoff: float) -> np.ndarray:
+    """Similarity of the pattern parts of all frames, ``(P, P)``; ≈ 1 for one angle.
+
+    The pattern part of a frame (frame minus the mean of all frames, which is the
+    widefield image ``W`` since the phases of every angle are equidistant) holds the
+    specimen spectrum moved to ``±p`` of the frame's angle, so its cross-correlation
+    with ``W`` (both OTF-divided, as in the coarse search) has sharp peaks at ``±p``.
+    Each frame's map is divided by the per-shift median over all frames (the common
+    background: support overlap, specimen; fewer than half the frames share a peak);
+    what exceeds the largest value noise reaches (``ln`` of the number of shifts) is
+    the frame's peak signature, and frames with the same peaks share an angle.
+    """
+    p = spectra.shape[0]
+    grid = _Grid(spectra.shape[1:], cutoff, _ORDER_MAX_SHIFT * cutoff)
+    search = _CoarseSearch(grid)
+    rho = grid.rho
+    annulus = (rho >= _ORDER_MIN_SHIFT * cutoff) & (rho <= _ORDER_MAX_SHIFT * cutoff)
+    annulus &= search.enough_overlap
+    widefield = spectra.mean(axis=0)
+    reference = np.conj(sfft.fft2((grid.embed(widefield) * search.inverse_dc).astype(
+        np.complex64)))
+    maps = np.empty((p, int(np.count_nonzero(annulus))), dtype=np.float32)
+    for j in range(p):
+        pattern = (grid.embed(spectra[j] - widefield) * search.inverse).astype(np.complex64)
+        cross = sfft.ifft2(reference * sfft.fft2(pattern))[annulus]
+        maps[j] = cross.real**2 + cross.imag**2
+    ratio = maps / np.maximum(np.median(maps, axis=0), 1e-30)
+    signature = np.clip(ratio - _ORDER_NOISE_FACTOR * math.log(max(maps.shape[1], 2)), 0.0, None)
+    norms = np.linalg.norm(signature, axis=1)
+    norms[norms == 0] = 1.0
+    unit = signature / norms[:, None]
+    return unit @ unit.T
+
+
+def _contrast(similarity: np.ndarray, groups: list[tuple[int, ...]]) -> float:
+    """Mean similarity within the groups minus mean similarity between them."""
+    p = similarity.shape[0]
+    label = np.empty(p, dtype=int)
+    for g, members in enumerate(groups):
+        label[list(members)] = g
+    same = label[:, None] == label[None, :]
+    off_diagonal = ~np.eye(p, dtype=bool)
+    within, between = same & off_diagonal, ~same
+    if not within.any() or not between.any():
+        return 0.0
+    return float(similarity[within].mean() - similarity[between].mean())
+
+
+def _best_groups(similarity: np.ndarray, n_angles: int, n_phases: int) -> list[tuple[int, ...]]:
+    """Greedy grouping into ``n_angles`` groups of ``n_phases`` alike frames, then swaps."""
+    remaining = list(range(similarity.shape[0]))
+    groups: list[list[int]] = []
+    for _ in range(n_angles - 1):
+        sub = similarity[np.ix_(remaining, remaining)].copy()
+        np.fill_diagonal(sub, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        group = [remaining[i], remaining[j]]
+        while len(group) < n_phases:
+            others = [k for k in remaining if k not in group]
+            scores = similarity[np.ix_(others, group)].mean(axis=1)
+            group.append(others[int(np.argmax(scores))])
+        groups.append(group)
+        remaining = [k for k in remaining if k not in group]
+    groups.append(remaining)
+    improved = True
+    while improved:  # swap pairs of frames between groups while that helps
+        improved = False
+        best = _contrast(similarity, [tuple(g) for g in groups])
+        for g1 in range(n_angles):
+            for g2 in range(g1 + 1, n_angles):
+                for i1 in range(n_phases):
+                    for i2 in range(n_phases):
+                        groups[g1][i1], groups[g2][i2] = groups[g2][i2], groups[g1][i1]
+                        score = _contrast(similarity, [tuple(g) for g in groups])
+                        if score > best + 1e-12:
+                            best, improved = score, True
+                        else:
+                            groups[g1][i1], groups[g2][i2] = groups[g2][i2], groups[g1][i1]
+    return sorted(tuple(sorted(g)) for g in groups)
+
+
+def _layout_groups(n_angles: int, n_phases: int, order: str) -> list[tuple[int, ...]]:
+    permutation = frame_permutation(n_angles, n_phases, order)
+    return [tuple(sorted(permutation[a * n_phases : (a + 1) * n_phases])) for a in range(n_angles)]
+
+
+def _order_check(
+    spectra: np.ndarray, n_angles: int, n_phases: int, cutoff: float, expected: str
+) -> FrameOrderCheck:
+    """Which layout the frames' pattern spectra fit (see :func:`detect_frame_order`)."""
+    if n_angles < 2:
+        return FrameOrderCheck("undetermined", (), 0.0, 0.0)
+    similarity = _pattern_similarity(spectra, cutoff)
+    best = _best_groups(similarity, n_angles, n_phases)
+    best_contrast = _contrast(similarity, best)
+    layouts = {order: _layout_groups(n_angles, n_phases, order) for order in FRAME_ORDERS}
+    contrasts = {order: _contrast(similarity, groups) for order, groups in layouts.items()}
+    expected_contrast = contrasts[expected]
+    if best_contrast < _ORDER_MIN_CONTRAST:
+        found = "undetermined"
+    elif expected_contrast >= best_contrast - _ORDER_TOLERANCE:
+        found = expected
+    else:
+        fitting = [o for o in FRAME_ORDERS if contrasts[o] >= best_contrast - _ORDER_TOLERANCE]
+        found = max(fitting, key=contrasts.__getitem__) if fitting else "unknown"
+    if found in layouts:
+        best = layouts[found]
+        best_contrast = contrasts[found]
+    return FrameOrderCheck(found, tuple(best), best_contrast, expected_contrast)
+
+
+def _describe(check: FrameOrderCheck, expected: str) -> str:
+    groups = ", ".join("(" + ", ".join(str(i) for i in g) + ")" for g in check.groups)
+    return (
+        f"frames {groups} share a pattern angle (grouping contrast {check.contrast:.2f}, "
+        f"{check.expected_contrast:.2f} for {expected})"
+    )
+
+
+def _resolve_order(
+    check: FrameOrderCheck,
+    expected: str,
+    reorder: bool,
+    n_phases: int,
+    evidence: str,
+) -> tuple[str, tuple[str, ...]]:
+    """The layout to read the stack in, and a note if it differs from ``expected``.
+
+    Raises:
+        FrameOrderError: the frames fit the other layout and ``reorder`` is False, or
+            they fit no known layout.
+    """
+    if check.found in (expected, "undetermined"):
+        return expected, ()
+    if check.found in FRAME_ORDERS:
+        message = f"the raw frames are in {check.found} order, not {expected}: {evidence}"
+        if not reorder:
+            raise FrameOrderError(
+                message + f"; reorder the stack or pass frame_order={check.found!r}",
+                found=check.found, groups=check.groups,
+            )
+        note = message + f"; read as {check.found}"
+        warnings.warn(note, FrameOrderWarning, stacklevel=3)
+        return check.found, (note,)
+    raise FrameOrderError(
+        f"the raw frames fit neither angle-major nor phase-major order: {evidence}; "
+        f"reorder the stack to angle-major (frame = angle × {n_phases} + phase)",
+        found="unknown", groups=check.groups,
+    )
+
+
+def _checked_order(
+    spectra: np.ndarray, n_angles: int, n_phases: int, cutoff: float, expected: str,
+    reorder: bool,
+) -> tuple[str, tuple[str, ...], FrameOrderCheck]:
+    """Check the layout from the frames' pattern signatures (:func:`_resolve_order`)."""
+    check = _order_check(spectra, n_angles, n_phases, cutoff, expected)
+    order, notes = _resolve_order(check, expected, reorder, n_phases, _describe(check, expected))
+    return order, notes, check
+
+
+def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
+    """Warn about (and note) angles whose frames barely show the pattern."""
+    notes = []
+    for a, r in enumerate(results):
+        snr = float(np.median(np.abs(r.amplitudes))) / r.noise if r.noise > 0 else np.inf
+        if snr < _WEAK_SNR:
+            note = (
+                f"angle {a}: the pattern is barely above the noise (median SNR per frame "
+                f"{snr:.1f}, band correlation {r.fit.correlation:.2f}); its parameters are "
+                "unreliable: more photons, a larger field of view or a guess may help"
+            )
+            warnings.warn(note, WeakPatternWarning, stacklevel=3)
+            notes.append(note)
+    return tuple(notes)
+
+
+def _pattern_snr(results: list[_AngleResult]) -> float:
+    """Total pattern signal-to-noise of all frames at their angles' wave vectors."""
+    return float(sum(np.abs(r.amplitudes).sum() / r.noise for r in results if r.noise > 0))
+
+
+# ------------------------------------------------------------------ public API
+
+
+def _check_order_name(frame_order: str) -> str:
+    if frame_order not in FRAME_ORDERS:
+        raise ValueError(f"frame_order must be one of {FRAME_ORDERS}, got {frame_order!r}")
+    return frame_order
+
+
+class _AngleResult(NamedTuple):
+    """Fit of one angle and the pattern amplitudes of its frames."""
+
+    fit: _Fit
+    amplitudes: np.ndarray
+    noise: float
+
+
+def _check_frames(
+    results: list[_AngleResult], n_angles: int, n_phases: int, order: str
+) -> None:
+    """Every frame of every angle carries that angle's pattern, phases in order."""
+    permutation = frame_permutation(n_angles, n_phases, order)
+    for a, result in enumerate(results):
+        frames = list(permutation[a * n_phases : (a + 1) * n_phases])
+        _check_consistent(result.amplitudes, result.noise, a, frames)
+        _check_phase_order(result.amplitudes, a)
+
+
+def _bands01(spectra: np.ndarray, n_angles: int, n_phases: int) -> np.ndarray:
+    """``(n_angles, 2, Y, X)``: the 0 and +1 bands (see :func:`_separate_bands`)."""
+    phases = 2 * np.pi * np.arange(n_phases) / n_phases
+    unmix = np.exp(-1j * np.outer([0, 1], phases)) / n_phases
+    grouped = spectra.reshape(n_angles, n_phases, *spectra.shape[1:])
+    return np.einsum("bj,ajyx->abyx", unmix, grouped)
+
+
+def _estimation_spectra(photons: np.ndarray, border_px: int | None) -> tuple[np.ndarray, float]:
+    """Camera-grid spectra with the estimation's border fade, and the weight's zero zone."""
+    fade, margin, ramp = _estimation_border(photons.shape[1:])
+    if border_px is not None:
+        if int(border_px) < 0:
+            raise ValueError(f"border_px must be ≥ 0, got {border_px!r}")
+        fade = int(border_px)
+    return _camera_spectra(photons, fade), (fade + margin, ramp)
+
+
+def _fit_angles(
+    spectra: np.ndarray,
+    n_angles: int,
+    n_phases: int,
+    cutoff: float,
+    weight_zone: tuple[float, float],
+    *,
+    allowed: list[np.ndarray] | None = None,
+    coarse_grid: _Grid | None = None,
+    starts: list[np.ndarray] | None = None,
+) -> list[_AngleResult]:
+    """Fit every angle: coarse search over ``allowed`` (or from ``starts``), refinement.
+
+    Returns per angle the fit, the complex pattern amplitudes of its frames and their
+    noise (:func:`_frame_amplitudes`).
+    """
+    shape = spectra.shape[1:]
+    bands = _bands01(spectra, n_angles, n_phases)
+    if starts is None:
+        assert allowed is not None and coarse_grid is not None
+        search = _CoarseSearch(coarse_grid)
+        candidates = []
+        for a in range(n_angles):
+            found = search.candidates(bands[a, 0], bands[a, 1], allowed[a])
+            if not found:
+                raise ValueError(
+                    f"angle {a}: no pattern frequency candidate in the search range (no "
+                    "structure in the frames, or a k_fraction_range / guess that excludes it)"
+                )
+            candidates.append(found)
+    else:
+        candidates = [[np.asarray(s, dtype=np.float64)] for s in starts]
+    largest = max(float(np.hypot(*c)) for found in candidates for c in found)
+    grid = _Grid(shape, cutoff, largest + 4 * max(1.0 / n for n in shape))
+    camera_grid = grid if grid.shape == grid.camera_shape else _Grid(
+        shape, cutoff, 0.0, camera_rate=True
+    )
+    outside = camera_grid.rho > _NOISE_REGION * cutoff
+    frame_noise = float(np.mean([_noise_variance(f, outside) for f in spectra]))
+    modulated = spectra - spectra.mean(axis=0)
+    weight = grid.inner_weight(*weight_zone)
+    results = []
+    for a, found in enumerate(candidates):
+        c0, c1 = bands[a, 0], bands[a, 1]
+        refiner = _Refiner(grid, weight, _noise_variance(c0, outside))
+        if len(found) > 1:  # keep the candidate that fits best after one filter update
+            trials = [refiner.fit(c0, c1, p, rounds=1) for p in found]
+            start = max(trials, key=lambda f: f.correlation).p
+        else:
+            start = found[0]
+        fit = refiner.fit(c0, c1, start, rounds=_REFINE_ROUNDS)
+        amplitudes, noise = _frame_amplitudes(
+            modulated[a * n_phases : (a + 1) * n_phases], c0, fit.p, camera_grid, frame_noise
+        )
+        results.append(_AngleResult(fit, amplitudes, noise))
+    return results
+
+
+def _parameters(
+    results: list[_AngleResult],
+    centre: tuple[float, float],
+    *,
+    na: float,
+    wavelength_nm: float,
+    pixel_size_nm: float,
+    n_phases: int,
+    frame_shape: tuple[int, int],
+    frame_order: str,
+    notes: tuple[str, ...],
+) -> SimParameters:
+    return SimParameters(
+        angles=tuple(r.fit.angle_parameters(centre) for r in results),
+        na=na,
+        wavelength_nm=wavelength_nm,
+        pixel_size_nm=pixel_size_nm,
+        n_phases=n_phases,
+        frame_shape=frame_shape,
+        frame_order=frame_order,
+        phase_steps_rad=tuple(_phase_steps(r.amplitudes) for r in results),
+        correlation=tuple(r.fit.correlation for r in results),
+        notes=notes,
+    )
+
+
+def _reordered(spectra: np.ndarray, n_angles: int, n_phases: int, order: str) -> np.ndarray:
+    if order == "angle-major":
+        return spectra
+    return spectra[list(frame_permutation(n_angles, n_phases, order))]
+
+
+def detect_frame_order(
+    raw: np.ndarray,
+    *,
+    na: float,
+    wavelength_nm: float,
+    pixel_size_nm: float,
+    n_angles: int = 3,
+    n_phases: int = 3,
+    camera: SCMOSCamera | None = None,
+    expected: str = "angle-major",
+) -> FrameOrderCheck:
+    """Tell from the data which frames share a pattern angle, hence the stack's layout.
+
+    The pattern part of each frame (frame − mean of all frames) has its power around
+    ``±p`` of its angle; frames with alike binned power spectra share an angle. The
+    frames are grouped by that similarity and the grouping compared with the
+    angle-major (frame ``a * n_phases + j``) and phase-major (frame ``j * n_angles + a``)
+    layouts. Phases within an angle are not checked here (:func:`estimate_parameters`
+    does with ≥ 4 phases; any order of 3 equidistant phases is equidistant).
+
+    Args:
+        raw: ``"PYX"`` stack, ``P = n_angles × n_phases``; photons or ADU with ``camera``.
+        na, wavelength_nm, pixel_size_nm: optics (sets the OTF cut-off).
+        n_angles, n_phases: acquisition layout.
+        camera: convert ADU to photons with this camera.
+        expected: the layout reported when it fits as well as the best grouping.
+
+    Returns:
+        :class:`~fluorofpga.microscope.sim_params.FrameOrderCheck`.
+    """
+    n_angles, n_phases = _check_layout(n_angles, n_phases)
+    expected = _check_order_name(expected)
+    photons = _to_photons(raw, n_angles * n_phases, camera)
+    cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
+    spectra, _ = _estimation_spectra(photons, None)
+    return _order_check(spectra, n_angles, n_phases, cutoff, expected)
 
 
 def estimate_parameters(
@@ -304,18 +1064,22 @@ def estimate_parameters(
     n_phases: int = 3,
     camera: SCMOSCamera | None = None,
     k_fraction_range: tuple[float, float] = (0.3, 1.5),
-    guess: list[AngleParameters] | None = None,
+    guess: list[AngleParameters] | SimParameters | None = None,
     guess_radius_fraction: float = 0.05,
     border_px: int | None = None,
-) -> list[AngleParameters]:
+    frame_order: str = "angle-major",
+    reorder: bool = True,
+) -> SimParameters:
     """Estimate each angle's pattern wave vector, phase and modulation from raw SIM data.
 
-    See the module docstring for the method. The phase steps within an angle are
-    assumed equidistant and increasing (``2π j / n_phases``); the estimated wave vector
-    is the one whose +1 band carries ``e^{+iφ_j}``.
+    See the module docstring for the method (coarse FFT correlation, then an exact
+    sub-pixel maximisation of the filtered band correlation). The phase steps within an
+    angle are assumed equidistant and increasing (``2π j / n_phases``); the estimated
+    wave vector is the one whose +1 band carries ``e^{+iφ_j}``. The stack's layout is
+    checked first (:func:`detect_frame_order`).
 
     Args:
-        raw: ``"PYX"`` stack, ``P = n_angles × n_phases``, angles outermost; photons
+        raw: ``"PYX"`` stack, ``P = n_angles × n_phases``, in ``frame_order``; photons
             (float, ≥ 0) or, with ``camera``, ADU.
         na, wavelength_nm: objective aperture and emission wavelength (nm).
         pixel_size_nm: camera pixel size in the sample plane (nm).
@@ -323,18 +1087,33 @@ def estimate_parameters(
         camera: convert ADU to photons with this camera's offset, gain and QE.
         k_fraction_range: search range of ``|p|`` as a fraction of the cut-off ``2NA/λ``.
         guess: approximate wave vectors (one per angle, e.g. the instrument's nominal
-            pattern): the search is then limited to ``guess_radius_fraction`` × cut-off
-            around each. Needed for scenes whose spectrum is dominated by a few
-            straight lines (along a line the pattern's component is unobservable).
+            pattern or earlier parameters): the search is then limited to
+            ``guess_radius_fraction`` × cut-off around each. Needed for scenes whose
+            spectrum is dominated by a few straight lines (along a line the pattern's
+            component is unobservable).
         guess_radius_fraction: search radius around a guess, fraction of the cut-off.
-        border_px: width of the border fade (camera pixels); default ``min(Y, X) // 16``.
+        border_px: width of the border fade (camera pixels); default
+            ``clip(min(Y, X) // 32, 2, 8)``.
+        frame_order: the stack's layout, ``"angle-major"`` (documented: frame
+            ``a * n_phases + j``) or ``"phase-major"`` (frame ``j * n_angles + a``).
+        reorder: when the frames clearly fit the other layout, read them in that one
+            with a :class:`~fluorofpga.microscope.sim_params.FrameOrderWarning` (default)
+            instead of raising :class:`~fluorofpga.microscope.sim_params.FrameOrderError`.
 
     Returns:
-        one :class:`~fluorofpga.microscope.sim.AngleParameters` per angle: ``kx, ky`` in
+        :class:`~fluorofpga.microscope.sim_params.SimParameters`, a sequence of one
+        :class:`~fluorofpga.microscope.sim.AngleParameters` per angle (``kx, ky`` in
         cycles per camera pixel, ``phase_rad`` of the angle's first frame at the image
-        corner, ``modulation`` ``m`` (``2 |α|``).
+        corner, ``modulation`` ``m``), with the measured phase steps, the band
+        correlation, the optics, frame shape and the layout the stack was read in.
+
+    Raises:
+        FrameOrderError: frames in no known layout, in the other layout with
+            ``reorder=False``, or (≥ 4 phases) shuffled within an angle.
+        ValueError: bad input, or no pattern found in the search range.
     """
     n_angles, n_phases = _check_layout(n_angles, n_phases)
+    frame_order = _check_order_name(frame_order)
     photons = _to_photons(raw, n_angles * n_phases, camera)
     cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
     lo, hi = k_fraction_range
@@ -348,26 +1127,175 @@ def estimate_parameters(
         )
     if not (np.isfinite(guess_radius_fraction) and guess_radius_fraction > 0):
         raise ValueError(f"guess_radius_fraction must be > 0, got {guess_radius_fraction!r}")
-    border = _default_border(photons.shape[1:]) if border_px is None else int(border_px)
-    spectra = _fine_spectra(photons, border)
-    bands = _separate_bands(spectra, n_angles, n_phases)
-    freq = _Frequencies(spectra.shape[1:], cutoff)
-    in_range = (freq.rho >= lo * cutoff) & (freq.rho <= hi * cutoff)
-    result = []
-    for a, (c0, c1, _) in enumerate(bands):
-        allowed = in_range
-        if guess is not None:
-            distance = np.hypot(freq.fx - guess[a].kx, freq.fy - guess[a].ky)
-            allowed = distance <= max(guess_radius_fraction * cutoff, abs(freq.fx[0, 1]))
-        fit = _BandFit(c0, c1, freq)
-        candidates = _coarse_peaks(c0, c1, freq, allowed)
-        if not candidates:
-            raise ValueError("no pattern frequency candidate in the search range")
-        px, py = max(candidates, key=lambda c: fit(*c)[0])
-        px, py, alpha = _refine_peak(fit, px, py)
-        phase = _origin_phase_to_corner(float(np.angle(alpha)), px, py)
-        result.append(AngleParameters(px, py, phase, float(2 * abs(alpha))))
-    return result
+    shape = photons.shape[1:]
+    spectra, weight_zone = _estimation_spectra(photons, border_px)
+    order, notes, check = _checked_order(
+        spectra, n_angles, n_phases, cutoff, frame_order, reorder
+    )
+    if guess is None:
+        grid = _Grid(shape, cutoff, hi * cutoff)
+        allowed = [(grid.rho >= lo * cutoff) & (grid.rho <= hi * cutoff)] * n_angles
+    else:
+        radius = guess_radius_fraction * cutoff
+        grid = _Grid(shape, cutoff, max(g.k_cycles_per_px for g in guess) + radius)
+        reach = max(radius, 1.5 * max(grid.bins))
+        allowed = [
+            np.hypot(grid.fy[:, None] - g.ky, grid.fx[None, :] - g.kx) <= reach for g in guess
+        ]
+
+    def fit(layout: str) -> list[_AngleResult]:
+        return _fit_angles(
+            _reordered(spectra, n_angles, n_phases, layout), n_angles, n_phases, cutoff,
+            weight_zone, allowed=allowed, coarse_grid=grid,
+        )
+
+    results = fit(order)
+    if check.found == "undetermined" and n_angles > 1:
+        # Single frames too noisy to group: compare the fits of both layouts instead.
+        other = next(o for o in FRAME_ORDERS if o != order)
+        try:
+            alternative = fit(other)
+        except ValueError:
+            alternative = []
+        snr, other_snr = _pattern_snr(results), _pattern_snr(alternative)
+        if other_snr > _LAYOUT_SNR_GAIN * snr:
+            found = FrameOrderCheck(other, tuple(_layout_groups(n_angles, n_phases, other)),
+                                    check.contrast, check.expected_contrast)
+            order, notes = _resolve_order(
+                found, order, reorder, n_phases,
+                f"read that way the frames carry {other_snr:.0f} (total pattern SNR) against "
+                f"{snr:.0f}",
+            )
+            results = alternative
+        else:
+            notes = (
+                f"frame order not verified from single frames (pattern too weak); the "
+                f"{order} reading carries pattern SNR {snr:.0f}, {other} {other_snr:.0f}",
+            )
+    _check_frames(results, n_angles, n_phases, order)
+    notes += _weak_angles(results)
+    return _parameters(
+        results, _Grid(shape, cutoff, 0.0, camera_rate=True).centre,
+        na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm, n_phases=n_phases,
+        frame_shape=shape, frame_order=order, notes=notes,
+    )
+
+
+def check_parameters(
+    raw: np.ndarray,
+    params: SimParameters,
+    *,
+    na: float,
+    wavelength_nm: float,
+    pixel_size_nm: float,
+    camera: SCMOSCamera | None = None,
+    border_px: int | None = None,
+    min_correlation_ratio: float = DRIFT_MIN_CORRELATION_RATIO,
+    max_frequency_drift: float = DRIFT_MAX_FREQUENCY,
+    max_angle_drift_rad: float = DRIFT_MAX_ANGLE_RAD,
+    max_phase_drift_rad: float = DRIFT_MAX_PHASE_RAD,
+) -> ParameterCheck:
+    """Do stored parameters still fit a new stack? (drift detection for live SIM).
+
+    Re-estimates every angle starting at the stored wave vector (no blind search, so
+    cheaper than :func:`estimate_parameters`) and compares: the band correlation at the
+    stored wave vector against the re-estimated one, the frequency, direction and phase
+    changes. A live instrument estimates once, then calls this per stack (or every few
+    stacks) and switches to ``check.current`` when ``check.ok`` is False.
+
+    Args:
+        raw: ``"PYX"`` stack in the layout of ``params``; photons or ADU with ``camera``.
+        params: the stored parameters (e.g. :meth:`SimParameters.load`).
+        na, wavelength_nm, pixel_size_nm: optics of ``raw`` (must match ``params``).
+        camera: convert ADU to photons with this camera.
+        border_px: border fade width as in :func:`estimate_parameters`.
+        min_correlation_ratio: drift when correlation(stored) / correlation(now) is lower.
+        max_frequency_drift: drift when ``|k_now − k_stored| / |k_stored|`` is larger.
+        max_angle_drift_rad: drift when the pattern direction turned by more.
+        max_phase_drift_rad: drift when the first frame's phase moved by more.
+
+    Returns:
+        :class:`~fluorofpga.microscope.sim_params.ParameterCheck`.
+
+    Raises:
+        SimParametersMismatch: ``params`` were estimated for other optics or layout.
+        FrameOrderError: the stack is not in the layout of ``params``.
+    """
+    if not isinstance(params, SimParameters):
+        raise TypeError(
+            f"params must be SimParameters (estimate_parameters or SimParameters.load), "
+            f"got {type(params).__name__}"
+        )
+    photons = _to_photons(raw, None, camera)
+    params.check_compatible(
+        na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm,
+        n_frames=photons.shape[0], frame_shape=photons.shape[1:],
+    )
+    n_angles, n_phases = _check_layout(params.n_angles, params.n_phases)
+    cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
+    shape = photons.shape[1:]
+    spectra, weight_zone = _estimation_spectra(photons, border_px)
+    _checked_order(spectra, n_angles, n_phases, cutoff, params.frame_order, reorder=False)
+    spectra = _reordered(spectra, n_angles, n_phases, params.frame_order)
+    stored = [np.array([p.kx, p.ky]) for p in params]
+    results = _fit_angles(spectra, n_angles, n_phases, cutoff, weight_zone, starts=stored)
+    grid = _Grid(shape, cutoff, max(p.k_cycles_per_px for p in params) * 1.05)
+    weight = grid.inner_weight(*weight_zone)
+    bands = _bands01(spectra, n_angles, n_phases)
+    ratios = []
+    _check_frames(results, n_angles, n_phases, params.frame_order)
+    for a, result in enumerate(results):
+        fit = result.fit
+        at_stored = _Refiner(grid, weight, 0.0).evaluate(bands[a, 0], bands[a, 1], stored[a])
+        ratios.append(at_stored.correlation / fit.correlation if fit.correlation > 0 else 0.0)
+    if min(ratios) < min_correlation_ratio:  # far off: search around the stored vectors
+        results = _fit_angles(
+            spectra, n_angles, n_phases, cutoff, weight_zone,
+            allowed=[
+                np.hypot(grid.fy[:, None] - s[1], grid.fx[None, :] - s[0]) <= 0.05 * cutoff
+                for s in stored
+            ],
+            coarse_grid=grid,
+        )
+    current = _parameters(
+        results, grid.centre, na=na, wavelength_nm=wavelength_nm,
+        pixel_size_nm=pixel_size_nm, n_phases=n_phases, frame_shape=shape,
+        frame_order=params.frame_order, notes=(),
+    )
+    frequency, direction, phase, reasons = [], [], [], []
+    for a, (old, new) in enumerate(zip(params, current, strict=True)):
+        frequency.append(float(np.hypot(new.kx - old.kx, new.ky - old.ky) / old.k_cycles_per_px))
+        direction.append(_wrap(new.angle_rad - old.angle_rad))
+        phase.append(_wrap(new.phase_rad - old.phase_rad))
+        if ratios[a] < min_correlation_ratio:
+            reasons.append(
+                f"angle {a}: band correlation at the stored wave vector is {ratios[a]:.2f} of "
+                f"the re-estimated one (< {min_correlation_ratio:g})"
+            )
+        if frequency[a] > max_frequency_drift:
+            reasons.append(
+                f"angle {a}: wave vector moved by {100 * frequency[a]:.4f} % of |k| "
+                f"(> {100 * max_frequency_drift:.4f} %)"
+            )
+        if abs(direction[a]) > max_angle_drift_rad:
+            reasons.append(
+                f"angle {a}: pattern turned by {np.rad2deg(direction[a]) * 1e3:.1f} mdeg "
+                f"(> {np.rad2deg(max_angle_drift_rad) * 1e3:.1f} mdeg)"
+            )
+        if abs(phase[a]) > max_phase_drift_rad:
+            reasons.append(
+                f"angle {a}: phase moved by {phase[a]:.3f} rad (> {max_phase_drift_rad:g} rad)"
+            )
+    return ParameterCheck(
+        ok=not reasons,
+        reasons=tuple(reasons),
+        correlation_ratio=tuple(float(r) for r in ratios),
+        frequency_drift=tuple(frequency),
+        angle_drift_rad=tuple(direction),
+        phase_drift_rad=tuple(phase),
+        modulation=tuple(p.modulation for p in current),
+        current=current,
+    )
 
 
 def _apodization(freq: _Frequencies, extended_cutoff: float, kind: Apodization) -> np.ndarray:
@@ -387,7 +1315,7 @@ def _apodization(freq: _Frequencies, extended_cutoff: float, kind: Apodization) 
 
 def wiener_sim(
     raw: np.ndarray,
-    params: list[AngleParameters],
+    params: SimParameters | list[AngleParameters] | None = None,
     *,
     na: float,
     wavelength_nm: float,
@@ -397,6 +1325,9 @@ def wiener_sim(
     camera: SCMOSCamera | None = None,
     border_px: int | None = None,
     clip_negative: bool = True,
+    n_angles: int = 3,
+    frame_order: str | None = None,
+    reorder: bool = True,
 ) -> np.ndarray:
     """Generalised Wiener SIM reconstruction on the 2× grid.
 
@@ -409,44 +1340,85 @@ def wiener_sim(
     :func:`~fluorofpga.microscope.sim.sim_ground_truth`; ``"triangle"``, ``"cosine"``
     and ``"none"`` (hard cut-off, rings) are the usual alternatives.
 
+    The stack's layout is checked (:func:`detect_frame_order`) before anything else: a
+    stack in the other layout is reordered with a
+    :class:`~fluorofpga.microscope.sim_params.FrameOrderWarning` (or refused with
+    ``reorder=False``), frames in no known layout raise
+    :class:`~fluorofpga.microscope.sim_params.FrameOrderError`.
+
     Args:
-        raw: ``"PYX"`` stack, angles outermost; photons (float, ≥ 0) or ADU with
-            ``camera``. ``n_phases`` is ``P / len(params)``.
-        params: one :class:`~fluorofpga.microscope.sim.AngleParameters` per angle, e.g.
-            from :func:`estimate_parameters`.
+        raw: ``"PYX"`` stack; photons (float, ≥ 0) or ADU with ``camera``.
+        params: :class:`~fluorofpga.microscope.sim_params.SimParameters` (reused without
+            re-estimation after checking they were estimated for this optics, frame
+            count and shape; their ``frame_order`` is the stack's layout), a list of
+            :class:`~fluorofpga.microscope.sim.AngleParameters` (one per angle;
+            ``n_phases = P / len(params)``), or None to estimate them from ``raw``
+            (:func:`estimate_parameters`).
         na, wavelength_nm, pixel_size_nm: optics (camera pixel size, nm).
         wiener_w: Wiener parameter ``w`` (> 0); larger is smoother and less noisy.
         apodization: see above.
         camera: convert ADU to photons with this camera.
         border_px: border fade width (camera pixels); default ``min(Y, X) // 16``.
         clip_negative: clip the Wiener ringing below 0 (default), else return as is.
+        n_angles: number of angles when ``params`` is None.
+        frame_order: the stack's layout (``"angle-major"`` or ``"phase-major"``); default
+            that of ``params``, else angle-major.
+        reorder: see above.
 
     Returns:
         float64 ``(2Y, 2X)`` image in photons per camera-pixel area (its mean is
         about the widefield mean), fine pixels ``2i, 2i+1`` halving camera pixel ``i``.
+
+    Raises:
+        SimParametersMismatch: ``params`` estimated for other optics, frame count or shape.
+        FrameOrderError: see above.
     """
-    if len(params) < 1 or not all(isinstance(p, AngleParameters) for p in params):
-        raise ValueError("params must be a non-empty list of AngleParameters, one per angle")
-    n_angles = len(params)
     photons = _to_photons(raw, None, camera)
+    if not (np.isfinite(wiener_w) and wiener_w > 0):
+        raise ValueError(f"wiener_w must be > 0, got {wiener_w!r}")
+    if params is None:
+        params = estimate_parameters(
+            photons, na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm,
+            n_angles=n_angles, n_phases=max(photons.shape[0] // max(int(n_angles), 1), 1),
+            frame_order=frame_order or "angle-major", reorder=reorder,
+        )
+        frame_order = None
+    if isinstance(params, SimParameters):
+        params.check_compatible(
+            na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm,
+            n_frames=photons.shape[0], frame_shape=photons.shape[1:],
+        )
+        if frame_order is not None and frame_order != params.frame_order:
+            raise FrameOrderError(
+                f"frame_order={frame_order!r} but the parameters were estimated on a "
+                f"{params.frame_order} stack; pass that layout or re-estimate",
+                found=str(frame_order),
+            )
+        expected = params.frame_order
+    else:
+        params = list(params)
+        if len(params) < 1 or not all(isinstance(p, AngleParameters) for p in params):
+            raise ValueError("params must be a non-empty list of AngleParameters, one per angle")
+        expected = _check_order_name(frame_order or "angle-major")
+    n_angles = len(params)
     if photons.shape[0] % n_angles:
         raise ValueError(
             f"raw has {photons.shape[0]} frames, not a multiple of the {n_angles} angles "
             "in params"
         )
     n_angles, n_phases = _check_layout(n_angles, photons.shape[0] // n_angles)
-    if not (np.isfinite(wiener_w) and wiener_w > 0):
-        raise ValueError(f"wiener_w must be > 0, got {wiener_w!r}")
     cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
     border = _default_border(photons.shape[1:]) if border_px is None else int(border_px)
-    spectra = _fine_spectra(photons, border)
+    camera_spectra = _camera_spectra(photons, border)
+    order, _, _ = _checked_order(camera_spectra, n_angles, n_phases, cutoff, expected, reorder)
+    spectra = _fine_spectra(_reordered(camera_spectra, n_angles, n_phases, order))
     bands = _separate_bands(spectra, n_angles, n_phases)
     freq = _Frequencies(spectra.shape[1:], cutoff)
 
     numerator = np.zeros(freq.shape, dtype=np.complex128)
     denominator = np.zeros(freq.shape, dtype=np.float64)
+    o0 = freq.otf()
     for (c0, c_plus, c_minus), p in zip(bands, params, strict=True):
-        o0 = freq.otf()
         numerator += o0 * c0
         denominator += o0**2
         phase = _corner_phase_to_origin(p.phase_rad, p.kx, p.ky)
