@@ -465,6 +465,7 @@ class _Fit:
         self.energy1 = energy1
         self.noise0 = noise0
         self.rounds = rounds
+        self.brightness = 1.0  # this angle's 0 band over the reference's (modulation scale)
 
     @property
     def correlation(self) -> float:
@@ -476,7 +477,7 @@ class _Fit:
     def angle_parameters(self, centre: tuple[float, float]) -> AngleParameters:
         """Wave vector, corner phase and modulation ``2|α|`` (noise-corrected)."""
         signal0 = max(self.energy0 - self.noise0, _MIN_SIGNAL_FRACTION * self.energy0)
-        alpha = self.r_centre / signal0 if signal0 > 0 else 0j
+        alpha = self.r_centre / (signal0 * self.brightness) if signal0 > 0 else 0j
         px, py = (float(v) for v in self.p)
         phase = _wrap(float(np.angle(alpha)) - 2 * np.pi * (px * centre[0] + py * centre[1]))
         return AngleParameters(px, py, phase, float(2 * abs(alpha)))
@@ -573,11 +574,7 @@ class _Refiner:
 
     def filters(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``A(k) = OTF(k+p) h(k)`` for the 0 band, ``B(k) = OTF(k−p) h(k−p)`` for +1."""
-        grid = self.grid
-        otf = grid.otf(p[0], p[1])
-        a = otf * grid.highpass(0.0, 0.0)
-        b = grid.flip(otf) * grid.highpass(-p[0], -p[1])  # the OTF is even
-        return a, b
+        return _filters_on(self.grid, p)
 
     def fit(self, c0: np.ndarray, c1: np.ndarray, p: np.ndarray, rounds: int) -> _Fit:
         """Refine ``p`` from a start within half a Fourier pixel (``rounds`` filter updates)."""
@@ -628,6 +625,12 @@ def _noise_variance(c0: np.ndarray, outside: np.ndarray) -> float:
     return float(np.mean(values.real**2 + values.imag**2))
 
 
+def _filters_on(grid: _Grid, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``A(k) = OTF(k+p) h(k)`` for the 0 band, ``B(k) = OTF(k−p) h(k−p)`` for +1."""
+    otf = grid.otf(p[0], p[1])
+    return otf * grid.highpass(0.0, 0.0), grid.flip(otf) * grid.highpass(-p[0], -p[1])
+
+
 def _frame_amplitudes(
     modulated: np.ndarray, c0: np.ndarray, p: np.ndarray, grid: _Grid, noise_var: float
 ) -> tuple[np.ndarray, float]:
@@ -639,14 +642,23 @@ def _frame_amplitudes(
     relative phases stay exact to first order). The noise is the standard deviation of
     an amplitude for white noise of ``noise_var`` per Fourier bin.
     """
-    otf = grid.otf(p[0], p[1])
-    a = otf * grid.highpass(0.0, 0.0)
-    b = grid.flip(otf) * grid.highpass(-p[0], -p[1])
+    a, b = _filters_on(grid, p)
     shift = (int(round(p[1] * c0.shape[0])), int(round(p[0] * c0.shape[1])))
     kernel = np.roll(np.conj(c0 * a), shift, axis=(0, 1)) * b
     amplitudes = modulated.reshape(modulated.shape[0], -1) @ kernel.ravel()
     noise = math.sqrt(noise_var * float(np.sum(kernel.real**2 + kernel.imag**2)))
     return amplitudes, noise
+
+
+def _brightness(
+    c0: np.ndarray, reference: np.ndarray, a: np.ndarray, noise: float, reference_noise: float
+) -> float:
+    """Signal amplitude of an angle's 0 band relative to the reference (filtered by ``a``)."""
+    a2 = a * a
+    own = float(np.sum(a2 * (c0.real**2 + c0.imag**2))) - noise * float(a2.sum())
+    ref = float(np.sum(a2 * (reference.real**2 + reference.imag**2)))
+    ref -= reference_noise * float(a2.sum())
+    return math.sqrt(own / ref) if own > 0 and ref > 0 else 1.0
 
 
 def _check_consistent(amplitudes: np.ndarray, noise: float, angle: int, frames: list[int]
@@ -948,8 +960,9 @@ def _fit_angles(
         assert allowed is not None and coarse_grid is not None
         search = _CoarseSearch(coarse_grid)
         candidates = []
+        reference = spectra.mean(axis=0)
         for a in range(n_angles):
-            found = search.candidates(bands[a, 0], bands[a, 1], allowed[a])
+            found = search.candidates(reference, bands[a, 1], allowed[a])
             if not found:
                 raise ValueError(
                     f"angle {a}: no pattern frequency candidate in the search range (no "
@@ -965,20 +978,27 @@ def _fit_angles(
     )
     outside = camera_grid.rho > _NOISE_REGION * cutoff
     frame_noise = float(np.mean([_noise_variance(f, outside) for f in spectra]))
-    modulated = spectra - spectra.mean(axis=0)
+    widefield = spectra.mean(axis=0)  # the 0 band of every angle, with the least noise
+    widefield_noise = _noise_variance(widefield, outside)
+    modulated = spectra - widefield
     weight = grid.inner_weight(*weight_zone)
+    refiner = _Refiner(grid, weight, widefield_noise)
     results = []
     for a, found in enumerate(candidates):
-        c0, c1 = bands[a, 0], bands[a, 1]
-        refiner = _Refiner(grid, weight, _noise_variance(c0, outside))
+        c1 = bands[a, 1]
         if len(found) > 1:  # keep the candidate that fits best after one filter update
-            trials = [refiner.fit(c0, c1, p, rounds=1) for p in found]
+            trials = [refiner.fit(widefield, c1, p, rounds=1) for p in found]
             start = max(trials, key=lambda f: f.correlation).p
         else:
             start = found[0]
-        fit = refiner.fit(c0, c1, start, rounds=_REFINE_ROUNDS)
+        fit = refiner.fit(widefield, c1, start, rounds=_REFINE_ROUNDS)
+        fit.brightness = _brightness(
+            bands[a, 0], widefield, _filters_on(camera_grid, fit.p)[0],
+            _noise_variance(bands[a, 0], outside), widefield_noise,
+        )
         amplitudes, noise = _frame_amplitudes(
-            modulated[a * n_phases : (a + 1) * n_phases], c0, fit.p, camera_grid, frame_noise
+            modulated[a * n_phases : (a + 1) * n_phases], widefield, fit.p, camera_grid,
+            frame_noise,
         )
         results.append(_AngleResult(fit, amplitudes, noise))
     return results
@@ -1242,11 +1262,12 @@ def check_parameters(
     grid = _Grid(shape, cutoff, max(p.k_cycles_per_px for p in params) * 1.05)
     weight = grid.inner_weight(*weight_zone)
     bands = _bands01(spectra, n_angles, n_phases)
+    widefield = spectra.mean(axis=0)
     ratios = []
     _check_frames(results, n_angles, n_phases, params.frame_order)
     for a, result in enumerate(results):
         fit = result.fit
-        at_stored = _Refiner(grid, weight, 0.0).evaluate(bands[a, 0], bands[a, 1], stored[a])
+        at_stored = _Refiner(grid, weight, 0.0).evaluate(widefield, bands[a, 1], stored[a])
         ratios.append(at_stored.correlation / fit.correlation if fit.correlation > 0 else 0.0)
     if min(ratios) < min_correlation_ratio:  # far off: search around the stored vectors
         results = _fit_angles(
