@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -122,6 +123,7 @@ _ORDER_NOISE_FACTOR = 2.0  # peak signature: ratio above this × ln(number of sh
 _CONSISTENT_SNR = 8.0  # an angle whose strongest frame has this pattern SNR ...
 _CONSISTENT_RATIO = 0.3  # ... must not have a frame below this fraction of it
 _LAYOUT_SNR_GAIN = 1.5  # weak pattern: the other layout wins when its fit carries more
+_VERIFIED_SNR = 5.0  # every frame's pattern SNR above this: the frame grouping is right
 _WEAK_SNR = 3.0  # median pattern SNR of an angle's frames below this: unreliable fit
 _ORDER_MIN_SHIFT = 0.3  # pattern frequencies looked for (fraction of the cut-off) ...
 _ORDER_MAX_SHIFT = 1.5  # ... the default search range of the estimation
@@ -861,26 +863,17 @@ def _resolve_order(
     )
 
 
-def _checked_order(
-    spectra: np.ndarray, n_angles: int, n_phases: int, cutoff: float, expected: str,
-    reorder: bool,
-) -> tuple[str, tuple[str, ...], FrameOrderCheck]:
-    """Check the layout from the frames' pattern signatures (:func:`_resolve_order`)."""
-    check = _order_check(spectra, n_angles, n_phases, cutoff, expected)
-    order, notes = _resolve_order(check, expected, reorder, n_phases, _describe(check, expected))
-    return order, notes, check
-
-
 def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
     """Warn about (and note) angles whose frames barely show the pattern."""
     notes = []
     for a, r in enumerate(results):
         snr = float(np.median(np.abs(r.amplitudes))) / r.noise if r.noise > 0 else np.inf
         if snr < _WEAK_SNR:
+            correlation = f", band correlation {r.fit.correlation:.2f}" if r.fit else ""
             note = (
                 f"angle {a}: the pattern is barely above the noise (median SNR per frame "
-                f"{snr:.1f}, band correlation {r.fit.correlation:.2f}); its parameters are "
-                "unreliable: more photons, a larger field of view or a guess may help"
+                f"{snr:.1f}{correlation}); its parameters are unreliable: more photons, a "
+                "larger field of view or a guess may help"
             )
             warnings.warn(note, WeakPatternWarning, stacklevel=3)
             notes.append(note)
@@ -902,11 +895,99 @@ def _check_order_name(frame_order: str) -> str:
 
 
 class _AngleResult(NamedTuple):
-    """Fit of one angle and the pattern amplitudes of its frames."""
+    """Fit of one angle (None for given parameters) and the pattern amplitudes of its frames."""
 
-    fit: _Fit
+    fit: _Fit | None
     amplitudes: np.ndarray
     noise: float
+
+
+def _amplitudes_at(
+    spectra: np.ndarray, ps: list[np.ndarray], n_phases: int, cutoff: float,
+    fits: list[_Fit] | None = None,
+) -> list[_AngleResult]:
+    """Pattern amplitudes of every frame at its angle's wave vector ``ps[a]``."""
+    grid = _Grid(spectra.shape[1:], cutoff, 0.0, camera_rate=True)
+    outside = grid.rho > _NOISE_REGION * cutoff
+    frame_noise = float(np.mean([_noise_variance(f, outside) for f in spectra]))
+    widefield = spectra.mean(axis=0)
+    modulated = spectra - widefield
+    results = []
+    for a, p in enumerate(ps):
+        amplitudes, noise = _frame_amplitudes(
+            modulated[a * n_phases : (a + 1) * n_phases], widefield, p, grid, frame_noise
+        )
+        results.append(_AngleResult(None if fits is None else fits[a], amplitudes, noise))
+    return results
+
+
+def _verified(results: list[_AngleResult]) -> bool:
+    """Every frame of every angle clearly carries its angle's pattern (grouping right)."""
+    for r in results:
+        if r.noise <= 0:
+            return False
+        snr = np.abs(r.amplitudes) / r.noise
+        if snr.min() < _VERIFIED_SNR or snr.min() < _CONSISTENT_RATIO * snr.max():
+            return False
+    return True
+
+
+def _fit_in_order(
+    fit: Callable[[str], list[_AngleResult]],
+    spectra: np.ndarray,
+    n_angles: int,
+    n_phases: int,
+    cutoff: float,
+    expected: str,
+    reorder: bool,
+) -> tuple[str, tuple[str, ...], list[_AngleResult]]:
+    """Fit in the expected layout; if its frames do not verify, find the stack's layout.
+
+    ``fit(layout)`` fits (or evaluates) the stack read in ``layout``. When not every
+    frame clearly carries its angle's pattern, the frames' pattern signatures
+    (:func:`_order_check`) decide; when single frames are too noisy for that, the layout
+    whose fit carries clearly more pattern signal wins. A layout other than ``expected``
+    is used with a warning (``reorder``) or refused (:func:`_resolve_order`).
+    """
+    try:
+        results = fit(expected)
+    except ValueError:
+        results = None  # e.g. no pattern found: maybe the frames are grouped wrongly
+    if results is not None and (n_angles < 2 or _verified(results)):
+        return expected, (), results
+    check = _order_check(spectra, n_angles, n_phases, cutoff, expected)
+    if check.found not in (expected, "undetermined"):
+        order, notes = _resolve_order(check, expected, reorder, n_phases,
+                                      _describe(check, expected))
+        return order, notes, fit(order)
+    if results is None:
+        results = fit(expected)  # raises the error again
+    if check.found == expected or n_angles < 2:
+        return expected, (), results
+    # Single frames too noisy to group: compare the fits of both layouts instead.
+    other = next(o for o in FRAME_ORDERS if o != expected)
+    try:
+        alternative = fit(other)
+    except ValueError:
+        alternative = []
+    snr, other_snr = _pattern_snr(results), _pattern_snr(alternative)
+    plausible = bool(alternative) and all(
+        r.noise > 0 and np.median(np.abs(r.amplitudes)) >= _WEAK_SNR * r.noise
+        for r in alternative
+    )
+    if plausible and other_snr > _LAYOUT_SNR_GAIN * snr:
+        found = FrameOrderCheck(other, tuple(_layout_groups(n_angles, n_phases, other)),
+                                check.contrast, check.expected_contrast)
+        order, notes = _resolve_order(
+            found, expected, reorder, n_phases,
+            f"read that way the frames carry a total pattern SNR of {other_snr:.0f} against "
+            f"{snr:.0f}",
+        )
+        return order, notes, alternative
+    return expected, (
+        f"frame order not verified from single frames (pattern too weak); the {expected} "
+        f"reading carries a total pattern SNR of {snr:.0f}, {other} {other_snr:.0f}",
+    ), results
 
 
 def _check_frames(
@@ -977,13 +1058,10 @@ def _fit_angles(
         shape, cutoff, 0.0, camera_rate=True
     )
     outside = camera_grid.rho > _NOISE_REGION * cutoff
-    frame_noise = float(np.mean([_noise_variance(f, outside) for f in spectra]))
     widefield = spectra.mean(axis=0)  # the 0 band of every angle, with the least noise
     widefield_noise = _noise_variance(widefield, outside)
-    modulated = spectra - widefield
-    weight = grid.inner_weight(*weight_zone)
-    refiner = _Refiner(grid, weight, widefield_noise)
-    results = []
+    refiner = _Refiner(grid, grid.inner_weight(*weight_zone), widefield_noise)
+    fits = []
     for a, found in enumerate(candidates):
         c1 = bands[a, 1]
         if len(found) > 1:  # keep the candidate that fits best after one filter update
@@ -996,12 +1074,8 @@ def _fit_angles(
             bands[a, 0], widefield, _filters_on(camera_grid, fit.p)[0],
             _noise_variance(bands[a, 0], outside), widefield_noise,
         )
-        amplitudes, noise = _frame_amplitudes(
-            modulated[a * n_phases : (a + 1) * n_phases], widefield, fit.p, camera_grid,
-            frame_noise,
-        )
-        results.append(_AngleResult(fit, amplitudes, noise))
-    return results
+        fits.append(fit)
+    return _amplitudes_at(spectra, [f.p for f in fits], n_phases, cutoff, fits)
 
 
 def _parameters(
@@ -1149,9 +1223,6 @@ def estimate_parameters(
         raise ValueError(f"guess_radius_fraction must be > 0, got {guess_radius_fraction!r}")
     shape = photons.shape[1:]
     spectra, weight_zone = _estimation_spectra(photons, border_px)
-    order, notes, check = _checked_order(
-        spectra, n_angles, n_phases, cutoff, frame_order, reorder
-    )
     if guess is None:
         grid = _Grid(shape, cutoff, hi * cutoff)
         allowed = [(grid.rho >= lo * cutoff) & (grid.rho <= hi * cutoff)] * n_angles
@@ -1169,29 +1240,9 @@ def estimate_parameters(
             weight_zone, allowed=allowed, coarse_grid=grid,
         )
 
-    results = fit(order)
-    if check.found == "undetermined" and n_angles > 1:
-        # Single frames too noisy to group: compare the fits of both layouts instead.
-        other = next(o for o in FRAME_ORDERS if o != order)
-        try:
-            alternative = fit(other)
-        except ValueError:
-            alternative = []
-        snr, other_snr = _pattern_snr(results), _pattern_snr(alternative)
-        if other_snr > _LAYOUT_SNR_GAIN * snr:
-            found = FrameOrderCheck(other, tuple(_layout_groups(n_angles, n_phases, other)),
-                                    check.contrast, check.expected_contrast)
-            order, notes = _resolve_order(
-                found, order, reorder, n_phases,
-                f"read that way the frames carry {other_snr:.0f} (total pattern SNR) against "
-                f"{snr:.0f}",
-            )
-            results = alternative
-        else:
-            notes = (
-                f"frame order not verified from single frames (pattern too weak); the "
-                f"{order} reading carries pattern SNR {snr:.0f}, {other} {other_snr:.0f}",
-            )
+    order, notes, results = _fit_in_order(
+        fit, spectra, n_angles, n_phases, cutoff, frame_order, reorder
+    )
     _check_frames(results, n_angles, n_phases, order)
     notes += _weak_angles(results)
     return _parameters(
@@ -1255,10 +1306,18 @@ def check_parameters(
     cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
     shape = photons.shape[1:]
     spectra, weight_zone = _estimation_spectra(photons, border_px)
-    _checked_order(spectra, n_angles, n_phases, cutoff, params.frame_order, reorder=False)
-    spectra = _reordered(spectra, n_angles, n_phases, params.frame_order)
     stored = [np.array([p.kx, p.ky]) for p in params]
-    results = _fit_angles(spectra, n_angles, n_phases, cutoff, weight_zone, starts=stored)
+
+    def fit(layout: str) -> list[_AngleResult]:
+        return _fit_angles(
+            _reordered(spectra, n_angles, n_phases, layout), n_angles, n_phases, cutoff,
+            weight_zone, starts=stored,
+        )
+
+    _, _, results = _fit_in_order(
+        fit, spectra, n_angles, n_phases, cutoff, params.frame_order, reorder=False
+    )
+    spectra = _reordered(spectra, n_angles, n_phases, params.frame_order)
     grid = _Grid(shape, cutoff, max(p.k_cycles_per_px for p in params) * 1.05)
     weight = grid.inner_weight(*weight_zone)
     bands = _bands01(spectra, n_angles, n_phases)
@@ -1266,9 +1325,9 @@ def check_parameters(
     ratios = []
     _check_frames(results, n_angles, n_phases, params.frame_order)
     for a, result in enumerate(results):
-        fit = result.fit
+        now = result.fit.correlation
         at_stored = _Refiner(grid, weight, 0.0).evaluate(widefield, bands[a, 1], stored[a])
-        ratios.append(at_stored.correlation / fit.correlation if fit.correlation > 0 else 0.0)
+        ratios.append(at_stored.correlation / now if now > 0 else 0.0)
     if min(ratios) < min_correlation_ratio:  # far off: search around the stored vectors
         results = _fit_angles(
             spectra, n_angles, n_phases, cutoff, weight_zone,
@@ -1431,7 +1490,17 @@ def wiener_sim(
     cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
     border = _default_border(photons.shape[1:]) if border_px is None else int(border_px)
     camera_spectra = _camera_spectra(photons, border)
-    order, _, _ = _checked_order(camera_spectra, n_angles, n_phases, cutoff, expected, reorder)
+    vectors = [np.array([p.kx, p.ky]) for p in params]
+
+    def evaluate(layout: str) -> list[_AngleResult]:
+        return _amplitudes_at(
+            _reordered(camera_spectra, n_angles, n_phases, layout), vectors, n_phases, cutoff
+        )
+
+    order, _, checked = _fit_in_order(
+        evaluate, camera_spectra, n_angles, n_phases, cutoff, expected, reorder
+    )
+    _check_frames(checked, n_angles, n_phases, order)
     spectra = _fine_spectra(_reordered(camera_spectra, n_angles, n_phases, order))
     bands = _separate_bands(spectra, n_angles, n_phases)
     freq = _Frequencies(spectra.shape[1:], cutoff)
