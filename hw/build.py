@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,23 @@ class BuildUntil(str, Enum):
     BITFILE = "bitfile"  #: + IP generation, stitching, synthesis (needs Vivado)
 
 
+class MvauImpl(str, Enum):
+    """Which MVAU implementation a build asks finn-plus' ``SpecializeLayers`` for.
+
+    ``RTL`` (DSP-based ``MVAU_rtl``, finn-rtllib ``mvu``; the only MVAU that simulates here,
+    without Vitis HLS) needs thresholds outside the MVAU, so it implies
+    ``standalone_thresholds`` (activations become ``Thresholding_rtl`` layers). finn-plus
+    then makes an MVAU RTL when its weights are signed, input and weight widths are >= 2
+    bits, input, weight and accumulator widths fit the DSP (DSP48E2: activations < 18
+    bits unsigned / <= 18 signed, weights <= 27, accumulator <= 48) and, on DSP48E1 parts
+    (Zynq-7000, e.g. pynq-z2), the weights are narrow-range (no -2**(w-1)). Any other
+    MVAU stays HLS with a warning; :func:`mvau_impl_report` says which and why.
+    """
+
+    AUTO = "auto"  #: finn-plus' default: RTL only for standalone thresholds and >= 4 bits
+    RTL = "rtl"  #: prefer MVAU_rtl (``preferred_impl_style="rtl"``), standalone thresholds
+
+
 @dataclass
 class HwBuildConfig:
     """Configuration of one FINN build (saved as ``build_config.json`` next to its output).
@@ -47,6 +64,8 @@ class HwBuildConfig:
         mvau_wwidth_max: FINN's cap on an MVAU's weight-stream width, bits.
         standalone_thresholds: split activations out of the MVAUs into Thresholding
             layers; MVAUs then specialize to RTL (DSP-based) instead of HLS.
+        mvau_impl: MVAU implementation to prefer (:class:`MvauImpl`); ``"rtl"`` implies
+            standalone thresholds (see :meth:`uses_standalone_thresholds`).
         until: how far to build.
         version: config format version.
     """
@@ -59,8 +78,18 @@ class HwBuildConfig:
     io_bits: int = 8
     mvau_wwidth_max: int = 144
     standalone_thresholds: bool = False
+    mvau_impl: MvauImpl = MvauImpl.AUTO
     until: BuildUntil = BuildUntil.ESTIMATES
     version: int = BUILD_CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        """Accept the enums' string values."""
+        self.mvau_impl = MvauImpl(self.mvau_impl)
+        self.until = BuildUntil(self.until)
+
+    def uses_standalone_thresholds(self) -> bool:
+        """Thresholds as separate layers: asked for, or needed by RTL MVAUs."""
+        return self.standalone_thresholds or self.mvau_impl == MvauImpl.RTL
 
     def board_def(self) -> Board:
         """The :class:`~fluorofpga.boards.Board` this build targets."""
@@ -85,6 +114,7 @@ class HwBuildConfig:
         """Return a JSON-serialisable dict."""
         d = asdict(self)
         d["until"] = self.until.value
+        d["mvau_impl"] = self.mvau_impl.value
         return d
 
 
@@ -112,6 +142,20 @@ VIVADO_STEPS = [
 ]
 
 
+def step_prefer_rtl_mvau(model: Any, cfg: Any) -> Any:
+    """Step: ask ``SpecializeLayers`` for MVAU_rtl (``preferred_impl_style="rtl"``).
+
+    Set on every generic MVAU; finn-plus still falls back to HLS (with a warning) for an
+    MVAU that cannot be RTL (see :class:`MvauImpl`).
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        if node.op_type == "MVAU" and node.domain == "finn.custom_op.fpgadataflow":
+            getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
+    return model
+
+
 def flow_steps(cfg: HwBuildConfig) -> list[Any]:
     """The build's step list: finn-plus step names and our step callables."""
     steps: list[Any] = [
@@ -129,6 +173,8 @@ def flow_steps(cfg: HwBuildConfig) -> list[Any]:
         "step_minimize_bit_width",
         "step_generate_estimate_reports",
     ]
+    if cfg.mvau_impl == MvauImpl.RTL:
+        steps.insert(steps.index("step_specialize_layers"), step_prefer_rtl_mvau)
     if cfg.until == BuildUntil.BITFILE:
         steps += VIVADO_STEPS
     return steps
@@ -144,6 +190,8 @@ class BuildResult:
         hw_model: the folded hardware-layer graph (dataflow partition), ONNX.
         estimates: FINN's performance estimate plus summed resources.
         seconds: wall time of the build.
+        mvau_impl: per MVAU node, its implementation and why (:func:`mvau_impl_report`;
+            also written to ``report/mvau_impl.json``).
     """
 
     out_dir: Path
@@ -151,6 +199,7 @@ class BuildResult:
     hw_model: Path
     estimates: dict[str, Any]
     seconds: float
+    mvau_impl: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def build(qonnx_path: str | Path, out_dir: str | Path, cfg: HwBuildConfig) -> BuildResult:
@@ -176,7 +225,7 @@ def build(qonnx_path: str | Path, out_dir: str | Path, cfg: HwBuildConfig) -> Bu
         fpga_part=board.fpga_part,
         board=board.finn_board,
         mvau_wwidth_max=cfg.mvau_wwidth_max,
-        standalone_thresholds=cfg.standalone_thresholds,
+        standalone_thresholds=cfg.uses_standalone_thresholds(),
         generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS],
         steps=flow_steps(cfg),
         verify_steps=[],  # FINN's isclose checks are too weak; see fluorofpga.hw.verify
@@ -191,13 +240,75 @@ def build(qonnx_path: str | Path, out_dir: str | Path, cfg: HwBuildConfig) -> Bu
         raise RuntimeError(f"FINN build failed (exit {rc}); see {out_dir / 'build_dataflow.log'}")
     inter = out_dir / "intermediate_models"
     models = {p.stem: p for p in sorted(inter.glob("step_*.onnx"))}
+    impl = mvau_impl_report(models["step_specialize_layers"], board.fpga_part)
+    (out_dir / "report" / "mvau_impl.json").write_text(json.dumps(impl, indent=2))
     return BuildResult(
         out_dir=out_dir,
         intermediate_models=models,
         hw_model=models["step_minimize_bit_width"],
         estimates=read_estimates(out_dir, cfg),
         seconds=seconds,
+        mvau_impl=impl,
     )
+
+
+def mvau_impl_report(model: Any, fpgapart: str) -> dict[str, dict[str, Any]]:
+    """Which implementation each MVAU of a specialized graph got, and why not RTL.
+
+    Args:
+        model: graph after ``step_specialize_layers`` (ModelWrapper or ONNX path).
+        fpgapart: the FPGA part of the build (decides the DSP type).
+
+    Returns:
+        node name -> ``{"impl": "rtl" | "hls", "reasons": [...]}``; ``reasons`` lists what
+        keeps the MVAU from being RTL, in finn-plus' terms (empty for RTL MVAUs; for an
+        HLS MVAU without a listed reason, finn-plus' default heuristic chose HLS: build
+        with ``mvau_impl="rtl"``).
+    """
+    boot_finn()
+    from finn.util.basic import get_dsp_block, get_dsp_datapath_limits
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    if not isinstance(model, ModelWrapper):
+        model = ModelWrapper(str(model))
+    dsp = get_dsp_block(fpgapart)
+    max_act, max_weight, max_acc = get_dsp_datapath_limits(dsp)
+    report: dict[str, dict[str, Any]] = {}
+    for node in model.graph.node:
+        if not node.op_type.startswith("MVAU"):
+            continue
+        inst = getCustomOp(node)
+        idt, wdt = inst.get_input_datatype(0), inst.get_input_datatype(1)
+        acc = inst.get_accumulator_datatype().bitwidth()
+        weights = model.get_initializer(node.input[1])
+        reasons = []
+        if inst.get_nodeattr("noActivation") == 0:
+            reasons.append("thresholds inside the MVAU (build with standalone thresholds)")
+        if inst.get_nodeattr("binaryXnorMode") == 1:
+            reasons.append("binary XNOR mode")
+        if not wdt.signed():
+            reasons.append(f"unsigned weights ({wdt.get_canonical_name()})")
+        if dsp == "DSP48E1" and (weights is None or float(weights.min()) == wdt.min()):
+            reasons.append("full-range weights on DSP48E1 (needs narrow-range weights)")
+        if idt.bitwidth() < 2 or wdt.bitwidth() < 2:
+            reasons.append("input or weight width below 2 bits")
+        if idt.bitwidth() - int(idt.signed()) >= max_act:
+            reasons.append(f"{idt.get_canonical_name()} inputs exceed the {dsp} B port")
+        if wdt.bitwidth() > max_weight:
+            reasons.append(f"{wdt.get_canonical_name()} weights exceed the {dsp} A port")
+        if acc > max_acc:
+            reasons.append(f"{acc}-bit accumulator exceeds the {dsp} P port")
+        impl = "rtl" if node.op_type == "MVAU_rtl" else "hls"
+        report[node.name] = {
+            "impl": impl,
+            "reasons": [] if impl == "rtl" else reasons,
+            "input": idt.get_canonical_name(),
+            "weights": wdt.get_canonical_name(),
+            "accumulator_bits": acc,
+            "dsp": dsp,
+        }
+    return report
 
 
 def read_estimates(out_dir: str | Path, cfg: HwBuildConfig) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 Not imported by the package: :func:`fluorofpga.hw.rtlsim.simulate_layer` runs it inside
 the simulator, passing a JSON job file through the ``FLUOROFPGA_RTLSIM_JOB`` environment
-variable (input words, port prefixes, expected output beats, idle / backpressure
-probabilities, seed) and reading back ``result.json`` (output words, cycles).
+variable (input words, port prefixes, expected output beats, side inputs such as MVAU
+weights, idle / backpressure probabilities, seed) and reading back ``result.json`` (output
+words, cycles).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ RESET_CYCLES = 8  #: cycles ap_rst_n is held low
 #: AXI-Lite inputs some FINN wrappers expose even when unused: tied low
 AXILITE_INPUTS = ("AWVALID", "WVALID", "BREADY", "ARVALID", "RREADY", "AWADDR", "WDATA",
                   "WSTRB", "ARADDR")
+#: clock inputs of double-pumped variants (MVAU_rtl's ap_clk2x): tied low when unused
+UNUSED_CLOCKS = ("ap_clk2x",)
 
 
 def _job() -> dict[str, Any]:
@@ -44,16 +47,26 @@ def _random_bools(p: float, rng: random.Random) -> Iterator[bool]:
 class LayerTB:
     """Testbench of one FINN stream layer: clock, source, sink, reset, pause generators."""
 
-    def __init__(self, dut: Any, in_port: str, out_port: str) -> None:
+    def __init__(self, dut: Any, in_port: str, out_port: str,
+                 side_ports: tuple[str, ...] = ()) -> None:
         self.dut = dut
         cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
         for sig in AXILITE_INPUTS:
             handle = getattr(dut, f"s_axilite_{sig}", None)
             if handle is not None:
                 handle.value = 0
+        for clk in UNUSED_CLOCKS:
+            handle = getattr(dut, clk, None)
+            if handle is not None:
+                handle.value = 0
         # byte_lanes=1: one list element = one whole TDATA word (FINN's packed vector)
         self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, in_port), dut.ap_clk,
                                       dut.ap_rst_n, reset_active_level=False, byte_lanes=1)
+        #: further inputs driven with fixed words (MVAU weight stream in1_V)
+        self.side_sources = {
+            p: AxiStreamSource(AxiStreamBus.from_prefix(dut, p), dut.ap_clk, dut.ap_rst_n,
+                               reset_active_level=False, byte_lanes=1)
+            for p in side_ports}
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, out_port), dut.ap_clk,
                                   dut.ap_rst_n, reset_active_level=False, byte_lanes=1)
         self.out_valid = getattr(dut, f"{out_port}_TVALID")
@@ -62,10 +75,13 @@ class LayerTB:
         self.last_out_cycle = 0
         self.cycle = 0
 
-    def set_idle_generator(self, gen: Iterator[bool] | None) -> None:
-        """Random idle cycles on the input stream."""
+    def set_idle_generator(self, gen: Iterator[bool] | None,
+                           side: dict[str, Iterator[bool]] | None = None) -> None:
+        """Random idle cycles on the input stream (and on side inputs, one each)."""
         if gen is not None:
             self.source.set_pause_generator(gen)
+        for port, side_gen in (side or {}).items():
+            self.side_sources[port].set_pause_generator(side_gen)
 
     def set_backpressure_generator(self, gen: Iterator[bool] | None) -> None:
         """Random ``tready`` low on the output stream."""
@@ -93,14 +109,21 @@ class LayerTB:
 async def stream_layer(dut: Any) -> None:
     """Send the job's input words, collect exactly the expected output beats, drain."""
     job = _job()
-    tb = LayerTB(dut, job["in_port"], job["out_port"])
+    side = job.get("side_inputs", [])
+    tb = LayerTB(dut, job["in_port"], job["out_port"], tuple(si["port"] for si in side))
     rng = random.Random(job["seed"])
     if job["idle_prob"] > 0:
-        tb.set_idle_generator(_random_bools(job["idle_prob"], rng))
+        tb.set_idle_generator(
+            _random_bools(job["idle_prob"], rng),
+            {si["port"]: _random_bools(job["idle_prob"], random.Random(rng.random()))
+             for si in side})
     if job["backpressure_prob"] > 0:
         tb.set_backpressure_generator(_random_bools(job["backpressure_prob"], rng))
     await tb.reset()
     cocotb.start_soon(tb.count())
+    for si in side:  # e.g. MVAU weights, once per input vector (no TLAST: one list)
+        words = [int(w, 16) for w in si["words"]]
+        await tb.side_sources[si["port"]].send(AxiStreamFrame(words * si["repeat"]))
     in_words = [int(w, 16) for w in job["in_words"]]
     for w in in_words:  # no TLAST in FINN streams: one beat per frame
         await tb.source.send(AxiStreamFrame([w]))
@@ -128,12 +151,15 @@ async def stream_layer(dut: Any) -> None:
         await RisingEdge(dut.ap_clk)
         quiet = quiet + 1 if tb.out_handshakes == before else 0
     assert tb.source.idle(), "input not fully consumed"
+    for port, src in tb.side_sources.items():
+        assert src.idle(), f"side input {port} not fully consumed"
     extra: list[int] = []
     while not tb.sink.empty():
         extra.extend(int(w) for w in tb.sink.recv_nowait().tdata)
     # A layer may start the next frame without input (FMPadding emits the next frame's
     # top border at once): such beats must be the input-independent start of a frame.
-    assert len(extra) < n_out and extra == out_words[: len(extra)], (
+    frame = job.get("frame_beats", n_out)
+    assert len(extra) < frame and extra == out_words[: len(extra)], (
         f"{len(extra)} output beats after the frame that are not the start of a frame")
     assert tb.out_handshakes == n_out + len(extra)
     Path(job["result"]).write_text(json.dumps({

