@@ -25,6 +25,15 @@ Streams (each word zero-padded to whole bytes, element 0 in the LSBs, one pixel 
 * pixel_out ``m_axis``: the restored pixel in that format; pass-through pixels carry their
   ADU (as float32, or as the integer).
 
+Tables are loaded at run time (per camera, between frames): while a load is incomplete
+neither kernel accepts a new pixel, pixels already inside may see either table, and a
+reset (``ap_rst_n``) flushes the pixels in flight and restarts a load at entry 0 but keeps
+a loaded table. The kernels see ADU after the per-pixel part of the calibration
+(:class:`~fluorofpga.microscope.signal.PixelMaps`, applied by the host), exactly as
+``SignalTables`` does. Between pixel_in's bypass output and pixel_out, the stitched design
+needs a FIFO at least as deep as the network's latency in pixels (sized in the stitched
+simulation, rung 6).
+
 Run glue: :func:`run_kernel_tests` compiles a kernel for one parameter set (a build
 directory per set) and runs the cocotb tests of :mod:`fluorofpga.hw.cocotb_pixel` on it,
 which check every output word against :func:`pixel_in_reference` /
@@ -40,11 +49,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fluorofpga.microscope.signal import NoiseModel, SignalSpec, SignalTables
+if TYPE_CHECKING:  # imported where used: keeps `import fluorofpga.hw` light
+    from fluorofpga.microscope.signal import NoiseModel, SignalSpec, SignalTables
 
 __all__ = [
     "KERNELS",
@@ -55,6 +65,7 @@ __all__ = [
     "OutputFormat",
     "PixelKernelParams",
     "assert_same_words",
+    "build_kernel",
     "full_range_frame",
     "kernel_sources",
     "pack_bypass",
@@ -205,6 +216,8 @@ class Camera:
 
     def tables(self, spec: SignalSpec) -> SignalTables:
         """Its :class:`SignalTables` for ``spec``."""
+        from fluorofpga.microscope.signal import SignalTables
+
         return SignalTables(spec, self.noise, self.adc_max)
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,6 +227,8 @@ class Camera:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Camera:
         """Inverse of :meth:`to_dict`."""
+        from fluorofpga.microscope.signal import NoiseModel
+
         return cls(NoiseModel.from_dict(d["noise"]), int(d["adc_max"]))
 
 
@@ -470,6 +485,8 @@ def run_kernel_tests(
         KernelRunError: the simulation produced no results (it crashed; see its log).
     """
     from cocotb_tools.runner import get_runner
+
+    from fluorofpga.microscope.signal import SignalSpec
 
     spec = spec or SignalSpec()
     if len(cameras) != 2:
