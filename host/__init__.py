@@ -41,6 +41,9 @@ Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
     ``BundleError``.
     ``EmulatedAccelerator`` - bit-exact CPU execution of the hardware-layer graph
     (``load_hw_graph``, ``run_hw_graph`` for untiled reference runs).
+    ``PynqAccelerator`` (:mod:`.pynq_backend`) - the bitstream on a PYNQ board: AXI DMA
+    with two tiles in flight, named kernel registers, ``load_tables``, ``reset()`` after
+    a DMA error or timeout (``pynq`` imported lazily; tests: ``tests/pynq_standin.py``).
 
 Typical use::
 
@@ -59,6 +62,7 @@ from .accelerator import (
 )
 from .bundle import Bundle, BundleError, default_bundle_path, load_bundle
 from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
+from .pynq_backend import PynqAccelerator
 from .restore import OUTPUT_DTYPES, FrameRestorer
 from .sinks import KeepOpen, MemorySink, TiffSink
 from .sources import SimulatedCameraSource, TiffStackSource
@@ -69,6 +73,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "EmulatedAccelerator",
+    "PynqAccelerator",
     "HwGraph",
     "default_bundle_path",
     "load_bundle",

@@ -102,11 +102,9 @@ class Bundle:
                 raise BoardNotFound(
                     f"bundle {self.name} has no bitstream (it was built without Vivado)"
                 )
-            try:
-                import pynq  # noqa: F401
-            except ImportError as e:
-                raise BoardNotFound(f"the 'pynq' package is not installed: {e}") from None
-            raise BoardNotFound("the pynq backend is not implemented in this release")
+            from .pynq_backend import PynqAccelerator
+
+            return PynqAccelerator.from_bundle(self)  # BoardNotFound: no pynq / no device
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
     def restorer(

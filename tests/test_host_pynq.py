@@ -1,0 +1,315 @@
+"""The ``pynq`` backend, run unchanged against a stand-in device found by PYNQ's discovery.
+
+Needs the board environment (``pynq`` 4.0, numpy < 2); skipped where ``pynq`` is not
+importable. ``tests/pynq_standin.py`` models the AXI DMA and the kernel behind PYNQ's own
+``Overlay`` / ``MMIO`` / ``allocate`` / DMA drivers. The ``board`` test runs on a real
+board only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fluorofpga.host import (
+    AcceleratorBusy,
+    AcceleratorError,
+    BoardNotFound,
+    default_bundle_path,
+    load_bundle,
+)
+from fluorofpga.host.bundle import MANIFEST, MANIFEST_VERSION, BundleError
+from fluorofpga.host.pynq_backend import pixel_in_words, pixel_out_words
+from fluorofpga.microscope.signal import NoiseModel
+
+TILE_SECONDS = 0.3  # timeout used for the hang test
+
+
+def _have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+needs_pynq = pytest.mark.skipif(
+    not _have("pynq"),
+    reason="pynq is not importable (it pins numpy<2): run in the board environment "
+           "(`make test` runs tests/test_host_*.py again in .venv-board)")
+
+
+def _standin():
+    """tests/pynq_standin.py, loaded by path (pytest runs with --import-mode=importlib)."""
+    name = "fluorofpga_tests_pynq_standin"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("pynq_standin.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _bundle_dir(tmp_path: Path) -> Path:
+    """A private copy of the shipped bundle at the current manifest version."""
+    path = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    if manifest.get("version") != MANIFEST_VERSION:
+        from fluorofpga.microscope.signal import SignalSpec
+
+        manifest = {**manifest, "version": MANIFEST_VERSION,
+                    "signal": manifest.get("signal", SignalSpec().to_dict())}  # fmt: skip
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture
+def make_bundle(tmp_path):
+    """``make_bundle(sg_length_width=26)`` -> a bundle with a stand-in bitstream."""
+
+    def make(sg_length_width: int = 26):
+        try:
+            bundle = load_bundle()
+            path = tmp_path / "bundle"
+            shutil.copytree(bundle.path, path)
+        except BundleError:  # the shipped bundle is being replaced: copy and upgrade
+            path = _bundle_dir(tmp_path)
+        manifest = json.loads((path / MANIFEST).read_text())
+        bundle = load_bundle(path)
+        signal = bundle.signal
+        _standin().write_design(path / "bitstream", bundle.file("hw_layers"),
+                                bundle.tile_shape, signal.in_bits, signal.out_bits,
+                                sg_length_width=sg_length_width)
+        manifest["files"]["bitstream"] = "bitstream/fluorofpga.bit"
+        (path / MANIFEST).write_text(json.dumps(manifest))
+        return load_bundle(path)
+
+    return make
+
+
+@pytest.fixture
+def device():
+    """The stand-in device, as PYNQ's active device; faults cleared afterwards."""
+    dev = _standin().standin_device()
+    yield dev
+    dev.hang = False
+    dev.mm2s.fail_next = dev.s2mm.fail_next = False
+
+
+def _tiles(bundle, n: int, seed: int = 0) -> list[np.ndarray]:
+    """Full-range random code tiles."""
+    rng = np.random.default_rng(seed)
+    hi = 1 << bundle.signal.in_bits
+    return [rng.integers(0, hi, size=bundle.tile_shape).astype(np.uint8) for _ in range(n)]
+
+
+def test_table_words_match_the_hw_kernels():
+    """The host's table words are the pixel kernels' formats (``hw.pixel_kernels``)."""
+    pk = pytest.importorskip("fluorofpga.hw.pixel_kernels",
+                             reason="fluorofpga.hw is not installed in the board environment")
+    from fluorofpga.microscope.signal import SignalSpec, SignalTables
+
+    tables = SignalTables(SignalSpec(), NoiseModel.from_camera(2.0, 100.0, 3.0),
+                          adc_max=4095)
+    params = pk.PixelKernelParams.from_spec(tables.spec)
+    np.testing.assert_array_equal(pixel_in_words(tables), pk.pixel_in_table(tables, params))
+    np.testing.assert_array_equal(pixel_out_words(tables), pk.pixel_out_table(tables, params))
+
+
+@needs_pynq
+def test_standin_restores_like_the_emulator(make_bundle, device):
+    bundle = make_bundle()
+    tiles = _tiles(bundle, 5)
+    with bundle.accelerator("emulate") as emu:
+        expected = [emu.run(t) for t in tiles]
+    n_alloc = len(device.allocations)
+    with bundle.accelerator("pynq") as acc:
+        assert acc.name == "pynq"
+        got = [acc.run(t) for t in tiles]
+        # pipelined: two in flight
+        acc.submit(tiles[0])
+        acc.submit(tiles[1])
+        with pytest.raises(AcceleratorBusy):
+            acc.submit(tiles[2])
+        got2 = [acc.wait()]
+        for t in tiles[2:]:
+            acc.submit(t)
+            got2.append(acc.wait())
+        got2.append(acc.wait())
+        assert not acc.busy
+    for g, e in zip(got + got2, expected + expected, strict=True):
+        assert g.dtype == np.uint8 and g.shape == bundle.tile_shape
+        np.testing.assert_array_equal(g, e)
+    # buffers allocated once: two input and two output buffers, for all 10 tiles
+    assert len(device.allocations) - n_alloc == 4
+
+
+@needs_pynq
+def test_double_buffering_overlaps(make_bundle, device):
+    bundle = make_bundle()
+    tiles = _tiles(bundle, 3, seed=1)
+    with bundle.accelerator("pynq") as acc:
+        device.events.clear()
+        acc.submit(tiles[0])
+        acc.submit(tiles[1])
+        before_collect = len(device.events)  # tile 0 not yet collected
+        first = acc.wait()
+        acc.submit(tiles[2])
+        acc.wait()
+        acc.wait()
+        in_addrs = [b.physical_address for b in acc._in_bufs]
+    sends = [(i, d[0]) for i, (what, d) in enumerate(device.events) if what == "send"]
+    # tile 1 went to the second input buffer and the device saw it before tile 0 was
+    # collected; tile 2 reused the first one
+    assert [a for i, a in sends if i < before_collect] == in_addrs
+    assert [a for i, a in sends if i >= before_collect] == in_addrs[:1]
+    assert sum(1 for what, _ in device.events if what == "tile") == 3
+    with bundle.accelerator("emulate") as emu:
+        np.testing.assert_array_equal(first, emu.run(tiles[0]))
+
+
+@needs_pynq
+def test_transfers_split_at_the_dma_maximum(make_bundle, device):
+    bundle = make_bundle(sg_length_width=12)  # 4095 bytes, 4088 after 8-byte alignment
+    tiles = _tiles(bundle, 2, seed=2)
+    with bundle.accelerator("pynq") as acc:
+        assert acc.max_transfer_bytes == 4088
+        device.events.clear()
+        got = [acc.run(t) for t in tiles]
+    tile_bytes = bundle.tile_shape[0] * bundle.tile_shape[1]
+    sends = [d[1] for what, d in device.events if what == "send"]
+    recvs = [d[1] for what, d in device.events if what == "recv"]
+    per_tile = -(-tile_bytes // 4088)
+    assert len(sends) == len(recvs) == 2 * per_tile
+    assert max(sends) <= 4095 and max(recvs) <= 4095 and sum(sends) == 2 * tile_bytes
+    with bundle.accelerator("emulate") as emu:
+        for g, t in zip(got, tiles, strict=True):
+            np.testing.assert_array_equal(g, emu.run(t))
+
+
+@needs_pynq
+def test_hang_times_out_with_an_actionable_message(make_bundle, device):
+    bundle = make_bundle()
+    tiles = _tiles(bundle, 2, seed=3)
+    acc = bundle.accelerator("pynq")
+    acc.timeout_s = TILE_SECONDS
+    device.hang = True
+    acc.submit(tiles[0])
+    with pytest.raises(AcceleratorError, match=r"DMA did not finish within 0\.3 s: is the "
+                       r"bitstream the bundle's\? run `fluorofpga verify`; reset with "
+                       r"acc\.reset\(\)"):
+        acc.wait()
+    with pytest.raises(AcceleratorError, match="reset"):
+        acc.submit(tiles[1])  # faulted until reset
+    device.hang = False
+    acc.reset()
+    with bundle.accelerator("emulate") as emu:
+        np.testing.assert_array_equal(acc.run(tiles[1]), emu.run(tiles[1]))
+    acc.close()
+
+
+@needs_pynq
+@pytest.mark.parametrize("channel", ["recv", "send"])
+def test_dma_error_is_recovered_by_reset(make_bundle, device, channel):
+    bundle = make_bundle()
+    tiles = _tiles(bundle, 3, seed=4)
+    with bundle.accelerator("pynq") as acc, bundle.accelerator("emulate") as emu:
+        np.testing.assert_array_equal(acc.run(tiles[0]), emu.run(tiles[0]))
+        device.inject_error(channel)
+        with pytest.raises(AcceleratorError, match=r"error.*acc\.reset\(\)"):
+            acc.run(tiles[1])
+        assert not acc.busy
+        acc.reset()
+        assert ("dma_reset", None) in device.events and ("kernel_reset", None) in device.events
+        for t in tiles[1:]:
+            np.testing.assert_array_equal(acc.run(t), emu.run(t))
+
+
+@needs_pynq
+def test_tables_are_loaded_into_the_kernel(make_bundle, device):
+    bundle = make_bundle()
+    tables = bundle.tables(NoiseModel.from_camera(2.0, 100.0, 3.0), adc_max=4095)
+    from fluorofpga.host.pynq_backend import PynqAccelerator
+
+    with PynqAccelerator.from_bundle(bundle, tables=tables) as acc:
+        np.testing.assert_array_equal(device.in_lut, pixel_in_words(tables))
+        n = tables.out_lut.size
+        np.testing.assert_array_equal(device.out_lut[:n], pixel_out_words(tables))
+        assert device.tables_loaded == 3
+        assert int(acc.kernel.read(0x004)) & 0x6 == 0x6  # REG_STATUS: both tables
+        words = pixel_in_words(tables)
+        assert words[4095] >> bundle.signal.in_bits == 1  # saturated flag at adc_max
+        assert words[0] >> bundle.signal.in_bits == 0
+
+
+@needs_pynq
+def test_close_frees_the_buffers(make_bundle, device):
+    bundle = make_bundle()
+    acc = bundle.accelerator("pynq")
+    mine = device.allocations[-4:]
+    assert not any(a.freed for a in mine)
+    acc.run(_tiles(bundle, 1)[0])
+    acc.close()
+    acc.close()  # idempotent
+    assert all(a.freed for a in mine)
+    assert acc.closed
+    with pytest.raises(AcceleratorError, match="closed"):
+        acc.submit(_tiles(bundle, 1)[0])
+
+
+@needs_pynq
+def test_wrong_bitstream_is_refused(make_bundle, device, tmp_path):
+    bundle = make_bundle()
+    from fluorofpga.host.pynq_backend import PynqAccelerator
+
+    with pytest.raises(AcceleratorError, match=r"tile \(64, 64\).*fluorofpga verify"):
+        PynqAccelerator(bundle.file("bitstream"), (64, 64))
+
+
+def test_pynq_backend_without_bitstream_or_pynq_is_board_not_found(tmp_path):
+    try:
+        bundle = load_bundle()
+    except BundleError:
+        bundle = load_bundle(_bundle_dir(tmp_path))
+    if "bitstream" in bundle.manifest.get("files", {}):
+        pytest.skip("the shipped bundle has a bitstream")
+    with pytest.raises(BoardNotFound, match="no bitstream"):
+        bundle.accelerator("pynq")
+
+
+def test_missing_pynq_is_board_not_found():
+    if _have("pynq"):
+        pytest.skip("pynq is installed here")
+    from fluorofpga.host.pynq_backend import PynqAccelerator
+
+    with pytest.raises(BoardNotFound, match="'pynq' package is not installed"):
+        PynqAccelerator("nothing.bit", (8, 8))
+
+
+@pytest.mark.board
+def test_on_a_real_board_matches_the_emulator():
+    """On a PYNQ board with the bundle's bitstream: board == emulator on random tiles."""
+    if not _have("pynq"):
+        pytest.skip("needs a PYNQ board (pynq is not installed here)")
+    import pynq
+
+    devices = [d for d in pynq.Device.devices if type(d).__name__ != "StandinDevice"]
+    if not devices:
+        pytest.skip("needs a PYNQ board (pynq found no device)")
+    bundle = load_bundle()
+    if "bitstream" not in bundle.manifest.get("files", {}):
+        pytest.skip(f"the bundle {bundle.name} has no bitstream (built without Vivado)")
+    from fluorofpga.host.pynq_backend import PynqAccelerator
+
+    tiles = _tiles(bundle, 8, seed=5)
+    with PynqAccelerator.from_bundle(bundle, device=devices[0]) as acc, \
+            bundle.accelerator("emulate") as emu:
+        for t in tiles:
+            np.testing.assert_array_equal(acc.run(t), emu.run(t))
