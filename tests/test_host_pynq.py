@@ -24,6 +24,7 @@ from fluorofpga.host import (
     default_bundle_path,
     load_bundle,
 )
+from fluorofpga.host import pynq_backend as pb
 from fluorofpga.host.bundle import MANIFEST, MANIFEST_VERSION, BundleError
 from fluorofpga.host.pynq_backend import pixel_in_words, pixel_out_words
 from fluorofpga.microscope.signal import NoiseModel
@@ -132,6 +133,9 @@ def test_standin_restores_like_the_emulator(make_bundle, device):
     n_alloc = len(device.allocations)
     with bundle.accelerator("pynq") as acc:
         assert acc.name == "pynq"
+        from pynq.lib.dma import DMA
+
+        assert isinstance(acc.dma, DMA)  # PYNQ's own driver, bound from the .hwh
         got = [acc.run(t) for t in tiles]
         # pipelined: two in flight
         acc.submit(tiles[0])
@@ -171,6 +175,10 @@ def test_double_buffering_overlaps(make_bundle, device):
     assert [a for i, a in sends if i < before_collect] == in_addrs
     assert [a for i, a in sends if i >= before_collect] == in_addrs[:1]
     assert sum(1 for what, _ in device.events if what == "tile") == 3
+    # every send of an input buffer follows a flush of it (the device copy is then current)
+    for i, (what, detail) in enumerate(device.events):
+        if what == "send":
+            assert ("flush", detail[0]) in device.events[:i]
     with bundle.accelerator("emulate") as emu:
         np.testing.assert_array_equal(first, emu.run(tiles[0]))
 
@@ -243,7 +251,8 @@ def test_tables_are_loaded_into_the_kernel(make_bundle, device):
         n = tables.out_lut.size
         np.testing.assert_array_equal(device.out_lut[:n], pixel_out_words(tables))
         assert device.tables_loaded == 3
-        assert int(acc.kernel.read(0x004)) & 0x6 == 0x6  # REG_STATUS: both tables
+        both = pb.STATUS_IN_LUT | pb.STATUS_OUT_LUT
+        assert int(acc.kernel.read(pb.REG_STATUS)) & both == both
         words = pixel_in_words(tables)
         assert words[4095] >> bundle.signal.in_bits == 1  # saturated flag at adc_max
         assert words[0] >> bundle.signal.in_bits == 0
