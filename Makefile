@@ -14,7 +14,7 @@ BOARD_VENV := .venv-board
 BOARD_STAMP := $(BOARD_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bundle bench bench-microscope clean
+.PHONY: install demo test lint bundle bench bench-quality bench-host bench-pareto bench-microscope clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -54,10 +54,19 @@ lint: $(STAMP)
 
 # Re-create the shipped pre-trained bundle (deterministic seed; a few CPU minutes)
 bundle: $(STAMP)
-	$(VENV)/bin/fluorofpga train --out host/bundles/default --steps 3000 --qat-steps 1000
+	$(VENV)/bin/fluorofpga train --out host/bundles/default --overwrite --name denoise-gat-w4a8 \
+		--channels 16 --depth 7 --recipe w4a8 --steps 16000 --qat-steps 3000 --target-mpix 25
 
-bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/pipeline.py
+bench: bench-quality bench-host
+
+bench-quality: $(STAMP)
+	cd benchmarks && ../$(VENV)/bin/python quality.py
+
+bench-host: $(STAMP)
+	cd benchmarks && ../$(VENV)/bin/python host.py
+
+bench-pareto: $(STAMP)
+	cd benchmarks && ../$(VENV)/bin/python pareto.py
 
 bench-microscope: $(STAMP)
 	$(VENV)/bin/python benchmarks/microscope.py
