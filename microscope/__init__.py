@@ -35,9 +35,20 @@ Structured illumination (``sim``, ``sim_recon``; wave vectors in cycles per came
     pattern, ...)`` -> ``SimRawData`` (``raw`` uint16 "PYX", angles outermost),
     ``sim_ground_truth`` (specimen through the extended SIM OTF), ``ideal_otf``,
     ``cutoff_cycles_per_px``, ``illumination``, ``bin_to_camera``;
-    ``estimate_parameters(raw, ...)`` -> ``AngleParameters`` per angle (band separation +
-    cross-correlation), ``wiener_sim(raw, params, ...)`` (generalised Wiener, apodised, on
-    the 2x grid), ``widefield_from_raw``.
+    ``estimate_parameters(raw, ...)`` -> ``SimParameters`` (a sequence of
+    ``AngleParameters`` per angle: band separation, FFT cross-correlation, exact sub-pixel
+    refinement; ~0.3 s per 512² 3x3 stack), ``wiener_sim(raw, params=None, ...)``
+    (generalised Wiener, apodised, on the 2x grid; reuses ``SimParameters`` or a list of
+    ``AngleParameters``, estimates when None), ``widefield_from_raw``;
+    ``detect_frame_order`` -> ``FrameOrderCheck`` (raw frames are angle-major: frame =
+    angle * n_phases + phase; a phase-major stack is reordered with a
+    ``FrameOrderWarning``, other orders raise ``FrameOrderError``); ``WeakPatternWarning``
+    for angles barely above the noise; ``check_parameters(raw, params, ...)`` ->
+    ``ParameterCheck`` (drift of stored parameters on a new stack: ``.ok``, ``.reasons``,
+    ``.current``).
+    ``SimParameters.save(path)`` / ``SimParameters.load(path)`` / ``load_sim_parameters``
+    (versioned JSON with the optics, frame shape and layout; ``check_compatible`` raises
+    ``SimParametersMismatch``, unreadable files ``SimParametersError``).
 
 Camera with per-pixel maps (``camera``)
     ``SCMOSSensor`` - per-pixel offset/gain/read-noise maps, QE, dark current, hot pixels,
@@ -129,7 +140,24 @@ from .sim import (
     sim_ground_truth,
     simulate_sim,
 )
-from .sim_recon import estimate_parameters, widefield_from_raw, wiener_sim
+from .sim_params import (
+    FrameOrderCheck,
+    FrameOrderError,
+    FrameOrderWarning,
+    ParameterCheck,
+    SimParameters,
+    SimParametersError,
+    SimParametersMismatch,
+    WeakPatternWarning,
+    load_sim_parameters,
+)
+from .sim_recon import (
+    check_parameters,
+    detect_frame_order,
+    estimate_parameters,
+    widefield_from_raw,
+    wiener_sim,
+)
 from .simulate import Frame, WidefieldMicroscope, simulate_pairs
 from .specimen import render_specimen
 
@@ -156,6 +184,17 @@ __all__ = [
     "simulate_sim",
     "widefield_from_raw",
     "wiener_sim",
+    "FrameOrderCheck",
+    "FrameOrderError",
+    "FrameOrderWarning",
+    "ParameterCheck",
+    "SimParameters",
+    "SimParametersError",
+    "SimParametersMismatch",
+    "WeakPatternWarning",
+    "check_parameters",
+    "detect_frame_order",
+    "load_sim_parameters",
     "Calibration",
     "CalibrationError",
     "FRCResult",

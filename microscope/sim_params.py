@@ -387,6 +387,9 @@ class ParameterCheck:
         correlation_ratio: per angle, band correlation at the stored wave vector divided
             by that at the re-estimated one (1 = still optimal).
         frequency_drift: per angle, ``|k_now − k_stored| / |k_stored|`` (vector difference).
+        drift_fourier_px: per angle, ``|k_now − k_stored|`` in Fourier pixels of the frame
+            (``1/X``, ``1/Y`` cycles per pixel); a reconstruction with the stored vector
+            has a phase error of ``π`` × this at the frame's edge.
         angle_drift_rad: per angle, change of the pattern direction.
         phase_drift_rad: per angle, change of the first frame's phase (wrapped to ±π).
         modulation: per angle, the re-estimated modulation depth.
@@ -398,6 +401,7 @@ class ParameterCheck:
     reasons: tuple[str, ...]
     correlation_ratio: tuple[float, ...]
     frequency_drift: tuple[float, ...]
+    drift_fourier_px: tuple[float, ...]
     angle_drift_rad: tuple[float, ...]
     phase_drift_rad: tuple[float, ...]
     modulation: tuple[float, ...]

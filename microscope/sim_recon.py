@@ -125,13 +125,13 @@ _CONSISTENT_RATIO = 0.3  # ... must not have a frame below this fraction of it
 _LAYOUT_SNR_GAIN = 1.5  # weak pattern: the other layout wins when its fit carries more
 _VERIFIED_SNR = 5.0  # every frame's pattern SNR above this: the frame grouping is right
 _WEAK_SNR = 3.0  # median pattern SNR of an angle's frames below this: unreliable fit
+_SIDEBAND_ITERATIONS = 4  # per-frame phase: fixed-point removal of the other sideband
 _ORDER_MIN_SHIFT = 0.3  # pattern frequencies looked for (fraction of the cut-off) ...
 _ORDER_MAX_SHIFT = 1.5  # ... the default search range of the estimation
 _SHUFFLE_GAIN = 1.5  # ≥ 4 phases: reordering by measured phase must gain this much
 # -- drift check defaults
 DRIFT_MIN_CORRELATION_RATIO = 0.9
-DRIFT_MAX_FREQUENCY = 2e-4  # relative
-DRIFT_MAX_ANGLE_RAD = 2e-4
+DRIFT_MAX_FOURIER_PX = 0.05  # wave-vector change; a phase error of π × this at the edge
 DRIFT_MAX_PHASE_RAD = 0.2
 
 
@@ -327,7 +327,6 @@ class _Grid:
         self.x = 0.5 + np.arange(lx) * nx / lx - nx / 2
         self._rows = _embed_index(ny, ly)
         self._cols = _embed_index(nx, lx)
-        self._negative = ((-np.arange(ly)) % ly, (-np.arange(lx)) % lx)  # index of −k
 
     @property
     def rho(self) -> np.ndarray:
@@ -336,7 +335,7 @@ class _Grid:
 
     def flip(self, values: np.ndarray) -> np.ndarray:
         """``values(−k)`` of an array ``values(k)`` on this grid."""
-        return values[np.ix_(*self._negative)]
+        return np.roll(values[::-1, ::-1], 1, axis=(0, 1))
 
     def embed(self, spectrum: np.ndarray) -> np.ndarray:
         """A camera-grid spectrum zero-padded onto this grid (Nyquist bins dropped)."""
@@ -468,6 +467,8 @@ class _Fit:
         self.noise0 = noise0
         self.rounds = rounds
         self.brightness = 1.0  # this angle's 0 band over the reference's (modulation scale)
+        self.filtered0: np.ndarray | None = None  # last ifft(C0 A) and B, for the frames
+        self.filter1: np.ndarray | None = None
 
     @property
     def correlation(self) -> float:
@@ -594,7 +595,9 @@ class _Refiner:
             p = p + delta
             if np.hypot(*(delta / np.array(grid.bins))) < _REFINE_TOL_BINS:
                 break
-        return self._result(p, r, b0, b1, a, done)
+        fit = self._result(p, r, b0, b1, a, done)
+        fit.filtered0, fit.filter1 = b0, b
+        return fit
 
     def evaluate(self, c0: np.ndarray, c1: np.ndarray, p: np.ndarray) -> _Fit:
         """The fit quantities at a fixed ``p`` (no search)."""
@@ -634,22 +637,42 @@ def _filters_on(grid: _Grid, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _frame_amplitudes(
-    modulated: np.ndarray, c0: np.ndarray, p: np.ndarray, grid: _Grid, noise_var: float
-) -> tuple[np.ndarray, float]:
-    """Complex amplitude ``∝ (m/2) e^{iφ_j}`` of each frame's pattern at ``p``, and its noise.
+    modulated: np.ndarray,
+    plus: np.ndarray,
+    filtered0: np.ndarray,
+    filter1: np.ndarray,
+    p: np.ndarray,
+    grid: _Grid,
+    weight: np.ndarray,
+    noise_var: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pattern amplitude ``∝ (m/2) e^{iφ_j}`` of each frame at ``p``: corrected, raw, noise.
 
-    The same filtered correlation as the refinement, per frame (its pattern part:
-    ``modulated`` = frame − widefield spectra), with the shift rounded to whole Fourier
-    pixels on the camera-rate ``grid`` (a common phase error of all frames, so their
-    relative phases stay exact to first order). The noise is the standard deviation of
-    an amplitude for white noise of ``noise_var`` per Fourier bin.
+    The refinement's correlation ``Σ_r w b0* b_j e^{−2πi p·r}`` per frame (``b0`` =
+    ``filtered0``, the filtered widefield; ``b_j`` the frame's pattern part ``modulated``
+    (frame − widefield spectra) filtered by ``filter1``), evaluated as
+    ``Σ_k K(k) M_j(k)`` with one kernel ``K`` per angle on the camera-rate ``grid``. A
+    single frame also holds the other sideband, ``e^{−iφ_j}`` times the ``−p`` copy; its
+    response ``b`` is measured on the −1 band (the mirror image of the separated +1 band
+    ``plus``) and removed per frame by a fixed-point solve of
+    ``t_j = e^{iφ_j} a + e^{−iφ_j} b`` (exact phases when the frames are grouped and
+    ordered right; the raw ``t_j`` are what the grouping checks use). The noise is the
+    standard deviation of an amplitude for white noise of ``noise_var`` per Fourier bin.
     """
-    a, b = _filters_on(grid, p)
-    shift = (int(round(p[1] * c0.shape[0])), int(round(p[0] * c0.shape[1])))
-    kernel = np.roll(np.conj(c0 * a), shift, axis=(0, 1)) * b
-    amplitudes = modulated.reshape(modulated.shape[0], -1) @ kernel.ravel()
+    ramp = np.outer(np.exp(2j * np.pi * p[1] * grid.y), np.exp(2j * np.pi * p[0] * grid.x))
+    reference = sfft.fft2(filtered0 * weight * ramp)
+    kernel = (np.conj(reference) * filter1).ravel()
+    n = modulated.shape[0]
+    measured = modulated.reshape(n, -1) @ kernel
+    minus = np.conj(grid.flip(plus)).ravel()  # the −1 band
+    response_plus, response_minus = plus.ravel() @ kernel, minus @ kernel
+    amplitudes = measured.copy()
+    if abs(response_plus) > 0:
+        for _ in range(_SIDEBAND_ITERATIONS):
+            phase = np.exp(1j * np.angle(amplitudes / response_plus))
+            amplitudes = measured - np.conj(phase) * response_minus
     noise = math.sqrt(noise_var * float(np.sum(kernel.real**2 + kernel.imag**2)))
-    return amplitudes, noise
+    return amplitudes, measured, noise
 
 
 def _brightness(
@@ -682,9 +705,10 @@ def _check_consistent(amplitudes: np.ndarray, noise: float, angle: int, frames: 
 
 
 def _phase_steps(amplitudes: np.ndarray) -> tuple[float, ...]:
-    """Phase of each frame relative to the first, in [0, 2π)."""
-    relative = np.angle(amplitudes * np.conj(amplitudes[0]))
-    return tuple(float(v) for v in np.mod(relative, 2 * np.pi))
+    """Phase of each frame relative to the first, in [0, 2π) (the first is 0)."""
+    relative = np.mod(np.angle(amplitudes * np.conj(amplitudes[0])), 2 * np.pi)
+    relative[0] = 0.0
+    return tuple(float(v) for v in relative)
 
 
 def _check_phase_order(amplitudes: np.ndarray, angle: int) -> None:
@@ -693,7 +717,8 @@ def _check_phase_order(amplitudes: np.ndarray, angle: int) -> None:
     if n < 4:
         return  # any order of 3 equidistant phases is equidistant (maybe with −p)
     nominal = np.exp(-2j * np.pi * np.arange(n) / n)
-    given = abs(np.sum(amplitudes * nominal))
+    # steps of −2π/n are steps of +2π/n for the wave vector −p: not an error
+    given = max(abs(np.sum(amplitudes * nominal)), abs(np.sum(amplitudes * np.conj(nominal))))
     relative = np.angle(amplitudes * np.conj(amplitudes[0]))
     slots = np.mod(np.rint(relative * n / (2 * np.pi)).astype(int), n)
     if sorted(slots.tolist()) != list(range(n)) or np.array_equal(slots, np.arange(n)):
@@ -712,19 +737,16 @@ def _check_phase_order(amplitudes: np.ndarray, angle: int) -> None:
 # ------------------------------------------------------------------ frame order
 
 
-def _pattern_similarity(spectra: np.ndarray, cutoff: float) -> np.ndarray:
-    """Similarity of the pattern parts of all frames, ``(P, P)``; ≈ 1 for one angle.
+def _pattern_maps(spectra: np.ndarray, cutoff: float) -> tuple[np.ndarray, _Grid, np.ndarray]:
+    """Per frame, ``|correlation|²`` of its pattern part with the widefield at every shift.
 
     The pattern part of a frame (frame minus the mean of all frames, which is the
     widefield image ``W`` since the phases of every angle are equidistant) holds the
     specimen spectrum moved to ``±p`` of the frame's angle, so its cross-correlation
-    with ``W`` (both OTF-divided, as in the coarse search) has sharp peaks at ``±p``.
-    Each frame's map is divided by the per-shift median over all frames (the common
-    background: support overlap, specimen; fewer than half the frames share a peak);
-    what exceeds the largest value noise reaches (``ln`` of the number of shifts) is
-    the frame's peak signature, and frames with the same peaks share an angle.
+    with ``W`` (both OTF-divided, as in the coarse search) has sharp peaks at ``±p``,
+    whatever the order of the frames. Returns the maps over the search annulus
+    ``(P, shifts)``, the grid and the annulus mask.
     """
-    p = spectra.shape[0]
     grid = _Grid(spectra.shape[1:], cutoff, _ORDER_MAX_SHIFT * cutoff)
     search = _CoarseSearch(grid)
     rho = grid.rho
@@ -733,17 +755,58 @@ def _pattern_similarity(spectra: np.ndarray, cutoff: float) -> np.ndarray:
     widefield = spectra.mean(axis=0)
     reference = np.conj(sfft.fft2((grid.embed(widefield) * search.inverse_dc).astype(
         np.complex64)))
-    maps = np.empty((p, int(np.count_nonzero(annulus))), dtype=np.float32)
-    for j in range(p):
-        pattern = (grid.embed(spectra[j] - widefield) * search.inverse).astype(np.complex64)
+    maps = np.empty((spectra.shape[0], int(np.count_nonzero(annulus))), dtype=np.float32)
+    for j, spectrum in enumerate(spectra):
+        pattern = (grid.embed(spectrum - widefield) * search.inverse).astype(np.complex64)
         cross = sfft.ifft2(reference * sfft.fft2(pattern))[annulus]
         maps[j] = cross.real**2 + cross.imag**2
+    return maps, grid, annulus
+
+
+def _pattern_similarity(spectra: np.ndarray, cutoff: float) -> np.ndarray:
+    """Similarity of the pattern parts of all frames, ``(P, P)``; ≈ 1 for one angle.
+
+    Each frame's map (:func:`_pattern_maps`) is divided by the per-shift median over all
+    frames (the common background: support overlap, specimen; fewer than half the frames
+    share a peak); what exceeds the largest value noise reaches (``ln`` of the number of
+    shifts) is the frame's peak signature, and frames with the same peaks share an angle.
+    """
+    maps, _, _ = _pattern_maps(spectra, cutoff)
     ratio = maps / np.maximum(np.median(maps, axis=0), 1e-30)
     signature = np.clip(ratio - _ORDER_NOISE_FACTOR * math.log(max(maps.shape[1], 2)), 0.0, None)
     norms = np.linalg.norm(signature, axis=1)
     norms[norms == 0] = 1.0
     unit = signature / norms[:, None]
     return unit @ unit.T
+
+
+def _check_weak_angles_for_shuffles(
+    results: list[_AngleResult],
+    spectra: np.ndarray,
+    n_phases: int,
+    cutoff: float,
+    weight_zone: tuple[float, float],
+) -> None:
+    """≥ 4 phases: an angle without a clear pattern may have its phases shuffled.
+
+    Out-of-order phases move the pattern out of the +1 band (with a step of ``2h·π/N``
+    entirely into band ``h``), so the fit finds nothing. The frames' own correlation
+    maps, summed, still peak at ``±p``; the frames' phases measured there tell.
+    """
+    if n_phases < 4:
+        return
+    weak = [a for a, r in enumerate(results) if not _verified([r])]
+    if not weak:
+        return
+    maps, grid, annulus = _pattern_maps(spectra, cutoff)
+    iy, ix = np.nonzero(annulus)
+    for a in weak:
+        peak = int(np.argmax(maps[a * n_phases : (a + 1) * n_phases].sum(axis=0)))
+        p = np.array([grid.fx[ix[peak]], grid.fy[iy[peak]]])
+        ps = [p if b == a else np.zeros(2) for b in range(len(results))]
+        found = _amplitudes_at(spectra, ps, n_phases, cutoff, weight_zone)[a]
+        if found.noise > 0 and np.abs(found.measured).max() >= _CONSISTENT_SNR * found.noise:
+            _check_phase_order(found.measured, a)
 
 
 def _contrast(similarity: np.ndarray, groups: list[tuple[int, ...]]) -> float:
@@ -867,7 +930,7 @@ def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
     """Warn about (and note) angles whose frames barely show the pattern."""
     notes = []
     for a, r in enumerate(results):
-        snr = float(np.median(np.abs(r.amplitudes))) / r.noise if r.noise > 0 else np.inf
+        snr = float(np.median(np.abs(r.measured))) / r.noise if r.noise > 0 else np.inf
         if snr < _WEAK_SNR:
             correlation = f", band correlation {r.fit.correlation:.2f}" if r.fit else ""
             note = (
@@ -882,7 +945,7 @@ def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
 
 def _pattern_snr(results: list[_AngleResult]) -> float:
     """Total pattern signal-to-noise of all frames at their angles' wave vectors."""
-    return float(sum(np.abs(r.amplitudes).sum() / r.noise for r in results if r.noise > 0))
+    return float(sum(np.abs(r.measured).sum() / r.noise for r in results if r.noise > 0))
 
 
 # ------------------------------------------------------------------ public API
@@ -895,29 +958,45 @@ def _check_order_name(frame_order: str) -> str:
 
 
 class _AngleResult(NamedTuple):
-    """Fit of one angle (None for given parameters) and the pattern amplitudes of its frames."""
+    """Fit of one angle (None for given parameters), pattern amplitudes of its frames.
+
+    ``amplitudes`` are corrected for the other sideband (for the phases), ``measured``
+    are not (for checks of the grouping), ``noise`` is their standard deviation.
+    """
 
     fit: _Fit | None
     amplitudes: np.ndarray
+    measured: np.ndarray
     noise: float
 
 
 def _amplitudes_at(
     spectra: np.ndarray, ps: list[np.ndarray], n_phases: int, cutoff: float,
-    fits: list[_Fit] | None = None,
+    weight_zone: tuple[float, float], fits: list[_Fit] | None = None,
 ) -> list[_AngleResult]:
     """Pattern amplitudes of every frame at its angle's wave vector ``ps[a]``."""
     grid = _Grid(spectra.shape[1:], cutoff, 0.0, camera_rate=True)
+    weight = grid.inner_weight(*weight_zone)
     outside = grid.rho > _NOISE_REGION * cutoff
     frame_noise = float(np.mean([_noise_variance(f, outside) for f in spectra]))
     widefield = spectra.mean(axis=0)
     modulated = spectra - widefield
+    bands = _bands01(spectra, len(ps), n_phases)
     results = []
     for a, p in enumerate(ps):
-        amplitudes, noise = _frame_amplitudes(
-            modulated[a * n_phases : (a + 1) * n_phases], widefield, p, grid, frame_noise
+        fit = None if fits is None else fits[a]
+        if fit is not None and fit.filtered0 is not None and fit.filtered0.shape == grid.shape:
+            filtered0, filter1 = fit.filtered0, fit.filter1  # the refinement's, p ± 1e-3 bin
+        else:
+            filter0, filter1 = _filters_on(grid, p)
+            filtered0 = sfft.ifft2(widefield * filter0)
+        amplitudes, measured, noise = _frame_amplitudes(
+            modulated[a * n_phases : (a + 1) * n_phases], bands[a, 1], filtered0, filter1, p,
+            grid, weight, frame_noise,
         )
-        results.append(_AngleResult(None if fits is None else fits[a], amplitudes, noise))
+        results.append(
+            _AngleResult(None if fits is None else fits[a], amplitudes, measured, noise)
+        )
     return results
 
 
@@ -926,7 +1005,7 @@ def _verified(results: list[_AngleResult]) -> bool:
     for r in results:
         if r.noise <= 0:
             return False
-        snr = np.abs(r.amplitudes) / r.noise
+        snr = np.abs(r.measured) / r.noise
         if snr.min() < _VERIFIED_SNR or snr.min() < _CONSISTENT_RATIO * snr.max():
             return False
     return True
@@ -972,7 +1051,7 @@ def _fit_in_order(
         alternative = []
     snr, other_snr = _pattern_snr(results), _pattern_snr(alternative)
     plausible = bool(alternative) and all(
-        r.noise > 0 and np.median(np.abs(r.amplitudes)) >= _WEAK_SNR * r.noise
+        r.noise > 0 and np.median(np.abs(r.measured)) >= _WEAK_SNR * r.noise
         for r in alternative
     )
     if plausible and other_snr > _LAYOUT_SNR_GAIN * snr:
@@ -997,8 +1076,8 @@ def _check_frames(
     permutation = frame_permutation(n_angles, n_phases, order)
     for a, result in enumerate(results):
         frames = list(permutation[a * n_phases : (a + 1) * n_phases])
-        _check_consistent(result.amplitudes, result.noise, a, frames)
-        _check_phase_order(result.amplitudes, a)
+        _check_consistent(result.measured, result.noise, a, frames)
+        _check_phase_order(result.measured, a)
 
 
 def _bands01(spectra: np.ndarray, n_angles: int, n_phases: int) -> np.ndarray:
@@ -1009,14 +1088,22 @@ def _bands01(spectra: np.ndarray, n_angles: int, n_phases: int) -> np.ndarray:
     return np.einsum("bj,ajyx->abyx", unmix, grouped)
 
 
-def _estimation_spectra(photons: np.ndarray, border_px: int | None) -> tuple[np.ndarray, float]:
+def _weight_zone(shape: tuple[int, ...], fade: int) -> tuple[float, float]:
+    """Zero zone (fade + margin) and ramp of the correlation weight, camera pixels."""
+    _, margin, ramp = _estimation_border(shape)
+    return float(fade + margin), float(ramp)
+
+
+def _estimation_spectra(
+    photons: np.ndarray, border_px: int | None
+) -> tuple[np.ndarray, tuple[float, float]]:
     """Camera-grid spectra with the estimation's border fade, and the weight's zero zone."""
-    fade, margin, ramp = _estimation_border(photons.shape[1:])
+    fade = _estimation_border(photons.shape[1:])[0]
     if border_px is not None:
         if int(border_px) < 0:
             raise ValueError(f"border_px must be ≥ 0, got {border_px!r}")
         fade = int(border_px)
-    return _camera_spectra(photons, fade), (fade + margin, ramp)
+    return _camera_spectra(photons, fade), _weight_zone(photons.shape[1:], fade)
 
 
 def _fit_angles(
@@ -1075,7 +1162,7 @@ def _fit_angles(
             _noise_variance(bands[a, 0], outside), widefield_noise,
         )
         fits.append(fit)
-    return _amplitudes_at(spectra, [f.p for f in fits], n_phases, cutoff, fits)
+    return _amplitudes_at(spectra, [f.p for f in fits], n_phases, cutoff, weight_zone, fits)
 
 
 def _parameters(
@@ -1243,6 +1330,9 @@ def estimate_parameters(
     order, notes, results = _fit_in_order(
         fit, spectra, n_angles, n_phases, cutoff, frame_order, reorder
     )
+    _check_weak_angles_for_shuffles(
+        results, _reordered(spectra, n_angles, n_phases, order), n_phases, cutoff, weight_zone
+    )
     _check_frames(results, n_angles, n_phases, order)
     notes += _weak_angles(results)
     return _parameters(
@@ -1262,17 +1352,21 @@ def check_parameters(
     camera: SCMOSCamera | None = None,
     border_px: int | None = None,
     min_correlation_ratio: float = DRIFT_MIN_CORRELATION_RATIO,
-    max_frequency_drift: float = DRIFT_MAX_FREQUENCY,
-    max_angle_drift_rad: float = DRIFT_MAX_ANGLE_RAD,
+    max_drift_fourier_px: float = DRIFT_MAX_FOURIER_PX,
     max_phase_drift_rad: float = DRIFT_MAX_PHASE_RAD,
 ) -> ParameterCheck:
     """Do stored parameters still fit a new stack? (drift detection for live SIM).
 
     Re-estimates every angle starting at the stored wave vector (no blind search, so
     cheaper than :func:`estimate_parameters`) and compares: the band correlation at the
-    stored wave vector against the re-estimated one, the frequency, direction and phase
-    changes. A live instrument estimates once, then calls this per stack (or every few
-    stacks) and switches to ``check.current`` when ``check.ok`` is False.
+    stored wave vector against the re-estimated one, the change of the wave vector and
+    of the phase. The wave-vector tolerance is in Fourier pixels of the frame
+    (``1 / Y``, ``1 / X`` cycles per pixel), because that is what a reconstruction
+    feels: a change ``δ`` turns into a phase error of ``π δ`` at the frame's edge
+    (0.05 → 0.16 rad), whatever the frame size; it is well above the estimation noise
+    (~0.01 Fourier pixel at 100 photons). A live instrument estimates once, then calls
+    this per stack (or every few stacks) and switches to ``check.current`` when
+    ``check.ok`` is False.
 
     Args:
         raw: ``"PYX"`` stack in the layout of ``params``; photons or ADU with ``camera``.
@@ -1281,8 +1375,7 @@ def check_parameters(
         camera: convert ADU to photons with this camera.
         border_px: border fade width as in :func:`estimate_parameters`.
         min_correlation_ratio: drift when correlation(stored) / correlation(now) is lower.
-        max_frequency_drift: drift when ``|k_now − k_stored| / |k_stored|`` is larger.
-        max_angle_drift_rad: drift when the pattern direction turned by more.
+        max_drift_fourier_px: drift when the wave vector moved by more (Fourier pixels).
         max_phase_drift_rad: drift when the first frame's phase moved by more.
 
     Returns:
@@ -1342,9 +1435,11 @@ def check_parameters(
         pixel_size_nm=pixel_size_nm, n_phases=n_phases, frame_shape=shape,
         frame_order=params.frame_order, notes=(),
     )
-    frequency, direction, phase, reasons = [], [], [], []
+    frequency, pixels, direction, phase, reasons = [], [], [], [], []
     for a, (old, new) in enumerate(zip(params, current, strict=True)):
-        frequency.append(float(np.hypot(new.kx - old.kx, new.ky - old.ky) / old.k_cycles_per_px))
+        dx, dy = new.kx - old.kx, new.ky - old.ky
+        frequency.append(float(np.hypot(dx, dy) / old.k_cycles_per_px))
+        pixels.append(float(np.hypot(dx * shape[1], dy * shape[0])))
         direction.append(_wrap(new.angle_rad - old.angle_rad))
         phase.append(_wrap(new.phase_rad - old.phase_rad))
         if ratios[a] < min_correlation_ratio:
@@ -1352,15 +1447,11 @@ def check_parameters(
                 f"angle {a}: band correlation at the stored wave vector is {ratios[a]:.2f} of "
                 f"the re-estimated one (< {min_correlation_ratio:g})"
             )
-        if frequency[a] > max_frequency_drift:
+        if pixels[a] > max_drift_fourier_px:
             reasons.append(
-                f"angle {a}: wave vector moved by {100 * frequency[a]:.4f} % of |k| "
-                f"(> {100 * max_frequency_drift:.4f} %)"
-            )
-        if abs(direction[a]) > max_angle_drift_rad:
-            reasons.append(
-                f"angle {a}: pattern turned by {np.rad2deg(direction[a]) * 1e3:.1f} mdeg "
-                f"(> {np.rad2deg(max_angle_drift_rad) * 1e3:.1f} mdeg)"
+                f"angle {a}: wave vector moved by {pixels[a]:.3f} Fourier pixel "
+                f"(> {max_drift_fourier_px:g}; {100 * frequency[a]:.4f} % of |k|, turned by "
+                f"{np.rad2deg(direction[a]) * 1e3:.1f} mdeg)"
             )
         if abs(phase[a]) > max_phase_drift_rad:
             reasons.append(
@@ -1371,6 +1462,7 @@ def check_parameters(
         reasons=tuple(reasons),
         correlation_ratio=tuple(float(r) for r in ratios),
         frequency_drift=tuple(frequency),
+        drift_fourier_px=tuple(pixels),
         angle_drift_rad=tuple(direction),
         phase_drift_rad=tuple(phase),
         modulation=tuple(p.modulation for p in current),
@@ -1458,7 +1550,8 @@ def wiener_sim(
         raise ValueError(f"wiener_w must be > 0, got {wiener_w!r}")
     if params is None:
         params = estimate_parameters(
-            photons, na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm,
+            raw, camera=camera, na=na, wavelength_nm=wavelength_nm,
+            pixel_size_nm=pixel_size_nm,
             n_angles=n_angles, n_phases=max(photons.shape[0] // max(int(n_angles), 1), 1),
             frame_order=frame_order or "angle-major", reorder=reorder,
         )
@@ -1492,9 +1585,12 @@ def wiener_sim(
     camera_spectra = _camera_spectra(photons, border)
     vectors = [np.array([p.kx, p.ky]) for p in params]
 
+    zone = _weight_zone(photons.shape[1:], border)
+
     def evaluate(layout: str) -> list[_AngleResult]:
         return _amplitudes_at(
-            _reordered(camera_spectra, n_angles, n_phases, layout), vectors, n_phases, cutoff
+            _reordered(camera_spectra, n_angles, n_phases, layout), vectors, n_phases, cutoff,
+            zone,
         )
 
     order, _, checked = _fit_in_order(

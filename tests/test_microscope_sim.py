@@ -4,11 +4,13 @@ Reference values come from optics theory: the incoherent OTF of a circular pupil
 camera-pixel transfer sinc, the SIM support (1 + k_fraction) × 2NA/λ, the Abbe limit.
 """
 
+import json
 import time
 
 import numpy as np
 import pytest
 
+from fluorofpga.microscope import sim_recon
 from fluorofpga.microscope.optics import airy_psf, blur
 from fluorofpga.microscope.sim import (
     SimPattern,
@@ -17,7 +19,18 @@ from fluorofpga.microscope.sim import (
     sim_ground_truth,
     simulate_sim,
 )
+from fluorofpga.microscope.sim_params import (
+    FrameOrderError,
+    FrameOrderWarning,
+    ParameterCheck,
+    SimParameters,
+    SimParametersError,
+    SimParametersMismatch,
+    load_sim_parameters,
+)
 from fluorofpga.microscope.sim_recon import (
+    check_parameters,
+    detect_frame_order,
     estimate_parameters,
     widefield_from_raw,
     wiener_sim,
@@ -237,6 +250,257 @@ def test_estimation_recovers_frequency_angle_phase_and_modulation():
         assert abs(wrapped(est.phase_rad - true.phase_rad)) < 0.2
         assert est.modulation == pytest.approx(0.9, abs=0.1)
         assert est.k_fraction(**OPTICS) == pytest.approx(0.85, rel=0.005)
+
+
+# ------------------------------------------------- estimation accuracy, order, reuse
+
+FREQUENCY_TOLERANCE = 1e-4  # 0.01 % of |k|: the target for noise-free and 100-photon data
+
+
+def random_acquisition(n: int, seed: int, peak_photons: float, *, n_phases: int = 3):
+    """A cell scene under a pattern with random direction, phases and angle errors."""
+    rng = np.random.default_rng(seed)
+    pattern = make_pattern(
+        3, n_phases, start_angle_rad=rng.uniform(0, np.pi / 3),
+        phase_offsets_rad=tuple(rng.uniform(0, 2 * np.pi, 3)),
+        angle_error_rad=0.01, phase_error_rad=0.0, rng=rng,
+    )
+    data = simulate_sim(cell_scene(n, seed=seed), pattern, peak_photons=peak_photons,
+                        background_photons=10, rng=rng, **OPTICS)
+    return data, pattern
+
+
+def parameter_errors(estimated, pattern) -> np.ndarray:
+    """Per angle: relative |k| error, angle error (rad), phase error (rad), modulation."""
+    rows = []
+    for est, true in zip(estimated, pattern.angle_parameters(**OPTICS), strict=True):
+        rows.append((
+            est.k_cycles_per_px / true.k_cycles_per_px - 1,
+            wrapped(est.angle_rad - true.angle_rad),
+            wrapped(est.phase_rad - true.phase_rad),
+            est.modulation,
+        ))
+    return np.array(rows)
+
+
+@pytest.fixture(scope="module")
+def large_acquisitions():
+    """Two 512² stacks, random pattern directions and phases, 100 photons peak."""
+    return [random_acquisition(512, seed, 100.0) for seed in (31, 32)]
+
+
+def test_frequency_is_unbiased_on_noise_free_data(large_acquisitions):
+    """The old grid search had a +0.04 % bias even without noise; now ~1e-7."""
+    errors = [
+        parameter_errors(estimate_parameters(data.photons, **OPTICS), pattern)
+        for data, pattern in large_acquisitions
+    ]
+    for seed in (33, 34):  # and smaller frames, other random directions
+        data, pattern = random_acquisition(128, seed, 500.0)
+        errors.append(parameter_errors(estimate_parameters(data.photons, **OPTICS), pattern))
+    assert np.abs(np.concatenate(errors[:2])[:, 0]).max() < 1e-6  # 512²: ~5e-8
+    errors = np.concatenate(errors)
+    assert np.abs(errors[:, 0]).max() < 5e-5  # 128²: ~1e-5 (the border weighs more)
+    assert abs(errors[:, 0].mean()) < 1e-5
+    assert np.rad2deg(np.abs(errors[:6, 1])).max() < 1e-5  # degrees, 512²
+    assert np.rad2deg(np.abs(errors[:, 1])).max() < 5e-3  # degrees, 128²
+    assert np.abs(errors[:, 2]).max() < 5e-3  # rad
+    np.testing.assert_allclose(errors[:, 3], 0.9, atol=2e-3)
+
+
+def test_frequency_angle_and_phase_at_100_photons(large_acquisitions):
+    errors = np.concatenate([
+        parameter_errors(estimate_parameters(data.raw, camera=data.camera, **OPTICS), pattern)
+        for data, pattern in large_acquisitions
+    ])
+    assert np.abs(errors[:, 0]).max() <= FREQUENCY_TOLERANCE
+    assert np.rad2deg(np.abs(errors[:, 1])).max() < 0.01  # degrees
+    assert np.abs(errors[:, 2]).max() < 0.1  # rad
+    np.testing.assert_allclose(errors[:, 3], 0.9, atol=0.05)  # noise-corrected modulation
+
+
+def test_estimation_is_robust_at_20_photons():
+    """256², 20 photons peak (~5 photons mean signal on 10 of background).
+
+    Looser bounds, from 12 random scenes: |k| within 0.25 % (worst seen 0.12 %), angle
+    within 0.15° (0.07°), phase within 0.6 rad (0.37), modulation 0.9 within 0.25.
+    """
+    for seed in (41, 42):
+        data, pattern = random_acquisition(256, seed, 20.0)
+        estimated = estimate_parameters(data.raw, camera=data.camera, **OPTICS)
+        errors = parameter_errors(estimated, pattern)
+        assert np.abs(errors[:, 0]).max() < 2.5e-3
+        assert np.rad2deg(np.abs(errors[:, 1])).max() < 0.15
+        assert np.abs(errors[:, 2]).max() < 0.6
+        np.testing.assert_allclose(errors[:, 3], 0.9, atol=0.25)
+        assert min(estimated.correlation) > 0.05  # a real fit, not noise
+
+
+@pytest.fixture(scope="module")
+def small_acquisition():
+    """A 128² stack at 300 photons and its estimated parameters."""
+    data, pattern = random_acquisition(128, 51, 300.0)
+    return data, pattern, estimate_parameters(data.raw, camera=data.camera, **OPTICS)
+
+
+def to_phase_major(stack: np.ndarray, n_angles: int = 3, n_phases: int = 3) -> np.ndarray:
+    """Angle-major (frame a·P + j) → phase-major (frame j·A + a)."""
+    return stack.reshape(n_angles, n_phases, *stack.shape[1:]).swapaxes(0, 1).reshape(
+        stack.shape)
+
+
+def test_documented_order_passes_and_is_recorded(small_acquisition):
+    data, pattern, params = small_acquisition
+    assert isinstance(params, SimParameters) and params.frame_order == "angle-major"
+    assert params.notes == ()
+    check = detect_frame_order(data.raw, camera=data.camera, **OPTICS)
+    assert check.found == "angle-major" and check.contrast > 0.5
+    assert check.groups == ((0, 1, 2), (3, 4, 5), (6, 7, 8))
+    # measured phase steps of the frames: 2πj/3 (the simulated pattern has no phase errors)
+    np.testing.assert_allclose(params.phase_steps_rad, [[0, 2 * np.pi / 3, 4 * np.pi / 3]] * 3,
+                               atol=0.05)
+
+
+def test_phase_major_stack_is_reordered_with_a_warning(small_acquisition):
+    data, pattern, reference = small_acquisition
+    stack = to_phase_major(data.raw)
+    assert detect_frame_order(stack, camera=data.camera, **OPTICS).found == "phase-major"
+    with pytest.warns(FrameOrderWarning, match="phase-major"):
+        params = estimate_parameters(stack, camera=data.camera, **OPTICS)
+    assert params.frame_order == "phase-major"
+    assert any("phase-major" in note for note in params.notes)
+    errors = parameter_errors(params, pattern)
+    assert np.abs(errors[:, 0]).max() < 1e-3 and np.abs(errors[:, 2]).max() < 0.1
+    # reconstructing the phase-major stack with them equals the angle-major result
+    np.testing.assert_allclose(
+        wiener_sim(stack, params, camera=data.camera, **OPTICS),
+        wiener_sim(data.raw, list(params), camera=data.camera, **OPTICS),
+    )
+    # a plain list of angles says nothing about the layout: the stack is checked again
+    with pytest.warns(FrameOrderWarning):
+        wiener_sim(stack, list(reference), camera=data.camera, **OPTICS)
+    with pytest.raises(FrameOrderError, match="phase-major") as refused:
+        estimate_parameters(stack, camera=data.camera, reorder=False, **OPTICS)
+    assert refused.value.found == "phase-major"
+    assert refused.value.groups == ((0, 3, 6), (1, 4, 7), (2, 5, 8))
+
+
+def test_shuffled_frames_are_refused(small_acquisition):
+    data, pattern, params = small_acquisition
+    shuffled = data.raw[[0, 4, 8, 3, 7, 2, 6, 1, 5]]  # neither angle- nor phase-major
+    with pytest.raises(FrameOrderError, match="neither") as refused:
+        estimate_parameters(shuffled, camera=data.camera, **OPTICS)
+    assert refused.value.found == "unknown"
+    assert set(refused.value.groups) == {(0, 5, 7), (1, 3, 8), (2, 4, 6)}
+    with pytest.raises(FrameOrderError):  # never reconstructed silently
+        wiener_sim(shuffled, params, camera=data.camera, **OPTICS)
+    swapped = data.raw[[0, 1, 3, 2, 4, 5, 6, 7, 8]]  # one frame moved to another angle
+    with pytest.raises(FrameOrderError):
+        estimate_parameters(swapped, camera=data.camera, **OPTICS)
+
+
+def test_shuffled_phases_within_an_angle_are_refused():
+    """With 5 phases the order of an angle's frames matters (3 phases: any order works)."""
+    data, pattern = random_acquisition(128, 61, 300.0, n_phases=5)
+    params = estimate_parameters(data.raw, camera=data.camera, n_phases=5, **OPTICS)
+    np.testing.assert_allclose(params.phase_steps_rad[1], 2 * np.pi * np.arange(5) / 5,
+                               atol=0.1)
+    shuffled = data.raw.copy()
+    shuffled[5:10] = data.raw[[5, 7, 9, 6, 8]]  # angle 1, phases 0 2 4 1 3
+    with pytest.raises(FrameOrderError, match="angle 1") as refused:
+        estimate_parameters(shuffled, camera=data.camera, n_phases=5, **OPTICS)
+    assert refused.value.found == "phases shuffled"
+
+
+def test_parameters_round_trip_through_json(small_acquisition, tmp_path):
+    _, _, params = small_acquisition
+    path = tmp_path / "sim_params.json"
+    params.save(path)
+    document = json.loads(path.read_text())
+    assert document["format"] == "fluorofpga-sim-parameters" and document["version"] == 1
+    assert document["optics"] == {"na": NA, "wavelength_nm": WAVELENGTH, "pixel_size_nm": PIXEL}
+    assert document["layout"] == {"n_angles": 3, "n_phases": 3, "frame_order": "angle-major",
+                                  "frame_shape": [128, 128]}
+    first = document["angles"][0]
+    assert first["kx"] == params[0].kx and first["angle_rad"] == params[0].angle_rad
+    assert first["phase_step_rad"] == pytest.approx(2 * np.pi / 3)
+    loaded = SimParameters.load(path)
+    assert loaded == params and load_sim_parameters(path) == params
+    assert list(loaded) == list(params)  # exact floats
+    document["version"] = 2
+    path.write_text(json.dumps(document))
+    with pytest.raises(SimParametersError, match="version 2"):
+        SimParameters.load(path)
+    path.write_text("not json")
+    with pytest.raises(SimParametersError, match="JSON"):
+        SimParameters.load(path)
+    with pytest.raises(SimParametersError, match="no such"):
+        SimParameters.load(tmp_path / "missing.json")
+
+
+def test_parameters_for_other_optics_or_layout_are_refused(small_acquisition, tmp_path):
+    data, _, params = small_acquisition
+    path = tmp_path / "sim_params.json"
+    params.save(path)
+    loaded = SimParameters.load(path)
+    with pytest.raises(SimParametersMismatch, match="pixel size 65 nm \\(data: 70 nm\\)"):
+        wiener_sim(data.raw, loaded, camera=data.camera, na=NA, wavelength_nm=WAVELENGTH,
+                   pixel_size_nm=70.0)
+    with pytest.raises(SimParametersMismatch) as refused:  # one error naming everything
+        wiener_sim(data.raw[:6, :64, :64], loaded, camera=data.camera, na=1.4,
+                   wavelength_nm=600.0, pixel_size_nm=PIXEL)
+    message = str(refused.value)
+    for part in ("NA 1.2", "wavelength 520 nm", "9 frames", "128 × 128"):
+        assert part in message
+    with pytest.raises(SimParametersMismatch, match="wavelength"):
+        check_parameters(data.raw, loaded, camera=data.camera, na=NA, wavelength_nm=600.0,
+                         pixel_size_nm=PIXEL)
+
+
+def test_reused_parameters_reconstruct_exactly_like_re_estimation(
+    small_acquisition, tmp_path, monkeypatch
+):
+    data, _, params = small_acquisition
+    blind = wiener_sim(data.raw, camera=data.camera, **OPTICS)  # estimates internally
+    params.save(tmp_path / "p.json")
+    loaded = SimParameters.load(tmp_path / "p.json")
+
+    def no_estimation(*args, **kwargs):
+        raise AssertionError("parameters were re-estimated")
+
+    monkeypatch.setattr(sim_recon, "estimate_parameters", no_estimation)
+    reused = wiener_sim(data.raw, loaded, camera=data.camera, **OPTICS)
+    np.testing.assert_array_equal(reused, blind)
+
+
+def test_drift_check_accepts_the_same_pattern_and_reports_drift(small_acquisition):
+    data, pattern, params = small_acquisition
+    rng = np.random.default_rng(71)
+    again = simulate_sim(cell_scene(128, seed=72), pattern, peak_photons=300,
+                         background_photons=10, rng=rng, **OPTICS)  # other cells, same pattern
+    check = check_parameters(again.raw, params, camera=again.camera, **OPTICS)
+    assert check.ok, check.reasons
+    assert min(check.correlation_ratio) > 0.98
+    assert max(check.drift_fourier_px) < 0.03  # estimation noise on 128², 300 photons
+
+    drifted = SimPattern(
+        angles_rad=pattern.angles_rad,
+        phases_rad=tuple(tuple(p + 0.5 for p in row) for row in pattern.phases_rad),
+        k_fraction=pattern.k_fraction * 1.004,  # 0.4 %: ~1/2 Fourier pixel on 128²
+        modulation=pattern.modulation,
+    )
+    moved = simulate_sim(cell_scene(128, seed=72), drifted, peak_photons=300,
+                         background_photons=10, rng=rng, **OPTICS)
+    check = check_parameters(moved.raw, params, camera=moved.camera, **OPTICS)
+    assert not check.ok
+    assert any("wave vector moved by" in reason for reason in check.reasons)
+    assert any("phase moved" in reason for reason in check.reasons)
+    np.testing.assert_allclose(check.frequency_drift, 4e-3, rtol=0.2)
+    np.testing.assert_allclose(check.drift_fourier_px, 4e-3 * 0.85 * CUTOFF * 128, rtol=0.2)
+    np.testing.assert_allclose(np.abs(check.phase_drift_rad), 0.5, atol=0.15)
+    errors = parameter_errors(check.current, drifted)  # the re-estimate fits the new pattern
+    assert np.abs(errors[:, 0]).max() < 1e-3
+    assert isinstance(check, ParameterCheck)
 
 
 # --------------------------------------------------------------------- reconstruction
