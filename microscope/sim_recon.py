@@ -43,8 +43,10 @@ Pipeline:
      it biases ``|p|`` by ~10⁻⁴);
    * phase and modulation: ``α = (m/2) e^{iφ}`` is ``R(p)`` over ``Σ w |b₀|²`` minus its
      expected noise part (noise power from the spectrum beyond the OTF cut-off);
-   * the phase of every frame, from the same correlation per frame, gives the measured
-     phase steps (checked against ``2π j / n_phases``, stored with the parameters).
+   * every frame's pattern amplitude at ``p`` (its pattern part projected on the
+     widefield moved to ``p``): the grouping check (every frame of an angle carries its
+     pattern) and the measured phase steps (to ~0.04 rad; checked against the order
+     ``2π j / n_phases``, stored with the parameters).
 
 5. Generalised Wiener filter (:func:`wiener_sim`): bands normalised by ``(m/2) e^{±iφ}``
    and moved to their true position on the 2× grid, combined as
@@ -125,7 +127,7 @@ _CONSISTENT_RATIO = 0.3  # ... must not have a frame below this fraction of it
 _LAYOUT_SNR_GAIN = 1.5  # weak pattern: the other layout wins when its fit carries more
 _VERIFIED_SNR = 5.0  # every frame's pattern SNR above this: the frame grouping is right
 _WEAK_SNR = 3.0  # median pattern SNR of an angle's frames below this: unreliable fit
-_SIDEBAND_ITERATIONS = 4  # per-frame phase: fixed-point removal of the other sideband
+_MIRROR_EXCLUSION = 0.5  # per-frame phases: |k| below this × |p| left out
 _ORDER_MIN_SHIFT = 0.3  # pattern frequencies looked for (fraction of the cut-off) ...
 _ORDER_MAX_SHIFT = 1.5  # ... the default search range of the estimation
 _SHUFFLE_GAIN = 1.5  # ≥ 4 phases: reordering by measured phase must gain this much
@@ -467,8 +469,6 @@ class _Fit:
         self.noise0 = noise0
         self.rounds = rounds
         self.brightness = 1.0  # this angle's 0 band over the reference's (modulation scale)
-        self.filtered0: np.ndarray | None = None  # last ifft(C0 A) and B, for the frames
-        self.filter1: np.ndarray | None = None
 
     @property
     def correlation(self) -> float:
@@ -595,9 +595,7 @@ class _Refiner:
             p = p + delta
             if np.hypot(*(delta / np.array(grid.bins))) < _REFINE_TOL_BINS:
                 break
-        fit = self._result(p, r, b0, b1, a, done)
-        fit.filtered0, fit.filter1 = b0, b
-        return fit
+        return self._result(p, r, b0, b1, a, done)
 
     def evaluate(self, c0: np.ndarray, c1: np.ndarray, p: np.ndarray) -> _Fit:
         """The fit quantities at a fixed ``p`` (no search)."""
@@ -638,41 +636,35 @@ def _filters_on(grid: _Grid, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _frame_amplitudes(
     modulated: np.ndarray,
-    plus: np.ndarray,
-    filtered0: np.ndarray,
-    filter1: np.ndarray,
+    widefield_image: np.ndarray,
     p: np.ndarray,
     grid: _Grid,
-    weight: np.ndarray,
     noise_var: float,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Pattern amplitude ``∝ (m/2) e^{iφ_j}`` of each frame at ``p``: corrected, raw, noise.
+) -> tuple[np.ndarray, float]:
+    """Pattern amplitude ``∝ e^{iφ_j}`` of each frame of one angle at ``p``, and its noise.
 
-    The refinement's correlation ``Σ_r w b0* b_j e^{−2πi p·r}`` per frame (``b0`` =
-    ``filtered0``, the filtered widefield; ``b_j`` the frame's pattern part ``modulated``
-    (frame − widefield spectra) filtered by ``filter1``), evaluated as
-    ``Σ_k K(k) M_j(k)`` with one kernel ``K`` per angle on the camera-rate ``grid``. A
-    single frame also holds the other sideband, ``e^{−iφ_j}`` times the ``−p`` copy; its
-    response ``b`` is measured on the −1 band (the mirror image of the separated +1 band
-    ``plus``) and removed per frame by a fixed-point solve of
-    ``t_j = e^{iφ_j} a + e^{−iφ_j} b`` (exact phases when the frames are grouped and
-    ordered right; the raw ``t_j`` are what the grouping checks use). The noise is the
-    standard deviation of an amplitude for white noise of ``noise_var`` per Fourier bin.
+    Each frame's pattern part (``modulated``: frame − widefield spectra) holds the copy
+    ``X(k) ∝ S(k − p) OTF(k)`` times ``e^{iφ_j}`` and its mirror around ``−p`` times
+    ``e^{−iφ_j}``. It is projected on the matched template ``W(k − p) OTF(k) /
+    OTF(k − p)`` ≈ ``S(k − p) OTF(k)`` (the widefield ``W`` moved to ``p``, from
+    ``widefield_image`` = its inverse FFT times the correlation weight, so the border
+    does not count; the OTF floored at 0.1), with ``|k|`` below ``|p| / 2`` left out:
+    there the mirror copy carries the specimen's detail at ``|p|``, elsewhere it is
+    small against the copy's centre ``S(0)``. The phases of the projections are the
+    frames' phases to ~0.04 rad (what is left of the mirror copy, and of the pattern in
+    ``W`` when the phases are not equidistant). The noise is the standard deviation of
+    one projection for white noise of ``noise_var`` per Fourier bin.
     """
     ramp = np.outer(np.exp(2j * np.pi * p[1] * grid.y), np.exp(2j * np.pi * p[0] * grid.x))
-    reference = sfft.fft2(filtered0 * weight * ramp)
-    kernel = (np.conj(reference) * filter1).ravel()
-    n = modulated.shape[0]
-    measured = modulated.reshape(n, -1) @ kernel
-    minus = np.conj(grid.flip(plus)).ravel()  # the −1 band
-    response_plus, response_minus = plus.ravel() @ kernel, minus @ kernel
-    amplitudes = measured.copy()
-    if abs(response_plus) > 0:
-        for _ in range(_SIDEBAND_ITERATIONS):
-            phase = np.exp(1j * np.angle(amplitudes / response_plus))
-            amplitudes = measured - np.conj(phase) * response_minus
+    moved = sfft.fft2(widefield_image * ramp)  # W(k − p), weighted in real space
+    distance2 = grid.fy[:, None] ** 2 + grid.fx[None, :] ** 2
+    width = max(_MIRROR_EXCLUSION * float(np.hypot(*p)), 1e-12)
+    mirror = np.exp(-0.5 * distance2 / width**2)
+    floor = np.maximum(grid.otf(-p[0], -p[1]), _COARSE_OTF_THRESHOLD)
+    kernel = (np.conj(moved) / floor * grid.otf(0.0, 0.0) * (1.0 - mirror)).ravel()
+    amplitudes = modulated.reshape(modulated.shape[0], -1) @ kernel
     noise = math.sqrt(noise_var * float(np.sum(kernel.real**2 + kernel.imag**2)))
-    return amplitudes, measured, noise
+    return amplitudes, noise
 
 
 def _brightness(
@@ -803,10 +795,10 @@ def _check_weak_angles_for_shuffles(
     for a in weak:
         peak = int(np.argmax(maps[a * n_phases : (a + 1) * n_phases].sum(axis=0)))
         p = np.array([grid.fx[ix[peak]], grid.fy[iy[peak]]])
-        ps = [p if b == a else np.zeros(2) for b in range(len(results))]
-        found = _amplitudes_at(spectra, ps, n_phases, cutoff, weight_zone)[a]
-        if found.noise > 0 and np.abs(found.measured).max() >= _CONSISTENT_SNR * found.noise:
-            _check_phase_order(found.measured, a)
+        frames = spectra[a * n_phases : (a + 1) * n_phases]  # their mean is the widefield
+        found = _amplitudes_at(frames, [p], n_phases, cutoff, weight_zone)[0]
+        if found.noise > 0 and np.abs(found.amplitudes).max() >= _CONSISTENT_SNR * found.noise:
+            _check_phase_order(found.amplitudes, a)
 
 
 def _contrast(similarity: np.ndarray, groups: list[tuple[int, ...]]) -> float:
@@ -930,7 +922,7 @@ def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
     """Warn about (and note) angles whose frames barely show the pattern."""
     notes = []
     for a, r in enumerate(results):
-        snr = float(np.median(np.abs(r.measured))) / r.noise if r.noise > 0 else np.inf
+        snr = float(np.median(np.abs(r.amplitudes))) / r.noise if r.noise > 0 else np.inf
         if snr < _WEAK_SNR:
             correlation = f", band correlation {r.fit.correlation:.2f}" if r.fit else ""
             note = (
@@ -945,7 +937,7 @@ def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
 
 def _pattern_snr(results: list[_AngleResult]) -> float:
     """Total pattern signal-to-noise of all frames at their angles' wave vectors."""
-    return float(sum(np.abs(r.measured).sum() / r.noise for r in results if r.noise > 0))
+    return float(sum(np.abs(r.amplitudes).sum() / r.noise for r in results if r.noise > 0))
 
 
 # ------------------------------------------------------------------ public API
@@ -958,15 +950,11 @@ def _check_order_name(frame_order: str) -> str:
 
 
 class _AngleResult(NamedTuple):
-    """Fit of one angle (None for given parameters), pattern amplitudes of its frames.
-
-    ``amplitudes`` are corrected for the other sideband (for the phases), ``measured``
-    are not (for checks of the grouping), ``noise`` is their standard deviation.
-    """
+    """Fit of one angle (None for given parameters), pattern amplitudes of its frames and
+    their noise (:func:`_frame_amplitudes`)."""
 
     fit: _Fit | None
     amplitudes: np.ndarray
-    measured: np.ndarray
     noise: float
 
 
@@ -981,22 +969,14 @@ def _amplitudes_at(
     frame_noise = float(np.mean([_noise_variance(f, outside) for f in spectra]))
     widefield = spectra.mean(axis=0)
     modulated = spectra - widefield
-    bands = _bands01(spectra, len(ps), n_phases)
+    widefield_image = sfft.ifft2(widefield) * weight
     results = []
     for a, p in enumerate(ps):
-        fit = None if fits is None else fits[a]
-        if fit is not None and fit.filtered0 is not None and fit.filtered0.shape == grid.shape:
-            filtered0, filter1 = fit.filtered0, fit.filter1  # the refinement's, p ± 1e-3 bin
-        else:
-            filter0, filter1 = _filters_on(grid, p)
-            filtered0 = sfft.ifft2(widefield * filter0)
-        amplitudes, measured, noise = _frame_amplitudes(
-            modulated[a * n_phases : (a + 1) * n_phases], bands[a, 1], filtered0, filter1, p,
-            grid, weight, frame_noise,
+        amplitudes, noise = _frame_amplitudes(
+            modulated[a * n_phases : (a + 1) * n_phases], widefield_image, p, grid,
+            frame_noise,
         )
-        results.append(
-            _AngleResult(None if fits is None else fits[a], amplitudes, measured, noise)
-        )
+        results.append(_AngleResult(None if fits is None else fits[a], amplitudes, noise))
     return results
 
 
@@ -1005,7 +985,7 @@ def _verified(results: list[_AngleResult]) -> bool:
     for r in results:
         if r.noise <= 0:
             return False
-        snr = np.abs(r.measured) / r.noise
+        snr = np.abs(r.amplitudes) / r.noise
         if snr.min() < _VERIFIED_SNR or snr.min() < _CONSISTENT_RATIO * snr.max():
             return False
     return True
@@ -1051,7 +1031,7 @@ def _fit_in_order(
         alternative = []
     snr, other_snr = _pattern_snr(results), _pattern_snr(alternative)
     plausible = bool(alternative) and all(
-        r.noise > 0 and np.median(np.abs(r.measured)) >= _WEAK_SNR * r.noise
+        r.noise > 0 and np.median(np.abs(r.amplitudes)) >= _WEAK_SNR * r.noise
         for r in alternative
     )
     if plausible and other_snr > _LAYOUT_SNR_GAIN * snr:
@@ -1076,8 +1056,8 @@ def _check_frames(
     permutation = frame_permutation(n_angles, n_phases, order)
     for a, result in enumerate(results):
         frames = list(permutation[a * n_phases : (a + 1) * n_phases])
-        _check_consistent(result.measured, result.noise, a, frames)
-        _check_phase_order(result.measured, a)
+        _check_consistent(result.amplitudes, result.noise, a, frames)
+        _check_phase_order(result.amplitudes, a)
 
 
 def _bands01(spectra: np.ndarray, n_angles: int, n_phases: int) -> np.ndarray:
