@@ -66,7 +66,7 @@ class FrameOrderError(ValueError):
 
 
 class FrameOrderWarning(UserWarning):
-    """The raw frames were reordered before reconstruction (see the message)."""
+    """The raw frames were reordered, or their order could not be verified (see message)."""
 
 
 class WeakPatternWarning(UserWarning):

@@ -102,8 +102,8 @@ _MIN_SIDE = 8  # smallest frame side (pixels) the border fade and band search ma
 _COARSE_OTF_THRESHOLD = 0.1  # bands divided by the OTF where it exceeds this
 _DC_EXCLUSION = 0.1  # of the cut-off: the background-laden DC region is left out
 _MIN_OVERLAP = 0.05  # smallest overlap of the shifted OTF supports (fraction of one)
-_COARSE_CANDIDATES = 3  # strongest correlation maxima refined, the best kept ...
-_CANDIDATE_RATIO = 0.7  # ... among those above this fraction of the strongest
+_COARSE_CANDIDATES = 24  # correlation maxima tried in turn (one refinement round each) ...
+_SIGNIFICANT = 5.0  # ... until one has |R| this many times its chance level (noise: < 1)
 _ALIAS_MARGIN = 1.02  # sampling rate above the alias-free minimum of the correlation
 # -- refinement
 _HIGHPASS_SIGMA = 0.05  # of the cut-off: Gaussian width of the background high-pass
@@ -389,21 +389,25 @@ class _Grid:
 
 
 class _CoarseSearch:
-    """Normalised cross-correlation of OTF-divided bands at every integer shift.
+    """Normalised cross-correlation of the 0 and +1 bands at every integer shift.
 
-    Both bands are divided by the OTF where it exceeds ``_COARSE_OTF_THRESHOLD`` (region
-    ``M``), so at the true shift ``C+1(k+p) / OTF(k+p) = (m/2) e^{iφ} C0(k) / OTF(k)``;
-    the correlation coefficient ``|Σ b0* b1(k+q)| / √(Σ |b0|² M(k+q) · Σ M |b1(k+q)|²)``
-    then approaches 1 at ``q = p`` whatever the specimen, and stays small elsewhere.
-    Every sum over ``k`` is the FFT of a product of inverse FFTs (single precision:
-    only the peak's position to a Fourier pixel matters here).
+    Both bands are divided by ``√OTF`` where the OTF exceeds ``_COARSE_OTF_THRESHOLD``
+    (region ``M``; half-way between the matched filter and full whitening, which ranks
+    the true peak best at low photon counts) and compared through the correlation
+    coefficient ``|Σ b0* b1(k+q)| / √(Σ |b0|² M(k+q) · Σ M |b1(k+q)|²)``: large at
+    ``q = p`` whatever the specimen, small elsewhere, and independent of how much the
+    shifted supports overlap. Every sum over ``k`` is the FFT of a product of inverse
+    FFTs (single precision: only the peak's position to a Fourier pixel matters here).
+    The local maxima are returned strongest first; the caller tries them in turn.
     """
 
     def __init__(self, grid: _Grid) -> None:
         self.grid = grid
         otf = grid.otf(0.0, 0.0)
         support = otf > _COARSE_OTF_THRESHOLD
-        self.inverse = np.where(support, 1.0 / np.maximum(otf, _COARSE_OTF_THRESHOLD), 0.0)
+        self.inverse = np.where(
+            support, 1.0 / np.sqrt(np.maximum(otf, _COARSE_OTF_THRESHOLD)), 0.0
+        )
         self.inverse_dc = self.inverse * (grid.rho > _DC_EXCLUSION * grid.cutoff)
         self.mask = sfft.rfft2(support.astype(np.float32))
         overlap = sfft.irfft2(np.conj(self.mask) * self.mask, s=grid.shape)
@@ -432,8 +436,7 @@ class _CoarseSearch:
         if index.size == 0:
             return []
         values = correlation.ravel()[index]
-        order = np.argsort(values)[::-1][:_COARSE_CANDIDATES]
-        index = index[order][values[order] >= _CANDIDATE_RATIO * values[order[0]]]
+        index = index[np.argsort(values)[::-1][:_COARSE_CANDIDATES]]
         return [self._subpixel(correlation, *np.unravel_index(i, grid.shape)) for i in index]
 
     def _subpixel(self, correlation: np.ndarray, iy: int, ix: int) -> np.ndarray:
@@ -469,6 +472,12 @@ class _Fit:
         self.noise0 = noise0
         self.rounds = rounds
         self.brightness = 1.0  # this angle's 0 band over the reference's (modulation scale)
+        self.chance = 0.0  # |R| expected by chance (unrelated bands), see significance
+
+    @property
+    def significance(self) -> float:
+        """``|R|`` over its chance level: ≫ 10 for a pattern, a few for noise."""
+        return abs(self.r_centre) / self.chance if self.chance > 0 else 0.0
 
     @property
     def correlation(self) -> float:
@@ -613,11 +622,16 @@ class _Refiner:
         self, p: np.ndarray, r: complex, b0: np.ndarray, b1: np.ndarray, a: np.ndarray,
         rounds: int,
     ) -> _Fit:
-        energy0 = float(np.sum(self.weight * (b0.real**2 + b0.imag**2)))
-        energy1 = float(np.sum(self.weight * (b1.real**2 + b1.imag**2)))
+        power0 = self.weight * (b0.real**2 + b0.imag**2)
+        power1 = b1.real**2 + b1.imag**2
+        energy0 = float(np.sum(power0))
+        energy1 = float(np.sum(self.weight * power1))
         size = a.size
         noise0 = self.weight_sum * self.noise_var * float(np.sum(a * a)) / size**2
-        return _Fit(p, r, energy0, energy1, noise0, rounds)
+        fit = _Fit(p, r, energy0, energy1, noise0, rounds)
+        # |R| of unrelated bands: a sum of terms with random phases
+        fit.chance = math.sqrt(float(np.sum(power0 * self.weight * power1)))
+        return fit
 
 
 def _noise_variance(c0: np.ndarray, outside: np.ndarray) -> float:
@@ -1043,10 +1057,12 @@ def _fit_in_order(
             f"{snr:.0f}",
         )
         return order, notes, alternative
-    return expected, (
-        f"frame order not verified from single frames (pattern too weak); the {expected} "
-        f"reading carries a total pattern SNR of {snr:.0f}, {other} {other_snr:.0f}",
-    ), results
+    note = (
+        f"frame order not verified: the pattern is too weak in single frames; the {expected} "
+        f"reading carries a total pattern SNR of {snr:.0f}, {other} {other_snr:.0f}"
+    )
+    warnings.warn(note, FrameOrderWarning, stacklevel=3)
+    return expected, (note,), results
 
 
 def _check_frames(
@@ -1131,12 +1147,14 @@ def _fit_angles(
     fits = []
     for a, found in enumerate(candidates):
         c1 = bands[a, 1]
-        if len(found) > 1:  # keep the candidate that fits best after one filter update
-            trials = [refiner.fit(widefield, c1, p, rounds=1) for p in found]
-            start = max(trials, key=lambda f: f.correlation).p
-        else:
-            start = found[0]
-        fit = refiner.fit(widefield, c1, start, rounds=_REFINE_ROUNDS)
+        best = None
+        for candidate in found:  # strongest first, until one is clearly the pattern
+            trial = refiner.fit(widefield, c1, candidate, rounds=1)
+            if best is None or trial.significance > best.significance:
+                best = trial
+            if best.significance >= _SIGNIFICANT:
+                break
+        fit = refiner.fit(widefield, c1, best.p, rounds=_REFINE_ROUNDS)
         fit.brightness = _brightness(
             bands[a, 0], widefield, _filters_on(camera_grid, fit.p)[0],
             _noise_variance(bands[a, 0], outside), widefield_noise,
