@@ -75,6 +75,8 @@ class BundleRecipe:
             shipped one).
         calibration: calibration file of the camera that recorded ``self_supervised``
             (default: the noise model is estimated from the stack).
+        init_float: a float checkpoint to quantize instead of training one (its
+            architecture replaces ``channels``/``depth``; ``train_steps`` is ignored).
     """
 
     name: str = "denoise-w4a8"
@@ -92,6 +94,7 @@ class BundleRecipe:
     self_supervised: str | None = None
     init_bundle: str | None = None
     calibration: str | None = None
+    init_float: str | None = None
 
 
 def make_bundle(
@@ -146,9 +149,17 @@ def make_bundle(
 
     if user is None:
         model_cfg = DenoiserConfig(channels=spec.channels, depth=spec.depth)
+        if spec.init_float:
+            from fluorofpga.models import load_float_model
+
+            float_model = load_float_model(spec.init_float)
+            model_cfg = float_model.config
         tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg,
                            n_scenes=spec.scenes)
-        float_model, train_log = train_denoiser(tcfg, train_progress)
+        if spec.init_float:
+            train_log: dict[str, Any] = {"loss": []}
+        else:
+            float_model, train_log = train_denoiser(tcfg, train_progress)
         qat_data: Any = SimulatedPairs(tcfg.n_scenes, (tcfg.scene_size, tcfg.scene_size),
                                        model_cfg.signal, tcfg.cameras, spec.seed + 1)
         train_info: dict[str, Any] = {"cameras": tcfg.cameras.to_dict(), "data": (
@@ -220,7 +231,9 @@ def make_bundle(
             "finn_build": "finn",
         },
         "training": {
-            "steps": spec.train_steps, "final_loss": float(np.mean(train_log["loss"][-50:])),
+            "steps": 0 if spec.init_float else spec.train_steps,
+            "init_float": spec.init_float,
+            "final_loss": None if spec.init_float else float(np.mean(train_log["loss"][-50:])),
             "qat_steps": spec.qat_steps,
             "qat_final_loss": float(np.mean(qat_log[-50:])) if qat_log else None,
             "seed": spec.seed, **train_info,

@@ -180,6 +180,8 @@ def train(
     calibration: Path | None = typer.Option(None, help="calibration of the camera that "
                                             "recorded --self-supervised (default: estimate "
                                             "the noise from the frames)"),
+    init_float: Path | None = typer.Option(None, help="quantize and compile this float "
+                                           "checkpoint instead of training one"),
 ) -> None:
     """Train, quantize, compile (FINN) and package a denoiser bundle."""
     from fluorofpga import app as facade
@@ -191,7 +193,8 @@ def train(
                                channels=channels, depth=depth, scenes=scenes,
                                self_supervised=self_supervised,
                                init_bundle=str(init_bundle) if init_bundle else None,
-                               calibration=str(calibration) if calibration else None)
+                               calibration=str(calibration) if calibration else None,
+                               init_float=str(init_float) if init_float else None)
     try:
         with _Bars() as bars:
             bundle = facade.make_bundle(out, spec, progress=bars, overwrite=overwrite)
