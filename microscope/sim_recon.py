@@ -10,24 +10,31 @@ Pipeline:
 1. Input: ``raw`` as photons/electrons (float, ≥ 0) or as uint16 ADU together with the
    ``camera`` that recorded it (then ``(ADU − offset) · gain / qe`` photons; pixels
    below the offset stay negative — that is read noise, not an error).
-2. Frame order (:func:`detect_frame_order`): the documented layout is angle-major
-   (frame ``a * n_phases + j``). The pattern part of every frame (frame minus the mean
-   of all frames) has its power at ``±p`` of its own angle, so frames of one angle have
-   alike power spectra; grouping the frames by that similarity tells angle-major from
-   phase-major and from any other grouping. A phase-major stack is reordered with a
-   :class:`~fluorofpga.microscope.sim_params.FrameOrderWarning` (or refused with
-   ``reorder=False``); any other grouping raises
-   :class:`~fluorofpga.microscope.sim_params.FrameOrderError`. With ≥ 4 phases the
-   measured phase of every frame also reveals phases shuffled within an angle.
-3. Borders are faded (cosine over ``border_px``) to the stack mean so the periodic FFT
+2. Borders are faded (cosine over ``border_px``) to the stack mean so the periodic FFT
    sees no edge; band separation per angle with equidistant phase steps
-   (``2π j / n_phases``): the 0, +1 and −1 bands by linear unmixing.
+   (``2π j / n_phases``): the 0, +1 and −1 bands by linear unmixing. The 0 band used
+   for estimation is the widefield image (mean of all frames, least noise).
+3. Frame order: the documented layout is angle-major (frame ``a * n_phases + j``).
+   After the fit, every frame's pattern amplitude at its angle's wave vector is
+   measured; when every frame clearly carries its angle's pattern the layout is right
+   (no extra cost). Otherwise the frames are grouped by the peaks of their own
+   correlation with the widefield (:func:`detect_frame_order`: the pattern part of a
+   frame, frame minus widefield, peaks at ``±p`` of its own angle), and when single
+   frames are too noisy for that, the layout whose fit carries clearly more pattern
+   wins. A phase-major stack is reordered with a
+   :class:`~fluorofpga.microscope.sim_params.FrameOrderWarning` (or refused with
+   ``reorder=False``); any other grouping, or a frame without its angle's pattern,
+   raises :class:`~fluorofpga.microscope.sim_params.FrameOrderError`; an order that
+   cannot be verified gets a warning. With ≥ 4 phases the measured phases of the frames
+   also reveal phases shuffled within an angle. Nothing is reconstructed silently.
 4. Parameter estimation (:func:`estimate_parameters`), per angle:
 
-   * coarse ``p``: the FFT cross-correlation of the OTF-divided 0 and +1 bands,
-     normalised by their energies in the overlap of the shifted OTF supports, on a grid
-     just fine enough that the correlation does not alias (camera rate for the usual
-     optics); its maximum in the search range, parabolic sub-bin position;
+   * coarse ``p``: the FFT cross-correlation of the 0 and +1 bands (each divided by
+     ``√OTF``), normalised by their energies in the overlap of the shifted OTF supports,
+     on a grid just fine enough that the correlation does not alias (camera rate for
+     the usual optics); its local maxima in the search range, parabolic sub-bin
+     positions, are tried in turn (one refinement round each) until one is significant:
+     ``|R|`` (below) far above what unrelated bands give;
    * fine ``p``: with filters ``A(k) = OTF(k + p₀) h(k)`` on the 0 band and
      ``B(k) = OTF(k − p₀) h(k − p₀)`` on the +1 band (``h`` a smooth high-pass that
      removes the unmodulated background), the filtered bands satisfy
@@ -42,7 +49,8 @@ Pipeline:
      border and a margin inside it, where the fade breaks the identity above (including
      it biases ``|p|`` by ~10⁻⁴);
    * phase and modulation: ``α = (m/2) e^{iφ}`` is ``R(p)`` over ``Σ w |b₀|²`` minus its
-     expected noise part (noise power from the spectrum beyond the OTF cut-off);
+     expected noise part (noise power from the spectrum beyond the OTF cut-off), scaled
+     by the angle's own 0-band brightness relative to the widefield;
    * every frame's pattern amplitude at ``p`` (its pattern part projected on the
      widefield moved to ``p``): the grouping check (every frame of an angle carries its
      pattern) and the measured phase steps (to ~0.04 rad; checked against the order
@@ -99,7 +107,7 @@ _MIN_PHASES = 3  # +1 and −1 bands need at least three phase steps to separate
 _MIN_MODULATION = 0.2  # bands are not amplified by more than 2 / this
 _MIN_SIDE = 8  # smallest frame side (pixels) the border fade and band search make sense on
 # -- coarse search
-_COARSE_OTF_THRESHOLD = 0.1  # bands divided by the OTF where it exceeds this
+_COARSE_OTF_THRESHOLD = 0.1  # bands divided by √OTF where the OTF exceeds this
 _DC_EXCLUSION = 0.1  # of the cut-off: the background-laden DC region is left out
 _MIN_OVERLAP = 0.05  # smallest overlap of the shifted OTF supports (fraction of one)
 _COARSE_CANDIDATES = 24  # correlation maxima tried in turn (one refinement round each) ...
@@ -459,7 +467,7 @@ class _CoarseSearch:
 
 
 class _Fit:
-    """Result of the refinement of one angle (see :func:`_refine`)."""
+    """Result of the refinement of one angle (see :meth:`_Refiner.fit`)."""
 
     def __init__(
         self, p: np.ndarray, r_centre: complex, energy0: float, energy1: float,
@@ -923,7 +931,7 @@ def _resolve_order(
                 found=check.found, groups=check.groups,
             )
         note = message + f"; read as {check.found}"
-        warnings.warn(note, FrameOrderWarning, stacklevel=3)
+        warnings.warn(note, FrameOrderWarning, stacklevel=4)  # the caller of the public API
         return check.found, (note,)
     raise FrameOrderError(
         f"the raw frames fit neither angle-major nor phase-major order: {evidence}; "
@@ -1208,12 +1216,15 @@ def detect_frame_order(
 ) -> FrameOrderCheck:
     """Tell from the data which frames share a pattern angle, hence the stack's layout.
 
-    The pattern part of each frame (frame − mean of all frames) has its power around
-    ``±p`` of its angle; frames with alike binned power spectra share an angle. The
-    frames are grouped by that similarity and the grouping compared with the
-    angle-major (frame ``a * n_phases + j``) and phase-major (frame ``j * n_angles + a``)
-    layouts. Phases within an angle are not checked here (:func:`estimate_parameters`
-    does with ≥ 4 phases; any order of 3 equidistant phases is equidistant).
+    The pattern part of each frame (frame − mean of all frames) correlates with the
+    widefield image at ``±p`` of the frame's angle; frames whose correlation maps peak
+    at the same shifts share an angle. The frames are grouped by that similarity and
+    the grouping compared with the angle-major (frame ``a * n_phases + j``) and
+    phase-major (frame ``j * n_angles + a``) layouts. It needs the pattern to stand out
+    in single frames (``"undetermined"`` otherwise; :func:`estimate_parameters` then
+    compares the fits of both layouts). Phases within an angle are not checked here
+    (:func:`estimate_parameters` does with ≥ 4 phases; any order of 3 equidistant
+    phases is equidistant, possibly for the wave vector ``−p``).
 
     Args:
         raw: ``"PYX"`` stack, ``P = n_angles × n_phases``; photons or ADU with ``camera``.
