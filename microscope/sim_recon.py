@@ -1155,14 +1155,17 @@ def _fit_angles(
     fits = []
     for a, found in enumerate(candidates):
         c1 = bands[a, 1]
-        best = None
-        for candidate in found:  # strongest first, until one is clearly the pattern
-            trial = refiner.fit(widefield, c1, candidate, rounds=1)
-            if best is None or trial.significance > best.significance:
-                best = trial
-            if best.significance >= _SIGNIFICANT:
-                break
-        fit = refiner.fit(widefield, c1, best.p, rounds=_REFINE_ROUNDS)
+        start = found[0]
+        if len(found) > 1:
+            best = None
+            for candidate in found:  # strongest first, until one is clearly the pattern
+                trial = refiner.fit(widefield, c1, candidate, rounds=1)
+                if best is None or trial.significance > best.significance:
+                    best = trial
+                if best.significance >= _SIGNIFICANT:
+                    break
+            start = best.p
+        fit = refiner.fit(widefield, c1, start, rounds=_REFINE_ROUNDS)
         fit.brightness = _brightness(
             bands[a, 0], widefield, _filters_on(camera_grid, fit.p)[0],
             _noise_variance(bands[a, 0], outside), widefield_noise,
@@ -1366,8 +1369,8 @@ def check_parameters(
 ) -> ParameterCheck:
     """Do stored parameters still fit a new stack? (drift detection for live SIM).
 
-    Re-estimates every angle starting at the stored wave vector (no blind search, so
-    cheaper than :func:`estimate_parameters`) and compares: the band correlation at the
+    Re-estimates every angle starting at the stored wave vector (no blind search) and
+    compares: the band correlation at the
     stored wave vector against the re-estimated one, the change of the wave vector and
     of the phase. The wave-vector tolerance is in Fourier pixels of the frame
     (``1 / Y``, ``1 / X`` cycles per pixel), because that is what a reconstruction
