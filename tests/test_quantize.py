@@ -67,7 +67,7 @@ def test_brevitas_and_qonnx_give_identical_integers(tmp_path, float_model, data,
     rng = np.random.default_rng(0)
     x = np.concatenate([
         rng.integers(0, 256, (2, 1, 32, 32)),
-        data.inputs[:1, None, :32, :32].astype(np.int64),
+        np.rint(data.batch(1, 32)[0].numpy() * 256).astype(np.int64),  # camera codes
     ]).astype(np.uint8)
     a = q.forward_int(torch.from_numpy(x.astype(np.int64))).numpy()
     b = run_qonnx_int(path, x)
