@@ -9,7 +9,8 @@ Test sets (nothing here is used in training; the shipped nets see simulated data
 
 Every clean image is scaled to a peak of 5, 20 or 100 photons per pixel (plus 2 % of
 background) and recorded by a *foreign* sCMOS camera outside the training ranges (gain
-4 e⁻/ADU, offset 1000 ADU, read noise 3.5 e⁻ rms, per-pixel maps and hot pixels). The
+4 e⁻/ADU, offset 1000 ADU with 0.5 ADU = 2 e⁻ rms pixel-to-pixel spread, read noise
+3.5 e⁻ median with a log-normal tail, hot pixels). The
 camera is calibrated the user's way (simulated dark and flat stacks →
 ``microscope.calibrate``). Rows:
 
@@ -59,7 +60,7 @@ from fluorofpga.models import int_to_tensor, load_float_model, tensor_to_codes
 
 PHOTONS = (5.0, 20.0, 100.0)
 BACKGROUND = 0.02
-FOREIGN = {"offset_mean_adu": 1000.0, "gain_mean_e_per_adu": 4.0,
+FOREIGN = {"offset_mean_adu": 1000.0, "offset_sd_adu": 0.5, "gain_mean_e_per_adu": 4.0,
            "read_noise_median_e": 3.5, "hot_pixel_fraction": 5e-4}
 
 

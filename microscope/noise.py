@@ -45,7 +45,7 @@ class NoiseEstimate:
         levels: mean ADU of each intensity bin used.
         variances: measured noise variance of each bin, ADU².
         pixels_used: pixels behind the fit.
-        frames_used: frames behind the fit.
+        frames_used: frames (single frame) or consecutive frame pairs (stack) behind the fit.
         slope_fitted: False when the frames held too little signal to measure the Poisson
             slope and it was set from a prior (the variance at the data is still fitted).
     """
@@ -72,16 +72,27 @@ def _highpass(x: np.ndarray) -> np.ndarray:
 
 
 def _frame_samples(
-    frame: np.ndarray, adc_max: int,
+    frame: np.ndarray, adc_max: int, other: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(local mean, high-pass residual, flatness) of the usable pixels of one frame."""
+    """(local mean, residual, flatness) of the usable pixels of one frame.
+
+    With ``other`` (the next frame of a stack) the residual is the temporal difference
+    ``(frame − other)/√2``: the fixed pattern of the sensor (per-pixel offsets) cancels,
+    which a single frame cannot tell from noise. Otherwise it is the spatial high-pass.
+    """
     x = frame.astype(np.float64)
-    d = _highpass(x)
+    if other is None:
+        d = _highpass(x)
+    else:
+        y = other.astype(np.float64)
+        d = (x - y) / np.sqrt(2.0)
+        x = (x + y) / 2.0
     mean = ndimage.uniform_filter(x, 5, mode="reflect")
     smooth = ndimage.gaussian_filter(x, 3.0, mode="reflect")
     gy, gx = np.gradient(smooth)
     flatness = np.hypot(gy, gx)
-    valid = ndimage.minimum_filter(x < adc_max, 5, mode="nearest")  # no saturated neighbour
+    unsaturated = frame < adc_max if other is None else (frame < adc_max) & (other < adc_max)
+    valid = ndimage.minimum_filter(unsaturated, 5, mode="nearest")  # no saturated neighbour
     border = np.zeros_like(valid)
     border[3:-3, 3:-3] = True
     keep = valid & border
@@ -129,7 +140,10 @@ def estimate_noise(
         frames: unsigned-integer camera frames, raw ADU (not float, not rescaled).
         adc_max: ADC saturation value; pixels there (and their neighbours) are ignored.
         n_bins: intensity bins (quantiles of the local mean).
-        max_frames: frames of a stack to pool (evenly spaced).
+        max_frames: frame pairs of a stack to pool (evenly spaced). A stack is measured
+            by temporal differences of consecutive frames (the sensor's fixed pattern, e.g.
+            per-pixel offsets, cancels; motion is caught by the robust statistics); a single
+            frame by its spatial high-pass, which counts the fixed pattern as noise.
 
     Raises:
         NoiseEstimationError: float input, fewer than 64×64 usable pixels, or an image
@@ -146,10 +160,16 @@ def estimate_noise(
     stack = arr.reshape(-1, *arr.shape[-2:])
     if min(stack.shape[-2:]) < 16:
         raise NoiseEstimationError(f"frames of {stack.shape[-2:]} are too small (need ≥ 16 px)")
-    pick = np.unique(np.linspace(0, len(stack) - 1, min(max_frames, len(stack))).astype(int))
+    if len(stack) >= 2:  # temporal pairs: the sensor's fixed pattern cancels
+        starts = np.unique(np.linspace(0, len(stack) - 2, min(max_frames, len(stack) - 1))
+                           .astype(int))
+        pairs = [(stack[i], stack[i + 1]) for i in starts]
+    else:
+        pairs = [(stack[0], None)]
+    pick = np.arange(len(pairs))
     means, resid, flat = [], [], []
-    for i in pick:
-        m, d, f = _frame_samples(stack[i], adc_max)
+    for a, b in pairs:
+        m, d, f = _frame_samples(a, adc_max, b)
         means.append(m)
         resid.append(d)
         flat.append(f)

@@ -67,7 +67,7 @@ def test_noise_estimated_from_a_stack_of_dim_frames_matches_the_camera():
     mic = WidefieldMicroscope(shape=(128, 128), peak_photons=5.0, camera=cam, seed=4)
     stack = np.stack([f.noisy for f in mic.frames(8)])
     est = estimate_noise(stack)
-    assert est.frames_used == 8
+    assert est.frames_used == 7  # consecutive pairs
     levels = np.percentile(mic.clean_adu(), [5, 50, 99])
     ratio = _sd_ratio(est.model, NoiseModel.from_camera(2.0, 300, 2.5), levels)
     assert np.all(np.abs(ratio - 1) < 0.1), ratio
@@ -122,3 +122,21 @@ def test_pair_table_decode_equals_the_arithmetic_and_counts_the_same():
     rounded = np.rint(exact)
     assert c16.clipped_output == int(np.count_nonzero((rounded < 0) | (rounded > 65535)))
     assert c64.pixels == c16.pixels == adu.size
+
+
+def test_a_stack_sees_through_the_sensors_fixed_pattern_a_single_frame_cannot():
+    sensor = SCMOSSensor.random((128, 128), np.random.default_rng(2), qe=1.0,
+                                offset_mean_adu=1000.0, offset_sd_adu=2.0,
+                                gain_mean_e_per_adu=4.0, gain_rel_sd=0.0,
+                                read_noise_median_e=3.5, read_noise_log_sd=0.0,
+                                hot_pixel_fraction=0.0, dark_current_e_per_s=0.0)
+    mic = WidefieldMicroscope(shape=(128, 128), peak_photons=100.0, seed=3)
+    photons = np.asarray(mic.photons())
+    rng = np.random.default_rng(4)
+    stack = np.stack([sensor.acquire(photons, rng) for _ in range(4)])
+    true = NoiseModel.from_camera(4.0, 1000.0, 3.5)
+    levels = np.percentile(sensor.expected_adu(photons), [5, 50, 99])
+    from_stack = _sd_ratio(estimate_noise(stack).model, true, levels)
+    from_frame = _sd_ratio(estimate_noise(stack[0]).model, true, levels)
+    assert np.all(np.abs(from_stack - 1) < 0.15), from_stack
+    assert from_frame[0] > 1.3  # 8 e- rms of offset pattern counted as noise
