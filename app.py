@@ -647,7 +647,10 @@ def denoise(
         noise = NoiseModel.from_calibration(cal, extra_rounding=True)
         noise_info: dict[str, Any] = {**noise.to_dict(), "from": str(calibration)}
     else:
-        estimate = estimate_noise(planes, adc_max=adc_max)
+        try:
+            estimate = estimate_noise(planes, adc_max=adc_max)
+        except ValueError as e:
+            raise type(e)(f"{in_path}: {e}") from None
         noise = estimate.model
         noise_info = {**estimate.summary(), "from": "estimated from the frames (no calibration)"}
     t0 = time.perf_counter()
