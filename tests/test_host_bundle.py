@@ -22,8 +22,10 @@ def bundle():
 
 
 def test_tiled_equals_untiled_on_shipped_accelerator(bundle):
+    from fluorofpga.microscope import NoiseModel
+
     frame = next(WidefieldMicroscope(shape=(300, 261), seed=3).frames(1)).noisy
-    q = bundle.input_format.to_int(frame)
+    q = bundle.tables(NoiseModel.from_camera(0.46, 100.0, 1.6)).encode(frame)
     with bundle.accelerator() as acc:
         tiled = process_tiled(q, acc.run, acc.tile_shape, bundle.halo)
         graph = acc.graph
