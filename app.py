@@ -645,7 +645,7 @@ def denoise(
         cal = load_calibration(calibration)
         cal.check_shape(planes.shape[1:])
         noise = NoiseModel.from_calibration(cal, extra_rounding=True)
-        noise_info: dict[str, Any] = {**noise.to_dict(), "from": str(calibration)}
+        noise_info: dict[str, Any] = {**noise.to_dict(), "from": f"calibration {calibration}"}
     else:
         try:
             estimate = estimate_noise(planes, adc_max=adc_max)

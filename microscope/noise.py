@@ -63,7 +63,7 @@ class NoiseEstimate:
                 "gain_e_per_adu": self.model.gain_e_per_adu, "bins": int(self.levels.size),
                 "pixels_used": self.pixels_used, "frames_used": self.frames_used,
                 "slope_fitted": self.slope_fitted,
-                "source": "estimated from the frames (no calibration)"}
+                "source": "estimated"}
 
 
 def _highpass(x: np.ndarray) -> np.ndarray:
