@@ -90,7 +90,7 @@ def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path)
            "--channels", "4", "--depth", "3", "--scenes", "2", "--scene-size", "64"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    digests = dict(re.findall(r"rank (\d)/2 weights sha256 (\w+)", r.stdout))
+    digests = dict(re.findall(r"rank (\d)/2 weights sha256 ([0-9a-f]{64})", r.stdout + r.stderr))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]  # DDP kept them equal
     again = load_float_model(tmp_path / "f.pt")
     assert again.config.channels == 4
