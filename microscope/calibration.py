@@ -532,10 +532,14 @@ class Calibration:
         if self.hot_pixels is None or not self.hot_pixels.any():
             return frame
         self.check_shape(np.shape(frame))
-        from scipy.ndimage import median_filter
-
+        frame = np.asarray(frame)
+        # the 3×3 median at the flagged pixels only (same as scipy's median_filter with
+        # mode="reflect", i.e. numpy's "symmetric" padding), not over the whole frame
+        ys, xs = np.nonzero(self.hot_pixels)
+        padded = np.pad(frame, 1, mode="symmetric")
+        neighbours = np.stack([padded[ys + dy, xs + dx] for dy in range(3) for dx in range(3)])
         repaired = np.array(frame, copy=True)
-        repaired[self.hot_pixels] = median_filter(frame, size=3, mode="reflect")[self.hot_pixels]
+        repaired[ys, xs] = np.median(neighbours, axis=0).astype(frame.dtype)
         return repaired
 
     def adu_to_electrons(self, adu: np.ndarray) -> np.ndarray:
