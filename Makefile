@@ -55,7 +55,7 @@ lint: $(STAMP)
 # Re-create the shipped pre-trained bundle (deterministic seed; a few CPU minutes)
 bundle: $(STAMP)
 	$(VENV)/bin/fluorofpga train --out host/bundles/default --overwrite --name denoise-gat-w4a8 \
-		--channels 16 --depth 7 --recipe w4a8 --steps 16000 --qat-steps 1200 --target-mpix 25
+		--channels 16 --depth 7 --recipe w4a8 --steps 16000 --qat-steps 3000 --target-mpix 8
 
 bench: bench-quality bench-host
 
