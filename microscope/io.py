@@ -647,6 +647,15 @@ def _positive(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def _add_frame_interval(fields: dict[str, Any], value: Any, unit: Any) -> None:
+    """Put a valid frame interval and its unit into ``fields`` (nothing if either is bad)."""
+    interval = _positive(value)
+    time_unit = _canonical_unit(unit, _TIME_UNITS_S)
+    if interval is not None and time_unit is not None:
+        fields["frame_interval"] = interval
+        fields["time_unit"] = time_unit
+
+
 def _ome_meta(xml: str, axes: str) -> ImageMeta:
     """Pixel size, Z step and time increment of the first OME ``Pixels`` element."""
     try:
@@ -669,11 +678,7 @@ def _ome_meta(xml: str, axes: str) -> ImageMeta:
         factor = _SPATIAL_UNITS_UM[units[0]]
         fields = {k: v / factor for k, v in fields.items()}
         fields["spatial_unit"] = units[0]
-    interval = _positive(attrs.get("TimeIncrement"))
-    time_unit = _canonical_unit(attrs.get("TimeIncrementUnit", "s"), _TIME_UNITS_S)
-    if interval is not None and time_unit is not None:
-        fields["frame_interval"] = interval
-        fields["time_unit"] = time_unit
+    _add_frame_interval(fields, attrs.get("TimeIncrement"), attrs.get("TimeIncrementUnit", "s"))
     return ImageMeta(axes, **fields)
 
 
@@ -690,11 +695,7 @@ def _imagej_meta(tif: tifffile.TiffFile, page: Any, axes: str) -> ImageMeta:
         spacing = _positive(info.get("spacing"))
         if spacing is not None:
             fields["z_step"] = spacing
-    interval = _positive(info.get("finterval"))
-    time_unit = _canonical_unit(info.get("tunit", "s"), _TIME_UNITS_S)
-    if interval is not None and time_unit is not None:
-        fields["frame_interval"] = interval
-        fields["time_unit"] = time_unit
+    _add_frame_interval(fields, info.get("finterval"), info.get("tunit", "s"))
     return ImageMeta(axes, **fields)
 
 
