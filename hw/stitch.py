@@ -1,0 +1,590 @@
+"""Rung 6: the stitched accelerator, simulated whole in Verilator through cocotb.
+
+pixel-in -> FINN layers (with the data-width converters and FIFOs FINN inserts) ->
+pixel-out, plus the bypass FIFO that carries each pixel's ADU and code from pixel-in to
+pixel-out, wired by a top level rendered from ``hw/templates/accelerator.sv.j2`` (jinja2;
+no Verilog is built from strings here).
+
+- :func:`stitch_graph` takes a folded hardware-layer graph with RTL layers only (a build
+  with ``mvau_impl="rtl"``) and runs finn-plus' own ``InsertDWC``, ``InsertFIFO`` and
+  ``SpecializeLayers`` (no Vivado needed); every FIFO is FINN's ``StreamingFIFO_rtl``.
+- :func:`generate_accelerator` generates every layer's RTL with finn-plus' own
+  ``generate_hdl`` (MVAU weights streamed from FINN's memstream, as FINN's IP integrator
+  would wire them), copies the finn-rtllib sources into the design folder and applies
+  ``hw/patches`` to the copies, and renders the top level.
+- :func:`simulate_accelerator` loads the two run-time tables and streams tiles of camera
+  ADU through it (random idle / backpressure, optional reset in the middle of a tile) and
+  returns the output words, the cycles between tile completions and every FIFO's peak
+  occupancy. Compiled with ``FINN_SIMULATION`` (``gauge=True``) every FIFO is FINN's
+  unbounded ``fifo_gauge``: that run sizes the FIFOs (:func:`size_fifos`), which are then
+  written back into the graph (``depth`` attributes) for a Vivado build.
+- :func:`reference_words` is the host's emulator (``host.emulate.run_hw_graph`` between
+  ``pixel_in_reference`` and ``pixel_out_reference``): the stitched simulation must give
+  identical words.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .finn_compat import boot_finn
+from .pixel_kernels import (
+    PixelKernelParams,
+    kernel_sources,
+    pixel_in_reference,
+    pixel_out_reference,
+)
+from .rtlsim import (
+    DEFAULT_CLK_NS,
+    DEFAULT_FPGA_PART,
+    VERILATOR_ARGS,
+    _finn_rtllib,
+    apply_patches,
+    ensure_verilator,
+    verilator_make_env,
+)
+
+__all__ = [
+    "AccelRun",
+    "StitchError",
+    "StitchedDesign",
+    "generate_accelerator",
+    "reference_words",
+    "simulate_accelerator",
+    "size_fifos",
+    "stitch_graph",
+]
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+TEMPLATE = "accelerator.sv.j2"
+#: environment variable naming the job file of a :mod:`~fluorofpga.hw.cocotb_accel` run
+JOB_ENV = "FLUOROFPGA_ACCEL_JOB"
+COCOTB_MODULE = "fluorofpga.hw.cocotb_accel"
+#: AXI-Lite inputs some FINN wrappers expose even when unused: tied low in the top level
+AXILITE_INPUTS = ("AWVALID", "AWPROT", "AWADDR", "WVALID", "WDATA", "WSTRB", "BREADY",
+                  "ARVALID", "ARPROT", "ARADDR", "RREADY")
+#: FIFO depth during the sizing run's non-gauge fallback and the smallest depth set
+MIN_FIFO_DEPTH = 2
+
+
+class StitchError(RuntimeError):
+    """The graph cannot be stitched (an HLS layer, mismatched stream widths, ...)."""
+
+
+# ------------------------------------------------------------------------ graph
+
+
+def _load(model: Any) -> Any:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    return model if isinstance(model, ModelWrapper) else ModelWrapper(str(model))
+
+
+def stitch_graph(hw_model: Any, fpgapart: str = DEFAULT_FPGA_PART) -> Any:
+    """Insert FINN's width converters and FIFOs into a folded RTL-only graph.
+
+    Args:
+        hw_model: the folded hardware-layer graph (``BuildResult.hw_model`` of a build
+            with ``mvau_impl="rtl"``), ModelWrapper or ONNX path; not modified.
+        fpgapart: FPGA part (decides the converter / FIFO implementations).
+
+    Returns:
+        A new ModelWrapper: every stream has a ``StreamingFIFO_rtl`` (FINN's shallow
+        default depth until :func:`size_fifos` sets it) and a
+        ``StreamingDataWidthConverter_rtl`` where producer and consumer widths differ.
+
+    Raises:
+        StitchError: a layer is not an ``_rtl`` layer (HLS layers need Vitis HLS).
+    """
+    boot_finn()
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.general import GiveUniqueNodeNames
+
+    model = copy.deepcopy(_load(hw_model))
+    hls = [n.name for n in model.graph.node if not n.op_type.endswith("_rtl")]
+    if hls:
+        raise StitchError(f"layers without an RTL implementation: {hls}; build with "
+                          "HwBuildConfig(mvau_impl='rtl') (HLS layers need Vitis HLS)")
+    model = model.transform(InsertDWC())
+    model = model.transform(SpecializeLayers(fpgapart))
+    model = model.transform(InsertFIFO(create_shallow_fifos=True))
+    model = model.transform(SpecializeLayers(fpgapart))
+    model = model.transform(GiveUniqueNodeNames())
+    for node in model.graph.node:
+        if node.op_type == "StreamingFIFO_rtl":
+            getCustomOp(node).set_nodeattr("impl_style", "rtl")
+    return model
+
+
+def fifo_depths(model: Any) -> dict[str, int]:
+    """FIFO node name -> ``depth`` attribute."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = _load(model)
+    return {n.name: int(getCustomOp(n).get_nodeattr("depth")) for n in model.graph.node
+            if n.op_type.startswith("StreamingFIFO")}
+
+
+def set_fifo_depths(model: Any, depths: Mapping[str, int]) -> Any:
+    """A copy of ``model`` with the given FIFOs' ``depth`` set (others unchanged)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = copy.deepcopy(_load(model))
+    known = fifo_depths(model)
+    unknown = sorted(set(depths) - set(known))
+    if unknown:
+        raise KeyError(f"no FIFOs named {unknown} in the graph (FIFOs: {sorted(known)})")
+    for node in model.graph.node:
+        if node.name in depths:
+            getCustomOp(node).set_nodeattr("depth", max(MIN_FIFO_DEPTH, int(depths[node.name])))
+    return model
+
+
+# -------------------------------------------------------------------- generation
+
+
+@dataclass
+class StitchedDesign:
+    """The generated RTL of one stitched accelerator.
+
+    Attributes:
+        top: top-level module name.
+        out_dir: design folder (sources, generated layers, the stitched graph).
+        sources: every HDL file, compile order (packages first).
+        graph: the stitched ONNX graph (FIFO depths included).
+        params: pixel kernel parameters.
+        tile_shape: (height, width) of one tile, pixels.
+        fifos: FINN FIFO name -> depth.
+        bypass_depth: depth of the bypass FIFO.
+        layer_cycles: FINN's cycle estimate per layer (FIFOs excluded) for one tile.
+        data_files: memory-init files read relative to the simulation's directory.
+    """
+
+    top: str
+    out_dir: Path
+    sources: list[Path]
+    graph: Path
+    params: PixelKernelParams
+    tile_shape: tuple[int, int]
+    fifos: dict[str, int]
+    bypass_depth: int
+    layer_cycles: dict[str, int]
+    data_files: list[Path] = field(default_factory=list)
+
+    @property
+    def estimated_cycles(self) -> int:
+        """FINN's estimate of cycles per tile in steady state: the slowest layer's."""
+        return max(self.layer_cycles.values())
+
+    @property
+    def bottleneck(self) -> str:
+        """The layer with the most cycles per tile."""
+        return max(self.layer_cycles, key=self.layer_cycles.__getitem__)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (``design.json`` in the design folder)."""
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        d["graph"] = str(self.graph)
+        d["sources"] = [str(s) for s in self.sources]
+        d["data_files"] = [str(s) for s in self.data_files]
+        d["params"] = self.params.to_dict()
+        d["estimated_cycles"] = self.estimated_cycles
+        d["bottleneck"] = self.bottleneck
+        return d
+
+
+def _wire(tensor: str, index: int) -> str:
+    return f"s{index}_" + re.sub(r"[^A-Za-z0-9_]", "_", tensor)[:40]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generate_accelerator(
+    model: Any,
+    out_dir: str | Path,
+    params: PixelKernelParams,
+    *,
+    bypass_depth: int | None = None,
+    fpgapart: str = DEFAULT_FPGA_PART,
+    clk_ns: float = DEFAULT_CLK_NS,
+    top: str = "fluorofpga_accel",
+) -> StitchedDesign:
+    """Generate every layer's RTL and the top level of a stitched graph.
+
+    Args:
+        model: from :func:`stitch_graph` (FIFO depths as they should be built).
+        out_dir: design folder (replaced).
+        params: the pixel kernels' parameters (their code and residual widths must match
+            the graph's input and output).
+        bypass_depth: depth of the bypass FIFO; default: one tile of pixels (always
+            enough: the network holds less than a tile in flight).
+        fpgapart, clk_ns: given to FINN's HDL generation.
+        top: top-level module name.
+
+    Raises:
+        StitchError: widths of the network's input / output do not match the kernels, or
+            two sources of the same name differ.
+    """
+    boot_finn()
+    import jinja2
+    from finn.util.basic import getHWCustomOp
+
+    model = copy.deepcopy(_load(model))
+    out = Path(out_dir).absolute()
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "layers").mkdir(parents=True)
+    graph_in, graph_out = model.graph.input[0].name, model.graph.output[0].name
+    first = getHWCustomOp(model.find_consumer(graph_in))
+    shape = tuple(int(d) for d in first.get_normal_input_shape(0))
+    tile_shape = (shape[-2], shape[-1]) if shape[-1] != 1 else (shape[1], shape[2])
+    n_pixels = tile_shape[0] * tile_shape[1]
+
+    rtllib = _finn_rtllib()
+    lib_files: dict[Path, Path] = {}  # rtllib-relative path -> local copy
+    own_files: dict[str, Path] = {}   # basename -> generated file (deduplicated)
+    streams: dict[str, dict[str, Any]] = {}
+    layers: list[dict[str, Any]] = []
+    layer_cycles: dict[str, int] = {}
+    fifos: dict[str, int] = {}
+    data_files: list[Path] = []
+
+    def stream(tensor: str, width: int) -> str:
+        s = streams.setdefault(tensor, {"tensor": tensor, "width": width,
+                                        "wire": _wire(tensor, len(streams))})
+        if s["width"] != width:
+            raise StitchError(f"stream {tensor}: producer and consumer widths differ "
+                              f"({s['width']} vs {width} bits)")
+        return str(s["wire"])
+
+    def add_source(f: Path) -> None:
+        real = f.resolve()
+        if real.is_relative_to(rtllib):
+            lib_files.setdefault(real.relative_to(rtllib), real)
+            return
+        prev = own_files.get(real.name)
+        if prev is None:
+            own_files[real.name] = real
+        elif _file_digest(prev) != _file_digest(real):
+            raise StitchError(f"two different sources named {real.name}: {prev}, {real}")
+
+    for node in model.graph.node:
+        inst = getHWCustomOp(node)
+        code_dir = out / "layers" / node.name
+        code_dir.mkdir()
+        inst.set_nodeattr("code_gen_dir_ipgen", str(code_dir))
+        inst.generate_hdl(model, fpgapart, clk_ns)
+        for f in inst.get_rtl_file_list(abspath=True):
+            add_source(Path(f))
+        module = inst.get_nodeattr("gen_top_module") or inst.get_verilog_top_module_name()
+        top_file = next((p for p in code_dir.iterdir() if p.suffix in (".v", ".sv")
+                         and re.search(rf"\bmodule\s+{re.escape(module)}\b", p.read_text())),
+                        None)
+        if top_file is None:
+            raise StitchError(f"{node.name}: no generated file defines module {module}")
+        text = top_file.read_text()
+        intf = inst.get_verilog_top_module_intf_names()
+        data_inputs = [t for t in node.input if model.get_initializer(t) is None]
+        if len(intf["s_axis"]) != len(data_inputs) or len(intf["m_axis"]) != len(node.output):
+            raise StitchError(f"{node.name}: stream interfaces {intf} do not match its "
+                              f"inputs {data_inputs} / outputs {list(node.output)}")
+        weights = None
+        op = node.op_type
+        if op.startswith(("MVAU", "VVAU")) and inst.get_nodeattr("mem_mode") == \
+                "internal_decoupled":
+            wrapper = code_dir / f"{node.name}_memstream_wrapper.v"
+            if not wrapper.is_file():
+                raise StitchError(f"{node.name}: FINN wrote no weight streamer {wrapper}")
+            add_source(wrapper)
+            for f in ("axi/hdl/axilite.sv", "memstream/hdl/memstream_axi.sv",
+                      "memstream/hdl/memstream.sv"):
+                add_source(rtllib / f)
+            weights = {"module": f"{node.name}_memstream_wrapper",
+                       "width": int(inst.get_instream_width_padded(1))}
+        is_fifo = op.startswith("StreamingFIFO")
+        if is_fifo:
+            fifos[node.name] = int(inst.get_nodeattr("depth"))
+        else:
+            layer_cycles[node.name] = int(inst.get_exp_cycles())
+        data_files += sorted(p for p in code_dir.iterdir()
+                             if p.suffix == ".dat" and p.name != "memblock.dat")
+        layers.append({
+            "name": node.name,
+            "module": module,
+            "is_fifo": is_fifo,
+            "clk2x": bool(re.search(r"\bap_clk2x\b", text)),
+            "axilite": [s for s in AXILITE_INPUTS if re.search(rf"\bs_axilite_{s}\b", text)],
+            "weights": weights,
+            "inputs": [{"port": p, "wire": stream(t, int(w))}
+                       for (p, w), t in zip(intf["s_axis"], data_inputs, strict=True)],
+            "outputs": [{"port": p, "wire": stream(t, int(w))}
+                        for (p, w), t in zip(intf["m_axis"], node.output, strict=True)],
+        })
+
+    widths_in = params.stream_widths("pixel_in")
+    widths_out = params.stream_widths("pixel_out")
+    if streams[graph_in]["width"] != widths_in["m_axis"]:
+        raise StitchError(f"network input is {streams[graph_in]['width']} bits wide, "
+                          f"pixel_in emits {widths_in['m_axis']}")
+    if streams[graph_out]["width"] != widths_out["s_axis"]:
+        raise StitchError(f"network output is {streams[graph_out]['width']} bits wide, "
+                          f"pixel_out takes {widths_out['s_axis']}")
+
+    # a generated copy of a finn-rtllib file (Reshape_rtl copies dwc_axi.sv) is dropped
+    lib_by_name = {p.name: p for p in lib_files.values()}
+    for name, f in list(own_files.items()):
+        if name in lib_by_name:
+            if _file_digest(f) != _file_digest(lib_by_name[name]):
+                raise StitchError(f"{f} differs from finn-rtllib's {lib_by_name[name]}")
+            del own_files[name]
+    # sources: finn-rtllib copies (patched), generated layer files, our kernels
+    local_lib = out / "finn-rtllib"
+    lib_paths = []
+    for rel, real in sorted(lib_files.items(), key=lambda kv: str(kv[0])):
+        dst = local_lib / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(real, dst)
+        lib_paths.append(dst)
+    apply_patches(out)
+    own = kernel_sources("pixel_in")
+    own += [f for f in kernel_sources("pixel_out") if f not in own]
+    bypass_depth = int(bypass_depth or n_pixels)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    top_sv = out / f"{top}.sv"
+    top_sv.write_text(env.get_template(TEMPLATE).render(
+        top=top,
+        ports={"s_axis": widths_in["s_axis"], "lut_in": widths_in["s_axis_lut"],
+               "lut_out": widths_out["s_axis_lut"], "m_axis": widths_out["m_axis"]},
+        streams=list(streams.values()),
+        layers=layers,
+        fifos=[{"name": n} for n in fifos],
+        bypass={"depth": bypass_depth, "width": widths_in["m_axis_bypass"],
+                "ram_style": "auto"},
+        net_in=streams[graph_in]["wire"],
+        net_out=streams[graph_out]["wire"],
+        pixel_in_params=params.hdl_parameters("pixel_in"),
+        pixel_out_params=params.hdl_parameters("pixel_out"),
+    ))
+    graph_path = out / "stitched.onnx"
+    model.save(str(graph_path))
+    ordered = sorted(lib_paths, key=lambda p: 0 if p.stem.endswith("_pkg") else 1)
+    design = StitchedDesign(
+        top=top,
+        out_dir=out,
+        sources=ordered + list(own_files.values()) + own + [top_sv],
+        graph=graph_path,
+        params=params,
+        tile_shape=tile_shape,
+        fifos=fifos,
+        bypass_depth=bypass_depth,
+        layer_cycles=layer_cycles,
+        data_files=data_files,
+    )
+    (out / "design.json").write_text(json.dumps(design.to_dict(), indent=2))
+    return design
+
+
+# -------------------------------------------------------------------- reference
+
+
+def reference_words(graph: Any, tables: Any, params: PixelKernelParams,
+                    tiles: np.ndarray) -> np.ndarray:
+    """What the stitched accelerator must emit for ``tiles`` (n, h, w) of camera ADU.
+
+    The host's emulator: ``pixel_in_reference`` -> ``run_hw_graph`` (the hardware-layer
+    graph as the host executes it) -> ``pixel_out_reference``.
+
+    Args:
+        graph: a ``fluorofpga.host.emulate.HwGraph``.
+        tables: the camera's ``SignalTables``.
+        params: the pixel kernels' parameters.
+        tiles: uint16 ADU tiles.
+
+    Returns:
+        Output words (uint32 for float32 output, uint16 otherwise), shape of ``tiles``.
+    """
+    from fluorofpga.host.emulate import run_hw_graph
+
+    out = []
+    for t in np.asarray(tiles):
+        q, bypass = pixel_in_reference(tables, t, params)
+        r = run_hw_graph(graph, q)
+        out.append(pixel_out_reference(tables, bypass, r, params))
+    return np.stack(out)
+
+
+# -------------------------------------------------------------------- simulation
+
+
+@dataclass
+class AccelRun:
+    """One simulation of the stitched accelerator.
+
+    Attributes:
+        words: output words per tile, shape (n, h, w).
+        cycles: clock cycles from the end of reset (or of the table loads) to the last
+            output beat.
+        tile_done: cycle of each tile's last output beat.
+        interval: cycles between the last two tiles' completions (steady state).
+        maxcount: FIFO name (and ``bypass``) -> peak occupancy.
+        table_cycles: cycles spent loading the tables.
+        log: the simulator's log file.
+    """
+
+    words: np.ndarray
+    cycles: int
+    tile_done: list[int]
+    interval: int | None
+    maxcount: dict[str, int]
+    table_cycles: int
+    log: Path
+
+
+def _build(design: StitchedDesign, gauge: bool) -> Path:
+    ensure_verilator()
+    from cocotb_tools.runner import get_runner
+
+    build_dir = design.out_dir / ("build_gauge" if gauge else "build")
+    defines = {"FINN_SIMULATION": 1} if gauge else {}
+    with verilator_make_env():
+        get_runner("verilator").build(
+            sources=[str(s) for s in design.sources],
+            hdl_toplevel=design.top,
+            build_dir=str(build_dir),
+            build_args=[*VERILATOR_ARGS, "-Wno-WIDTH", "-Wno-PINMISSING"],
+            defines=defines,
+            includes=sorted({str(s.parent) for s in design.sources}),
+            timescale=("1ns", "1ps"),
+            log_file=str(build_dir / "build.log"),
+        )
+    return build_dir
+
+
+def simulate_accelerator(
+    design: StitchedDesign,
+    tiles: np.ndarray,
+    lut_in: np.ndarray,
+    lut_out: np.ndarray,
+    *,
+    run_name: str = "run",
+    idle_prob: float = 0.0,
+    backpressure_prob: float = 0.0,
+    seed: int = 0,
+    reset_after: int | None = None,
+    gauge: bool = False,
+    max_cycles: int | None = None,
+) -> AccelRun:
+    """Stream ``tiles`` of camera ADU through the stitched accelerator in Verilator.
+
+    Args:
+        design: from :func:`generate_accelerator`.
+        tiles: (n, h, w) unsigned ADU tiles of the design's tile shape.
+        lut_in, lut_out: the pixel-in / pixel-out table words (``pixel_in_table``,
+            ``pixel_out_table``), loaded before the first pixel.
+        run_name: name of the run's directory under the design folder.
+        idle_prob: probability of an idle cycle before each input beat.
+        backpressure_prob: probability that the output's ``tready`` is low in a cycle.
+        seed: seed of the idle / backpressure pattern.
+        reset_after: if set, reset the accelerator after this many input pixels of an
+            extra first tile (whose output is discarded), then stream ``tiles``.
+        gauge: compile with ``FINN_SIMULATION``: every FIFO unbounded (FIFO sizing).
+        max_cycles: timeout; default 20x the estimate per tile plus table loads.
+
+    Raises:
+        RuntimeError: the simulation failed (deadlock / timeout, extra or missing
+            beats); its log is named in the message.
+    """
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 3 or tiles.shape[1:] != design.tile_shape:
+        raise ValueError(f"tiles must be (n, {design.tile_shape[0]}, "
+                         f"{design.tile_shape[1]}), got {tiles.shape}")
+    if tiles.dtype.kind != "u":
+        raise ValueError(f"tiles must hold unsigned ADU, got {tiles.dtype}")
+    build_dir = _build(design, gauge)
+    run_dir = design.out_dir / run_name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    for f in design.data_files:
+        shutil.copy(f, run_dir / f.name)
+    n, (h, w) = len(tiles), design.tile_shape
+    n_tables = len(lut_in) + len(lut_out)
+    if max_cycles is None:
+        max_cycles = 20 * (n + 2) * (design.estimated_cycles + h * w) + 4 * n_tables + 10000
+    job = {
+        "tiles": [[int(v) for v in t.ravel()] for t in tiles],
+        "lut_in": [int(v) for v in np.asarray(lut_in).ravel()],
+        "lut_out": [int(v) for v in np.asarray(lut_out).ravel()],
+        "idle_prob": idle_prob,
+        "backpressure_prob": backpressure_prob,
+        "seed": seed,
+        "reset_after": reset_after,
+        "max_cycles": max_cycles,
+        "fifos": [*design.fifos, "bypass"],
+        "result": str(run_dir / "result.json"),
+    }
+    job_file = run_dir / "job.json"
+    job_file.write_text(json.dumps(job))
+    from cocotb_tools.runner import get_results, get_runner
+
+    log = run_dir / "sim.log"
+    try:
+        results = get_runner("verilator").test(
+            test_module=COCOTB_MODULE,
+            hdl_toplevel=design.top,
+            hdl_toplevel_lang="verilog",
+            build_dir=str(build_dir),
+            test_dir=str(run_dir),
+            extra_env={JOB_ENV: str(job_file)},
+            log_file=str(log),
+            seed=seed,
+        )
+        n_tests, n_failed = get_results(results)
+    except (RuntimeError, SystemExit) as err:
+        raise RuntimeError(f"stitched simulation failed ({err}); see {log}") from err
+    result_file = Path(job["result"])
+    if n_tests == 0 or n_failed or not result_file.is_file():
+        raise RuntimeError(f"stitched simulation failed; see {log}")
+    res = json.loads(result_file.read_text())
+    dtype = np.uint32 if design.params.data_bits == 32 else np.uint16
+    words = np.array(res["words"], dtype=np.int64).astype(dtype).reshape(n, h, w)
+    done = [int(c) for c in res["tile_done"]]
+    return AccelRun(
+        words=words,
+        cycles=int(res["cycles"]),
+        tile_done=done,
+        interval=done[-1] - done[-2] if len(done) >= 2 else None,
+        maxcount={k: int(v) for k, v in res["maxcount"].items()},
+        table_cycles=int(res["table_cycles"]),
+        log=log,
+    )
+
+
+def size_fifos(maxcount: Mapping[str, int], margin: float = 0.25, extra: int = 2
+               ) -> dict[str, int]:
+    """FIFO depths from peak occupancies: ``ceil(peak * (1 + margin)) + extra``.
+
+    Returns:
+        FIFO name -> depth (``bypass`` included when measured), never below
+        :data:`MIN_FIFO_DEPTH`.
+    """
+    return {k: max(MIN_FIFO_DEPTH, math.ceil(v * (1 + margin)) + extra)
+            for k, v in maxcount.items()}
