@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# finn-plus pins brevitas==0.13.0 (broken on torch 2.13) and other exact versions:
 	# install it without its dependencies; its real runtime needs are our `compile` extra
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps finn-plus==1.6.1
+	# ome-zarr (NGFF metadata of the streaming OME-Zarr sink) without its fsspec[s3] extra,
+	# whose aiobotocore conflicts with the pinned python-dateutil; its runtime needs are
+	# in the `zarr` extra
+	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps ome-zarr==0.18.0
 	# real fluorescence images for evaluation (microscope/realdata.py); --no-deps: only the
 	# image files are used, never the packages (stardist would pull tensorflow, spotiflow torch)
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps stardist==0.9.2 ndev-sampledata==0.0.3 \
@@ -35,7 +39,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 $(BOARD_STAMP): pyproject.toml
 	test -x $(BOARD_VENV)/bin/python || $(PYTHON) -m venv $(BOARD_VENV)
 	$(BOARD_VENV)/bin/pip install --quiet --upgrade pip
-	$(BOARD_VENV)/bin/pip install --quiet "numpy<2" tifffile scikit-image scipy matplotlib typer rich pytest "pynq==4.0.*"
+	$(BOARD_VENV)/bin/pip install --quiet "numpy<2" tifffile scikit-image scipy matplotlib typer rich pyzmq pytest "pynq==4.0.*"
 	$(BOARD_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(BOARD_STAMP)
 

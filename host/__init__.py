@@ -24,14 +24,23 @@ Tiling (:mod:`.tiling`, pure numpy)
     ``process_tiled(frame, fn, tile_shape, halo)`` - bit-identical to an untiled
     run when ``halo`` >= the receptive-field radius and the frame >= the tile.
 Sources (:mod:`.sources`), iterables of ``(index, uint16 YX frame)``
-    ``SimulatedCameraSource`` (``ground_truth(index)``), ``TiffStackSource``.
-Sinks (:mod:`.sinks`), ``write(index, frame)`` / ``close()``
+    ``SimulatedCameraSource`` (``ground_truth(index)``), ``TiffStackSource`` (a file or a
+    folder of TIFFs, memory-mapped or page by page, never loaded whole),
+    ``GenICamSource`` (``harvesters``, optional), ``IterableSource`` (any frames),
+    ``ZmqSource`` (:mod:`.netstream`, frames from a ``ZmqSink``).
+Sinks (:mod:`.sinks`), ``write(index, frame)`` / ``close()`` / ``abort()``
     ``MemorySink``, ``TiffSink`` (frame by frame into ``<name>.partial.tif``, renamed on
-    a clean ``close()``; ``abort()`` keeps the marked partial file), ``KeepOpen``.
-Streaming (:mod:`.stream`)
+    a clean ``close()``; ``abort()`` keeps the marked partial file), ``OmeZarrSink``
+    (appended frame by frame through ``ome-zarr``, ``<name>.partial.zarr`` until
+    complete), ``ZmqSink`` (:mod:`.netstream`, PUSH/PUB with index, shape, dtype and
+    calibration per message), ``open_sink(target)``, ``KeepOpen``.
+Streaming (:mod:`.stream`, :mod:`.display`)
     ``StreamPipeline(source, process, sink, queue_size, drop_policy, progress)``
-    ``.run() -> StreamStats`` (frames in/out, dropped and their indices, fps,
-    latency).
+    ``.run() -> StreamStats`` (frames in/out, dropped and their indices, fps and
+    rolling fps, latency mean/max/p50/p95/p99, read/process/write ms per frame);
+    ``drop_policy``: ``block``, ``drop-oldest``, ``drop-newest``; ``.stop()`` ends a
+    stream cleanly. ``live_display(total)``: ``rich`` panel in a terminal, ipywidgets
+    progress in Jupyter (text without ipywidgets).
 
 Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
     ``load_bundle(path=None)`` -> ``Bundle`` (default: the shipped pre-trained one;
@@ -61,12 +70,20 @@ from .accelerator import (
     BoardNotFound,
 )
 from .bundle import Bundle, BundleError, default_bundle_path, load_bundle
+from .display import live_display
 from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
+from .netstream import ZmqSink, ZmqSource
 from .pynq_backend import PynqAccelerator
 from .restore import OUTPUT_DTYPES, FrameRestorer
-from .sinks import KeepOpen, MemorySink, TiffSink
-from .sources import SimulatedCameraSource, TiffStackSource
-from .stream import StreamPipeline, StreamStats
+from .sinks import KeepOpen, MemorySink, OmeZarrSink, TiffSink, open_sink
+from .sources import (
+    CameraError,
+    GenICamSource,
+    IterableSource,
+    SimulatedCameraSource,
+    TiffStackSource,
+)
+from .stream import DROP_POLICIES, StreamPipeline, StreamStats
 from .tiling import Tile, plan_tiles, process_tiled, stitch, tile
 
 __all__ = [
@@ -83,6 +100,15 @@ __all__ = [
     "AcceleratorBusy",
     "AcceleratorError",
     "BoardNotFound",
+    "CameraError",
+    "DROP_POLICIES",
+    "GenICamSource",
+    "IterableSource",
+    "OmeZarrSink",
+    "ZmqSink",
+    "ZmqSource",
+    "live_display",
+    "open_sink",
     "FrameRestorer",
     "OUTPUT_DTYPES",
     "KeepOpen",

@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from fluorofpga.microscope.io import ImageMeta
 
-__all__ = ["MemorySink", "TiffSink", "KeepOpen"]
+__all__ = ["KeepOpen", "MemorySink", "OmeZarrSink", "TiffSink", "open_sink"]
 
 #: Classic TIFF offsets are 32-bit; above this many bytes of pixels a file is BigTIFF.
 CLASSIC_TIFF_MAX_BYTES = 2**32 - 2**25  # 32 MiB left for the IFDs and metadata
@@ -88,7 +88,10 @@ class MemorySink(_Sink):
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:
-    """Where :class:`TiffSink` writes ``path`` until it is complete: ``name.partial.tif``."""
+    """Where a file sink writes ``path`` until it is complete: ``name.partial.tif``.
+
+    (``x.zarr`` -> ``x.partial.zarr`` for :class:`OmeZarrSink`.)
+    """
     target = Path(path)
     return target.with_name(f"{target.stem}.partial{target.suffix or '.tif'}")
 
@@ -314,3 +317,198 @@ class KeepOpen:
 
     def close(self) -> None:
         """Do nothing: the owner closes or aborts the sink."""
+
+
+#: Edge of the Y/X chunks of :class:`OmeZarrSink` (T is chunked one frame at a time).
+ZARR_CHUNK_YX = 1024
+_ZARR_HINT = ("OME-Zarr output needs the zarr and ome-zarr packages: pip install "
+              "fluorofpga[zarr] (ome-zarr itself with --no-deps, see the Makefile)")
+
+
+class OmeZarrSink(_Sink):
+    """Appends ``TYX`` frames to an OME-Zarr store (NGFF 0.4) chunk by chunk.
+
+    The store is created at the first frame in ``<stem>.partial.zarr`` beside ``path``
+    with NGFF metadata written by the ``ome-zarr`` library (so the partial store is a
+    valid OME-Zarr image of the frames written so far), the array grows by one frame
+    (one chunk in T) per :meth:`write`, and nothing is held in memory. A clean
+    :meth:`close` records the source indices and ``complete: true`` under the
+    ``fluorofpga`` attributes and renames the store to ``path``; after :meth:`abort`
+    the partial store stays, marked ``complete: false``.
+
+    Args:
+        path: destination store (``*.zarr``, conventionally ``*.ome.zarr``).
+        meta: calibration (pixel size, unit, frame interval) written as NGFF scale/units.
+        dtype: dtype of every frame.
+        overwrite: replace an existing store at ``path`` (only a Zarr store) and a
+            partial store of an earlier interrupted run.
+
+    Raises:
+        ImportError: zarr or ome-zarr is not installed.
+        fluorofpga.microscope.OutputError: the folder is missing or not writable, or
+            ``path`` or its partial store exists and ``overwrite`` is False.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: ImageMeta | None = None,
+        *,
+        dtype: str = "uint16",
+        overwrite: bool = False,
+    ) -> None:
+        from fluorofpga.microscope.io import OutputError, check_output
+
+        super().__init__()
+        self.indices = array("q")
+        try:
+            import ome_zarr.writer  # noqa: F401
+            import zarr  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"{_ZARR_HINT} ({e})") from None
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".zarr":
+            raise OutputError(f"{self.path}: an OME-Zarr store's name ends in .zarr")
+        self.partial_path = partial_path(self.path)
+        check_output(self.path, overwrite)
+        if self.partial_path.exists() and not overwrite:
+            raise OutputError(
+                f"{self.partial_path} exists: the partial output of an interrupted run; "
+                "move it away, or pass --overwrite (overwrite=True) to replace it")
+        self.meta = meta
+        self.dtype = np.dtype(dtype)
+        self.overwrite = overwrite
+        self.frames_written = 0
+        self._group: Any = None
+        self._array: Any = None
+        self._frame_shape: tuple[int, int] | None = None
+
+    def _create(self, frame: np.ndarray) -> None:
+        import shutil
+
+        import zarr
+        from ome_zarr.format import FormatV04
+        from ome_zarr.writer import write_multiscales_metadata
+
+        if self.partial_path.exists():  # refused in __init__ unless overwrite
+            shutil.rmtree(self.partial_path)
+        self._frame_shape = (int(frame.shape[0]), int(frame.shape[1]))
+        chunks = (1, *(min(n, ZARR_CHUNK_YX) for n in self._frame_shape))
+        group = zarr.open_group(str(self.partial_path), mode="w-", zarr_format=2)
+        self._array = group.create_array(
+            "0", shape=(0, *self._frame_shape), chunks=chunks, dtype=self.dtype,
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+            config={"write_empty_chunks": True})
+        scale, units = ([1.0, 1.0, 1.0], {}) if self.meta is None else self.meta.to_ngff("TYX")
+        types = {"T": "time", "Y": "space", "X": "space"}
+        axes = [{"name": a.lower(), "type": types[a], **({"unit": units[a]} if a in units else {})}
+                for a in "TYX"]  # fmt: skip
+        write_multiscales_metadata(
+            group, datasets=[{"path": "0", "coordinateTransformations": [
+                {"type": "scale", "scale": scale}]}],
+            fmt=FormatV04(), axes=axes, name=self.path.name)
+        group.attrs["fluorofpga"] = {"axes": "TYX", "complete": False}
+        self._group = group
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        """Append one frame (same shape and dtype as the first) to the store."""
+        frame = np.asarray(frame)
+        if frame.dtype != self.dtype:
+            raise ValueError(f"frame {index}: OmeZarrSink writes {self.dtype} frames, "
+                             f"got {frame.dtype}")  # fmt: skip
+        if self._frame_shape is not None and frame.shape != self._frame_shape:
+            raise ValueError(
+                f"frame {index} has shape {frame.shape}, the stack has {self._frame_shape}")
+        frame = self._accept(index, frame)
+        if self._array is None:
+            self._create(frame)
+        n = self.frames_written
+        self._array.resize((n + 1, *frame.shape))
+        self._array[n] = frame
+        self.frames_written += 1
+
+    def _finish_attrs(self, complete: bool) -> None:
+        self._group.attrs["fluorofpga"] = {
+            "axes": "TYX", "complete": complete, "frames": self.frames_written,
+            "frame_indices": list(self.indices),
+            # every chunk is written: a missing one means a damaged store
+            **({"all_chunks_written": True} if complete else {}),
+        }
+
+    def close(self) -> None:
+        """Record the indices, mark the store complete and rename it to :attr:`path`."""
+        if self.closed:
+            return
+        if self.frames_written == 0:
+            self.closed = True
+            warnings.warn(f"OmeZarrSink: no frames were written; {self.path} not created",
+                          stacklevel=2)  # fmt: skip
+            return
+        import shutil
+        import uuid
+
+        try:
+            self._finish_attrs(complete=True)
+            if self.path.exists():  # overwrite was given and checked in __init__
+                trash = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.old")
+                os.replace(self.path, trash)
+                try:
+                    os.replace(self.partial_path, self.path)
+                except BaseException:
+                    os.replace(trash, self.path)
+                    raise
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(self.partial_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+
+    def abort(self) -> None:
+        """Keep the frames written so far in the partial store, marked ``complete: false``."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._group is None:
+            return
+        try:
+            self._finish_attrs(complete=False)
+        except Exception as error:  # the caller's error is the one that matters
+            warnings.warn(f"OmeZarrSink: marking {self.partial_path} partial failed too: "
+                          f"{error!r}", RuntimeWarning, stacklevel=2)  # fmt: skip
+
+
+def open_sink(
+    target: str | os.PathLike[str],
+    meta: ImageMeta | None = None,
+    *,
+    dtype: str = "uint16",
+    expected_frames: int | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """The sink a user names: ``*.tif``/``*.tiff``, ``*.zarr`` or ``tcp://host:port``.
+
+    ``tcp://*:5555`` (or any ``tcp://`` address) binds a
+    :class:`~fluorofpga.host.netstream.ZmqSink` (PUSH) there;
+    ``pub+tcp://...`` makes it PUB (many viewers, none can slow the stream; lost
+    frames are seen by the receiver as gaps).
+
+    Raises:
+        ValueError: an unknown kind of sink, or what the sink refuses (see each class).
+    """
+    name = os.fspath(target)
+    if "://" in name:
+        from .netstream import ZmqSink
+
+        pattern, _, address = name.rpartition("+") if name.startswith("pub+") else ("push", "",
+                                                                                   name)
+        return ZmqSink(address, pattern=pattern, meta=meta)
+    suffix = Path(name).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return TiffSink(name, meta, expected_frames=expected_frames, dtype=dtype,
+                        overwrite=overwrite)  # fmt: skip
+    if suffix == ".zarr":
+        return OmeZarrSink(name, meta, dtype=dtype, overwrite=overwrite)
+    raise ValueError(f"{name}: unknown sink; give a .tif/.tiff file, a .zarr store or a "
+                     "tcp://HOST:PORT address")

@@ -146,3 +146,87 @@ def test_pipeline_failure_with_keep_open_leaves_only_the_partial_file(tmp_path):
             raise
     assert listing(tmp_path) == ["restored.partial.tif"]
     assert sink.frames_written == 3
+
+
+# -- OME-Zarr -----------------------------------------------------------------------------
+
+
+def _needs_ome_zarr():
+    for module in ("zarr", "ome_zarr"):
+        pytest.importorskip(module, reason=f"{module} is not installed (the board environment "
+                            "writes TIFF; `pip install fluorofpga[zarr]`)")
+
+
+def test_ome_zarr_sink_appends_frames_readable_by_ome_zarr_and_fluorofpga(tmp_path):
+    _needs_ome_zarr()
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from fluorofpga.host import OmeZarrSink
+
+    out = tmp_path / "restored.ome.zarr"
+    sink = OmeZarrSink(out, META)
+    for k in range(4):
+        sink.write(20 + k, frame(k))
+        partial = tmp_path / "restored.ome.partial.zarr"
+        assert partial.is_dir() and not out.exists()  # under way: marked partial
+        # chunk by chunk: the frames written so far are on disk already
+        np.testing.assert_array_equal(read_image_meta(partial)[0][k], frame(k))
+    sink.close()
+    assert listing(tmp_path) == ["restored.ome.zarr"]
+    array, meta = read_image_meta(out)  # fluorofpga's reader
+    np.testing.assert_array_equal(array, np.stack([frame(k) for k in range(4)]))
+    assert meta.axes == "TYX" and meta.pixel_size_um == pytest.approx((0.108, 0.108))
+    assert meta.frame_interval_s == pytest.approx(0.02)
+    node = next(iter(Reader(parse_url(str(out)))()))  # ome-zarr's reader
+    np.testing.assert_array_equal(np.asarray(node.data[0]), array)
+    assert [a["name"] for a in node.metadata["axes"]] == ["t", "y", "x"]
+    import zarr
+
+    attrs = zarr.open_group(str(out), mode="r").attrs["fluorofpga"]
+    assert attrs["complete"] is True and attrs["frame_indices"] == [20, 21, 22, 23]
+
+
+def test_interrupted_ome_zarr_sink_leaves_a_marked_partial_store(tmp_path):
+    _needs_ome_zarr()
+    import zarr
+
+    from fluorofpga.host import OmeZarrSink
+
+    out = tmp_path / "live.zarr"
+    source = ((k, frame(k)) for k in range(6))
+
+    def process(image):
+        if image[0, 0] == frame(3)[0, 0]:
+            raise KeyboardInterrupt
+        return image
+
+    with pytest.raises(KeyboardInterrupt):
+        StreamPipeline(source, process, OmeZarrSink(out), drop_policy="block").run()
+    assert listing(tmp_path) == ["live.partial.zarr"]
+    partial = tmp_path / "live.partial.zarr"
+    attrs = zarr.open_group(str(partial), mode="r").attrs["fluorofpga"]
+    assert attrs["complete"] is False and attrs["frame_indices"] == [0, 1, 2]
+    np.testing.assert_array_equal(read_image_meta(partial)[0],
+                                  np.stack([frame(k) for k in range(3)]))
+    with pytest.raises(OutputError, match="interrupted run"):
+        OmeZarrSink(out)
+    with OmeZarrSink(out, overwrite=True) as sink:
+        sink.write(0, frame(0))
+    assert listing(tmp_path) == ["live.zarr"]
+    (tmp_path / "notzarr.zarr").mkdir()
+    (tmp_path / "notzarr.zarr" / "keep.txt").write_text("user data")
+    with pytest.raises(OutputError, match="not a Zarr store"):
+        OmeZarrSink(tmp_path / "notzarr.zarr", overwrite=True)
+    with pytest.raises(OutputError, match="exists"):
+        OmeZarrSink(out)
+
+
+def test_open_sink_picks_the_sink_from_the_name(tmp_path):
+    from fluorofpga.host import open_sink
+
+    sink = open_sink(tmp_path / "a.tif")
+    assert isinstance(sink, TiffSink)
+    sink.abort()
+    with pytest.raises(ValueError, match="unknown sink"):
+        open_sink(tmp_path / "a.png")

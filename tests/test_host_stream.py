@@ -112,8 +112,13 @@ def test_source_error_propagates():
 
 
 def test_pipeline_arguments_and_single_run():
-    with pytest.raises(ValueError, match="drop_policy"):
-        StreamPipeline(frames(1), lambda f: f, MemorySink(), drop_policy="drop_oldest")
+    with pytest.raises(ValueError, match="drop policy 'newest' unknown"):
+        StreamPipeline(frames(1), lambda f: f, MemorySink(), drop_policy="newest")
+    # the user's names, and the underscore spellings of earlier releases
+    assert StreamPipeline(frames(1), lambda f: f, MemorySink(),
+                          drop_policy="drop_oldest").drop_policy == "drop-oldest"
+    assert StreamPipeline(frames(1), lambda f: f, MemorySink(),
+                          drop_policy="drop_newest").drop_policy == "drop-newest"
     with pytest.raises(ValueError, match="queue_size"):
         StreamPipeline(frames(1), lambda f: f, MemorySink(), queue_size=0)
     pipe = StreamPipeline(frames(2), lambda f: f, MemorySink())
@@ -230,3 +235,378 @@ def test_failed_stream_leaves_a_marked_partial_tiff_not_a_complete_looking_one(t
         StreamPipeline(frames, process, TiffSink(out), queue_size=2, drop_policy="block").run()
     assert not out.exists()
     assert partial_path(out).exists()
+
+
+# -- drop-oldest, timing, percentiles, stop ----------------------------------------------------
+
+
+def test_drop_oldest_keeps_the_newest_frames_and_lists_every_drop():
+    sink = MemorySink()
+    gate, started = threading.Event(), threading.Event()
+
+    def process(frame):
+        started.set()
+        gate.wait(2.0)  # hold the first frame until the source has run ahead
+        return frame
+
+    def source():
+        for k in range(12):
+            yield k, np.full((4, 4), k, np.uint16)
+            if k == 0:
+                assert started.wait(2.0)
+        gate.set()
+
+    stats = StreamPipeline(source(), process, sink, queue_size=3,
+                           drop_policy="drop-oldest").run()
+    assert stats.drop_policy == "drop-oldest"
+    assert stats.frames_in == 12 and stats.frames_in == stats.frames_out + stats.dropped
+    # frame 0 was taken before the gate; the queue then kept the three newest frames
+    assert sink.indices == [0, 9, 10, 11]
+    assert stats.dropped_indices == list(range(1, 9))
+    assert [int(f[0, 0]) for f in sink.frames] == sink.indices
+
+
+def test_drop_newest_under_the_same_load_keeps_the_oldest():
+    sink = MemorySink()
+    gate, started = threading.Event(), threading.Event()
+
+    def source():
+        for k in range(12):
+            yield k, np.full((4, 4), k, np.uint16)
+            if k == 0:
+                assert started.wait(2.0)
+        gate.set()
+
+    stats = StreamPipeline(source(), lambda f: (started.set(), gate.wait(2.0), f)[2], sink,
+                           queue_size=3, drop_policy="drop-newest").run()
+    assert sink.indices == [0, 1, 2, 3] and stats.dropped_indices == list(range(4, 12))
+
+
+def test_stage_timing_rolling_fps_and_latency_percentiles():
+    def source():
+        for k in range(20):
+            time.sleep(0.004)  # the camera: 4 ms per frame
+            yield k, np.zeros((4, 4), np.uint16)
+
+    class SlowSink(MemorySink):
+        def write(self, index, frame):
+            time.sleep(0.003)
+            super().write(index, frame)
+
+    stats = StreamPipeline(source(), slow(0.010), SlowSink(), queue_size=2,
+                           drop_policy="block").run()
+    assert stats.frames_out == 20
+    assert 3.5 <= stats.read_ms_mean < 40
+    assert 9.5 <= stats.process_ms_mean < 60
+    assert 2.8 <= stats.write_ms_mean < 40
+    # latency covers process + write (+ queueing): never below their sum
+    assert stats.latency_ms_p50 >= 12.5
+    assert stats.latency_ms_p50 <= stats.latency_ms_p95 <= stats.latency_ms_p99
+    assert stats.latency_ms_p99 <= stats.latency_ms_max * 1.000001
+    assert 0 < stats.fps_rolling < 1000 / 12.5 and 0 < stats.fps < 1000 / 12.5
+    d = stats.to_dict()
+    assert {"latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "fps_rolling",
+            "read_ms_mean", "process_ms_mean", "write_ms_mean"} <= set(d)
+    assert "dropped 0" in stats.summary()
+
+
+def test_latency_histogram_percentiles_match_numpy():
+    from fluorofpga.host.stream import LatencyHistogram
+
+    values = np.random.default_rng(1).lognormal(mean=2.0, sigma=0.8, size=5000)
+    hist = LatencyHistogram()
+    for v in values:
+        hist.add(v)
+    for q in (50, 95, 99):
+        exact = np.percentile(values, q, method="inverted_cdf")
+        assert hist.percentile(q) == pytest.approx(exact, rel=0.006)
+    assert hist.mean == pytest.approx(values.mean())
+    assert hist.percentile(100) == pytest.approx(values.max())
+    assert hist.counts.nbytes < 32_000  # constant memory however long the stream
+    assert LatencyHistogram().percentile(50) == 0.0
+    with pytest.raises(ValueError):
+        hist.percentile(101)
+
+
+def test_stop_ends_the_stream_cleanly_and_accounts_for_every_frame():
+    sink = MemorySink()
+    pipe = None
+
+    def endless():
+        k = 0
+        while True:
+            yield k, np.zeros((4, 4), np.uint16)
+            k += 1
+            time.sleep(0.001)
+
+    def progress(stats):
+        if stats.frames_out == 5:
+            pipe.stop()
+
+    pipe = StreamPipeline(endless(), slow(0.002), sink, queue_size=2, drop_policy="block",
+                          progress=progress)
+    stats = pipe.run()
+    assert stats.stopped_early and sink.closed
+    assert stats.frames_out >= 5
+    assert stats.frames_in == stats.frames_out + stats.dropped == len(sink.indices)
+
+
+# -- lazy TIFF sources ---------------------------------------------------------------------
+
+
+def _stack(n=5, shape=(16, 24), seed=0):
+    return np.random.default_rng(seed).integers(0, 4000, size=(n, *shape)).astype(np.uint16)
+
+
+def test_tiff_source_memory_maps_uncompressed_files(tmp_path):
+    import tifffile
+
+    stack = _stack()
+    tifffile.imwrite(tmp_path / "raw.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    src = TiffStackSource(tmp_path / "raw.tif")
+    got = list(src)
+    assert [k for k, _ in got] == list(range(5))
+    assert all(isinstance(f, np.memmap) or isinstance(f.base, np.memmap) for _, f in got)
+    np.testing.assert_array_equal(np.stack([f for _, f in got]), stack)
+
+
+def test_tiff_source_reads_compressed_files_page_by_page(tmp_path, monkeypatch):
+    import tifffile
+
+    stack = _stack(6, seed=1)
+    tifffile.imwrite(tmp_path / "zip.tif", stack, compression="zlib")
+    reads = []
+    real = tifffile.TiffFile.asarray
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        reads.append(out.shape)
+        return out
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", spy)
+    src = TiffStackSource(tmp_path / "zip.tif")
+    assert len(src) == 6 and src.frame_shape == (16, 24)
+    got = np.stack([f for _, f in src])
+    np.testing.assert_array_equal(got, stack)
+    assert reads == [(16, 24)] * 6  # one page per read, never the whole stack
+
+
+def test_tiff_source_reads_a_folder_in_natural_order(tmp_path):
+    import tifffile
+
+    stack = _stack(12, seed=2)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(10):  # single frames frame0..frame9, and a 2-frame stack frame10
+        tifffile.imwrite(folder / f"frame{k}.tif", stack[k])
+    tifffile.imwrite(folder / "frame10.tiff", stack[10:12], compression="zlib")
+    (folder / "notes.txt").write_text("not a frame")
+    src = TiffStackSource(folder)
+    assert len(src) == 12
+    got = list(src)
+    assert [k for k, _ in got] == list(range(12))
+    np.testing.assert_array_equal(np.stack([f for _, f in got]), stack)
+
+
+def test_tiff_source_refuses_bad_input_before_any_work(tmp_path):
+    import tifffile
+
+    from fluorofpga.microscope import ImageFormatError
+
+    with pytest.raises(ImageFormatError, match="no such file"):
+        TiffStackSource(tmp_path / "missing.tif")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageFormatError, match="no .tif"):
+        TiffStackSource(tmp_path / "empty")
+    tifffile.imwrite(tmp_path / "f.tif", np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(ImageFormatError, match="float32"):
+        TiffStackSource(tmp_path / "f.tif")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ImageFormatError, match="RGB"):
+        TiffStackSource(tmp_path / "rgb.tif")
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageFormatError, match="not a readable TIFF"):
+        TiffStackSource(tmp_path / "broken.tif")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    tifffile.imwrite(mixed / "a.tif", np.zeros((8, 8), np.uint16))
+    tifffile.imwrite(mixed / "b.tif", np.zeros((8, 9), np.uint16))
+    with pytest.raises(ImageFormatError, match="one frame size"):
+        TiffStackSource(mixed)
+
+
+# -- iterable and GenICam sources -------------------------------------------------------------
+
+
+def test_iterable_source_numbers_frames_and_checks_them():
+    from fluorofpga.host import IterableSource
+
+    frames_ = [np.full((3, 3), k, np.uint16) for k in range(4)]
+    got = list(IterableSource(frames_))
+    assert [k for k, _ in got] == [0, 1, 2, 3] and int(got[3][1][0, 0]) == 3
+    assert len(list(IterableSource(iter(frames_), n_frames=2))) == 2
+    with pytest.raises(ValueError, match="2-D"):
+        list(IterableSource([np.zeros((2, 3, 3))]))
+    sink = MemorySink()
+    StreamPipeline(IterableSource(frames_), lambda f: f, sink, drop_policy="block").run()
+    assert sink.indices == [0, 1, 2, 3]
+
+
+def test_genicam_source_without_harvesters_names_the_package(monkeypatch):
+    import sys
+
+    from fluorofpga.host import GenICamSource
+
+    monkeypatch.setitem(sys.modules, "harvesters", None)
+    monkeypatch.setitem(sys.modules, "harvesters.core", None)
+    with pytest.raises(ImportError, match="'harvesters' package.*pip install harvesters"):
+        GenICamSource(0)
+
+
+class _FakeComponent:
+    def __init__(self, k, shape):
+        self.height, self.width = shape
+        self.data = np.full(shape[0] * shape[1], 100 + k, np.uint16)
+
+
+class _FakeBuffer:
+    def __init__(self, k, shape, log):
+        self.payload = type("P", (), {"components": [_FakeComponent(k, shape)]})()
+        self.frame_id = 1000 + k
+        self.log = log
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.log.append("requeue")
+
+
+class _FakeAcquirer:
+    def __init__(self, log, n_ok):
+        self.log, self.n_ok, self.k = log, n_ok, 0
+        self.remote_device = type("D", (), {"node_map": type("N", (), {})()})()
+
+    def start(self):
+        self.log.append("start")
+
+    def fetch(self, timeout):
+        if self.k >= self.n_ok:
+            raise TimeoutError("GenTL timeout")
+        self.k += 1
+        return _FakeBuffer(self.k - 1, (6, 5), self.log)
+
+    def stop(self):
+        self.log.append("stop")
+
+    def destroy(self):
+        self.log.append("destroy")
+
+
+def _fake_harvesters(monkeypatch, log, n_ok=100, cameras=1):
+    import sys
+    import types
+
+    class Harvester:
+        def __init__(self):
+            self.device_info_list = []
+
+        def add_file(self, path):
+            log.append(("cti", path))
+
+        def update(self):
+            self.device_info_list = [object()] * cameras
+
+        def create(self, index):
+            log.append(("create", index))
+            return _FakeAcquirer(log, n_ok)
+
+        def reset(self):
+            log.append("reset")
+
+    core = types.ModuleType("harvesters.core")
+    core.Harvester = Harvester
+    package = types.ModuleType("harvesters")
+    package.core = core
+    monkeypatch.setitem(sys.modules, "harvesters", package)
+    monkeypatch.setitem(sys.modules, "harvesters.core", core)
+
+
+def test_genicam_source_streams_through_harvesters_and_releases_the_camera(
+        tmp_path, monkeypatch):
+    from fluorofpga.host import CameraError, GenICamSource
+
+    log = []
+    _fake_harvesters(monkeypatch, log)
+    cti = tmp_path / "vendor.cti"
+    cti.write_bytes(b"\x7fELF")
+    monkeypatch.setenv("GENICAM_GENTL64_PATH", str(tmp_path))
+    src = GenICamSource(0, n_frames=3)
+    assert src.producers == [str(cti)]
+    sink = MemorySink()
+    StreamPipeline(src, lambda f: f, sink, drop_policy="block").run()
+    assert sink.indices == [0, 1, 2]
+    assert [int(f[0, 0]) for f in sink.frames] == [100, 101, 102]
+    assert sink.frames[0].shape == (6, 5) and src.last_frame_id == 1002
+    assert log[-3:] == ["stop", "destroy", "reset"] and log.count("requeue") == 3
+    # a camera that stops delivering: a clear error, and the camera is still released
+    log.clear()
+    _fake_harvesters(monkeypatch, log, n_ok=2)
+    with pytest.raises(CameraError, match="no frame 2 within"):
+        list(GenICamSource(0, cti=cti, timeout_s=0.1))
+    assert log[-3:] == ["stop", "destroy", "reset"]
+    with pytest.raises(CameraError, match="camera 3 not found"):
+        list(GenICamSource(3, cti=cti))
+    monkeypatch.delenv("GENICAM_GENTL64_PATH")
+    with pytest.raises(CameraError, match="GenTL producer"):
+        GenICamSource(0)
+
+
+# -- live displays -----------------------------------------------------------------------------
+
+
+def test_rich_display_draws_the_live_numbers():
+    import io
+
+    from rich.console import Console
+
+    from fluorofpga.host.display import RichDisplay
+
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=False)
+    with RichDisplay(total=10, console=console, refresh_s=0.0) as display:
+        StreamPipeline(frames(10), slow(0.001), MemorySink(), queue_size=1,
+                       drop_policy="drop-newest", progress=display).run()
+    text = out.getvalue()
+    assert "frames out" in text and "/ 10" in text and "p50" in text and "dropped" in text
+
+
+def test_notebook_display_uses_ipywidgets_and_falls_back_to_text(monkeypatch, capsys):
+    import sys
+    import types
+
+    from fluorofpga.host import display as disp
+
+    monkeypatch.setattr(disp, "_in_jupyter", lambda: True)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    text = disp.live_display(total=3, refresh_s=0.0)
+    assert isinstance(text, disp.TextDisplay)
+    StreamPipeline(frames(3), lambda f: f, MemorySink(), drop_policy="block",
+                   progress=text).run()
+    assert "[stream] 3/3 frames in 3  out 3  dropped 0" in capsys.readouterr().out
+
+    class Widget:
+        def __init__(self, *children, **kw):
+            self.__dict__.update(kw)
+            self.children = children
+
+    fake = types.ModuleType("ipywidgets")
+    fake.IntProgress = fake.HTML = fake.VBox = Widget
+    monkeypatch.setitem(sys.modules, "ipywidgets", fake)
+    widget = disp.live_display(total=3, refresh_s=0.0)
+    assert isinstance(widget, disp.NotebookDisplay)
+    StreamPipeline(frames(3), lambda f: f, MemorySink(), drop_policy="block",
+                   progress=widget).run()
+    assert widget.bar.value == 3 and widget.bar.max == 3 and "dropped" in widget.label.value
+    monkeypatch.setattr(disp, "_in_jupyter", lambda: False)
+    assert isinstance(disp.live_display(), disp.RichDisplay)
