@@ -71,6 +71,9 @@ class Accelerator(abc.ABC):
     """
 
     name: str = "abstract"
+    #: Tiles that may be submitted before the first :meth:`wait` (asynchronous devices
+    #: raise it; :func:`~fluorofpga.host.tiling.process_tiled` submits that far ahead).
+    max_in_flight: int = 1
 
     def __init__(
         self,
@@ -139,7 +142,7 @@ class Accelerator(abc.ABC):
                 f"{self.tile_shape}; cut frames with fluorofpga.host.tiling.process_tiled"
             )
         limit = 1 << self.in_bits
-        if tile.size and int(tile.max()) >= limit:
+        if tile.size and tile.dtype.itemsize * 8 > self.in_bits and int(tile.max()) >= limit:
             raise ValueError(
                 f"tile value {int(tile.max())} does not fit in {self.in_bits} input bits "
                 f"(max {limit - 1}); check the signal tables (SignalTables.encode)"
@@ -192,7 +195,9 @@ class Accelerator(abc.ABC):
             raise AcceleratorError(
                 f"{self.name}: backend returned dtype {out.dtype}, expected unsigned integers"
             )
-        if out.size and (int(out.min()) < 0 or int(out.max()) >= 1 << self.out_bits):
+        fits = out.dtype.kind == "u" and out.dtype.itemsize * 8 <= self.out_bits
+        if out.size and not fits and (int(out.min()) < 0
+                                      or int(out.max()) >= 1 << self.out_bits):
             raise AcceleratorError(
                 f"{self.name}: backend output range [{int(out.min())}, {int(out.max())}] "
                 f"exceeds {self.out_bits} unsigned bits; the backend does not match the bundle"

@@ -40,6 +40,9 @@ class FrameRestorer:
 
     Attributes:
         counts: pixels passed through or clipped, accumulated over all frames.
+
+    One frame at a time: the code frames are work arrays reused from frame to frame (the
+    returned frame is always new).
     """
 
     def __init__(
@@ -64,6 +67,17 @@ class FrameRestorer:
         self.dtype = np.dtype(dtype)
         self.counts = CodeCounts()
         self.maps = PixelMaps(calibration, tables.adc_max) if calibration is not None else None
+        self._buffers: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A work array kept between frames (code frames: never handed to the caller)."""
+        key = (name, shape)
+        buf = self._buffers.get(key)
+        if buf is None or buf.dtype != np.dtype(dtype):
+            if len(self._buffers) > 8:  # frame size keeps changing: do not hoard memory
+                self._buffers.clear()
+            buf = self._buffers[key] = np.empty(shape, dtype)
+        return buf
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
@@ -92,8 +106,11 @@ class FrameRestorer:
         """Restore one raw ``(Y, X)`` frame; returns ``uint16`` or ``float32`` ADU."""
         uniform = self.to_uniform(frame)  # validates the frame
         frame = np.asarray(frame)
-        q = self.tables.encode(uniform)
-        r = process_tiled(q, self.accelerator.run, self.accelerator.tile_shape, self.halo)
+        acc = self.accelerator
+        q = self.tables.encode(uniform, out=self._buffer("q", uniform.shape,
+                                                         self.tables.in_lut.dtype))
+        r = process_tiled(q, acc, acc.tile_shape, self.halo, out=self._buffer(
+            "r", q.shape, np.uint8 if acc.out_bits <= 8 else np.uint16))
         counts = CodeCounts()
         if self.maps is None:  # one lookup straight to the output dtype
             out = self.tables.decode(uniform, q, r, counts, self.dtype.name)

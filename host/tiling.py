@@ -21,8 +21,11 @@ The processing function may change the leading axes but must keep the last two
 
 from __future__ import annotations
 
+import functools
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -188,11 +191,33 @@ def stitch(
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_plan(
+    frame_shape: tuple[int, int], tile_shape: tuple[int, int], halo: int
+) -> tuple[tuple[Tile, tuple[slice, slice], tuple[slice, slice]], ...]:
+    """``plan_tiles`` with each tile's frame and tile slices, kept for the next frame."""
+    return tuple((t, t.frame_slice, t.tile_slice)
+                 for t in plan_tiles(frame_shape, tile_shape, halo))
+
+
+def _accelerator_of(fn: Any) -> Any:
+    """The accelerator behind ``fn`` (itself, or the owner of its bound ``run``), or None."""
+    from .accelerator import Accelerator
+
+    if isinstance(fn, Accelerator):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, Accelerator) and getattr(fn, "__name__", "") == "run":
+        return owner
+    return None
+
+
 def process_tiled(
     frame: np.ndarray,
-    fn: Callable[[np.ndarray], np.ndarray],
+    fn: Callable[[np.ndarray], np.ndarray] | Any,
     tile_shape: Sequence[int],
     halo: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run ``fn`` (tile in, same-size tile out) over a tiling of ``frame`` and stitch.
 
@@ -200,9 +225,77 @@ def process_tiled(
     least as large as the tile, the result equals ``fn`` applied to the whole
     frame (for a zero-padded convolutional ``fn``). See the module docstring
     for frames smaller than the tile.
+
+    Args:
+        frame: ``(..., Y, X)`` array.
+        fn: the tile function; or an :class:`~fluorofpga.host.Accelerator` (or its bound
+            ``run``): then up to ``max_in_flight`` tiles are submitted before the first
+            ``wait()``, so an asynchronous device computes tile n+1 while the host cuts
+            and stitches around tile n.
+        tile_shape: ``(th, tw)`` pixels.
+        halo: receptive-field radius, pixels.
+        out: optional array to stitch into (reused between frames); it must have the
+            output's shape and dtype (leading axes of the outputs + ``(Y, X)``).
+
+    Returns:
+        The stitched output (``out`` when given).
     """
     frame = np.asarray(frame)
     shape = _frame_shape_of(frame)
-    plan = plan_tiles(shape, tile_shape, halo)
-    outputs = [fn(extract(frame, t)) for t in plan]
-    return stitch(outputs, plan, shape)
+    th, tw = _check_shape("tile_shape", tile_shape)
+    if int(halo) != halo:
+        raise ValueError(f"halo must be a non-negative integer, got {halo!r}")
+    plan = _cached_plan(shape, (th, tw), int(halo))
+    if out is not None and out.shape[-2:] != shape:
+        raise ValueError(f"out has shape {out.shape}; its last two axes must be {shape}")
+    result: list[np.ndarray] = [] if out is None else [out]
+
+    def put(entry: tuple[Tile, tuple[slice, slice], tuple[slice, slice]], o: Any) -> None:
+        t, (fy, fx), (ty, tx) = entry
+        o = np.asarray(o)
+        if not result:
+            result.append(np.empty(o.shape[:-2] + shape, dtype=o.dtype))
+        dest = result[0]
+        if o.shape[-2:] != (t.height, t.width) or o.shape[:-2] != dest.shape[:-2]:
+            raise ValueError(
+                f"tile output has shape {o.shape}, expected {dest.shape[:-2]} + "
+                f"{(t.height, t.width)}; the tile function must keep the tile's Y, X size"
+            )
+        if o.dtype != dest.dtype:
+            raise ValueError(f"tile output dtype {o.dtype} differs from the output's "
+                             f"{dest.dtype}")
+        dest[..., fy, fx] = o[..., ty, tx]
+
+    acc = _accelerator_of(fn)
+    depth = int(getattr(acc, "max_in_flight", 1)) if acc is not None else 1
+    if depth <= 1:
+        run = acc.run if acc is not None else fn
+        for entry in plan:
+            put(entry, run(extract(frame, entry[0])))
+    else:
+        pending: deque[tuple[Tile, tuple[slice, slice], tuple[slice, slice]]] = deque()
+        try:
+            for entry in plan:
+                if len(pending) >= depth:
+                    put(pending.popleft(), acc.wait())
+                acc.submit(extract(frame, entry[0]))
+                pending.append(entry)
+            while pending:
+                put(pending.popleft(), acc.wait())
+        except BaseException:
+            _drain(acc, len(pending))
+            raise
+    return result[0]
+
+
+def _drain(acc: Any, n: int) -> None:
+    """Collect what is still in flight after an error, so the accelerator can be reused."""
+    from .accelerator import AcceleratorError
+
+    for _ in range(n):
+        if not acc.busy:
+            return
+        try:
+            acc.wait()
+        except AcceleratorError:  # the device's own error; the first error is re-raised
+            return

@@ -32,7 +32,8 @@ Nothing clips silently: a pixel at the ADC maximum, or above the input code's ra
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -55,6 +56,109 @@ def _positive(name: str, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     return value
+
+
+#: Elements per chunk of a table lookup: the chunk's ``intp`` index stays in cache.
+_CHUNK = 1 << 16
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _in_parts(fn: Callable[[int, int], Any], n: int, threads: int) -> list[Any]:
+    """``fn(start, stop)`` over ``range(n)`` cut into up to ``threads`` chunk-aligned parts.
+
+    The parts run on a shared thread pool (numpy releases the GIL inside its loops); one
+    part runs on the calling thread.
+    """
+    chunks = -(-n // _CHUNK)
+    parts = max(1, min(int(threads), chunks))
+    if parts == 1:
+        return [fn(0, n)]
+    per = -(-chunks // parts) * _CHUNK
+    bounds = [(i, min(i + per, n)) for i in range(0, n, per)]
+    pool = _POOLS.get(len(bounds) - 1)
+    if pool is None:
+        pool = _POOLS[len(bounds) - 1] = ThreadPoolExecutor(
+            len(bounds) - 1, thread_name_prefix="fluorofpga-lookup")
+    futures = [pool.submit(fn, *b) for b in bounds[1:]]
+    first = fn(*bounds[0])
+    return [first] + [f.result() for f in futures]
+
+
+def _out_array(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``out`` checked (C-contiguous, this shape and dtype), or a new array."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}, got "
+                         f"{out.dtype} {out.shape}")
+    return out
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def _encode_range(table: np.ndarray, adu: np.ndarray, out: np.ndarray, start: int,
+                  stop: int) -> None:
+    """``out[i] = table[adu[i]]`` for ``i`` in ``[start, stop)`` (flat arrays), clipped index.
+
+    numpy gathers need ``intp`` indices; converting a whole frame at once writes (and
+    page-faults) eight bytes per pixel, so each chunk's index goes through a small buffer.
+    """
+    buf = np.empty(min(_CHUNK, stop - start), np.intp)
+    for i in range(start, stop, _CHUNK):
+        j = min(i + _CHUNK, stop)
+        idx = buf[: j - i]
+        np.copyto(idx, adu[i:j], casting="unsafe")
+        np.take(table, idx, out=out[i:j], mode="clip")
+
+
+def _decode_range(table: np.ndarray, q: np.ndarray, r: np.ndarray, adu: np.ndarray,
+                  out: np.ndarray, spec: SignalSpec, adc_max: int, start: int,
+                  stop: int) -> np.ndarray:
+    """Pixel-out for flat ``[start, stop)``: pair-table lookup, pass-through, counts.
+
+    ``out[i] = table[q[i] << out_bits | r[i]]``, or ``adu[i]`` where ``q`` is at its top
+    code or ``adu`` at ``adc_max`` (blended bitwise: a masked copy branches on every
+    pixel). Returns ``[saturated, passed through, residual 0, residual top]`` counts. All
+    on one chunk at a time, while it is in cache.
+    """
+    size = min(_CHUNK, stop - start)
+    idx = np.empty(size, np.intp)
+    hit, flag = np.empty(size, bool), np.empty(size, bool)
+    bits = np.dtype(f"u{out.dtype.itemsize}")
+    ones = np.iinfo(bits).max
+    mask, src = np.empty(size, bits), np.empty(size, out.dtype)
+    out_bits = out.view(bits)
+    counts = np.zeros(4, np.int64)
+    for i in range(start, stop, _CHUNK):
+        j = min(i + _CHUNK, stop)
+        m = j - i
+        qc, rc, ac = q[i:j], r[i:j], adu[i:j]
+        np.left_shift(qc, spec.out_bits, out=idx[:m], dtype=np.intp)
+        np.bitwise_or(idx[:m], rc, out=idx[:m])
+        np.take(table, idx[:m], out=out[i:j], mode="clip")
+        np.equal(rc, 0, out=flag[:m])
+        counts[2] += np.count_nonzero(flag[:m])
+        np.equal(rc, spec.out_max, out=flag[:m])
+        counts[3] += np.count_nonzero(flag[:m])
+        np.greater_equal(ac, adc_max, out=flag[:m])
+        n_sat = np.count_nonzero(flag[:m])
+        np.greater_equal(qc, spec.in_max, out=hit[:m])
+        if n_sat:
+            counts[0] += n_sat
+            hit[:m] |= flag[:m]
+        n_pass = np.count_nonzero(hit[:m])
+        if not n_pass:
+            continue
+        counts[1] += n_pass
+        np.multiply(hit[:m], ones, out=mask[:m], dtype=bits)  # all ones where passed
+        np.copyto(src[:m], ac, casting="unsafe")
+        diff = src[:m].view(bits)
+        diff ^= out_bits[i:j]
+        diff &= mask[:m]
+        out_bits[i:j] ^= diff
+    return counts
 
 
 @dataclass(frozen=True)
@@ -296,12 +400,27 @@ class SignalTables:
         codes = np.arange(1 << self.spec.code_bits, dtype=np.float64)
         self.out_lut = inverse_gat(codes * self.spec.residual_step, self.noise)
 
-    def encode(self, adu: np.ndarray) -> np.ndarray:
-        """ADU frame (unsigned integers) -> input codes, by table lookup."""
+    def encode(self, adu: np.ndarray, out: np.ndarray | None = None,
+               threads: int = 1) -> np.ndarray:
+        """ADU frame (unsigned integers) -> input codes, by table lookup.
+
+        Args:
+            adu: unsigned-integer ADU values, any shape; values above ``adc_max`` get the
+                top entry.
+            out: optional C-contiguous array of ``adu``'s shape and ``in_lut``'s dtype to
+                write the codes into (reused between frames, it saves an allocation).
+            threads: split the lookup over this many threads.
+        """
         adu = np.asarray(adu)
         if adu.dtype.kind != "u":
             raise ValueError(f"ADU frames must be unsigned integers, got {adu.dtype}")
-        return np.take(self.in_lut, adu, mode="clip")  # above adc_max: the top entry
+        out = _out_array(out, adu.shape, self.in_lut.dtype)
+        if adu.dtype.itemsize > 2:  # keep wide values from wrapping as (32-bit) intp
+            adu = np.minimum(adu, self.in_lut.size - 1).astype(np.uint16)
+        flat_adu, flat_out = _flat(adu), out.reshape(-1)
+        _in_parts(lambda i, j: _encode_range(self.in_lut, flat_adu, flat_out, i, j),
+                  flat_out.size, threads)
+        return out
 
     def _pair_table(self, dtype: str | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Output value for every (input code, residual code) pair, and where it clips.
@@ -329,14 +448,30 @@ class SignalTables:
             self._pairs[key] = (values, clipped)
         return self._pairs[key]
 
+    def _clip_flags(self, dtype: str | None) -> tuple[np.ndarray | None, tuple[int, ...]]:
+        """The pair table's clipped-entry flags and the output values clipping leads to.
+
+        ``(None, ())`` when no entry clips (the usual case: nothing to count).
+        """
+        key = ("clip", dtype or "float64")
+        if key not in self._pairs:
+            table, clipped = self._pair_table(dtype)
+            if clipped is None or not clipped.any():
+                self._pairs[key] = (None, ())
+            else:
+                ends = tuple(int(v) for v in np.unique(table[clipped]))
+                self._pairs[key] = (clipped, ends)
+        return self._pairs[key]
+
     def decode(
         self, adu: np.ndarray, q: np.ndarray, r: np.ndarray, counts: CodeCounts | None = None,
-        dtype: str | None = None,
+        dtype: str | None = None, out: np.ndarray | None = None, threads: int = 1,
     ) -> np.ndarray:
         """Network residual codes -> restored ADU, passing saturated pixels through.
 
-        One table lookup per pixel (:meth:`_pair_table`); the counts come from one
-        histogram of the (q, r) pairs.
+        One table lookup per pixel (:meth:`_pair_table`, index ``q << out_bits | r``
+        formed chunk by chunk) and the counts from comparisons on the same chunk while it
+        is in cache; clipped outputs are searched only among pixels at a clipped value.
 
         Args:
             adu: the input frame (ADU, unsigned) the codes came from.
@@ -346,33 +481,35 @@ class SignalTables:
                 (``dtype="uint16"``) values clipped to the output range.
             dtype: None for float64 ADU (more maps to apply), or the final ``"uint16"`` /
                 ``"float32"``.
+            out: optional C-contiguous array of ``q``'s shape and the output dtype to write
+                into.
+            threads: split the work over this many threads.
         """
         spec = self.spec
         if spec.in_bits + spec.out_bits > 16:
             raise ValueError("pair tables need in_bits + out_bits <= 16")
-        adu = np.asarray(adu)
-        q = np.asarray(q)
-        idx = (q.astype(np.uint16) << spec.out_bits) | np.asarray(r, dtype=np.uint16)
-        table, clipped = self._pair_table(dtype)
-        out = table[idx]
-        saturated = adu >= self.adc_max
-        passthrough = saturated | (q >= spec.in_max)
-        n_pass = int(np.count_nonzero(passthrough))
-        if n_pass:
-            np.copyto(out, adu.astype(out.dtype), where=passthrough)
+        adu, q, r = np.asarray(adu), np.asarray(q), np.asarray(r)
+        if not adu.shape == q.shape == r.shape:
+            adu, q, r = np.broadcast_arrays(adu, q, r)
+        table, _ = self._pair_table(dtype)
+        out = _out_array(out, q.shape, table.dtype)
+        flat = (_flat(q), _flat(r), _flat(adu), out.reshape(-1))
+        n_sat, n_pass, n_r0, n_rtop = (int(v) for v in sum(_in_parts(
+            lambda i, j: _decode_range(table, *flat, spec, self.adc_max, i, j),
+            q.size, threads)))
         if counts is not None:
-            hist = np.bincount(idx.ravel(), minlength=table.size).reshape(
-                1 << spec.in_bits, 1 << spec.out_bits)
-            n_sat = int(np.count_nonzero(saturated))
             counts.pixels += int(q.size)
             counts.saturated += n_sat
             counts.above_range += n_pass - n_sat
-            counts.residual_at_limit += int(hist[:, 0].sum() + hist[:, spec.out_max].sum())
-            if clipped is not None:
-                n_clip = int(hist.ravel()[clipped].sum())
-                if n_pass and n_clip:
-                    n_clip -= int(np.count_nonzero(clipped[idx[passthrough]]))
-                counts.clipped_output += n_clip
+            counts.residual_at_limit += n_r0 + n_rtop
+            clipped, ends = self._clip_flags(dtype)
+            if clipped is not None:  # clipped entries hold the clip bounds: search there
+                candidates = np.isin(out, ends)
+                if n_pass:
+                    candidates &= ~((q >= spec.in_max) | (adu >= self.adc_max))
+                if candidates.any():
+                    idx = (q[candidates].astype(np.intp) << spec.out_bits) | r[candidates]
+                    counts.clipped_output += int(np.count_nonzero(clipped[idx]))
         return out
 
     def max_adu(self) -> float:

@@ -98,3 +98,127 @@ def test_tables_agree_with_closed_forms():
     # closed-form round trip
     y = np.linspace(NOISE.zero_level() + 1, 5000, 101)
     assert np.allclose(inverse_gat(gat(y, NOISE), NOISE), y)
+
+
+# -- the optimised path against a straightforward reference ------------------------------
+
+
+def _max3x3(q):
+    """3x3 maximum with zero padding (a 'network' of receptive-field radius 1)."""
+    p = np.pad(q, 1)
+    h, w = q.shape
+    return np.max([p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=0)
+
+
+def _net(q):
+    """Residual codes that depend on the neighbourhood and reach 0 and 255."""
+    return ((_max3x3(q).astype(np.int64) * 37 + q.astype(np.int64) * 11) % 256).astype(np.uint8)
+
+
+class NeighbourhoodNet(Accelerator):
+    name = "neighbourhood"
+
+    def __init__(self, tile_shape=(16, 16)):
+        super().__init__(tile_shape, SPEC.in_bits, SPEC.out_bits)
+
+    def _compute(self, tile):
+        return _net(tile)
+
+
+def reference_restore(tables, frame, dtype, cal=None):
+    """The pixel path written out plainly: float64 arithmetic, untiled, masks and counts."""
+    spec, adc_max = tables.spec, tables.adc_max
+    frame = np.asarray(frame)
+    if cal is None:
+        uniform = frame
+    else:
+        offset = np.asarray(cal.offset_adu, np.float64)
+        gain = (np.full(offset.shape, cal.gain_e_per_adu) if cal.gain_map_e_per_adu is None
+                else np.asarray(cal.gain_map_e_per_adu, np.float64))
+        ratio, offset0 = gain / cal.gain_e_per_adu, float(np.median(offset))
+        repaired = cal.repair_hot_pixels(frame).astype(np.float64)
+        uniform = np.clip(np.rint((repaired - offset) * ratio + offset0), 0, adc_max)
+        uniform = uniform.astype(np.uint16)
+        uniform[frame >= adc_max] = adc_max
+    q = tables.in_lut[np.minimum(uniform, adc_max)]
+    r = _net(q)
+    values = tables.out_lut[spec.combine(q, r)]
+    saturated = uniform >= adc_max
+    passthrough = saturated | (q >= spec.in_max)
+    if cal is None:
+        values[passthrough] = uniform[passthrough]
+    else:
+        values = (values - offset0) / ratio + offset
+        values[passthrough] = frame[passthrough]
+    counts = {"pixels": frame.size, "saturated": int(saturated.sum()),
+              "above_range": int(passthrough.sum() - saturated.sum()),
+              "residual_at_limit": int(((r == 0) | (r == spec.out_max)).sum()),
+              "clipped_output": 0}
+    if dtype == "float32":
+        return values.astype(np.float32), counts
+    rounded = np.rint(values)
+    counts["clipped_output"] = int(((rounded < 0) | (rounded > 65535)).sum())
+    return np.clip(rounded, 0, 65535).astype(np.uint16), counts
+
+
+def _hard_frame(shape, adc_max, seed):
+    """Random ADU with zeros, the ADC maximum, 65535 and bright (above range) pixels."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, min(adc_max, 3000), shape).astype(np.uint16)
+    x.flat[rng.choice(x.size, x.size // 10, replace=False)] = 0
+    x.flat[rng.choice(x.size, x.size // 20, replace=False)] = adc_max
+    x.flat[rng.choice(x.size, x.size // 50, replace=False)] = 65535
+    x.flat[rng.choice(x.size, x.size // 20, replace=False)] = rng.integers(
+        0, 65536, x.size // 20)
+    return x
+
+
+#: Cameras whose pixel-out table clips at both ends of uint16 (a = 20 ADU per e-, b > 0),
+#: one at neither end, and a 12-bit one whose ADC maximum lies inside the input range.
+CAMERAS = [
+    (NoiseModel(20.0, 5.0), 65535),
+    (NoiseModel.from_camera(0.46, 100.0, 1.6), 65535),
+    (NoiseModel.from_camera(2.0, 100.0, 1.5), 4095),
+    (NoiseModel(0.05, 0.3), 1000),
+]
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+@pytest.mark.parametrize(("noise", "adc_max"), CAMERAS)
+def test_optimised_restorer_equals_the_plain_reference(noise, adc_max, dtype):
+    tables = SignalTables(SPEC, noise, adc_max=adc_max)
+    restorer = FrameRestorer(NeighbourhoodNet(), tables, halo=1, dtype=dtype)
+    total = {}
+    for seed, shape in enumerate([(67, 45), (16, 16), (130, 97), (67, 45)]):  # buffers reused
+        x = _hard_frame(shape, adc_max, seed)
+        got = restorer(x)
+        want, counts = reference_restore(tables, x, dtype)
+        assert got.dtype == want.dtype
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8))  # bit for bit
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    assert restorer.counts.to_dict() == total
+    assert total["saturated"] and total["above_range"] and total["residual_at_limit"]
+    if dtype == "uint16" and noise.a == 20.0:
+        assert total["clipped_output"] > 0  # the clip path was exercised
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_optimised_restorer_with_calibration_maps_equals_the_reference(dtype):
+    from fluorofpga.microscope import Calibration
+
+    rng = np.random.default_rng(7)
+    shape = (50, 61)
+    hot = np.zeros(shape, bool)
+    hot.flat[rng.choice(hot.size, 30, replace=False)] = True
+    cal = Calibration(offset_adu=rng.normal(100.0, 3.0, shape),
+                      read_noise_adu=np.full(shape, 1.2), gain_e_per_adu=0.5,
+                      gain_map_e_per_adu=rng.normal(0.5, 0.03, shape), hot_pixels=hot)
+    tables = SignalTables(SPEC, NoiseModel.from_calibration(cal, extra_rounding=True), 4095)
+    restorer = FrameRestorer(NeighbourhoodNet(), tables, halo=1, calibration=cal, dtype=dtype)
+    for seed in range(2):
+        x = _hard_frame(shape, 4095, seed)
+        got = restorer(x)
+        want, counts = reference_restore(tables, x, dtype, cal)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert restorer.counts.pixels == 2 * x.size
