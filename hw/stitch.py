@@ -31,7 +31,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +57,13 @@ from .rtlsim import (
 
 __all__ = [
     "AccelRun",
+    "FifoSizing",
     "StitchError",
     "StitchedDesign",
     "generate_accelerator",
     "reference_words",
     "simulate_accelerator",
+    "size_accelerator",
     "size_fifos",
     "stitch_graph",
 ]
@@ -588,3 +590,58 @@ def size_fifos(maxcount: Mapping[str, int], margin: float = 0.25, extra: int = 2
     """
     return {k: max(MIN_FIFO_DEPTH, math.ceil(v * (1 + margin)) + extra)
             for k, v in maxcount.items()}
+
+
+@dataclass
+class FifoSizing:
+    """FIFO depths sized from a stitched simulation with unbounded FIFOs.
+
+    Attributes:
+        peaks: FIFO name (and ``bypass``) -> peak occupancy in the gauge run.
+        depths: the depths set from them (:func:`size_fifos`).
+        design: the design regenerated with those depths (graph written back).
+    """
+
+    peaks: dict[str, int]
+    depths: dict[str, int]
+    design: StitchedDesign
+
+
+def size_accelerator(
+    model: Any,
+    out_dir: str | Path,
+    params: PixelKernelParams,
+    tiles: np.ndarray,
+    lut_in: np.ndarray,
+    lut_out: np.ndarray,
+    *,
+    margin: float = 0.25,
+    idle_prob: float = 0.0,
+    backpressure_prob: float = 0.0,
+    **kwargs: Any,
+) -> FifoSizing:
+    """Size every FIFO (FINN's and the bypass) from a stitched simulation.
+
+    The design is generated into ``out_dir/gauge`` and simulated with ``FINN_SIMULATION``
+    (every FIFO FINN's unbounded ``fifo_gauge``) on ``tiles``; each FIFO's depth becomes
+    its peak occupancy plus ``margin`` (:func:`size_fifos`); the depths are written into
+    the graph and the design regenerated into ``out_dir/sized``. Re-simulate that design
+    to prove neither deadlock nor throughput loss (the tests and ``benchmarks/rtl.py`` do).
+
+    Args:
+        model: from :func:`stitch_graph`.
+        kwargs: passed to :func:`generate_accelerator` (``fpgapart``, ``clk_ns``, ``top``).
+    """
+    out = Path(out_dir)
+    gauge = generate_accelerator(model, out / "gauge", params, **kwargs)
+    run = simulate_accelerator(gauge, tiles, lut_in, lut_out, run_name="gauge_run",
+                               idle_prob=idle_prob, backpressure_prob=backpressure_prob,
+                               gauge=True)
+    depths = size_fifos(run.maxcount, margin)
+    bypass = depths.pop("bypass")
+    sized = generate_accelerator(set_fifo_depths(model, depths), out / "sized", params,
+                                 bypass_depth=bypass, **kwargs)
+    (out / "fifo_sizing.json").write_text(json.dumps(
+        {"peaks": run.maxcount, "depths": {**depths, "bypass": bypass}, "margin": margin},
+        indent=2))
+    return FifoSizing(peaks=run.maxcount, depths={**depths, "bypass": bypass}, design=sized)
