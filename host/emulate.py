@@ -13,13 +13,17 @@ layer with numpy exactly as FINN defines it:
 * ``Reshape``, ``StreamingDataWidthConverter``, ``StreamingFIFO``: identity on the
   stream (a reshape keeps row-major element order, so the pixel stream is unchanged).
 
-Integer products are computed in float64 BLAS, exact for |values| < 2**53. No FINN, onnx
-or torch: it runs on the board's own Python.
+Each MVAU is one BLAS product of the weights with the stacked window taps (im2col), in
+float32 when every partial sum of integers is below 2**24 (checked from the weights and
+the input range when the graph is compiled for a tile size), else float64 (2**53); the
+thresholds are tabulated per channel. No FINN, onnx or torch: it runs on the board's own
+Python (numpy 1.x).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -119,9 +123,7 @@ def load_hw_graph(json_path: str | Path) -> HwGraph:
     return graph
 
 
-def _pad(x: np.ndarray, layer: dict[str, Any]) -> np.ndarray:
-    top, left, bottom, right = (int(p) for p in layer["Padding"])
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+_MAX_TABLE = 1 << 22  # entries of all threshold tables of one layer (else searchsorted)
 
 
 def _window(layer: dict[str, Any]) -> tuple[int, int]:
@@ -134,62 +136,273 @@ def _window(layer: dict[str, Any]) -> tuple[int, int]:
     return kh, kw
 
 
-def _conv(x: np.ndarray, window: tuple[int, int], w: np.ndarray, ftype: type) -> np.ndarray:
-    """The sliding window + matrix product of an MVAU, without materialising the window.
+def _datatype_range(name: str) -> tuple[int, int] | None:
+    """Integer range of a FINN datatype name (``UINT8``, ``INT4``, ``BINARY``), else None."""
+    name = str(name).upper()
+    if name == "BINARY":
+        return 0, 1
+    for prefix, signed in (("UINT", False), ("INT", True)):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            bits = int(name[len(prefix):])
+            return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return None
 
-    ``w`` rows are ordered (ky, kx, channel) like FINN's ``ConvolutionInputGenerator``
-    output; the result is the sum over kernel taps of the shifted single-tap products,
-    each a plain 2-D BLAS product. All values are integers and every partial sum stays
-    below the exactness limit of ``ftype`` (checked by the caller), so the order of the
-    additions does not matter: the result is exact.
+
+class _Activation:
+    """``#{t in T[c] : v >= t} + act_val`` per channel c, for exact integer inputs ``v``.
+
+    Within the range the inputs can take, the count is a step function of an integer, so
+    it is tabulated (one table per channel, all in one array, indexed by the clipped
+    value plus the channel's offset; below the lowest threshold the count is 0, from the
+    highest on it is ``len(T[c])``). When the tables would be too large (or thresholds
+    are not finite) it falls back to ``np.searchsorted`` per channel. Both count the
+    thresholds, so their order in ``T[c]`` does not matter.
     """
-    kh, kw = window
-    n, h, wd, c = x.shape
-    oh, ow = h - kh + 1, wd - kw + 1
-    flat = x.reshape(n * h * wd, c)
-    acc = np.zeros((n, oh, ow, w.shape[1]), dtype=ftype)
-    for ky in range(kh):
-        for kx in range(kw):
-            k = ky * kw + kx
-            tap = (flat @ w[k * c : (k + 1) * c]).reshape(n, h, wd, -1)
-            acc += tap[:, ky : ky + oh, kx : kx + ow]
-    return acc
+
+    def __init__(self, thresholds: np.ndarray, act_val: int, channels: int,
+                 lo: np.ndarray, hi: np.ndarray, dtype: np.dtype) -> None:
+        thr = np.asarray(thresholds, dtype=np.float64)
+        if thr.ndim != 2 or thr.shape[0] not in (1, channels):
+            raise ValueError(f"thresholds of shape {thr.shape} for {channels} channels")
+        if thr.shape[0] == 1 and channels > 1:
+            thr = np.broadcast_to(thr, (channels, thr.shape[1]))
+        self.sorted = np.sort(thr, axis=1)
+        self.act_val = int(act_val)
+        self.channels = channels
+        self.dtype = dtype
+        self.range = (self.act_val, self.act_val + thr.shape[1])
+        self.table: np.ndarray | None = None
+        if thr.size and not np.isfinite(thr).all():
+            return
+        if thr.shape[1]:
+            t_lo = np.floor(self.sorted[:, 0]) - 1  # counts 0 here and below
+            t_hi = np.ceil(self.sorted[:, -1])  # counts all from here on
+        else:
+            t_lo = t_hi = np.zeros(channels)
+        lo_c = np.maximum(t_lo, lo).astype(np.int64)
+        hi_c = np.maximum(np.minimum(t_hi, hi).astype(np.int64), lo_c)
+        sizes = hi_c - lo_c + 1
+        if int(sizes.sum()) > _MAX_TABLE:
+            return
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        table = np.empty(int(sizes.sum()), dtype)
+        for c in range(channels):
+            values = np.arange(lo_c[c], hi_c[c] + 1, dtype=np.float64)
+            table[starts[c]: starts[c] + sizes[c]] = (
+                np.searchsorted(self.sorted[c], values, side="right") + self.act_val)
+        self.table = table
+        self.lo = lo_c[:, None].astype(np.float64)
+        self.hi = hi_c[:, None].astype(np.float64)
+        self.base = (starts - lo_c)[:, None].astype(np.intp)
+
+    def __call__(self, acc: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Activate ``acc`` (channels, n), clobbering it; ``idx`` an intp work array."""
+        if self.table is None:
+            for c in range(self.channels):
+                out[c] = np.searchsorted(self.sorted[c], acc[c], side="right") + self.act_val
+            return out
+        np.clip(acc, self.lo.astype(acc.dtype), self.hi.astype(acc.dtype), out=acc)
+        np.copyto(idx, acc, casting="unsafe")  # exact integers: the cast is exact
+        idx += self.base
+        return np.take(self.table, idx, out=out, mode="clip")
 
 
-def _threshold(acc: np.ndarray, thresholds: np.ndarray, act_val: int) -> np.ndarray:
-    """``#{t in T[c] : acc[..., c] >= t} + act_val`` per channel c (T sorted ascending)."""
-    channels = acc.shape[-1]
-    thr = np.asarray(thresholds, dtype=np.float64)
-    if thr.shape[0] == 1 and channels > 1:
-        thr = np.broadcast_to(thr, (channels, thr.shape[1]))
-    cols = np.ascontiguousarray(acc.reshape(-1, channels).T)
-    out = np.empty(cols.shape, dtype=np.int32)
-    for ch in range(channels):
-        out[ch] = np.searchsorted(thr[ch], cols[ch], side="right")
-    return (out.T + int(act_val)).reshape(acc.shape)
+class _Mvau:
+    """One MVAU with the padding and sliding window before it, for one input size.
+
+    The padded input lives in a buffer whose border stays zero. With a ``kh x kw``
+    window over a row-major ``(C, Hp, Wp)`` buffer, the window's tap ``(ky, kx)`` for all
+    outputs is one contiguous slice of the flattened buffer, starting at ``ky·Wp + kx``
+    (outputs then come out on a grid ``Wp`` wide, whose last ``kw − 1`` columns are
+    discarded). The taps are stacked (im2col, rows ordered (ky, kx, channel) as FINN's
+    ``ConvolutionInputGenerator``) and multiplied with the weights in one BLAS call.
+
+    Exactness: the inputs and weights are integers and the largest possible
+    ``sum(|w|·|x|)`` of an output is below 2**24 (float32) or 2**53 (float64): every
+    partial sum BLAS forms in any order is an exactly representable integer.
+    """
+
+    def __init__(self, layer: dict[str, Any], arrays: dict[str, np.ndarray],
+                 shape: tuple[int, int, int], lo: float, hi: float,
+                 pad: tuple[int, int, int, int], window: tuple[int, int]) -> None:
+        name = layer["name"]
+        if int(layer.get("binaryXnorMode", 0)):
+            raise NotImplementedError(f"{name}: binary XNOR mode is not emulated")
+        c, h, w = shape
+        top, left, bottom, right = pad
+        kh, kw = window
+        hp, wp = h + top + bottom, w + left + right
+        self.ho, self.wo = hp - kh + 1, wp - kw + 1
+        if self.ho < 1 or self.wo < 1:
+            raise ValueError(f"{name}: a {kh}x{kw} window does not fit a {hp}x{wp} input")
+        weights = np.asarray(arrays[layer["weights"]], dtype=np.float64)
+        k = kh * kw * c
+        if weights.ndim != 2 or weights.shape[0] != k:
+            raise ValueError(f"{name}: weights {weights.shape} for {k} inputs per output")
+        lo, hi = min(lo, 0.0) if any(pad) else lo, max(hi, 0.0) if any(pad) else hi
+        bound = float((np.abs(weights) * max(abs(lo), abs(hi))).sum(axis=0).max(initial=0))
+        if bound >= _EXACT_LIMIT:
+            raise OverflowError(f"{name}: accumulator may exceed 2**53; not exact")
+        # float32 BLAS is exact while every partial sum stays below 2**24, float64 below 2**53
+        self.dtype = np.dtype(np.float32 if bound < _EXACT_LIMIT_F32 else np.float64)
+        self.weights = np.ascontiguousarray(weights.T, dtype=self.dtype)  # (Co, K)
+        co = weights.shape[1]
+        acc_lo = np.minimum(weights * lo, weights * hi).sum(axis=0)
+        acc_hi = np.maximum(weights * lo, weights * hi).sum(axis=0)
+        self.top, self.left, self.h, self.w = top, left, h, w
+        # outputs on the Wp-wide grid: ho rows of wp, the last kw - 1 columns discarded;
+        # kw - 1 spare zeros after each channel keep the last taps inside the buffer
+        self.padded = np.zeros((c, hp * wp + kw - 1), self.dtype)
+        self.grid = self.padded[:, : hp * wp].reshape(c, hp, wp)
+        self.length = self.ho * wp
+        self.offsets = [ky * wp + kx for ky in range(kh) for kx in range(kw)]
+        self.cols = np.empty((k, self.length), self.dtype)
+        self.acc = np.empty((co, self.ho * wp), self.dtype)
+        self.wp, self.channels, self.out_channels = wp, c, co
+        self.activation: _Activation | None = None
+        if not int(layer.get("noActivation", 0)) and "thresholds" in layer:
+            self.activation = _Activation(arrays[layer["thresholds"]], int(layer.get(
+                "ActVal", 0)), co, acc_lo, acc_hi, np.dtype(np.float64))
+            self.range = self.activation.range
+            self.idx = np.empty((co, self.length), np.intp)
+        else:
+            self.range = (float(acc_lo.min(initial=0)), float(acc_hi.max(initial=0)))
+
+    def set_output_dtype(self, dtype: np.dtype) -> None:
+        """The dtype the next layer wants (activations are tabulated in it)."""
+        if self.activation is not None:
+            self.activation.dtype = dtype
+            if self.activation.table is not None:
+                self.activation.table = self.activation.table.astype(dtype)
+            self.values = np.empty((self.out_channels, self.ho * self.wp), dtype)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` in, ``(Co, Ho, Wo)`` out (a view of this layer's buffers)."""
+        self.grid[:, self.top: self.top + self.h, self.left: self.left + self.w] = x
+        c, n = self.channels, self.length
+        for tap, off in enumerate(self.offsets):
+            self.cols[tap * c: (tap + 1) * c] = self.padded[:, off: off + n]
+        np.matmul(self.weights, self.cols, out=self.acc)
+        out = self.acc
+        if self.activation is not None:
+            out = self.activation(self.acc, self.idx, self.values)
+        return out.reshape(self.out_channels, self.ho, self.wp)[:, :, : self.wo]
 
 
-def _mvau(
-    x: np.ndarray, layer: dict[str, Any], arrays: dict[str, np.ndarray],
-    window: tuple[int, int] | None,
-) -> np.ndarray:
-    if int(layer.get("binaryXnorMode", 0)):
-        raise NotImplementedError(f"{layer['name']}: binary XNOR mode is not emulated")
-    w = arrays[layer["weights"]]
-    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).sum(axis=0).max(initial=0))
-    if bound >= _EXACT_LIMIT:
-        raise OverflowError(f"{layer['name']}: accumulator may exceed 2**53; not exact")
-    # float32 BLAS is exact while every partial sum stays below 2**24, float64 below 2**53
-    ftype = np.float32 if bound < _EXACT_LIMIT_F32 else np.float64
-    wf = w.astype(ftype)
-    xf = x.astype(ftype, copy=False)
-    if window is not None:
-        acc = _conv(xf, window, wf, ftype)
-    else:
-        acc = (xf.reshape(-1, xf.shape[-1]) @ wf).reshape(*xf.shape[:-1], -1)
-    if int(layer.get("noActivation", 0)) or "thresholds" not in layer:
-        return np.rint(acc).astype(np.int64 if ftype is np.float64 else np.int32)
-    return _threshold(acc, arrays[layer["thresholds"]], int(layer.get("ActVal", 0)))
+class _Threshold:
+    """A standalone ``Thresholding`` layer."""
+
+    def __init__(self, layer: dict[str, Any], arrays: dict[str, np.ndarray],
+                 shape: tuple[int, int, int], lo: float, hi: float) -> None:
+        c = shape[0]
+        self.shape = shape
+        self.activation = _Activation(arrays[layer["thresholds"]], int(layer.get("ActVal", 0)),
+                                      c, np.full(c, lo), np.full(c, hi), np.dtype(np.float64))
+        self.range = self.activation.range
+        self.values = np.empty((c, shape[1] * shape[2]), np.float64)
+        self.idx = np.empty(self.values.shape, np.intp)
+        self.acc = np.empty(self.values.shape, np.float64)
+
+    def set_output_dtype(self, dtype: np.dtype) -> None:
+        """The dtype the next layer wants."""
+        if self.activation.table is not None:
+            self.activation.table = self.activation.table.astype(dtype)
+        self.values = self.values.astype(dtype)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` in and out."""
+        self.acc.reshape(self.shape)[...] = x
+        return self.activation(self.acc, self.idx, self.values).reshape(self.shape)
+
+
+class _Pad:
+    """A padding that no MVAU absorbs."""
+
+    def __init__(self, pad: tuple[int, int, int, int], lo: float, hi: float) -> None:
+        self.pad = pad
+        self.range = (min(lo, 0.0), max(hi, 0.0))
+
+    def set_output_dtype(self, dtype: np.dtype) -> None:
+        """Nothing to prepare."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        top, left, bottom, right = self.pad
+        return np.pad(x, ((0, 0), (top, bottom), (left, right)))
+
+
+class _Program:
+    """The graph compiled for one input size and value range: layers with their buffers."""
+
+    def __init__(self, graph: HwGraph, shape: tuple[int, int, int], lo: float,
+                 hi: float) -> None:
+        steps: list[Any] = []
+        pad = (0, 0, 0, 0)
+        window: tuple[int, int] | None = None
+        c, h, w = shape
+
+        def add(step: Any) -> None:
+            nonlocal lo, hi
+            steps.append(step)
+            lo, hi = (float(v) for v in step.range)
+
+        for layer in graph.layers:
+            op = layer["op"]
+            if window is not None and op not in ("MVAU", "Reshape",
+                                                 "StreamingDataWidthConverter",
+                                                 "StreamingFIFO"):
+                raise NotImplementedError(f"{layer['name']}: a sliding window must feed an "
+                                          "MVAU")
+            if op == "FMPadding":
+                more = tuple(int(p) for p in layer["Padding"])
+                pad = tuple(a + b for a, b in zip(pad, more, strict=True))
+            elif op == "ConvolutionInputGenerator":
+                window = _window(layer)
+            elif op == "MVAU":
+                step = _Mvau(layer, graph.arrays, (c, h, w), lo, hi, pad, window or (1, 1))
+                add(step)
+                c, h, w = step.out_channels, step.ho, step.wo
+                pad, window = (0, 0, 0, 0), None
+            elif op == "Thresholding":
+                if any(pad):
+                    add(_Pad(pad, lo, hi))
+                    h, w = h + pad[0] + pad[2], w + pad[1] + pad[3]
+                    pad = (0, 0, 0, 0)
+                add(_Threshold(layer, graph.arrays, (c, h, w), lo, hi))
+            elif op in ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO"):
+                continue
+            else:
+                raise NotImplementedError(f"{layer['name']}: {op} is not emulated")
+        if window is not None:
+            raise NotImplementedError("the graph ends in a sliding window without its MVAU")
+        if any(pad):
+            add(_Pad(pad, lo, hi))
+        for step, after in zip(steps, steps[1:], strict=False):
+            step.set_output_dtype(getattr(after, "dtype", np.dtype(np.float64)))
+        if steps:
+            steps[-1].set_output_dtype(np.dtype(np.float64))
+        self.steps = steps
+        self.lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` integers in, ``(C', H', W')`` int64 out."""
+        with self.lock:
+            for step in self.steps:
+                x = step(x)
+            return np.rint(x).astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64)
+
+
+def _program(graph: HwGraph, shape: tuple[int, int, int], lo: int, hi: int) -> _Program:
+    """The compiled program for inputs of ``shape`` within ``[lo, hi]`` (cached)."""
+    known = _datatype_range(graph.input_datatype)
+    if known is not None and known[0] <= lo and hi <= known[1]:
+        lo, hi = known  # one program for every input the datatype allows
+    key = (shape, lo, hi)
+    programs = graph.__dict__.setdefault("_programs", {})
+    if key not in programs:
+        if len(programs) >= 8:
+            programs.clear()
+        programs[key] = _Program(graph, shape, float(lo), float(hi))
+    return programs[key]
 
 
 def run_hw_graph(graph: HwGraph, image: np.ndarray) -> np.ndarray:
@@ -202,29 +415,14 @@ def run_hw_graph(graph: HwGraph, image: np.ndarray) -> np.ndarray:
     if x.dtype.kind not in "ui":
         raise ValueError(f"image must hold integers, got {x.dtype}")
     if x.ndim == 2:
-        x = x[:, :, None]
-    x = x[None].astype(np.int32)
-    window = None  # a sliding window waiting for its MVAU (fused, never materialised)
-    for layer in graph.layers:
-        op = layer["op"]
-        if op == "FMPadding":
-            x = _pad(x, layer)
-        elif op == "ConvolutionInputGenerator":
-            window = _window(layer)
-        elif op == "MVAU":
-            x = _mvau(x, layer, graph.arrays, window)
-            window = None
-        elif op == "Thresholding":
-            x = _threshold(x, graph.arrays[layer["thresholds"]],
-                           int(layer.get("ActVal", 0)))
-        elif op in ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO"):
-            continue
-        else:
-            raise NotImplementedError(f"{layer['name']}: {op} is not emulated")
-        if window is not None and op != "ConvolutionInputGenerator":
-            raise NotImplementedError(f"{layer['name']}: a sliding window must feed an MVAU")
-    out = x[0]
-    return out[:, :, 0] if out.shape[-1] == 1 else out
+        x = x[None]
+    elif x.ndim == 3:
+        x = x.transpose(2, 0, 1)  # channels first inside
+    else:
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {x.shape}")
+    lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    out = _program(graph, tuple(int(s) for s in x.shape), lo, hi)(x)
+    return out[0] if out.shape[0] == 1 else out.transpose(1, 2, 0)
 
 
 class EmulatedAccelerator(Accelerator):
