@@ -801,3 +801,393 @@ def export_bioimageio(
     path = export(bundle.path, out, noise, name=f"fluorofpga {bundle.name}", adc_max=adc_max,
                   overwrite=overwrite)
     return {"path": str(path), "noise": noise.to_dict(), **validate_bioimageio(path)}
+
+
+# --------------------------------------------------------------------------- stream
+
+#: Frames a simulated camera gives when ``frames`` is not set.
+SIM_DEFAULT_FRAMES = 100
+#: Frames of a file read to estimate the noise when there is no calibration.
+NOISE_ESTIMATE_FRAMES = 8
+
+
+def _sink_kind(sink: str) -> str:
+    """``"tiff"``, ``"zarr"`` or ``"zmq"`` for what the user named, else ValueError."""
+    if "://" in sink:
+        return "zmq"
+    suffix = Path(sink).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return "tiff"
+    if suffix == ".zarr":
+        return "zarr"
+    raise ValueError(f"--sink {sink}: give a .tif/.tiff file, a .zarr store or a ZeroMQ "
+                     "address tcp://*:PORT (pub+tcp://*:PORT for many viewers)")
+
+
+def _check_sink(sink: str, overwrite: bool, inputs: list[Path]) -> str:
+    """Everything about the sink that can be checked before any work; its kind."""
+    from fluorofpga.host.sinks import partial_path
+    from fluorofpga.microscope import OutputError
+
+    kind = _sink_kind(sink)
+    if kind == "zmq":
+        from fluorofpga.host.netstream import _check_address, _import_zmq
+
+        _import_zmq()
+        _check_address(sink.removeprefix("pub+"))
+        return kind
+    if kind == "zarr":
+        try:
+            import ome_zarr.writer  # noqa: F401
+            import zarr  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"--sink {sink}: OME-Zarr output needs zarr and ome-zarr "
+                              f"(pip install fluorofpga[zarr]): {e}") from None
+    check_output(sink, overwrite, inputs)
+    if partial_path(sink).exists() and not overwrite:
+        raise OutputError(f"{partial_path(sink)} exists: the partial output of an interrupted "
+                          "run; move it away, or pass --overwrite to replace it")
+    return kind
+
+
+def _open_source(
+    source: str, frames: int | None, fps: float | None, size: int, seed: int,
+    cti: str | None,
+) -> tuple[Any, str, Path | None]:
+    """The source the user named: ``sim``, ``genicam[:N]`` or a TIFF file/folder.
+
+    Returns ``(source, kind, input path or None)``; raises before any frame is read.
+    """
+    from fluorofpga.host import GenICamSource, TiffStackSource
+
+    if source == "sim":
+        n = SIM_DEFAULT_FRAMES if frames is None else frames
+        return SimulatedCameraSource(n, (size, size), seed=seed, fps=fps), "sim", None
+    if source == "genicam" or source.startswith("genicam:"):
+        index = source.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ValueError(f"--source {source}: the camera is genicam or genicam:N "
+                             "(N = 0, 1, ... among the cameras found)")
+        return GenICamSource(int(index), frames, cti=cti, fps=fps), "genicam", None
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"--source {source}: no such file or folder (a source is sim, "
+                         "genicam[:N], a TIFF stack or a folder of TIFFs)")
+    return TiffStackSource(path, fps=fps), "tiff", path
+
+
+def _first_frames(source: Any, n: int) -> np.ndarray:
+    frames = []
+    for _, frame in source:
+        frames.append(np.array(frame))
+        if len(frames) >= n:
+            break
+    return np.stack(frames)
+
+
+def _take(source: Any, n: int | None) -> Any:
+    """The first ``n`` frames of ``source`` (all when ``n`` is None), indices kept."""
+    if n is None:
+        yield from source
+        return
+    if n <= 0:
+        return
+    for k, (index, frame) in enumerate(source):
+        yield index, frame
+        if k + 1 >= n:
+            return
+
+
+def stream(
+    source: str,
+    sink: str | Path,
+    bundle_path: str | Path | None = None,
+    backend: str = "emulate",
+    frames: int | None = None,
+    fps: float | None = None,
+    drop: str = "block",
+    calibration: str | Path | None = None,
+    dtype: str = "uint16",
+    adc_max: int = 65535,
+    queue_size: int = 4,
+    size: int = 512,
+    seed: int = 0,
+    cti: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[StreamStats], None] | None = None,
+    on_start: Callable[[StreamPipeline], None] | None = None,
+) -> dict[str, Any]:
+    """Stream frames from a camera or files through the accelerator into a sink, live.
+
+    The one entry point the ``fluorofpga stream`` command, the board notebooks and the
+    tests share.
+
+    Args:
+        source: ``"sim"`` (the simulated sCMOS camera, ``size`` x ``size``),
+            ``"genicam"`` / ``"genicam:N"`` (a GenICam camera through ``harvesters``;
+            needs ``calibration``), or a TIFF stack / folder of TIFFs (read lazily).
+        sink: ``*.tif``/``*.tiff`` (frame by frame), ``*.zarr`` (OME-Zarr, chunk by
+            chunk) or ``tcp://*:PORT`` (ZeroMQ PUSH; ``pub+tcp://...`` for PUB) for
+            ``fluorofpga receive`` on a PC.
+        bundle_path: model bundle (default: the shipped one).
+        backend: ``"emulate"`` or ``"pynq"``.
+        frames: stop after this many frames (default: all of a file, 100 simulated,
+            a camera until stopped).
+        fps: camera frame rate (simulated/GenICam) or replay rate of a file.
+        drop: ``"block"`` (lose nothing; a file) or ``"drop-oldest"`` (a live camera
+            keeps up; every drop counted and listed), or ``"drop-newest"``.
+        calibration: camera calibration file (``fluorofpga calibrate``); without it the
+            simulated camera's own model is used, or the noise is estimated from the
+            first frames of a file.
+        dtype, adc_max: output dtype and ADC saturation, as for :func:`denoise`.
+        queue_size: frames buffered between camera and accelerator.
+        size, seed: frame side and seed of the simulated camera.
+        cti: GenTL producer file of a GenICam camera (default ``$GENICAM_GENTL64_PATH``).
+        overwrite: replace an existing output (and a partial one of an earlier run).
+        progress: called with the live :class:`~fluorofpga.host.StreamStats` after
+            every frame (e.g. :func:`fluorofpga.host.live_display`).
+        on_start: called with the pipeline before it runs (to call ``stop()`` on it,
+            e.g. from a Ctrl-C handler or a notebook button).
+
+    Every argument is checked before any work (bundle, source, sink location and
+    writability, overwrite, calibration against the frame size, backend). A file sink
+    writes ``<name>.partial.<ext>`` and renames it only when the stream completed (or
+    was ended with ``stop()``); after a failure or an interruption the partial output
+    stays, clearly named. A ZeroMQ receiver is told the stream ended incomplete.
+
+    Returns:
+        A summary: frames in/out, dropped and their indices, fps, latency percentiles,
+        per-stage times, restorer counts, noise model, the output written.
+
+    Raises:
+        ValueError (OutputError, ImageFormatError, BundleError, CalibrationError, ...),
+        ImportError (optional package missing), AcceleratorError: before any work.
+    """
+    from fluorofpga.host import OUTPUT_DTYPES, KeepOpen, open_sink
+    from fluorofpga.host.stream import normalize_drop_policy
+    from fluorofpga.microscope import ImageMeta, NoiseModel, estimate_noise, load_calibration
+
+    drop = normalize_drop_policy(drop)
+    if dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"--dtype {dtype!r} not supported; choose one of {OUTPUT_DTYPES}")
+    if frames is not None and (int(frames) != frames or frames < 1):
+        raise ValueError(f"--frames must be >= 1, got {frames}")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"--fps must be > 0, got {fps}")
+    if int(queue_size) != queue_size or queue_size < 1:
+        raise ValueError(f"queue size must be >= 1, got {queue_size}")
+    sink = str(sink)
+    src, kind, in_path = _open_source(source, frames, fps, size, seed, cti)
+    sink_kind = _check_sink(sink, overwrite, [in_path] if in_path else [])
+    bundle = load_bundle(bundle_path)
+    frame_shape = (size, size) if kind == "sim" else getattr(src, "frame_shape", None)
+    cal = None
+    if calibration is not None:
+        cal = load_calibration(calibration)
+        if frame_shape is not None:
+            cal.check_shape(frame_shape)
+        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+        noise_info: dict[str, Any] = {**noise.to_dict(), "from": f"calibration {calibration}"}
+    elif kind == "sim":
+        noise = simulated_camera_noise()
+        noise_info = {**noise.to_dict(), "from": "the simulated camera (known exactly)"}
+    elif kind == "tiff":
+        first = _first_frames(src, NOISE_ESTIMATE_FRAMES)
+        try:
+            estimate = estimate_noise(first, adc_max=adc_max)
+        except ValueError as e:
+            raise type(e)(f"{source}: {e}; give --calibration") from None
+        noise = estimate.model
+        noise_info = {**estimate.summary(),
+                      "from": f"estimated from the first {len(first)} frame(s)"}  # fmt: skip
+    else:
+        raise ValueError("a live camera needs --calibration (a file from `fluorofpga "
+                         "calibrate`): its noise model cannot be estimated before streaming")
+    if kind == "sim":
+        pixel_nm = getattr(src.microscope, "pixel_size_nm", None)
+        meta = ImageMeta("TYX", *((pixel_nm / 1000.0,) * 2 if pixel_nm else (None, None)),
+                         frame_interval=1.0 / fps if fps else None)  # fmt: skip
+    elif kind == "tiff":
+        meta = src.meta
+    else:
+        meta = ImageMeta("TYX", frame_interval=1.0 / fps if fps else None)
+    expected = {"sim": lambda: src.n_frames, "tiff": lambda: min(len(src), frames or len(src)),
+                "genicam": lambda: frames}[kind]()  # fmt: skip
+    with bundle.accelerator(backend) as acc:  # a bad backend or no board: refused here
+        process = bundle.restorer(acc, noise, cal, dtype, adc_max)
+        out = open_sink(sink, meta, dtype=dtype, expected_frames=expected, overwrite=overwrite)
+        pipeline = StreamPipeline(_take(src, frames), process, KeepOpen(out),
+                                  queue_size=queue_size, drop_policy=drop, progress=progress)
+        if on_start is not None:
+            on_start(pipeline)
+        try:
+            stats = pipeline.run()
+        except BaseException:
+            out.abort()  # partial output stays, clearly marked; a receiver is told
+            raise
+        out.close()
+        counts = process.counts.to_dict()
+    written = getattr(out, "endpoint", None) or sink
+    return {
+        "complete": True,
+        "stopped_early": stats.stopped_early,
+        "source": source,
+        "sink": written,
+        "sink_kind": sink_kind,
+        "backend": backend,
+        "bundle": bundle.name,
+        "drop_policy": drop,
+        "frames_expected": expected,
+        **{k: v for k, v in stats.to_dict().items() if k not in ("drop_policy", "queued")},
+        "mpix_per_s": stats.fps * float(np.prod(frame_shape)) / 1e6 if frame_shape else None,
+        "counts": counts,
+        "noise": noise_info,
+        "metadata": meta.as_dict() if meta is not None else None,
+    }
+
+
+# --------------------------------------------------------------------------- receive
+
+
+class _LazySink:
+    """Creates the file sink at the first frame, with its dtype and the sender's metadata."""
+
+    def __init__(self, path: str, source: Any, overwrite: bool) -> None:
+        self.path, self.source, self.overwrite = path, source, overwrite
+        self.sink: Any = None
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        """Forward one frame (creating the sink first)."""
+        if self.sink is None:
+            from fluorofpga.host import open_sink
+            from fluorofpga.microscope import ImageMeta
+
+            sent = self.source.meta
+            try:
+                meta = ImageMeta(**sent) if sent else None
+            except TypeError as e:
+                raise ValueError(f"the sender's metadata is not an ImageMeta ({e})") from None
+            self.sink = open_sink(self.path, meta, dtype=frame.dtype.name,
+                                  overwrite=self.overwrite)  # fmt: skip
+        self.sink.write(index, frame)
+
+    def close(self) -> None:
+        """Finish the file (nothing was received: nothing is created)."""
+        if self.sink is not None:
+            self.sink.close()
+
+    def abort(self) -> None:
+        """Keep what was received as the marked partial output."""
+        if self.sink is not None:
+            self.sink.abort()
+
+
+def receive(
+    connect: str,
+    out: str | Path,
+    pattern: str = "pull",
+    frames: int | None = None,
+    timeout_s: float = 30.0,
+    overwrite: bool = False,
+    view: bool = False,
+    progress: Callable[[StreamStats], None] | None = None,
+) -> dict[str, Any]:
+    """Receive a ``fluorofpga stream --sink tcp://...`` on a PC and write it to a file.
+
+    Args:
+        connect: the sender's address, ``tcp://BOARD:PORT``.
+        out: ``*.tif``/``*.tiff`` or ``*.zarr``, written frame by frame with the
+            sender's calibration (``<name>.partial.*`` until the stream completed).
+        pattern: ``"pull"`` (the sender's default PUSH) or ``"sub"`` (``pub+tcp://``).
+        frames: stop after this many frames (default: until the sender's end message).
+        timeout_s: seconds without a message before the stream counts as broken.
+        overwrite: replace an existing output.
+        view: also show the frames live in napari (napari must be installed).
+        progress: called with the live stats after every frame.
+
+    Returns:
+        A summary: frames, messages lost on the way (``missed``, PUB/SUB), gaps in the
+        sender's frame indices (frames it dropped), the output.
+
+    Raises:
+        ValueError, ImportError: before any work (address, output, napari for ``view``);
+        StreamIncomplete: the sender ended incomplete or went silent (the partial file
+        stays).
+    """
+    from fluorofpga.host import StreamPipeline, ZmqSource
+
+    out = str(out)
+    if _sink_kind(out) == "zmq":
+        raise ValueError(f"--out {out}: receive writes a .tif/.tiff file or a .zarr store")
+    _check_sink(out, overwrite, [])
+    if view:
+        try:
+            import napari  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"--view shows the frames in napari, which is not installed "
+                              f"(pip install 'napari[all]'): {e}") from None
+    source = ZmqSource(connect, pattern=pattern, timeout_s=timeout_s, n_frames=frames)
+    sink = _LazySink(out, source, overwrite)
+    indices: list[int] = []
+
+    def keep(index: int, frame: np.ndarray) -> None:
+        indices.append(index)
+
+    pipeline = StreamPipeline(((i, f) for i, f in _indexed(source, keep)), lambda f: f, sink,
+                              drop_policy="block", progress=progress)  # fmt: skip
+    stats = _run_with_napari(pipeline, out) if view else pipeline.run()
+    gaps = sum(b - a - 1 for a, b in zip(indices, indices[1:], strict=False) if b > a + 1)
+    return {"out": out if sink.sink is not None else None, "frames": stats.frames_out,
+            "missed": source.missed, "sender_dropped": gaps, "complete": source.complete,
+            "fps": stats.fps, "seconds": stats.seconds, "metadata": source.meta}  # fmt: skip
+
+
+def _indexed(source: Any, keep: Callable[[int, np.ndarray], None]) -> Any:
+    for index, frame in source:
+        keep(index, frame)
+        yield index, frame
+
+
+def _run_with_napari(pipeline: StreamPipeline, title: str) -> StreamStats:
+    """Run ``pipeline`` in a thread while napari shows its newest frame; wait for both."""
+    import threading
+
+    import napari
+    from qtpy.QtCore import QTimer
+
+    latest: dict[str, Any] = {}
+    inner = pipeline.process
+    pipeline.process = lambda f: latest.__setitem__("frame", f) or inner(f)
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["stats"] = pipeline.run()
+        except BaseException as e:  # re-raised below in the calling thread
+            box["error"] = e
+
+    viewer = napari.Viewer(title=f"fluorofpga receive -> {title}")
+    layer: dict[str, Any] = {}
+
+    def refresh() -> None:
+        frame = latest.pop("frame", None)
+        if frame is None:
+            return
+        if "image" not in layer:
+            layer["image"] = viewer.add_image(frame, name="live")
+        else:
+            layer["image"].data = frame
+
+    timer = QTimer()
+    timer.timeout.connect(refresh)
+    timer.start(50)
+    worker = threading.Thread(target=run, name="fluorofpga-receive", daemon=True)
+    worker.start()
+    napari.run()  # until the window is closed
+    timer.stop()
+    if worker.is_alive():
+        pipeline.stop()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["stats"]

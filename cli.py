@@ -262,6 +262,126 @@ def export_bioimageio(
     console.print(f"wrote {r['path']}: bioimage.io validation {r['status']}")
 
 
+def _stop_on_first_ctrl_c(pipeline: object) -> None:
+    """First Ctrl-C: stop reading and finish the output cleanly; second: abort (partial)."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the next one aborts
+        err.print("stopping: finishing the frames in flight (Ctrl-C again to abort and keep "
+                  "a partial output)", markup=False)
+        pipeline.stop()  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGINT, handler)
+
+
+@app.command()
+def stream(
+    source: str = typer.Option("sim", "--source", help="sim (simulated sCMOS camera) | "
+                               "genicam[:N] (GenICam camera via harvesters) | a TIFF stack or "
+                               "a folder of TIFFs (read lazily)"),
+    sink: str = typer.Option(..., "--sink", help="OUT.tif (frame by frame) | OUT.zarr "
+                             "(OME-Zarr) | tcp://*:PORT (ZeroMQ PUSH to `fluorofpga receive`; "
+                             "pub+tcp://*:PORT for many viewers)"),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
+    frames: int | None = typer.Option(None, min=1, help="stop after N frames (default: all "
+                                      "of a file, 100 simulated, a camera until Ctrl-C)"),
+    fps: float | None = typer.Option(None, help="camera frame rate (sim, GenICam) or replay "
+                                     "rate of a file, frames/s (default: as fast as possible)"),
+    drop: str = typer.Option("block", help="when the accelerator falls behind: block (lose "
+                             "nothing) | drop-oldest (a live camera keeps up; every drop is "
+                             "counted and listed)"),
+    calibration: Path | None = typer.Option(
+        None, help="camera calibration from `fluorofpga calibrate` (needed for a GenICam "
+        "camera; a file's noise is otherwise estimated from its first frames)"),
+    dtype: str = typer.Option("uint16", help="output: uint16 | float32"),
+    adc_max: int = typer.Option(65535, help="ADC saturation value, ADU"),
+    queue: int = typer.Option(4, min=1, help="frames buffered between camera and accelerator"),
+    size: int = typer.Option(512, min=16, help="frame side of the simulated camera"),
+    seed: int = typer.Option(0, help="seed of the simulated camera"),
+    cti: str | None = typer.Option(None, help="GenTL producer (.cti) of a GenICam camera "
+                                   "(default: $GENICAM_GENTL64_PATH)"),
+    overwrite: bool = typer.Option(False, help="replace the output if it exists"),
+) -> None:
+    """Stream frames live through the accelerator into a TIFF, OME-Zarr or the network."""
+    import signal
+
+    from fluorofpga import app as facade
+    from fluorofpga.host import AcceleratorError, BundleError
+    from fluorofpga.host.display import RichDisplay
+    from fluorofpga.host.sinks import partial_path
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with RichDisplay(total=frames, console=err) as display:
+            r = facade.stream(source, sink, model, backend, frames, fps, drop, calibration,
+                              dtype, adc_max, queue, size, seed, cti, overwrite,
+                              progress=display, on_start=_stop_on_first_ctrl_c)
+    except KeyboardInterrupt:
+        kept = "" if "://" in sink else (
+            f"; the frames streamed so far are in {partial_path(sink)}"
+            if partial_path(sink).exists() else "; nothing was written")
+        err.print(f"interrupted{kept}", markup=False, soft_wrap=True)
+        raise typer.Exit(code=130) from None
+    except (AcceleratorError, BundleError, ValueError, ImportError, OSError) as e:
+        _fail(str(e))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    table = Table(title=f"fluorofpga stream: {r['bundle']} on {r['backend']}", show_header=False)
+    for key in ("frames_in", "frames_out", "dropped", "fps", "latency_ms_p50",
+                "latency_ms_p95", "latency_ms_p99", "read_ms_mean", "process_ms_mean",
+                "write_ms_mean"):
+        v = r[key]
+        table.add_row(key, f"{v:.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if r["dropped"]:
+        shown = ", ".join(map(str, r["dropped_indices"][:20]))
+        more = " ..." if r["dropped"] > 20 else ""
+        console.print(f"dropped frames ({r['drop_policy']}): {shown}{more}")
+    ended = " (stopped early)" if r["stopped_early"] else ""
+    console.print(f"wrote {r['frames_out']} frame(s) to {r['sink']}{ended}; noise model: "
+                  f"{r['noise']['from']}")
+
+
+@app.command()
+def receive(
+    connect: str = typer.Option(..., "--connect", help="the board's stream, tcp://HOST:PORT"),
+    out: Path = typer.Option(..., "--out", help="OUT.tif or OUT.zarr, written frame by frame"),
+    pattern: str = typer.Option("pull", help="pull (sender PUSH, the default) | sub (sender "
+                                "pub+tcp://)"),
+    frames: int | None = typer.Option(None, min=1, help="stop after N frames (default: until "
+                                      "the sender ends)"),
+    timeout: float = typer.Option(30.0, help="seconds without a frame before giving up"),
+    view: bool = typer.Option(False, help="also show the frames live in napari"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+) -> None:
+    """Receive a `fluorofpga stream --sink tcp://...` on the PC and write it to a file."""
+    from fluorofpga import app as facade
+    from fluorofpga.host.display import RichDisplay
+    from fluorofpga.host.netstream import StreamIncomplete
+    from fluorofpga.host.sinks import partial_path
+
+    def partial_note() -> str:
+        partial = partial_path(out)
+        return (f"; the frames received are in {partial}" if partial.exists()
+                else "; nothing was written")  # fmt: skip
+
+    try:
+        with RichDisplay(total=frames, title="fluorofpga receive", console=err) as display:
+            r = facade.receive(connect, out, pattern, frames, timeout, overwrite, view,
+                               progress=display)
+    except KeyboardInterrupt:
+        err.print(f"interrupted{partial_note()}", markup=False, soft_wrap=True)
+        raise typer.Exit(code=130) from None
+    except StreamIncomplete as e:
+        _fail(f"{e}{partial_note()}")
+    except (ValueError, ImportError, OSError) as e:
+        _fail(str(e))
+    console.print(f"received {r['frames']} frame(s) -> {r['out']}; lost on the way "
+                  f"{r['missed']}, dropped by the sender {r['sender_dropped']}")
+
+
 @app.command()
 def boards() -> None:
     """List the board definitions."""

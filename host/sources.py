@@ -179,6 +179,16 @@ def _format_error(message: str) -> ValueError:
     return ImageFormatError(message)
 
 
+def _header_meta(tif: Any) -> Any:
+    """Pixel size, unit and frame interval from a TIFF's header, as ``TYX`` (or None)."""
+    from fluorofpga.microscope import io
+
+    try:
+        return io._tiff_meta(tif, "TYX")
+    except (ValueError, KeyError, TypeError):  # calibration is optional, pixels are not
+        return None
+
+
 class _TiffFile:
     """Header facts of one TIFF: frames, frame shape, dtype (pixels not read)."""
 
@@ -190,10 +200,15 @@ class _TiffFile:
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 shape, axes, dtype = tuple(series.shape), str(series.axes), series.dtype
+                self.meta = _header_meta(tif)
         except Exception as e:  # tifffile raises many types for damaged files
             raise _format_error(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
         if len(shape) == 2:
             shape = (1, *shape)
+        if "S" in axes:
+            raise _format_error(
+                f"{path}: RGB/multi-sample image (axes {axes!r}, shape {tuple(series.shape)});"
+                " a stream reads single-channel camera frames")
         if len(shape) != 3 or not axes.endswith("YX"):
             raise _format_error(
                 f"{path}: axes {axes!r}, shape {tuple(series.shape)}: a stream reads 2-D "
@@ -271,6 +286,11 @@ class TiffStackSource:
     def dtype(self) -> np.dtype:
         """Pixel type of the frames."""
         return self.files[0].dtype
+
+    @property
+    def meta(self) -> Any:
+        """The first file's calibration (``ImageMeta``, axes ``TYX``), or None."""
+        return self.files[0].meta
 
     def __len__(self) -> int:
         return sum(f.frames for f in self.files)

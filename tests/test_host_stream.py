@@ -424,6 +424,10 @@ def test_tiff_source_refuses_bad_input_before_any_work(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
     with pytest.raises(ImageFormatError, match="RGB"):
         TiffStackSource(tmp_path / "rgb.tif")
+    tifffile.imwrite(tmp_path / "planar.tif", np.zeros((3, 8, 8), np.uint16),
+                     photometric="rgb", planarconfig="separate")
+    with pytest.raises(ImageFormatError, match="RGB"):
+        TiffStackSource(tmp_path / "planar.tif")
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageFormatError, match="not a readable TIFF"):
         TiffStackSource(tmp_path / "broken.tif")

@@ -1,0 +1,229 @@
+"""`fluorofpga stream` / `receive` and the facade they share (emulated accelerator)."""
+
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+import fluorofpga.app as facade
+from fluorofpga.cli import app as cli
+from fluorofpga.host import SimulatedCameraSource, load_bundle
+from fluorofpga.host.sinks import partial_path
+from fluorofpga.microscope import ImageMeta, OutputError, read_image_meta, write_tiff
+
+SIZE = 128
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(cli, [str(a) for a in args], env={"COLUMNS": "1000"})
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def expected_sim(n, seed=0):
+    """What the restorer makes of the simulated camera's frames, computed directly."""
+    bundle = load_bundle()
+    frames = [f for _, f in SimulatedCameraSource(n, (SIZE, SIZE), seed=seed)]
+    with bundle.accelerator("emulate") as acc:
+        process = bundle.restorer(acc, facade.simulated_camera_noise())
+        return np.stack([process(f) for f in frames])
+
+
+@pytest.fixture(scope="module")
+def sim3():
+    return expected_sim(3)
+
+
+def test_stream_sim_to_tiff_gives_the_restored_frames_and_a_summary(tmp_path, sim3):
+    seen = []
+    r = facade.stream("sim", tmp_path / "out.tif", frames=3, size=SIZE, fps=50.0,
+                      progress=lambda s: seen.append(s.frames_out))
+    assert listing(tmp_path) == ["out.tif"]
+    array, meta = read_image_meta(tmp_path / "out.tif")
+    np.testing.assert_array_equal(array, sim3)  # same frames as the restorer gives
+    assert meta.pixel_size_um == pytest.approx((0.065, 0.065))
+    assert meta.frame_interval_s == pytest.approx(0.02)
+    assert seen == [1, 2, 3]
+    assert (r["frames_in"], r["frames_out"], r["dropped"], r["dropped_indices"]) == (3, 3, 0, [])
+    assert r["complete"] and not r["stopped_early"] and r["drop_policy"] == "block"
+    assert r["latency_ms_p50"] > 0 and r["process_ms_mean"] > 0 and r["counts"]["pixels"] > 0
+    assert r["latency_ms_p50"] <= r["latency_ms_p95"] <= r["latency_ms_p99"]
+
+
+def test_stream_tiff_stack_to_ome_zarr_carries_the_calibration(tmp_path, sim3):
+    pytest.importorskip("ome_zarr", reason="ome-zarr is not installed")
+    raw = np.stack([f for _, f in SimulatedCameraSource(3, (SIZE, SIZE), seed=0)])
+    meta = ImageMeta("TYX", pixel_size_y=0.1, pixel_size_x=0.1, frame_interval=0.5)
+    write_tiff(tmp_path / "raw.tif", raw, meta=meta)
+    r = facade.stream(str(tmp_path / "raw.tif"), tmp_path / "out.zarr")
+    assert listing(tmp_path) == ["out.zarr", "raw.tif"]
+    array, got = read_image_meta(tmp_path / "out.zarr")
+    assert array.shape == raw.shape and array.dtype == np.uint16
+    assert got.pixel_size_um == pytest.approx((0.1, 0.1)) and got.frame_interval_s == 0.5
+    assert r["noise"]["from"] == "estimated from the first 3 frame(s)"
+    assert r["frames_out"] == 3 and r["sink"].endswith("out.zarr")
+    # the restoration did something: closer to the simulator's known-noise result than raw
+    assert np.abs(array.astype(float) - sim3).mean() < np.abs(raw.astype(float) - sim3).mean()
+
+
+def test_stream_frames_limits_a_file_and_float32_output(tmp_path):
+    raw = np.stack([f for _, f in SimulatedCameraSource(4, (SIZE, SIZE), seed=1)])
+    tifffile.imwrite(tmp_path / "raw.tif", raw, compression="zlib",
+                     photometric="minisblack")  # compressed: read page by page
+    r = facade.stream(str(tmp_path / "raw.tif"), tmp_path / "out.tif", frames=2,
+                      dtype="float32")
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert out.shape == (2, SIZE, SIZE) and out.dtype == np.float32
+    assert r["frames_expected"] == 2
+
+
+def test_every_argument_is_checked_before_any_work(tmp_path, monkeypatch):
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"previous result")
+    calls = []
+    monkeypatch.setattr(facade, "load_bundle", lambda *a: calls.append(a))
+    with pytest.raises(OutputError, match="exists"):
+        facade.stream("sim", out, frames=2, size=SIZE)
+    partial_path(tmp_path / "new.tif").write_bytes(b"interrupted")
+    with pytest.raises(OutputError, match="interrupted run"):
+        facade.stream("sim", tmp_path / "new.tif", frames=2, size=SIZE)
+    with pytest.raises(OutputError, match="does not exist"):
+        facade.stream("sim", tmp_path / "missing" / "x.tif", frames=2, size=SIZE)
+    write_tiff(tmp_path / "raw.tif", np.zeros((2, 32, 32), np.uint16), axes="TYX")
+    with pytest.raises(OutputError, match="overwrite the input"):
+        facade.stream(str(tmp_path / "raw.tif"), tmp_path / "raw.tif", overwrite=True)
+    with pytest.raises(ValueError, match="drop policy 'sometimes' unknown"):
+        facade.stream("sim", tmp_path / "y.tif", drop="sometimes")
+    with pytest.raises(ValueError, match="unknown|give a .tif"):
+        facade.stream("sim", tmp_path / "y.png")
+    with pytest.raises(ValueError, match="no such file or folder"):
+        facade.stream(str(tmp_path / "nothing.tif"), tmp_path / "y.tif")
+    with pytest.raises(ValueError, match="genicam:N"):
+        facade.stream("genicam:x", tmp_path / "y.tif")
+    with pytest.raises(ValueError, match="tcp://HOST:PORT"):
+        facade.stream("sim", "udp://host:1")
+    with pytest.raises(ValueError, match="--fps must be > 0"):
+        facade.stream("sim", tmp_path / "y.tif", fps=0)
+    assert calls == []  # the bundle was never even loaded
+    assert out.read_bytes() == b"previous result"
+    assert sorted(listing(tmp_path)) == ["new.partial.tif", "out.tif", "raw.tif"]
+
+
+def test_genicam_needs_harvesters_and_a_calibration(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "harvesters", None)
+    monkeypatch.setitem(sys.modules, "harvesters.core", None)
+    with pytest.raises(ImportError, match="harvesters"):
+        facade.stream("genicam", tmp_path / "y.tif")
+    result = run("stream", "--source", "genicam:0", "--sink", tmp_path / "y.tif")
+    assert result.exit_code == 2 and "harvesters" in result.output
+    assert listing(tmp_path) == []
+
+
+def test_bad_bundle_and_calibration_for_another_sensor_are_refused(tmp_path):
+    from fluorofpga.host import BundleError
+    from fluorofpga.microscope import CalibrationError, SCMOSSensor, calibrate
+
+    with pytest.raises(BundleError):
+        facade.stream("sim", tmp_path / "y.tif", bundle_path=tmp_path, size=SIZE)
+    rng = np.random.default_rng(0)
+    sensor = SCMOSSensor.random((32, 32), rng)
+    dark = sensor.acquire(np.zeros((20, 32, 32)), rng)
+    flats = [sensor.acquire(np.full((8, 32, 32), level), rng) for level in (30.0, 300.0, 1000.0)]
+    calibrate(dark, flats).save(tmp_path / "cal.npz")
+    with pytest.raises(CalibrationError, match="32"):
+        facade.stream("sim", tmp_path / "y.tif", size=SIZE, frames=1,
+                      calibration=tmp_path / "cal.npz")
+    assert listing(tmp_path) == ["cal.npz"]
+
+
+def test_interrupted_stream_leaves_only_a_marked_partial_file(tmp_path):
+    def progress(stats):
+        if stats.frames_out == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        facade.stream("sim", tmp_path / "out.tif", frames=5, size=SIZE, progress=progress)
+    assert listing(tmp_path) == ["out.partial.tif"]
+    assert tifffile.imread(tmp_path / "out.partial.tif").shape[0] == 2
+
+
+def test_stop_ends_a_camera_stream_with_a_complete_file(tmp_path, sim3):
+    box = {}
+
+    def progress(stats):
+        if stats.frames_out == 2:
+            box["pipeline"].stop()
+
+    r = facade.stream("sim", tmp_path / "out.tif", frames=50, size=SIZE, progress=progress,
+                      on_start=lambda p: box.setdefault("pipeline", p))
+    assert r["stopped_early"] and listing(tmp_path) == ["out.tif"]
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert r["frames_out"] == len(out) >= 2 and r["frames_in"] == r["frames_out"]
+    np.testing.assert_array_equal(out[:2], sim3[:2])
+
+
+def test_stream_to_zmq_and_receive_on_the_pc(tmp_path, sim3):
+    pytest.importorskip("zmq", reason="pyzmq is not installed")
+    from fluorofpga.host.netstream import free_tcp_port
+
+    port = free_tcp_port()
+    box = {}
+
+    def receive():
+        try:
+            box["r"] = facade.receive(f"tcp://127.0.0.1:{port}", tmp_path / "pc.tif",
+                                      timeout_s=60)
+        except BaseException as e:
+            box["error"] = e
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    s = facade.stream("sim", f"tcp://127.0.0.1:{port}", frames=3, size=SIZE, fps=20.0)
+    thread.join(60)
+    assert "error" not in box, box.get("error")
+    assert s["sink_kind"] == "zmq" and s["sink"] == f"tcp://127.0.0.1:{port}"
+    r = box["r"]
+    assert r["frames"] == 3 and r["complete"] and r["missed"] == 0 and r["sender_dropped"] == 0
+    array, meta = read_image_meta(tmp_path / "pc.tif")
+    np.testing.assert_array_equal(array, sim3)
+    assert meta.pixel_size_um == pytest.approx((0.065, 0.065))  # sent with the frames
+    assert meta.frame_interval_s == pytest.approx(0.05)
+
+
+def test_cli_stream_summary_and_refusals(tmp_path):
+    result = run("stream", "--source", "sim", "--frames", "2", "--size", SIZE, "--sink",
+                 tmp_path / "a.tif", "--drop", "drop-oldest")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "frames_out" in text and "dropped" in text and "latency_ms_p95" in text
+    assert "wrote 2 frame(s)" in text
+    again = run("stream", "--source", "sim", "--frames", "2", "--size", SIZE, "--sink",
+                tmp_path / "a.tif")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    bad = run("stream", "--sink", tmp_path / "b.tif", "--drop", "never")
+    assert bad.exit_code == 2 and "drop-oldest" in bad.output
+    assert listing(tmp_path) == ["a.tif"]
+
+
+def test_cli_receive_checks_before_listening(tmp_path):
+    (tmp_path / "x.tif").write_bytes(b"old")
+    result = run("receive", "--connect", "tcp://127.0.0.1:1", "--out", tmp_path / "x.tif")
+    assert result.exit_code == 2 and "exists" in result.output
+    result = run("receive", "--connect", "tcp://127.0.0.1:1", "--out", tmp_path / "x.png")
+    assert result.exit_code == 2
+    try:
+        import napari  # noqa: F401
+    except ImportError:
+        result = run("receive", "--connect", "tcp://127.0.0.1:1", "--out", tmp_path / "y.tif",
+                     "--view")
+        assert result.exit_code == 2 and "napari" in result.output
+    assert listing(tmp_path) == ["x.tif"]
