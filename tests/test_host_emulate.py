@@ -10,8 +10,7 @@ unsorted thresholds, negative ActVal).
 import numpy as np
 import pytest
 
-from fluorofpga.host import EmulatedAccelerator, HwGraph, process_tiled, run_hw_graph
-from fluorofpga.host import emulate
+from fluorofpga.host import EmulatedAccelerator, HwGraph, emulate, process_tiled, run_hw_graph
 
 
 def reference(graph: HwGraph, image: np.ndarray) -> np.ndarray:
