@@ -168,7 +168,9 @@ class StitchedDesign:
         out_dir: design folder (sources, generated layers, the stitched graph).
         sources: every HDL file, compile order (packages first).
         graph: the stitched ONNX graph (FIFO depths included).
-        params: pixel kernel parameters.
+        params: pixel kernel parameters (None: the network alone, see
+            :func:`generate_accelerator`).
+        in_bits, out_bits: stream word widths of the top level's input / output.
         tile_shape: (height, width) of one tile, pixels.
         fifos: FINN FIFO name -> depth.
         bypass_depth: depth of the bypass FIFO.
@@ -180,7 +182,9 @@ class StitchedDesign:
     out_dir: Path
     sources: list[Path]
     graph: Path
-    params: PixelKernelParams
+    params: PixelKernelParams | None
+    in_bits: int
+    out_bits: int
     tile_shape: tuple[int, int]
     fifos: dict[str, int]
     bypass_depth: int
@@ -204,7 +208,7 @@ class StitchedDesign:
         d["graph"] = str(self.graph)
         d["sources"] = [str(s) for s in self.sources]
         d["data_files"] = [str(s) for s in self.data_files]
-        d["params"] = self.params.to_dict()
+        d["params"] = self.params.to_dict() if self.params else None
         d["estimated_cycles"] = self.estimated_cycles
         d["bottleneck"] = self.bottleneck
         return d
@@ -221,7 +225,7 @@ def _file_digest(path: Path) -> str:
 def generate_accelerator(
     model: Any,
     out_dir: str | Path,
-    params: PixelKernelParams,
+    params: PixelKernelParams | None,
     *,
     bypass_depth: int | None = None,
     fpgapart: str = DEFAULT_FPGA_PART,
@@ -234,7 +238,8 @@ def generate_accelerator(
         model: from :func:`stitch_graph` (FIFO depths as they should be built).
         out_dir: design folder (replaced).
         params: the pixel kernels' parameters (their code and residual widths must match
-            the graph's input and output).
+            the graph's input and output); ``None``: the network alone (codes in, residual
+            codes out, no tables), the data path of the ``rtlsim`` backend.
         bypass_depth: depth of the bypass FIFO; default: one tile of pixels (always
             enough: the network holds less than a tile in flight).
         fpgapart, clk_ns: given to FINN's HDL generation.
@@ -340,14 +345,30 @@ def generate_accelerator(
                         for (p, w), t in zip(intf["m_axis"], node.output, strict=True)],
         })
 
-    widths_in = params.stream_widths("pixel_in")
-    widths_out = params.stream_widths("pixel_out")
-    if streams[graph_in]["width"] != widths_in["m_axis"]:
-        raise StitchError(f"network input is {streams[graph_in]['width']} bits wide, "
-                          f"pixel_in emits {widths_in['m_axis']}")
-    if streams[graph_out]["width"] != widths_out["s_axis"]:
-        raise StitchError(f"network output is {streams[graph_out]['width']} bits wide, "
-                          f"pixel_out takes {widths_out['s_axis']}")
+    for end, tensor in (("input", graph_in), ("output", graph_out)):
+        inst = getHWCustomOp(model.find_consumer(tensor) if end == "input"
+                             else model.find_producer(tensor))
+        folded = inst.get_folded_input_shape(0) if end == "input" else \
+            inst.get_folded_output_shape(0)
+        if int(folded[-1]) != 1:
+            raise StitchError(f"network {end}: {folded[-1]} pixels per beat; the stitched "
+                              "design streams one pixel per beat")
+    if params is not None:
+        widths_in = params.stream_widths("pixel_in")
+        widths_out = params.stream_widths("pixel_out")
+        if streams[graph_in]["width"] != widths_in["m_axis"]:
+            raise StitchError(f"network input is {streams[graph_in]['width']} bits wide, "
+                              f"pixel_in emits {widths_in['m_axis']}")
+        if streams[graph_out]["width"] != widths_out["s_axis"]:
+            raise StitchError(f"network output is {streams[graph_out]['width']} bits wide, "
+                              f"pixel_out takes {widths_out['s_axis']}")
+        ports = {"s_axis": widths_in["s_axis"], "lut_in": widths_in["s_axis_lut"],
+                 "lut_out": widths_out["s_axis_lut"], "m_axis": widths_out["m_axis"]}
+        bypass = {"depth": int(bypass_depth or n_pixels), "width": widths_in["m_axis_bypass"],
+                  "ram_style": "auto"}
+    else:
+        ports = {"s_axis": streams[graph_in]["width"], "m_axis": streams[graph_out]["width"]}
+        bypass = {"depth": 0, "width": 0, "ram_style": "auto"}
 
     # a generated copy of a finn-rtllib file (Reshape_rtl copies dwc_axi.sv) is dropped
     lib_by_name = {p.name: p for p in lib_files.values()}
@@ -365,25 +386,25 @@ def generate_accelerator(
         shutil.copy2(real, dst)
         lib_paths.append(dst)
     apply_patches(out)
-    own = kernel_sources("pixel_in")
-    own += [f for f in kernel_sources("pixel_out") if f not in own]
-    bypass_depth = int(bypass_depth or n_pixels)
+    own: list[Path] = []
+    if params is not None:
+        own = kernel_sources("pixel_in")
+        own += [f for f in kernel_sources("pixel_out") if f not in own]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     top_sv = out / f"{top}.sv"
     top_sv.write_text(env.get_template(TEMPLATE).render(
         top=top,
-        ports={"s_axis": widths_in["s_axis"], "lut_in": widths_in["s_axis_lut"],
-               "lut_out": widths_out["s_axis_lut"], "m_axis": widths_out["m_axis"]},
+        pixel_kernels=params is not None,
+        ports=ports,
         streams=list(streams.values()),
         layers=layers,
         fifos=[{"name": n} for n in fifos],
-        bypass={"depth": bypass_depth, "width": widths_in["m_axis_bypass"],
-                "ram_style": "auto"},
+        bypass=bypass,
         net_in=streams[graph_in]["wire"],
         net_out=streams[graph_out]["wire"],
-        pixel_in_params=params.hdl_parameters("pixel_in"),
-        pixel_out_params=params.hdl_parameters("pixel_out"),
+        pixel_in_params=params.hdl_parameters("pixel_in") if params else {},
+        pixel_out_params=params.hdl_parameters("pixel_out") if params else {},
     ))
     graph_path = out / "stitched.onnx"
     model.save(str(graph_path))
@@ -394,9 +415,11 @@ def generate_accelerator(
         sources=ordered + list(own_files.values()) + own + [top_sv],
         graph=graph_path,
         params=params,
+        in_bits=int(ports["s_axis"]),
+        out_bits=int(ports["m_axis"]),
         tile_shape=tile_shape,
         fifos=fifos,
-        bypass_depth=bypass_depth,
+        bypass_depth=int(bypass["depth"]),
         layer_cycles=layer_cycles,
         data_files=data_files,
     )
@@ -483,8 +506,8 @@ def _build(design: StitchedDesign, gauge: bool) -> Path:
 def simulate_accelerator(
     design: StitchedDesign,
     tiles: np.ndarray,
-    lut_in: np.ndarray,
-    lut_out: np.ndarray,
+    lut_in: np.ndarray | None = None,
+    lut_out: np.ndarray | None = None,
     *,
     run_name: str = "run",
     idle_prob: float = 0.0,
@@ -498,9 +521,11 @@ def simulate_accelerator(
 
     Args:
         design: from :func:`generate_accelerator`.
-        tiles: (n, h, w) unsigned ADU tiles of the design's tile shape.
+        tiles: (n, h, w) unsigned ADU tiles of the design's tile shape (input codes for
+            a network-only design).
         lut_in, lut_out: the pixel-in / pixel-out table words (``pixel_in_table``,
-            ``pixel_out_table``), loaded before the first pixel.
+            ``pixel_out_table``), loaded before the first pixel (required with pixel
+            kernels, refused without).
         run_name: name of the run's directory under the design folder.
         idle_prob: probability of an idle cycle before each input beat.
         backpressure_prob: probability that the output's ``tready`` is low in a cycle.
@@ -520,6 +545,12 @@ def simulate_accelerator(
                          f"{design.tile_shape[1]}), got {tiles.shape}")
     if tiles.dtype.kind != "u":
         raise ValueError(f"tiles must hold unsigned ADU, got {tiles.dtype}")
+    if (lut_in is None or lut_out is None) != (design.params is None):
+        raise ValueError("tables are loaded into a design with pixel kernels, and only there")
+    if int(tiles.max(initial=0)) >> design.in_bits:
+        raise ValueError(f"tile values exceed the design's {design.in_bits}-bit input")
+    lut_in = np.zeros(0, np.uint32) if lut_in is None else lut_in
+    lut_out = np.zeros(0, np.uint32) if lut_out is None else lut_out
     build_dir = _build(design, gauge)
     run_dir = design.out_dir / run_name
     if run_dir.exists():
@@ -540,7 +571,8 @@ def simulate_accelerator(
         "seed": seed,
         "reset_after": reset_after,
         "max_cycles": max_cycles,
-        "fifos": [*design.fifos, "bypass"],
+        "fifos": [*design.fifos, *(["bypass"] if design.params else [])],
+        "tlast": design.params is not None,
         "result": str(run_dir / "result.json"),
     }
     job_file = run_dir / "job.json"
@@ -566,7 +598,8 @@ def simulate_accelerator(
     if n_tests == 0 or n_failed or not result_file.is_file():
         raise RuntimeError(f"stitched simulation failed; see {log}")
     res = json.loads(result_file.read_text())
-    dtype = np.uint32 if design.params.data_bits == 32 else np.uint16
+    dtype = np.uint32 if design.out_bits > 16 else np.uint16 if design.out_bits > 8 \
+        else np.uint8
     words = np.array(res["words"], dtype=np.int64).astype(dtype).reshape(n, h, w)
     done = [int(c) for c in res["tile_done"]]
     return AccelRun(

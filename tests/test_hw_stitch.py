@@ -156,3 +156,28 @@ def test_kernel_widths_must_match_the_network(net):
     wrong = dataclasses.replace(net["params"], code_bits=10)
     with pytest.raises(StitchError, match="network input is 8 bits wide"):
         generate_accelerator(stitch_graph(net["hw_model"]), net["dir"] / "wrong", wrong)
+
+
+def test_rtlsim_backend_drives_the_rtl_with_the_host_code(net):
+    """The rtlsim backend (network RTL in Verilator behind the host's Accelerator) ==
+    the emulator, tile by tile and through FrameRestorer: the same host code as a board."""
+    from fluorofpga.host import EmulatedAccelerator, FrameRestorer
+    from fluorofpga.hw.rtlsim_backend import RtlsimAccelerator
+    from fluorofpga.models import DenoiserConfig
+
+    design = generate_accelerator(stitch_graph(net["hw_model"]), net["dir"] / "net_only", None)
+    assert design.params is None and design.in_bits == 8
+    rtl = RtlsimAccelerator(design, idle_prob=0.2, backpressure_prob=0.3)
+    emu = EmulatedAccelerator(net["graph"], 8, 8, (TILE, TILE))
+    codes = np.random.default_rng(1).integers(0, 256, (TILE, TILE)).astype(np.uint8)
+    codes[0, :4] = [0, 255, 0, 255]
+    np.testing.assert_array_equal(rtl.run(codes), emu.run(codes))
+    halo = DenoiserConfig(channels=CHANNELS, depth=DEPTH).halo
+    frame = net["tiles"][-1]  # the camera-like tile as a whole frame
+    got = FrameRestorer(rtl, net["tables"], halo)(frame)
+    want = FrameRestorer(emu, net["tables"], halo)(frame)
+    np.testing.assert_array_equal(got, want)
+    assert len(rtl.cycles) == 2 and min(rtl.cycles) >= TILE * TILE
+    with pytest.raises(ValueError, match="network alone"):
+        RtlsimAccelerator(generate_accelerator(stitch_graph(net["hw_model"]),
+                                               net["dir"] / "with_kernels", net["params"]))
