@@ -39,7 +39,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 $(BOARD_STAMP): pyproject.toml
 	test -x $(BOARD_VENV)/bin/python || $(PYTHON) -m venv $(BOARD_VENV)
 	$(BOARD_VENV)/bin/pip install --quiet --upgrade pip
-	$(BOARD_VENV)/bin/pip install --quiet "numpy<2" tifffile scikit-image scipy matplotlib typer rich pyzmq pytest "pynq==4.0.*"
+	# nbclient + ipykernel: tests/test_host_notebooks.py executes the board notebooks
+	$(BOARD_VENV)/bin/pip install --quiet "numpy<2" tifffile scikit-image scipy matplotlib typer rich pyzmq pytest "pynq==4.0.*" \
+		nbclient ipykernel
 	$(BOARD_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(BOARD_STAMP)
 

@@ -591,6 +591,18 @@ def _report_png(
 # --------------------------------------------------------------------------- denoise
 
 
+def open_accelerator(bundle: Bundle, backend: str, progress: Progress = _noop) -> Any:
+    """The bundle's accelerator for ``backend``: ``emulate`` and ``pynq`` from the host,
+    ``rtlsim`` (the network's RTL in Verilator, :mod:`fluorofpga.hw.rtlsim_backend`:
+    built and compiled on first use, then cached) from ``hw/``."""
+    if backend == "rtlsim":
+        from fluorofpga.hw.rtlsim_backend import RtlsimAccelerator
+
+        return RtlsimAccelerator.from_bundle(
+            bundle, progress=lambda msg: progress("rtlsim", 0, 0, msg))
+    return bundle.accelerator(backend)
+
+
 def denoise(
     in_path: str | Path,
     out_path: str | Path,
@@ -655,7 +667,7 @@ def denoise(
         noise_info = {**estimate.summary(), "from": "estimated from the frames (no calibration)"}
     t0 = time.perf_counter()
     restored = np.empty(planes.shape, np.dtype(dtype))
-    with bundle.accelerator(backend) as acc:
+    with open_accelerator(bundle, backend, progress) as acc:
         process = bundle.restorer(acc, noise, cal, dtype, adc_max)
         for i, plane in enumerate(planes):
             restored[i] = process(plane)
@@ -1191,3 +1203,148 @@ def _run_with_napari(pipeline: StreamPipeline, title: str) -> StreamStats:
     if "error" in box:
         raise box["error"]
     return box["stats"]
+
+
+# ---------------------------------------------------------------------------- deploy
+
+#: What the board's Python needs beyond the PYNQ image (which brings pynq and numpy 1.x).
+BOARD_REQUIREMENTS = (
+    "numpy<2",
+    "tifffile>=2023.1",
+    "scipy>=1.10",
+    "scikit-image>=0.21",
+    "matplotlib>=3.7",
+    "typer>=0.12",
+    "rich>=13",
+    "pyzmq>=25",
+)
+#: The parts of the package the board runs: (folder in the package, file patterns).
+BOARD_PACKAGE = (
+    (".", ("__init__.py", "app.py", "cli.py")),
+    ("host", ("*.py",)),
+    ("boards", ("*.py", "*.json")),
+    ("microscope", ("*.py",)),
+)
+BOARD_NOTEBOOKS = ("1_check_board.ipynb", "2_denoise_live.ipynb", "4_benchmark_dma.ipynb")
+DEPLOY_MANIFEST = "deploy.json"
+NO_BITSTREAM_NOTE = "NO_BITSTREAM.txt"
+
+
+def _check_deploy_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that would lose data: only an earlier deploy is replaced."""
+    from fluorofpga.microscope import OutputError
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(f"{out} exists and is not empty; choose a new folder or pass "
+                              "--overwrite to replace an earlier deploy in it")
+        if not (out / DEPLOY_MANIFEST).is_file():
+            raise OutputError(f"{out} is not a fluorofpga deploy folder (no {DEPLOY_MANIFEST}); "
+                              "refusing to replace it even with --overwrite")
+    check_output(out.absolute().parent / f".{out.name}.probe", overwrite=True)
+
+
+def deploy(
+    board: str, out: str | Path, bundle_path: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the folder a user copies onto the board (``scp -r OUT xilinx@board:``).
+
+    Contents: ``bundle/`` (the model bundle, with its bitstream and ``.hwh`` when it was
+    built with Vivado; otherwise ``NO_BITSTREAM.txt`` says so and what still works),
+    ``notebooks/`` (the board notebooks), ``fluorofpga/`` (the package parts the board
+    runs: ``host``, ``boards``, ``microscope``, the facade and CLI; no torch, FINN or
+    ``hw``), ``requirements.txt`` (board side: pynq and numpy 1.x come with the PYNQ
+    image), ``README.txt`` and ``deploy.json`` (what was deployed).
+
+    Checked before anything is written: the board name, the bundle (intact, compiled for
+    ``board``), the output folder (its parent exists and is writable; an existing
+    non-empty folder only with ``overwrite``, and then only an earlier deploy). The
+    folder is built beside ``out`` under a hidden name and renamed into place.
+
+    Raises:
+        ValueError (OutputError, BundleError): before anything is written.
+    """
+    import fnmatch
+    import uuid
+
+    from fluorofpga.boards import load_board
+    from fluorofpga.host import BundleError
+
+    target = load_board(board)  # unknown boards: ValueError naming the known ones
+    out = Path(out)
+    _check_deploy_output(out, overwrite)
+    bundle = load_bundle(bundle_path)
+    built_for = bundle.manifest.get("board") or (bundle.manifest.get("estimates") or {}).get(
+        "board")
+    if built_for and built_for != target.name:
+        raise BundleError(f"bundle {bundle.name} was compiled for {built_for}, not "
+                          f"{target.name}; train/compile it with --board {target.name}")
+    bitstream = None
+    if "bitstream" in bundle.manifest.get("files", {}):
+        bitstream = bundle.file("bitstream")
+        if not bitstream.with_suffix(".hwh").is_file():
+            raise BundleError(f"{bitstream}: the .hwh beside it is missing; the board cannot "
+                              "load the overlay without it; re-create the bundle")
+    package = Path(__file__).parent
+    notebooks = package / "host" / "notebooks"
+    missing = [n for n in BOARD_NOTEBOOKS if not (notebooks / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"notebooks {missing} missing from {notebooks}; reinstall "
+                                "fluorofpga")
+    staging = out.absolute().parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        shutil.copytree(bundle.path, staging / "bundle",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        (staging / "notebooks").mkdir()
+        for name in BOARD_NOTEBOOKS:
+            shutil.copy2(notebooks / name, staging / "notebooks" / name)
+        files: list[str] = []
+        for folder, patterns in BOARD_PACKAGE:
+            dest = staging / "fluorofpga" / folder
+            dest.mkdir(parents=True, exist_ok=True)
+            for path in sorted((package / folder).iterdir()):
+                if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in patterns):
+                    shutil.copy2(path, dest / path.name)
+                    files.append(str(Path("fluorofpga", folder, path.name)))
+        requirements = ("# board side: pynq and numpy 1.x come with the PYNQ image\n"
+                        + "\n".join(BOARD_REQUIREMENTS) + "\n")  # fmt: skip
+        (staging / "requirements.txt").write_text(requirements)
+        if bitstream is None:
+            (staging / NO_BITSTREAM_NOTE).write_text(
+                f"The bundle {bundle.name} has no bitstream: it was built without Vivado\n"
+                "(`fluorofpga train --bitfile` needs Vivado). On the board the `emulate`\n"
+                "backend works (CPU, slow); the `pynq` backend and notebooks 1 and 4 need\n"
+                "the bitstream and its .hwh in bundle/ (manifest files['bitstream']).\n")
+        (staging / "README.txt").write_text(
+            f"fluorofpga for {target.description} ({target.name}), PYNQ {target.pynq_image}\n\n"
+            "Copy this folder onto the board (scp -r), then on the board:\n"
+            "  pip install -r requirements.txt\n"
+            "  export PYTHONPATH=$PWD\n"
+            "  python -m fluorofpga.cli stream --source sim --model bundle --backend pynq "
+            "--sink out.tif --frames 100\n"
+            "or open notebooks/ in the board's Jupyter (1_check_board first).\n")
+        record = {"format": "fluorofpga-deploy", "version": 1, "fluorofpga": __version__,
+                  "board": target.name, "bundle": bundle.name,
+                  "bitstream": bitstream is not None, "notebooks": list(BOARD_NOTEBOOKS),
+                  "package_files": files, "requirements": list(BOARD_REQUIREMENTS)}
+        (staging / DEPLOY_MANIFEST).write_text(json.dumps(record, indent=2))
+        if out.exists():
+            trash = out.absolute().parent / f".{out.name}.{uuid.uuid4().hex}.old"
+            os.replace(out, trash)
+            try:
+                os.replace(staging, out)
+            except BaseException:
+                os.replace(trash, out)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    note = None if bitstream else (f"no bitstream in bundle {bundle.name} (built without "
+                                   f"Vivado): see {out / NO_BITSTREAM_NOTE}")  # fmt: skip
+    return {**record, "out": str(out), "note": note}

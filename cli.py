@@ -96,7 +96,9 @@ def denoise(
     out_tif: Path = typer.Argument(..., help="restored image, same axes and metadata; "
                                    ".tif/.tiff or .zarr"),
     model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
-    backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
+    backend: str = typer.Option(
+        "emulate", help="accelerator backend: emulate | pynq | rtlsim (the RTL in Verilator: "
+        "small images)"),
     calibration: Path | None = typer.Option(
         None, help="camera calibration file from `fluorofpga calibrate` (offset/gain maps, "
         "hot pixels, noise model); without it the noise model is estimated from the frames"),
@@ -380,6 +382,30 @@ def receive(
         _fail(str(e))
     console.print(f"received {r['frames']} frame(s) -> {r['out']}; lost on the way "
                   f"{r['missed']}, dropped by the sender {r['sender_dropped']}")
+
+
+@app.command()
+def deploy(
+    board: str = typer.Option(..., "--board", help="target board (see `fluorofpga boards`)"),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    out: Path = typer.Option(..., "--out", help="folder to write (new or empty; an earlier "
+                             "deploy is replaced only with --overwrite)"),
+    overwrite: bool = typer.Option(False, help="replace an earlier deploy in --out"),
+) -> None:
+    """Write the folder to copy onto the board: bundle, notebooks, package, requirements."""
+    from fluorofpga import app as facade
+
+    try:
+        r = facade.deploy(board, out, model, overwrite)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    console.print(f"wrote {r['out']} for {r['board']}: bundle {r['bundle']}, "
+                  f"{len(r['notebooks'])} notebooks, {len(r['package_files'])} package files, "
+                  "requirements.txt")
+    if r["note"]:
+        err.print(f"[bold yellow]note:[/] {escape(r['note'])}", soft_wrap=True)
+    console.print(f"next: scp -r {out} xilinx@BOARD: and open {out.name}/notebooks/"
+                  "1_check_board.ipynb in the board's Jupyter", markup=False)
 
 
 @app.command()

@@ -1,0 +1,132 @@
+"""`fluorofpga deploy`: the folder a user copies onto the board."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import fluorofpga.app as facade
+from fluorofpga.cli import app as cli
+from fluorofpga.host import BundleError, load_bundle
+from fluorofpga.host.bundle import MANIFEST
+from fluorofpga.microscope import OutputError
+
+runner = CliRunner()
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def bundle_with_bitstream(tmp_path, hwh=True):
+    path = tmp_path / "bundle_bit"
+    shutil.copytree(load_bundle().path, path)
+    (path / "bitstream").mkdir()
+    (path / "bitstream" / "fluorofpga.bit").write_bytes(b"\x00\x09bitstream")
+    if hwh:
+        (path / "bitstream" / "fluorofpga.hwh").write_text("<MODULES/>")
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["files"]["bitstream"] = "bitstream/fluorofpga.bit"
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    return path
+
+
+def test_deploy_writes_bundle_notebooks_package_and_requirements(tmp_path):
+    out = tmp_path / "board"
+    r = facade.deploy("kv260", out)
+    assert listing(out) == ["NO_BITSTREAM.txt", "README.txt", "bundle", "deploy.json",
+                            "fluorofpga", "notebooks", "requirements.txt"]
+    assert "built without Vivado" in (out / "NO_BITSTREAM.txt").read_text()
+    assert r["note"] and "no bitstream" in r["note"] and not r["bitstream"]
+    assert listing(out / "notebooks") == ["1_check_board.ipynb", "2_denoise_live.ipynb",
+                                          "4_benchmark_dma.ipynb"]
+    requirements = (out / "requirements.txt").read_text().splitlines()
+    assert "numpy<2" in requirements and "tifffile>=2023.1" in requirements
+    assert not any(line.startswith(("torch", "pynq", "brevitas", "finn", "qonnx"))
+                   for line in requirements)
+    record = json.loads((out / "deploy.json").read_text())
+    assert record["board"] == "kv260" and record["bundle"] == load_bundle().name
+    assert "fluorofpga/host/pynq_backend.py" in record["package_files"]
+    assert not (out / "fluorofpga" / "hw").exists() and not (out / "fluorofpga" / "models").exists()
+    assert not (out / "fluorofpga" / "host" / "bundles").exists()  # the bundle is beside
+    assert load_bundle(out / "bundle").name == load_bundle().name  # intact copy
+    assert [p.name for p in tmp_path.iterdir()] == ["board"]  # no staging left behind
+
+
+def test_deployed_package_runs_alone_without_the_training_stack(tmp_path):
+    out = tmp_path / "board"
+    facade.deploy("kv260", out)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import fluorofpga, fluorofpga.app, fluorofpga.cli, fluorofpga.host\n"
+        "assert fluorofpga.__file__.startswith(sys.argv[1]), fluorofpga.__file__\n"
+        "from fluorofpga.host import load_bundle\n"
+        "print(load_bundle(sys.argv[1] + '/bundle').name)\n"
+        "heavy = [m for m in ('torch', 'brevitas', 'finn', 'qonnx', 'fluorofpga.hw')"
+        " if m in sys.modules]\n"
+        "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == load_bundle().name
+
+
+def test_deploy_copies_the_bitstream_and_its_hwh(tmp_path):
+    bundle = bundle_with_bitstream(tmp_path)
+    r = facade.deploy("kv260", tmp_path / "board", bundle)
+    assert r["bitstream"] and r["note"] is None
+    assert not (tmp_path / "board" / "NO_BITSTREAM.txt").exists()
+    deployed = tmp_path / "board" / "bundle" / "bitstream"
+    assert listing(deployed) == ["fluorofpga.bit", "fluorofpga.hwh"]
+    (bundle / "bitstream" / "fluorofpga.hwh").unlink()
+    with pytest.raises(BundleError, match=".hwh beside it is missing"):
+        facade.deploy("kv260", tmp_path / "board2", bundle)
+    assert not (tmp_path / "board2").exists()
+
+
+def test_deploy_checks_everything_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="unknown board 'zedboard'; known boards: kv260"):
+        facade.deploy("zedboard", tmp_path / "a")
+    with pytest.raises(BundleError, match="compiled for kv260, not pynq-z2"):
+        facade.deploy("pynq-z2", tmp_path / "a")
+    with pytest.raises(BundleError):
+        facade.deploy("kv260", tmp_path / "a", tmp_path)  # not a bundle
+    with pytest.raises(OutputError, match="does not exist"):
+        facade.deploy("kv260", tmp_path / "missing" / "a")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "data.tif").write_bytes(b"precious")
+    with pytest.raises(OutputError, match="not empty.*--overwrite"):
+        facade.deploy("kv260", user)
+    with pytest.raises(OutputError, match="not a fluorofpga deploy folder"):
+        facade.deploy("kv260", user, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        facade.deploy("kv260", tmp_path / "file")
+    assert listing(tmp_path) == ["file", "user"] and listing(user) == ["data.tif"]
+
+
+def test_overwrite_replaces_an_earlier_deploy_only(tmp_path):
+    out = tmp_path / "board"
+    facade.deploy("kv260", out)
+    (out / "restored.tif").write_bytes(b"from the last run")
+    with pytest.raises(OutputError, match="--overwrite"):
+        facade.deploy("kv260", out)
+    facade.deploy("kv260", out, overwrite=True)
+    assert not (out / "restored.tif").exists() and (out / "deploy.json").is_file()
+    assert listing(tmp_path) == ["board"]
+
+
+def test_cli_deploy(tmp_path):
+    result = runner.invoke(cli, ["deploy", "--board", "kv260", "--out", str(tmp_path / "b")],
+                           env={"COLUMNS": "1000"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "3 notebooks" in text and "no bitstream" in text and "1_check_board" in text
+    again = runner.invoke(cli, ["deploy", "--board", "kv260", "--out", str(tmp_path / "b")],
+                          env={"COLUMNS": "1000"})
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert "Traceback" not in again.output
