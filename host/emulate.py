@@ -193,7 +193,8 @@ class _Activation:
         self.table = table
         self.lo = lo_c[:, None].astype(np.float64)
         self.hi = hi_c[:, None].astype(np.float64)
-        self.base = (starts - lo_c)[:, None].astype(np.intp)
+        self.base = (starts - lo_c)[:, None].astype(np.float64)
+        self.bounds: dict[np.dtype, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __call__(self, acc: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Activate ``acc`` (channels, n), clobbering it; ``idx`` an intp work array."""
@@ -201,10 +202,38 @@ class _Activation:
             for c in range(self.channels):
                 out[c] = np.searchsorted(self.sorted[c], acc[c], side="right") + self.act_val
             return out
-        np.clip(acc, self.lo.astype(acc.dtype), self.hi.astype(acc.dtype), out=acc)
-        np.copyto(idx, acc, casting="unsafe")  # exact integers: the cast is exact
-        idx += self.base
+        if acc.dtype not in self.bounds:
+            exact = np.abs(self.base).max(initial=0) < _EXACT_LIMIT_F32
+            base_dtype = acc.dtype if exact else np.dtype(np.float64)
+            self.bounds[acc.dtype] = (self.lo.astype(acc.dtype), self.hi.astype(acc.dtype),
+                                      self.base.astype(base_dtype))
+        lo, hi, base = self.bounds[acc.dtype]
+        np.clip(acc, lo, hi, out=acc)  # lo, hi lie within the accumulator's exact range
+        # clipped, acc + base is an index in [0, 2**22]: an exact sum (base is exact in
+        # acc's dtype, else float64), and the cast of an exact integer to intp is exact
+        np.add(acc, base, out=idx, casting="unsafe")
         return np.take(self.table, idx, out=out, mode="clip")
+
+
+class _Pool:
+    """Work arrays shared by the layers of one program (they run one after the other).
+
+    Sharing keeps the working set of a tile in cache. A layer's input is copied into its
+    own padded buffer before it writes any shared array, so an output that is a view of
+    a shared array is consumed before that array is written again. Padded buffers are
+    shared only between layers that pad the same way (their zero border never changes).
+    """
+
+    def __init__(self) -> None:
+        self.arrays: dict[tuple[Any, ...], np.ndarray] = {}
+
+    def get(self, name: Any, shape: tuple[int, ...], dtype: Any,
+            zeros: bool = False) -> np.ndarray:
+        """The shared array ``name`` of this shape and dtype."""
+        key = (name, shape, np.dtype(dtype).str)
+        if key not in self.arrays:
+            self.arrays[key] = (np.zeros if zeros else np.empty)(shape, dtype)
+        return self.arrays[key]
 
 
 class _Mvau:
@@ -214,8 +243,10 @@ class _Mvau:
     window over a row-major ``(C, Hp, Wp)`` buffer, the window's tap ``(ky, kx)`` for all
     outputs is one contiguous slice of the flattened buffer, starting at ``ky·Wp + kx``
     (outputs then come out on a grid ``Wp`` wide, whose last ``kw − 1`` columns are
-    discarded). The taps are stacked (im2col, rows ordered (ky, kx, channel) as FINN's
-    ``ConvolutionInputGenerator``) and multiplied with the weights in one BLAS call.
+    discarded). The ``kw`` taps of window row 0 are stacked (rows ordered (kx, channel)
+    as FINN's ``ConvolutionInputGenerator``), ``kh`` rows longer than the output; window
+    row ``ky`` is the same stack shifted by ``ky·Wp`` columns, so each window row is one
+    BLAS product of its weights with a column range of that stack, summed.
 
     Exactness: the inputs and weights are integers and the largest possible
     ``sum(|w|·|x|)`` of an output is below 2**24 (float32) or 2**53 (float64): every
@@ -224,7 +255,8 @@ class _Mvau:
 
     def __init__(self, layer: dict[str, Any], arrays: dict[str, np.ndarray],
                  shape: tuple[int, int, int], lo: float, hi: float,
-                 pad: tuple[int, int, int, int], window: tuple[int, int]) -> None:
+                 pad: tuple[int, int, int, int], window: tuple[int, int],
+                 pool: _Pool) -> None:
         name = layer["name"]
         if int(layer.get("binaryXnorMode", 0)):
             raise NotImplementedError(f"{name}: binary XNOR mode is not emulated")
@@ -245,26 +277,31 @@ class _Mvau:
             raise OverflowError(f"{name}: accumulator may exceed 2**53; not exact")
         # float32 BLAS is exact while every partial sum stays below 2**24, float64 below 2**53
         self.dtype = np.dtype(np.float32 if bound < _EXACT_LIMIT_F32 else np.float64)
-        self.weights = np.ascontiguousarray(weights.T, dtype=self.dtype)  # (Co, K)
         co = weights.shape[1]
+        # (Co, kw·C) per window row ky: FINN orders the rows of `weights` (ky, kx, channel)
+        self.weights = [np.ascontiguousarray(weights[ky * kw * c: (ky + 1) * kw * c].T,
+                                             dtype=self.dtype) for ky in range(kh)]
         acc_lo = np.minimum(weights * lo, weights * hi).sum(axis=0)
         acc_hi = np.maximum(weights * lo, weights * hi).sum(axis=0)
         self.top, self.left, self.h, self.w = top, left, h, w
         # outputs on the Wp-wide grid: ho rows of wp, the last kw - 1 columns discarded;
         # kw - 1 spare zeros after each channel keep the last taps inside the buffer
-        self.padded = np.zeros((c, hp * wp + kw - 1), self.dtype)
+        self.padded = pool.get(("padded", top, left, h, w), (c, hp * wp + kw - 1),
+                               self.dtype, zeros=True)
         self.grid = self.padded[:, : hp * wp].reshape(c, hp, wp)
         self.length = self.ho * wp
-        self.offsets = [ky * wp + kx for ky in range(kh) for kx in range(kw)]
-        self.cols = np.empty((k, self.length), self.dtype)
-        self.acc = np.empty((co, self.ho * wp), self.dtype)
+        self.kw = kw
+        self.cols = pool.get("cols", (kw * c, hp * wp), self.dtype)  # window row 0, all kh
+        self.acc = pool.get("acc", (co, self.length), self.dtype)
+        self.part = pool.get("part", (co, self.length), self.dtype) if kh > 1 else None
+        self.pool = pool
         self.wp, self.channels, self.out_channels = wp, c, co
         self.activation: _Activation | None = None
         if not int(layer.get("noActivation", 0)) and "thresholds" in layer:
             self.activation = _Activation(arrays[layer["thresholds"]], int(layer.get(
                 "ActVal", 0)), co, acc_lo, acc_hi, np.dtype(np.float64))
             self.range = self.activation.range
-            self.idx = np.empty((co, self.length), np.intp)
+            self.idx = pool.get("idx", (co, self.length), np.intp)
         else:
             self.range = (float(acc_lo.min(initial=0)), float(acc_hi.max(initial=0)))
 
@@ -274,15 +311,20 @@ class _Mvau:
             self.activation.dtype = dtype
             if self.activation.table is not None:
                 self.activation.table = self.activation.table.astype(dtype)
-            self.values = np.empty((self.out_channels, self.ho * self.wp), dtype)
+            self.values = self.pool.get("values", (self.out_channels, self.ho * self.wp),
+                                        dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` in, ``(Co, Ho, Wo)`` out (a view of this layer's buffers)."""
         self.grid[:, self.top: self.top + self.h, self.left: self.left + self.w] = x
-        c, n = self.channels, self.length
-        for tap, off in enumerate(self.offsets):
-            self.cols[tap * c: (tap + 1) * c] = self.padded[:, off: off + n]
-        np.matmul(self.weights, self.cols, out=self.acc)
+        c, n, wp = self.channels, self.length, self.wp
+        span = self.cols.shape[1]
+        for kx in range(self.kw):
+            self.cols[kx * c: (kx + 1) * c] = self.padded[:, kx: kx + span]
+        np.matmul(self.weights[0], self.cols[:, :n], out=self.acc)
+        for ky in range(1, len(self.weights)):
+            np.matmul(self.weights[ky], self.cols[:, ky * wp: ky * wp + n], out=self.part)
+            self.acc += self.part
         out = self.acc
         if self.activation is not None:
             out = self.activation(self.acc, self.idx, self.values)
@@ -336,6 +378,7 @@ class _Program:
     def __init__(self, graph: HwGraph, shape: tuple[int, int, int], lo: float,
                  hi: float) -> None:
         steps: list[Any] = []
+        pool = _Pool()
         pad = (0, 0, 0, 0)
         window: tuple[int, int] | None = None
         c, h, w = shape
@@ -358,7 +401,8 @@ class _Program:
             elif op == "ConvolutionInputGenerator":
                 window = _window(layer)
             elif op == "MVAU":
-                step = _Mvau(layer, graph.arrays, (c, h, w), lo, hi, pad, window or (1, 1))
+                step = _Mvau(layer, graph.arrays, (c, h, w), lo, hi, pad, window or (1, 1),
+                             pool)
                 add(step)
                 c, h, w = step.out_channels, step.ho, step.wo
                 pad, window = (0, 0, 0, 0), None
