@@ -453,7 +453,7 @@ def demo(
         try:
             pipeline = StreamPipeline(
                 source, process, KeepOpen(sink), queue_size=4,
-                drop_policy="drop_newest" if camera_fps else "block",
+                drop_policy="drop-oldest" if camera_fps else "block",
                 progress=lambda s: progress("stream", s.frames_out, frames, f"{s.fps:.1f} fps"),
             )
             stats: StreamStats = pipeline.run()
@@ -488,6 +488,9 @@ def demo(
         "fps": stats.fps,
         "mpix_per_s": stats.fps * size * size / 1e6,
         "latency_ms_mean": stats.latency_ms_mean,
+        "latency_ms_p50": stats.latency_ms_p50,
+        "latency_ms_p95": stats.latency_ms_p95,
+        "latency_ms_p99": stats.latency_ms_p99,
         "camera_fps": camera_fps,
         "psnr_noisy": float(np.mean(p_noisy)),
         "psnr_restored": float(np.mean(p_rest)),
