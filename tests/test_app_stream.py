@@ -227,3 +227,51 @@ def test_cli_receive_checks_before_listening(tmp_path):
                      "--view")
         assert result.exit_code == 2 and "napari" in result.output
     assert listing(tmp_path) == ["x.tif"]
+
+
+def _cli_stream_until(tmp_path, signals, size=SIZE, queue=4):
+    """Run `fluorofpga stream` from a live camera; send SIGINT ``signals`` times once the
+    output is under way; return (exit code, output, output path)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "live.tif"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fluorofpga.cli", "stream", "--source", "sim", "--size",
+         str(size), "--fps", "10", "--drop", "drop-oldest", "--queue", str(queue), "--sink",
+         str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 120
+        partial = partial_path(out)
+        # under way: at least one frame in the partial file
+        while time.monotonic() < deadline and not (
+                partial.exists() and partial.stat().st_size > size * size * 2):
+            time.sleep(0.05)
+        for _ in range(signals):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, " ".join(output.split()), out
+
+
+def test_cli_first_ctrl_c_ends_the_stream_with_a_complete_file(tmp_path):
+    code, output, out = _cli_stream_until(tmp_path, signals=1)
+    assert code == 0, output
+    assert "stopping: finishing the frames in flight" in output and "(stopped early)" in output
+    assert listing(tmp_path) == ["live.tif"]
+    assert 1 <= tifffile.imread(out).reshape(-1, SIZE, SIZE).shape[0] < 100
+
+
+def test_cli_second_ctrl_c_aborts_and_keeps_a_marked_partial_file(tmp_path):
+    # large frames and a long queue: finishing the frames in flight takes seconds
+    code, output, out = _cli_stream_until(tmp_path, signals=2, size=1024, queue=16)
+    assert code == 130, output
+    assert "interrupted; the frames streamed so far are in" in output
+    assert listing(tmp_path) == ["live.partial.tif"]
