@@ -37,6 +37,8 @@ class FrameRestorer:
         calibration: optional :class:`~fluorofpga.microscope.Calibration` whose per-pixel
             maps (hot pixels, offset, gain map) are applied around the tables.
         dtype: ``"uint16"`` (rounded ADU) or ``"float32"`` (ADU, not rounded).
+        threads: split the per-pixel table work of a frame over this many threads (numpy
+            releases the GIL in its loops; worth it only with idle cores).
 
     Attributes:
         counts: pixels passed through or clipped, accumulated over all frames.
@@ -52,6 +54,7 @@ class FrameRestorer:
         halo: int,
         calibration: Any = None,
         dtype: str = "uint16",
+        threads: int = 1,
     ) -> None:
         if dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output dtype {dtype!r} not supported; choose {OUTPUT_DTYPES}")
@@ -65,6 +68,9 @@ class FrameRestorer:
         self.halo = int(halo)
         self.calibration = calibration
         self.dtype = np.dtype(dtype)
+        if int(threads) != threads or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = int(threads)
         self.counts = CodeCounts()
         self.maps = PixelMaps(calibration, tables.adc_max) if calibration is not None else None
         self._buffers: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
@@ -108,14 +114,17 @@ class FrameRestorer:
         frame = np.asarray(frame)
         acc = self.accelerator
         q = self.tables.encode(uniform, out=self._buffer("q", uniform.shape,
-                                                         self.tables.in_lut.dtype))
+                                                         self.tables.in_lut.dtype),
+                               threads=self.threads)
         r = process_tiled(q, acc, acc.tile_shape, self.halo, out=self._buffer(
             "r", q.shape, np.uint8 if acc.out_bits <= 8 else np.uint16))
         counts = CodeCounts()
         if self.maps is None:  # one lookup straight to the output dtype
-            out = self.tables.decode(uniform, q, r, counts, self.dtype.name)
+            out = self.tables.decode(uniform, q, r, counts, self.dtype.name,
+                                     threads=self.threads)
         else:
-            values = self.maps.from_uniform(self.tables.decode(uniform, q, r, counts))
+            values = self.maps.from_uniform(self.tables.decode(uniform, q, r, counts,
+                                                               threads=self.threads))
             passthrough = (uniform >= self.tables.adc_max) | (q >= self.tables.spec.in_max)
             if passthrough.any():
                 values[passthrough] = frame[passthrough]
