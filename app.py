@@ -979,6 +979,7 @@ def stream(
         ImportError (optional package missing), AcceleratorError: before any work.
     """
     from fluorofpga.host import OUTPUT_DTYPES, KeepOpen, open_sink
+    from fluorofpga.host.sinks import BackgroundSink
     from fluorofpga.host.stream import normalize_drop_policy
     from fluorofpga.microscope import ImageMeta, NoiseModel, estimate_noise, load_calibration
 
@@ -1030,7 +1031,10 @@ def stream(
                 "genicam": lambda: frames}[kind]()  # fmt: skip
     with bundle.accelerator(backend) as acc:  # a bad backend or no board: refused here
         process = bundle.restorer(acc, noise, cal, dtype, adc_max)
-        out = open_sink(sink, meta, dtype=dtype, expected_frames=expected, overwrite=overwrite)
+        # the sink writes on its own thread (a bounded queue, nothing dropped), so file and
+        # network writes overlap the accelerator
+        out = BackgroundSink(open_sink(sink, meta, dtype=dtype, expected_frames=expected,
+                                       overwrite=overwrite), queue_size=2)  # fmt: skip
         pipeline = StreamPipeline(_take(src, frames), process, KeepOpen(out),
                                   queue_size=queue_size, drop_policy=drop, progress=progress)
         if on_start is not None:
@@ -1054,6 +1058,8 @@ def stream(
         "drop_policy": drop,
         "frames_expected": expected,
         **{k: v for k, v in stats.to_dict().items() if k not in ("drop_policy", "queued")},
+        "handoff_ms_mean": stats.write_ms_mean,  # handing a frame to the writer thread
+        "write_ms_mean": out.write_ms_mean,  # the sink's own write, on its thread
         "mpix_per_s": stats.fps * float(np.prod(frame_shape)) / 1e6 if frame_shape else None,
         "counts": counts,
         "noise": noise_info,

@@ -33,7 +33,8 @@ Sinks (:mod:`.sinks`), ``write(index, frame)`` / ``close()`` / ``abort()``
     a clean ``close()``; ``abort()`` keeps the marked partial file), ``OmeZarrSink``
     (appended frame by frame through ``ome-zarr``, ``<name>.partial.zarr`` until
     complete), ``ZmqSink`` (:mod:`.netstream`, PUSH/PUB with index, shape, dtype and
-    calibration per message), ``open_sink(target)``, ``KeepOpen``.
+    calibration per message), ``open_sink(target)``, ``BackgroundSink`` (writes on its
+    own thread behind a bounded queue that never drops), ``KeepOpen``.
 Streaming (:mod:`.stream`, :mod:`.display`)
     ``StreamPipeline(source, process, sink, queue_size, drop_policy, progress)``
     ``.run() -> StreamStats`` (frames in/out, dropped and their indices, fps and
@@ -75,7 +76,7 @@ from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
 from .netstream import ZmqSink, ZmqSource
 from .pynq_backend import PynqAccelerator
 from .restore import OUTPUT_DTYPES, FrameRestorer
-from .sinks import KeepOpen, MemorySink, OmeZarrSink, TiffSink, open_sink
+from .sinks import BackgroundSink, KeepOpen, MemorySink, OmeZarrSink, TiffSink, open_sink
 from .sources import (
     CameraError,
     GenICamSource,
@@ -100,6 +101,7 @@ __all__ = [
     "AcceleratorBusy",
     "AcceleratorError",
     "BoardNotFound",
+    "BackgroundSink",
     "CameraError",
     "DROP_POLICIES",
     "GenICamSource",

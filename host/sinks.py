@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from fluorofpga.microscope.io import ImageMeta
 
-__all__ = ["KeepOpen", "MemorySink", "OmeZarrSink", "TiffSink", "open_sink"]
+__all__ = ["BackgroundSink", "KeepOpen", "MemorySink", "OmeZarrSink", "TiffSink", "open_sink"]
 
 #: Classic TIFF offsets are 32-bit; above this many bytes of pixels a file is BigTIFF.
 CLASSIC_TIFF_MAX_BYTES = 2**32 - 2**25  # 32 MiB left for the IFDs and metadata
@@ -477,6 +477,108 @@ class OmeZarrSink(_Sink):
         except Exception as error:  # the caller's error is the one that matters
             warnings.warn(f"OmeZarrSink: marking {self.partial_path} partial failed too: "
                           f"{error!r}", RuntimeWarning, stacklevel=2)  # fmt: skip
+
+
+class BackgroundSink:
+    """Writes to ``sink`` on its own thread, behind a bounded queue that never drops.
+
+    The stream hands a frame over (waiting while ``queue_size`` frames are queued) and
+    goes on with the next frame while this one is written, so file or network writes
+    overlap the accelerator. An error of the writer thread is raised by the next
+    :meth:`write` or by :meth:`close`. :meth:`close` writes what is queued, then closes
+    ``sink``; :meth:`abort` writes what is queued, then aborts ``sink`` (its partial
+    output then holds every frame handed over).
+
+    Args:
+        sink: any sink (``write``/``close``, optionally ``abort``).
+        queue_size: frames queued between the stream and the writer (>= 1).
+    """
+
+    _END = None
+
+    def __init__(self, sink: Any, queue_size: int = 2) -> None:
+        import queue
+        import threading
+
+        if int(queue_size) != queue_size or queue_size < 1:
+            raise ValueError(f"queue_size must be an integer >= 1, got {queue_size!r}")
+        self.sink = sink
+        self.closed = False
+        self.writes = 0
+        self._write_ms = 0.0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=int(queue_size))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="fluorofpga-sink",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def __getattr__(self, name: str) -> Any:
+        """Attributes of the wrapped sink (``path``, ``endpoint``, ``frames_written``...)."""
+        if name == "sink":
+            raise AttributeError(name)
+        return getattr(self.sink, name)
+
+    @property
+    def write_ms_mean(self) -> float:
+        """Mean time the wrapped sink took per frame, ms (on the writer thread)."""
+        return self._write_ms / self.writes if self.writes else 0.0
+
+    def _work(self) -> None:
+        import time
+
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if self._error is None:  # after an error, queued frames are discarded
+                t0 = time.perf_counter()
+                try:
+                    self.sink.write(*item)
+                except BaseException as exc:  # raised in the stream's thread
+                    self._error = exc
+                    continue
+                self._write_ms += (time.perf_counter() - t0) * 1e3
+                self.writes += 1
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        """Queue one frame (not copied: do not reuse its buffer) for the writer thread."""
+        if self.closed:
+            raise RuntimeError(f"BackgroundSink is closed; frame {index} was not written")
+        self._raise_error()
+        self._queue.put((index, frame))
+
+    def _drain(self) -> None:
+        self._queue.put(self._END)
+        self._thread.join()
+
+    def close(self) -> None:
+        """Write the queued frames, then close the sink; raises a writer error instead."""
+        if self.closed:
+            return
+        self.closed = True
+        self._drain()
+        try:
+            self._raise_error()
+        except BaseException:
+            getattr(self.sink, "abort", self.sink.close)()
+            raise
+        self.sink.close()
+
+    def abort(self) -> None:
+        """Write the queued frames, then abort the sink (keeping its partial output)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._drain()
+        if self._error is not None:
+            warnings.warn(f"BackgroundSink: writing failed too: {self._error!r}",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
+        getattr(self.sink, "abort", self.sink.close)()
 
 
 def open_sink(

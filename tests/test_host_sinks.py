@@ -230,3 +230,64 @@ def test_open_sink_picks_the_sink_from_the_name(tmp_path):
     sink.abort()
     with pytest.raises(ValueError, match="unknown sink"):
         open_sink(tmp_path / "a.png")
+
+
+# -- background writing -------------------------------------------------------------------
+
+
+def test_background_sink_writes_on_its_own_thread_behind_a_bounded_queue():
+    import threading
+
+    from fluorofpga.host import MemorySink
+    from fluorofpga.host.sinks import BackgroundSink
+
+    release = threading.Event()
+    threads = []
+
+    class Gated(MemorySink):
+        def write(self, index, image):
+            threads.append(threading.current_thread().name)
+            release.wait(5)
+            super().write(index, image)
+
+    inner = Gated()
+    sink = BackgroundSink(inner, queue_size=2)
+    for k in range(3):  # one being written (held), two queued: none of these waits
+        sink.write(k, frame(k))
+    assert inner.indices == []  # handed over, not written yet
+    blocked = threading.Thread(target=sink.write, args=(3, frame(3)))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()  # the queue is full: the stream waits, nothing is dropped
+    release.set()
+    blocked.join(5)
+    sink.close()
+    assert inner.closed and inner.indices == [0, 1, 2, 3]
+    assert set(threads) == {"fluorofpga-sink"} and sink.writes == 4
+    assert sink.write_ms_mean > 0
+
+
+def test_background_sink_reports_writer_errors_and_keeps_partial_output(tmp_path):
+    from fluorofpga.host.sinks import BackgroundSink
+
+    out = tmp_path / "restored.tif"
+    sink = BackgroundSink(TiffSink(out), queue_size=1)
+    sink.write(0, frame(0))
+    sink.write(1, frame(1).astype(np.float32))  # the TIFF sink refuses it on its thread
+    with pytest.raises(ValueError, match="float32"):
+        for k in range(2, 10):
+            sink.write(k, frame(k))
+    sink.abort()
+    assert listing(tmp_path) == ["restored.partial.tif"]
+    # abort writes what was handed over before aborting
+    out2 = tmp_path / "b.tif"
+    sink = BackgroundSink(TiffSink(out2), queue_size=4)
+    for k in range(4):
+        sink.write(k, frame(k))
+    sink.abort()
+    assert sink.sink.frames_written == 4 and partial_path(out2).exists() and not out2.exists()
+    # a pipeline through a background sink: complete and identical
+    out3 = tmp_path / "c.tif"
+    StreamPipeline(((k, frame(k)) for k in range(5)), lambda f: f,
+                   BackgroundSink(TiffSink(out3)), drop_policy="block").run()
+    np.testing.assert_array_equal(read_tiff(out3), np.stack([frame(k) for k in range(5)]))
