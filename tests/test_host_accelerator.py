@@ -8,6 +8,7 @@ from fluorofpga.host import (
     AcceleratorBusy,
     AcceleratorError,
     BoardNotFound,
+    plan_tiles,
     process_tiled,
 )
 
@@ -122,3 +123,65 @@ def test_process_tiled_through_accelerator():
     frame = np.random.default_rng(0).integers(0, 256, size=(40, 50), dtype=np.uint8)
     out = process_tiled(frame, acc.run, acc.tile_shape, halo=2)
     assert np.array_equal(out, frame)
+
+
+class QueueAccelerator(ShiftAccelerator):
+    """An asynchronous device: up to two tiles in flight, answered in order."""
+
+    max_in_flight = 2
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.queue = []
+        self.most_in_flight = 0
+        self.fail_at = None
+
+    def submit(self, tile):
+        if len(self.queue) >= self.max_in_flight:
+            raise AcceleratorBusy(self.name)
+        tile = self._validate(tile)
+        if self.fail_at is not None and self.computed + len(self.queue) == self.fail_at:
+            raise ValueError("device refused the tile")
+        self.queue.append(tile)
+        self._in_flight = True
+        self.most_in_flight = max(self.most_in_flight, len(self.queue))
+
+    def wait(self):
+        if not self.queue:
+            raise AcceleratorError("nothing in flight")
+        out = self._compute(self.queue.pop(0))
+        self._in_flight = bool(self.queue)
+        return self._check_output(out)
+
+
+@pytest.mark.parametrize("fn", ["accelerator", "run"])
+def test_process_tiled_submits_ahead_on_an_asynchronous_accelerator(fn):
+    acc = QueueAccelerator(tile_shape=(16, 16))
+    frame = np.random.default_rng(1).integers(0, 256, size=(70, 41), dtype=np.uint8)
+    out = process_tiled(frame, acc if fn == "accelerator" else acc.run, acc.tile_shape, 2)
+    assert np.array_equal(out, frame)
+    assert acc.most_in_flight == 2  # tile n+1 was sent before tile n was collected
+    assert not acc.busy and acc.computed == len(plan_tiles(frame.shape, acc.tile_shape, 2))
+
+
+def test_process_tiled_collects_tiles_in_flight_after_an_error():
+    acc = QueueAccelerator(tile_shape=(16, 16))
+    acc.fail_at = 4
+    frame = np.zeros((70, 41), np.uint8)
+    with pytest.raises(ValueError, match="refused"):
+        process_tiled(frame, acc, acc.tile_shape, 2)
+    assert not acc.busy and not acc.queue  # drained: the accelerator is usable again
+    acc.fail_at = None
+    assert np.array_equal(process_tiled(frame, acc.run, acc.tile_shape, 2), frame)
+
+
+def test_process_tiled_into_a_reused_output():
+    acc = ShiftAccelerator(tile_shape=(16, 16))
+    frame = np.random.default_rng(2).integers(0, 256, size=(40, 50), dtype=np.uint8)
+    out = np.empty(frame.shape, np.uint8)
+    assert process_tiled(frame, acc, acc.tile_shape, 2, out=out) is out
+    assert np.array_equal(out, frame)
+    with pytest.raises(ValueError, match="dtype"):
+        process_tiled(frame, acc, acc.tile_shape, 2, out=np.empty(frame.shape, np.uint16))
+    with pytest.raises(ValueError, match="last two axes"):
+        process_tiled(frame, acc, acc.tile_shape, 2, out=np.empty((40, 49), np.uint8))
