@@ -1,18 +1,23 @@
 """Host cost per frame: is the ARM/PC side ever the bottleneck?
 
 - **Host overhead**: a ``FrameRestorer`` around a zero-cost *loopback* accelerator (it
-  returns its input tile's codes untouched: no network) at 512², 1024² and 2048²: the
+  answers every tile with the "no noise" residual code: no network) at 512², 1024² and 2048²: the
   pixel-in table, tiling and stitching, the pixel-out arithmetic and table, pass-through
   and clipping counts, the output dtype. With and without a calibration's per-pixel maps.
+  One and two threads for the per-pixel table work.
 - **Emulator vs PyTorch**: the bit-exact emulator (the golden model of the accelerator)
   against the float PyTorch twin of the same network on the same 512² frames.
 
-    python benchmarks/host.py [--bundle DIR] [--repeats 5]
+Candidates are timed in turns and the best of ``--repeats`` is reported with the median:
+this machine is shared, and a burst of load should slow every candidate alike.
+
+    python benchmarks/host.py [--bundle DIR] [--repeats 9]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -20,11 +25,12 @@ import numpy as np
 import torch
 from results_io import write_results  # sibling module: scripts run from benchmarks/
 
-from fluorofpga.host import Accelerator, FrameRestorer, load_bundle
+from fluorofpga.host import Accelerator, FrameRestorer, load_bundle, plan_tiles, process_tiled
 from fluorofpga.microscope import NoiseModel, SCMOSSensor, calibrate
 from fluorofpga.models import int_to_tensor, load_float_model
 
 SIZES = (512, 1024, 2048)
+THREADS = (1, 2)  # FrameRestorer(threads=...): the per-pixel table work split over threads
 
 
 class Loopback(Accelerator):
@@ -40,18 +46,25 @@ class Loopback(Accelerator):
         return np.full(tile.shape, self.zero, np.uint8)
 
 
-def best_of(fn, repeats: int) -> float:
-    """Fastest of ``repeats`` runs, seconds."""
-    times = []
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Seconds per call of each function, timed in turns (min and median of ``repeats``).
+
+    Turns, not blocks: on a machine shared with other jobs a burst of load then slows
+    every candidate alike instead of one of them.
+    """
+    times: dict = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up: buffers, plans, tables, BLAS threads
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    return {k: {"min": min(v), "median": float(np.median(v))} for k, v in times.items()}
 
 
 def host_overhead(bundle, repeats: int) -> dict:
-    """Milliseconds per frame of the host's own work, per size, dtype and calibration."""
+    """Milliseconds per frame of the host's own work, per size, dtype, calibration, threads."""
     noise = NoiseModel.from_camera(0.46, 100.0, 1.6)
     rng = np.random.default_rng(0)
     out: dict = {}
@@ -61,50 +74,63 @@ def host_overhead(bundle, repeats: int) -> dict:
         dark = sensor.acquire(np.zeros((10, size, size)), rng)
         flats = [sensor.acquire(np.full((2, size, size), lv), rng) for lv in (100, 400, 1600)]
         cal = calibrate(dark, flats)
+        fns = {}
         for label, calib in (("no calibration", None), ("per-pixel maps", cal)):
             for dtype in ("uint16", "float32"):
-                acc = Loopback(bundle.tile_shape, bundle.signal.residual_zero)
-                restorer = FrameRestorer(acc, bundle.tables(noise), bundle.halo, calib, dtype)
-                ms = 1e3 * best_of(lambda r=restorer, f=frame: r(f), repeats)
-                out.setdefault(str(size), {})[f"{label}, {dtype}"] = ms
-                print(size, label, dtype, f"{ms:.1f} ms", flush=True)
+                for threads in THREADS:
+                    acc = Loopback(bundle.tile_shape, bundle.signal.residual_zero)
+                    restorer = FrameRestorer(acc, bundle.tables(noise), bundle.halo, calib,
+                                             dtype, threads=threads)
+                    fns[f"{label}, {dtype}, {threads} thread{'s' * (threads > 1)}"] = (
+                        lambda r=restorer, f=frame: r(f))
+        for key, t in interleaved(fns, repeats).items():
+            out.setdefault(str(size), {})[key] = {k: 1e3 * v for k, v in t.items()}
+            print(size, key, f"{1e3 * t['min']:.1f} ms (median {1e3 * t['median']:.1f})",
+                  flush=True)
     return out
 
 
 def emulator_vs_torch(bundle, repeats: int) -> dict:
-    """Frames/s of the emulator and of the float PyTorch twin, 512², same frames."""
+    """Frames/s of the emulator and of the float PyTorch twin, 512², same frames, in turns."""
     model = load_float_model(bundle.file("float_checkpoint"))
     q = np.random.default_rng(1).integers(0, 256, (512, 512)).astype(np.uint8)
-    with bundle.accelerator("emulate") as acc:
-        from fluorofpga.host import process_tiled
-
-        t_emu = best_of(lambda: process_tiled(q, acc.run, acc.tile_shape, bundle.halo), repeats)
-    with torch.no_grad():
-        x = int_to_tensor(q)
-        t_torch = best_of(lambda: model(x), repeats)
-    return {"emulator_fps": 1 / t_emu, "torch_float_fps": 1 / t_torch,
-            "ratio": t_torch / t_emu, "torch_threads": torch.get_num_threads()}
+    x = int_to_tensor(q)
+    with bundle.accelerator("emulate") as acc, torch.no_grad():
+        t = interleaved({"emulator": lambda: process_tiled(q, acc, acc.tile_shape, bundle.halo),
+                         "torch": lambda: model(x)}, repeats)
+    return {"emulator_fps": 1 / t["emulator"]["min"], "torch_float_fps": 1 / t["torch"]["min"],
+            "ratio": t["torch"]["min"] / t["emulator"]["min"],
+            "ratio_of_medians": t["torch"]["median"] / t["emulator"]["median"],
+            "tiles_per_frame": len(plan_tiles(q.shape, acc.tile_shape, bundle.halo)),
+            "torch_threads": torch.get_num_threads(), "repeats": repeats}
 
 
 def main() -> None:
     """Run both measurements; write ``benchmarks/results/host.{json,md}``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
     bundle = load_bundle(args.bundle)
     overhead = host_overhead(bundle, args.repeats)
-    speed = emulator_vs_torch(bundle, max(2, args.repeats // 2))
+    speed = emulator_vs_torch(bundle, args.repeats)
     cols = list(next(iter(overhead.values())))
-    lines = ["| frame | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines = ["Host work per frame around a zero-cost loopback accelerator, best of "
+             f"{args.repeats} (median in brackets), timed in turns on a shared machine.", "",
+             "| frame | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for size, row in overhead.items():
-        lines.append(f"| {size}² | " + " | ".join(f"{row[c]:.1f} ms" for c in cols) + " |")
+        lines.append(f"| {size}² | " + " | ".join(
+            f"{row[c]['min']:.1f} ms ({row[c]['median']:.1f})" for c in cols) + " |")
     lines += ["", f"Emulator {speed['emulator_fps']:.2f} frames/s vs float PyTorch "
-              f"{speed['torch_float_fps']:.2f} frames/s at 512² (ratio {speed['ratio']:.2f}, "
-              f"torch threads {speed['torch_threads']})."]
+              f"{speed['torch_float_fps']:.2f} frames/s at 512² (best of {args.repeats} each, "
+              f"in turns): ratio {speed['ratio']:.2f} (of medians "
+              f"{speed['ratio_of_medians']:.2f}); the emulator runs "
+              f"{speed['tiles_per_frame']} tiles of {bundle.tile_shape[0]}² with halos, PyTorch "
+              f"the whole frame on {speed['torch_threads']} threads."]
     write_results("host", {"bundle": bundle.name, "overhead_ms": overhead,
-                           "emulator_vs_torch": speed,
-                           "machine": platform.processor() or platform.machine()},
+                           "emulator_vs_torch": speed, "repeats": args.repeats,
+                           "machine": platform.processor() or platform.machine(),
+                           "cpus": os.cpu_count()},
                   "\n".join(lines) + "\n")
 
 
