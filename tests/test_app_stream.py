@@ -275,3 +275,84 @@ def test_cli_second_ctrl_c_aborts_and_keeps_a_marked_partial_file(tmp_path):
     assert code == 130, output
     assert "interrupted; the frames streamed so far are in" in output
     assert listing(tmp_path) == ["live.partial.tif"]
+
+
+def test_stream_from_a_genicam_camera_through_harvesters(tmp_path, monkeypatch):
+    """A GenICam camera as `harvesters` presents it (its API faked here, the code is real)."""
+    import sys
+    import types
+
+    from fluorofpga.microscope import SCMOSSensor, calibrate
+
+    rng = np.random.default_rng(3)
+    sensor = SCMOSSensor.random((32, 32), rng)
+    calibrate(sensor.acquire(np.zeros((20, 32, 32)), rng),
+              [sensor.acquire(np.full((8, 32, 32), v), rng) for v in (30.0, 300.0, 1000.0)]
+              ).save(tmp_path / "cal.npz")
+    frames = sensor.acquire(np.full((4, 32, 32), 200.0), rng)
+    log = []
+
+    class Buffer:
+        def __init__(self, k):
+            data = frames[k].reshape(-1)
+            self.payload = types.SimpleNamespace(components=[types.SimpleNamespace(
+                width=32, height=32, data=data)])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            log.append("requeue")
+
+    class Acquirer:
+        remote_device = types.SimpleNamespace(node_map=types.SimpleNamespace(
+            AcquisitionFrameRate=types.SimpleNamespace(value=0.0)))
+
+        def __init__(self):
+            self.k = 0
+
+        def start(self):
+            log.append("start")
+
+        def fetch(self, timeout):
+            self.k += 1
+            return Buffer(self.k - 1)
+
+        def stop(self):
+            log.append("stop")
+
+        def destroy(self):
+            log.append("destroy")
+
+    class Harvester:
+        device_info_list = [object()]
+
+        def add_file(self, path):
+            log.append(("cti", path))
+
+        def update(self):
+            pass
+
+        def create(self, index):
+            self.acquirer = Acquirer()
+            return self.acquirer
+
+        def reset(self):
+            log.append("reset")
+
+    core = types.ModuleType("harvesters.core")
+    core.Harvester = Harvester
+    monkeypatch.setitem(sys.modules, "harvesters", types.ModuleType("harvesters"))
+    monkeypatch.setitem(sys.modules, "harvesters.core", core)
+    cti = tmp_path / "vendor.cti"
+    cti.write_bytes(b"\x7fELF")
+    with pytest.raises(ValueError, match="needs --calibration"):
+        facade.stream("genicam", tmp_path / "cam.tif", frames=3, cti=str(cti))
+    assert log == []  # refused before the camera was opened
+    r = facade.stream("genicam:0", tmp_path / "cam.tif", frames=3, cti=str(cti), fps=25.0,
+                      calibration=tmp_path / "cal.npz")
+    assert r["frames_out"] == 3 and r["noise"]["from"].startswith("calibration")
+    out, meta = read_image_meta(tmp_path / "cam.tif")
+    assert out.shape == (3, 32, 32) and meta.frame_interval_s == pytest.approx(0.04)
+    assert log[0] == ("cti", str(cti)) and log[-3:] == ["stop", "destroy", "reset"]
+    assert Acquirer.remote_device.node_map.AcquisitionFrameRate.value == 25.0  # --fps set
