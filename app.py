@@ -778,6 +778,89 @@ def calibrate_camera(
     return cal.summary()
 
 
+# --------------------------------------------------------------------------- compile
+
+#: file that marks a folder written by ``compile`` (only such a folder is replaced)
+COMPILE_REPORT = "report.json"
+
+
+def _check_output_folder(out: Path, overwrite: bool, marker: str, what: str) -> None:
+    """Refuse an output folder that would lose data: only an earlier ``what`` (a folder
+    holding ``marker``) is replaced, and only with ``overwrite``."""
+    from fluorofpga.microscope import OutputError
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(f"{out} exists and is not empty; choose a new folder or pass "
+                              f"--overwrite to replace an earlier {what} in it")
+        if not (out / marker).is_file():
+            raise OutputError(f"{out} is not a fluorofpga {what} folder (no {marker}); "
+                              "refusing to replace it even with --overwrite")
+    check_output(out.absolute().parent / f".{out.name}.probe", overwrite=True)
+
+
+def parse_frame(frame: str) -> tuple[int, int]:
+    """``"2048x2048"`` -> ``(2048, 2048)``; a clear ``ValueError`` otherwise."""
+    parts = frame.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--frame {frame!r}: expected HEIGHTxWIDTH in pixels, e.g. 2048x2048")
+    return int(parts[0]), int(parts[1])
+
+
+def compile_bundle(
+    out: str | Path,
+    board: str,
+    fps: float,
+    frame: tuple[int, int],
+    bundle_path: str | Path | None = None,
+    max_utilisation: float = 0.85,
+    bitfile: bool = False,
+    overwrite: bool = False,
+    progress: Progress = _noop,
+) -> dict[str, Any]:
+    """Compile a bundle's network for a camera on a board (``fluorofpga compile``).
+
+    Folding chosen automatically for ``fps`` frames of ``frame`` pixels (RTL layers, at most
+    one pixel per clock, weights in LUTRAM or BRAM per layer), resources with FINN's width
+    converters and FIFOs and our pixel kernels, within ``max_utilisation`` of every
+    resource; writes ``report.json``/``report.md`` and the ``vivado/`` build folder (see
+    :mod:`fluorofpga.hw.compile`). Every argument is checked before any work; with
+    ``bitfile`` a missing Vivado is refused at once.
+    """
+    from fluorofpga.boards import load_board
+    from fluorofpga.hw import require_vivado
+    from fluorofpga.hw.compile import CompileError, compile_for_camera
+
+    out = Path(out)
+    load_board(board)  # ValueError naming the known boards
+    if not fps > 0:
+        raise CompileError(f"--fps must be positive, got {fps}")
+    if not 0 < max_utilisation <= 1:
+        raise CompileError(f"--max-utilisation must be in (0, 1], got {max_utilisation}")
+    bundle = load_bundle(bundle_path)
+    _check_output_folder(out, overwrite, COMPILE_REPORT, "compile")
+    if bitfile:
+        require_vivado("Building the bitstream (`fluorofpga compile --bitfile`)")
+    work = out.absolute().with_name(f".{out.absolute().name}.partial")
+    if work.exists():
+        shutil.rmtree(work)
+    result = compile_for_camera(
+        bundle.file("qonnx"), work, board=board, fps=fps, frame=frame,
+        tile=bundle.tile_shape[0], halo=bundle.halo, signal=bundle.signal,
+        max_utilisation=max_utilisation, bitfile=bitfile,
+        progress=lambda msg: progress("compile", 0, 0, msg))
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    report = dict(result.report)
+    report["vivado_dir"] = str(out / "vivado")
+    report["bundle"] = bundle.name
+    (out / COMPILE_REPORT).write_text(json.dumps(report, indent=2))
+    return report
+
+
 # ------------------------------------------------------------------- bioimage.io
 
 

@@ -408,6 +408,44 @@ def deploy(
                   "1_check_board.ipynb in the board's Jupyter", markup=False)
 
 
+@app.command("compile")
+def compile_cmd(
+    board: str = typer.Option(..., "--board", help="board name (see `fluorofpga boards`)"),
+    fps: float = typer.Option(..., "--fps", help="camera frames per second to sustain"),
+    frame: str = typer.Option("2048x2048", "--frame", help="camera frame HEIGHTxWIDTH"),
+    out: Path = typer.Option(..., "--out", help="output folder (report + Vivado build folder)"),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    max_utilisation: float = typer.Option(0.85, help="largest fraction of any resource"),
+    bitfile: bool = typer.Option(False, help="also build the bitstream (needs Vivado)"),
+    overwrite: bool = typer.Option(False, help="replace an earlier compile folder --out"),
+) -> None:
+    """Fold a bundle for a camera on a board: estimates, report, Vivado build folder."""
+    from fluorofpga import app as facade
+
+    try:
+        size = facade.parse_frame(frame)
+        with _Bars() as bars:
+            r = facade.compile_bundle(out, board, fps, size, model, max_utilisation, bitfile,
+                                      overwrite, progress=bars)
+    except (ValueError, OSError, RuntimeError) as e:
+        _fail(str(e))
+    e = r["estimated"]
+    table = Table(title=f"fluorofpga compile: {r['bundle']} on {r['board']} "
+                  f"({r['clock_mhz']:g} MHz)", show_header=False)
+    table.add_row("camera", f"{size[0]}x{size[1]} at {fps:g} fps = "
+                  f"{r['camera']['mpix_per_s']:.1f} Mpixel/s")
+    table.add_row("estimated", f"{e['mpix_per_s']:.1f} Mpixel/s, {e['fps']:.1f} fps, latency "
+                  f"{e['latency_us']:.0f} us, bottleneck {e['bottleneck']}")
+    table.add_row("utilisation", ", ".join(f"{k} {v:.0%}" for k, v in r["utilisation"].items()))
+    table.add_row("target", "met" if r["meets_target"] else "NOT met")
+    table.add_row("report", str(out / "report.md"))
+    table.add_row("Vivado", str(out / "vivado") + " (copy to a machine with Vivado; run "
+                  "build_bitstream.py)")
+    console.print(table)
+    for note in r["notes"]:
+        err.print(f"[bold yellow]note:[/] {escape(note)}", soft_wrap=True)
+
+
 @app.command()
 def boards() -> None:
     """List the board definitions."""

@@ -22,6 +22,11 @@ from .finn_compat import boot_finn, require_vivado, run_builder
 from .steps import make_step_integer_input, make_step_integer_io
 
 BUILD_CONFIG_VERSION = 1
+#: weight memory choices of :class:`HwBuildConfig`
+WEIGHT_MEMORY = ("finn", "auto", "distributed", "block")
+#: ``weight_memory="auto"``: weights at most this many words deep go to LUTRAM (a BRAM
+#: would be mostly empty), deeper ones to BRAM
+LUTRAM_MAX_WORDS = 128
 RESOURCE_KEYS = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
 
 
@@ -66,6 +71,9 @@ class HwBuildConfig:
             layers; MVAUs then specialize to RTL (DSP-based) instead of HLS.
         mvau_impl: MVAU implementation to prefer (:class:`MvauImpl`); ``"rtl"`` implies
             standalone thresholds (see :meth:`uses_standalone_thresholds`).
+        weight_memory: where MVAU weights live: ``"auto"`` (LUTRAM when at most
+            :data:`LUTRAM_MAX_WORDS` words deep, i.e. nearly unrolled, else BRAM),
+            ``"distributed"`` or ``"block"`` for all; ``"finn"``: FINN's default.
         until: how far to build.
         version: config format version.
     """
@@ -79,6 +87,7 @@ class HwBuildConfig:
     mvau_wwidth_max: int = 144
     standalone_thresholds: bool = False
     mvau_impl: MvauImpl = MvauImpl.AUTO
+    weight_memory: str = "finn"
     until: BuildUntil = BuildUntil.ESTIMATES
     version: int = BUILD_CONFIG_VERSION
 
@@ -86,6 +95,9 @@ class HwBuildConfig:
         """Accept the enums' string values."""
         self.mvau_impl = MvauImpl(self.mvau_impl)
         self.until = BuildUntil(self.until)
+        if self.weight_memory not in WEIGHT_MEMORY:
+            raise ValueError(f"weight_memory {self.weight_memory!r}: choose one of "
+                             f"{', '.join(WEIGHT_MEMORY)}")
 
     def uses_standalone_thresholds(self) -> bool:
         """Thresholds as separate layers: asked for, or needed by RTL MVAUs."""
@@ -156,6 +168,25 @@ def step_prefer_rtl_mvau(model: Any, cfg: Any) -> Any:
     return model
 
 
+def make_step_weight_memory(choice: str) -> Any:
+    """Step: set each MVAU's weight ``ram_style`` (after folding fixed its memory depth)."""
+
+    def step_weight_memory(model: Any, cfg: Any) -> Any:
+        from qonnx.custom_op.registry import getCustomOp
+
+        for node in model.graph.node:
+            if not node.op_type.startswith("MVAU"):
+                continue
+            inst = getCustomOp(node)
+            style = choice
+            if choice == "auto":
+                style = "distributed" if inst.calc_wmem() <= LUTRAM_MAX_WORDS else "block"
+            inst.set_nodeattr("ram_style", style)
+        return model
+
+    return step_weight_memory
+
+
 def flow_steps(cfg: HwBuildConfig) -> list[Any]:
     """The build's step list: finn-plus step names and our step callables."""
     steps: list[Any] = [
@@ -175,6 +206,9 @@ def flow_steps(cfg: HwBuildConfig) -> list[Any]:
     ]
     if cfg.mvau_impl == MvauImpl.RTL:
         steps.insert(steps.index("step_specialize_layers"), step_prefer_rtl_mvau)
+    if cfg.weight_memory != "finn":
+        steps.insert(steps.index("step_apply_folding_config") + 1,
+                     make_step_weight_memory(cfg.weight_memory))
     if cfg.until == BuildUntil.BITFILE:
         steps += VIVADO_STEPS
     return steps

@@ -1,0 +1,304 @@
+"""Compiling a bundle's network for a camera: folding, resources, report, Vivado folder.
+
+:func:`compile_for_camera` turns "this camera at N fps on that board" into a FINN build:
+
+1. The rate asked for is ``fps * H * W`` pixels/s. One pipeline takes at most one pixel
+   per clock, and each tile also carries its halo, so the ceiling is
+   ``clock * (tile - 2 halo)^2 / tile^2``; a target above it is reported with that ceiling.
+2. finn-plus folds the network (RTL layers only: ``mvau_impl="rtl"``, so every layer can
+   be simulated here; weights in LUTRAM when nearly unrolled, else BRAM) for the target;
+   the folded graph gets FINN's width converters and FIFOs (:func:`~.stitch.stitch_graph`)
+   and its resources are estimated *with* them, plus our pixel kernels' tables and the
+   bypass FIFO. If anything exceeds ``max_utilisation`` of the board, the target is lowered
+   by bisection to the fastest folding that fits.
+3. ``report.json`` (and ``report.md``): Mpixel/s and fps at the board's clock, latency,
+   per-layer cycles and resources, utilisation of every resource, the bottleneck, and the
+   arithmetic of a target that cannot be met.
+4. ``vivado/``: a self-contained folder for a machine with Vivado (the stitched graph, our
+   RTL and the top level, the finn-rtllib copy with ``hw/patches`` applied, the build
+   config and ``build_bitstream.py``). With ``bitfile=True`` the Vivado steps run here,
+   which stops with :class:`~.finn_compat.VivadoMissing` before any work when Vivado is
+   absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fluorofpga.boards import Board, load_board
+
+from .build import HwBuildConfig, build
+from .finn_compat import boot_finn, require_vivado
+from .pixel_kernels import PixelKernelParams
+from .rtlsim import PATCH_DIR, _finn_rtllib, apply_patches
+from .stitch import generate_accelerator, stitch_graph
+
+__all__ = ["CompileError", "CompileResult", "compile_for_camera", "pixel_kernel_resources"]
+
+#: resources FINN estimates (its estimates have no flip-flop count)
+RESOURCE_KEYS = ("LUT", "BRAM_18K", "URAM", "DSP")
+#: fraction of every resource a design may use (routing and the DMA need the rest)
+MAX_UTILISATION = 0.85
+#: bisection steps when the target does not fit
+SEARCH_STEPS = 7
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+class CompileError(ValueError):
+    """Bad compile request (frame smaller than a tile, non-positive fps, ...)."""
+
+
+@dataclass
+class CompileResult:
+    """What :func:`compile_for_camera` produced.
+
+    Attributes:
+        report: the content of ``report.json``.
+        out_dir: the output folder.
+        vivado_dir: the folder to copy to a Vivado machine.
+    """
+
+    report: dict[str, Any]
+    out_dir: Path
+    vivado_dir: Path
+
+
+#: RAMB18 aspect ratios (depth, width) in simple dual-port mode (UG573)
+RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+#: memories at most this deep are LUTRAM, not block RAM
+LUTRAM_DEPTH = 64
+
+
+def _blocks(depth: int, width: int) -> int:
+    """RAMB18s for a ``depth`` x ``width`` memory: the best aspect ratio (0 for LUTRAM)."""
+    if depth <= LUTRAM_DEPTH:
+        return 0
+    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in RAMB18_SHAPES)
+
+
+def pixel_kernel_resources(params: PixelKernelParams, bypass_depth: int) -> dict[str, dict]:
+    """Our estimate of the pixel kernels' and the bypass FIFO's memories (RAMB18s).
+
+    The tables dominate: pixel-in ``(adc_max + 1) x (code_bits + 1)``, pixel-out
+    ``2**c_bits x data_bits``; the bypass FIFO holds ``bypass_depth`` words of
+    ``bypass_bits + 1`` bits. Logic is a few hundred LUTs per kernel (measured in no
+    synthesis here: a round figure).
+    """
+    return {
+        "pixel_in": {"LUT": 200, "BRAM_18K": _blocks(params.adc_max + 1, params.code_bits + 1)},
+        "pixel_out": {"LUT": 300, "BRAM_18K": _blocks(1 << params.c_bits, params.data_bits)},
+        "bypass_fifo": {"LUT": 100, "BRAM_18K": _blocks(bypass_depth, params.bypass_bits + 1)},
+    }
+
+
+def _estimate(model: Any, board: Board, params: PixelKernelParams, tile: int
+              ) -> dict[str, Any]:
+    """Per-node resources and cycles of the stitched graph, with our kernels."""
+    boot_finn()
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.util.basic import getHWCustomOp
+
+    stitched = stitch_graph(model, board.fpga_part)
+    per_node = res_estimation(stitched, board.fpga_part)
+    layers: dict[str, Any] = {}
+    for node in stitched.graph.node:
+        res = {k: float(v) for k, v in per_node.get(node.name, {}).items()
+               if k in RESOURCE_KEYS}
+        layers[node.name] = {"op": node.op_type,
+                             "cycles": int(getHWCustomOp(node).get_exp_cycles()), **res}
+        if node.op_type.startswith("MVAU"):
+            layers[node.name]["weights_in"] = getHWCustomOp(node).get_nodeattr("ram_style")
+    for name, res in pixel_kernel_resources(params, tile * tile).items():
+        layers[name] = {"op": "fluorofpga", "cycles": tile * tile, **res}
+    total = {k: sum(float(v.get(k, 0.0)) for v in layers.values()) for k in RESOURCE_KEYS}
+    util = {k: total[k] / board.resources[k] for k in total if board.resources.get(k)}
+    return {"layers": layers, "total": total, "utilisation": util, "stitched": stitched}
+
+
+def compile_for_camera(
+    qonnx: str | Path,
+    out_dir: str | Path,
+    *,
+    board: str,
+    fps: float,
+    frame: tuple[int, int],
+    tile: int,
+    halo: int,
+    signal: Any,
+    max_utilisation: float = MAX_UTILISATION,
+    bitfile: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> CompileResult:
+    """Fold, estimate and package a network for ``fps`` frames of ``frame`` on ``board``.
+
+    Args:
+        qonnx: the bundle's QONNX model.
+        out_dir: output folder (must not exist or be empty; the caller checks overwrite).
+        board: board name (``fluorofpga.boards``).
+        fps: camera frames per second to sustain.
+        frame: camera frame (height, width), pixels.
+        tile, halo: the bundle's tile side and halo, pixels.
+        signal: the bundle's ``SignalSpec`` (pixel kernel widths).
+        max_utilisation: largest fraction of any resource the design may use.
+        bitfile: also run the Vivado steps (refused at once without Vivado).
+        progress: called with a line per stage.
+
+    Raises:
+        CompileError: impossible request (fps <= 0, a frame smaller than the halo...).
+        VivadoMissing: ``bitfile`` without Vivado (before any work).
+    """
+    say = progress or (lambda _m: None)
+    b = load_board(board)  # ValueError naming the known boards
+    if bitfile:
+        require_vivado("Building the bitstream (`fluorofpga compile --bitfile`)")
+    if not fps > 0:
+        raise CompileError(f"--fps must be positive, got {fps}")
+    h, w = (int(v) for v in frame)
+    if min(h, w) < 1:
+        raise CompileError(f"--frame must be HxW with positive sides, got {frame}")
+    from fluorofpga.host.tiling import plan_tiles
+
+    n_tiles = len(plan_tiles((max(h, tile), max(w, tile)), (tile, tile), halo))
+    inner = (tile - 2 * halo) ** 2
+    required = fps * h * w / 1e6
+    ceiling = b.clock_mhz * inner / (tile * tile)
+    params = PixelKernelParams.from_spec(signal)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = HwBuildConfig(board=b.name, tile=tile, halo=halo, mvau_impl="rtl",
+                         mvau_wwidth_max=1 << 20, weight_memory="auto")
+
+    def attempt(target: float, k: int) -> tuple[Any, dict[str, Any]]:
+        cfg = replace(base, target_mpix_per_s=target)
+        say(f"folding for {target:.1f} Mpixel/s")
+        res = build(qonnx, out / "search" / f"{k:02d}", cfg)
+        return res, _estimate(res.hw_model, b, params, tile)
+
+    t0 = time.perf_counter()
+    target = min(required, ceiling)
+    tried = []
+    res, est = attempt(target, 0)
+    tried.append({"target": target, "mpix_per_s": res.estimates["mpix_per_s"],
+                  "utilisation": est["utilisation"]})
+    best = (res, est) if max(est["utilisation"].values()) <= max_utilisation else None
+    if best is None:  # bisect the target down to the fastest folding that fits
+        lo, hi = 0.0, target
+        for k in range(1, SEARCH_STEPS + 1):
+            mid = (lo + hi) / 2
+            r, e = attempt(mid, k)
+            fits = max(e["utilisation"].values()) <= max_utilisation
+            tried.append({"target": mid, "mpix_per_s": r.estimates["mpix_per_s"],
+                          "utilisation": e["utilisation"], "fits": fits})
+            if fits:
+                lo = mid
+                if best is None or r.estimates["mpix_per_s"] > best[0].estimates["mpix_per_s"]:
+                    best = (r, e)
+            else:
+                hi = mid
+    if best is None:
+        raise CompileError(f"{board}: even the most folded network exceeds "
+                           f"{max_utilisation:.0%} of a resource ({tried[-1]['utilisation']})")
+    res, est = best
+    mpix = res.estimates["mpix_per_s"]
+    tiles_per_s = res.estimates["tiles_per_s"]
+    util = est["utilisation"]
+    notes = []
+    if required > ceiling:
+        notes.append(f"{required:.1f} Mpixel/s needs {required / ceiling:.2f} pixels per clock "
+                     f"at {b.clock_mhz:g} MHz with {tile}^2 tiles (halo {halo}): one pipeline "
+                     f"takes at most one pixel per clock, so {ceiling:.1f} Mpixel/s is the "
+                     "ceiling on this board")
+    if mpix < required:
+        binding = max(tried[0]["utilisation"], key=tried[0]["utilisation"].get)
+        notes.append(f"the target needs {tried[0]['utilisation'][binding]:.0%} of {binding} "
+                     f"at {tried[0]['mpix_per_s']:.1f} Mpixel/s; the fastest folding within "
+                     f"{max_utilisation:.0%} of every resource gives {mpix:.1f} Mpixel/s "
+                     f"({mpix / required:.0%} of the camera's rate)")
+    report = {
+        "board": b.name,
+        "fpga_part": b.fpga_part,
+        "clock_mhz": b.clock_mhz,
+        "camera": {"fps": fps, "frame": [h, w], "mpix_per_s": required},
+        "tile": tile, "halo": halo, "tiles_per_frame": n_tiles,
+        "ceiling_mpix_per_s": ceiling,
+        "estimated": {"mpix_per_s": mpix, "tiles_per_s": tiles_per_s,
+                      "fps": tiles_per_s / n_tiles,
+                      "latency_us": res.estimates["latency_us"],
+                      "bottleneck": res.estimates["bottleneck"]},
+        "meets_target": mpix >= required * 0.999,
+        "max_utilisation": max_utilisation,
+        "resources": est["total"],
+        "capacity": b.resources,
+        "utilisation": util,
+        "layers": est["layers"],
+        "search": tried,
+        "notes": notes,
+        "fifo_depths": "FINN's shallow defaults: size them with `fluorofpga compile "
+                       "--size-fifos` or hw.stitch.size_accelerator (stitched simulation)",
+        "seconds": time.perf_counter() - t0,
+    }
+    say("writing the Vivado build folder")
+    vivado = _vivado_folder(out / "vivado", est["stitched"], res, params, b)
+    report["vivado_dir"] = str(vivado)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(report_markdown(report))
+    if bitfile:  # pragma: no cover - needs Vivado
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, str(vivado / "build_bitstream.py")], check=True)
+    return CompileResult(report=report, out_dir=out, vivado_dir=vivado)
+
+
+def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelParams,
+                   b: Board) -> Path:
+    """The self-contained folder a user copies to a machine with Vivado."""
+    import jinja2
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    design = generate_accelerator(stitched, folder / "rtl", params, fpgapart=b.fpga_part,
+                                  clk_ns=b.clock_period_ns)
+    shutil.copytree(_finn_rtllib(), folder / "finn-rtllib")
+    apply_patches(folder)  # the whole finn-rtllib copy, patched, for FINN's IP generation
+    shutil.copytree(PATCH_DIR, folder / "patches")
+    shutil.copy(design.graph, folder / "stitched.onnx")
+    shutil.copy(res.out_dir / "build_config.json", folder / "build_config.json")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    (folder / "build_bitstream.py").write_text(env.get_template("build_bitstream.py.j2").render(
+        board=b.finn_board, fpga_part=b.fpga_part, clk_ns=b.clock_period_ns,
+        top=design.top))
+    return folder
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: the compile report as a readable table."""
+    e, cam = report["estimated"], report["camera"]
+    lines = [
+        f"# fluorofpga compile: {report['board']} ({report['fpga_part']}, "
+        f"{report['clock_mhz']:g} MHz)", "",
+        f"Camera: {cam['frame'][0]}x{cam['frame'][1]} at {cam['fps']:g} fps = "
+        f"{cam['mpix_per_s']:.1f} Mpixel/s; tiles {report['tile']}^2 (halo {report['halo']}), "
+        f"{report['tiles_per_frame']} per frame.", "",
+        f"Estimated: **{e['mpix_per_s']:.1f} Mpixel/s, {e['fps']:.1f} fps**, latency "
+        f"{e['latency_us']:.0f} us, bottleneck {e['bottleneck']}; target "
+        f"{'met' if report['meets_target'] else 'NOT met'}.", "",
+        "| resource | used | board | utilisation |", "|---|---:|---:|---:|"]
+    for k, u in report["utilisation"].items():
+        lines.append(f"| {k} | {report['resources'][k]:.0f} | {report['capacity'][k]} | "
+                     f"{u:.0%} |")
+    lines += ["", "| layer | cycles/tile | LUT | BRAM_18K | DSP |", "|---|---:|---:|---:|---:|"]
+    for name, ly in report["layers"].items():
+        lines.append(f"| {name} | {ly['cycles']} | {ly.get('LUT', 0):.0f} | "
+                     f"{ly.get('BRAM_18K', 0):.0f} | {ly.get('DSP', 0):.0f} |")
+    if report["notes"]:
+        lines += ["", "Notes:", *[f"- {n}" for n in report["notes"]]]
+    return "\n".join(lines) + "\n"
