@@ -1003,7 +1003,7 @@ def stream(
     backend: str = "emulate",
     frames: int | None = None,
     fps: float | None = None,
-    drop: str = "block",
+    drop: str | None = None,
     calibration: str | Path | None = None,
     dtype: str = "uint16",
     adc_max: int = 65535,
@@ -1033,7 +1033,10 @@ def stream(
             a camera until stopped).
         fps: camera frame rate (simulated/GenICam) or replay rate of a file.
         drop: ``"block"`` (lose nothing; a file) or ``"drop-oldest"`` (a live camera
-            keeps up; every drop counted and listed), or ``"drop-newest"``.
+            keeps up; every drop counted and listed), or ``"drop-newest"``. Default:
+            ``drop-oldest`` for a camera (GenICam, or simulated with ``fps``), whose
+            driver would otherwise lose frames uncounted while the stream waits;
+            ``block`` otherwise.
         calibration: camera calibration file (``fluorofpga calibrate``); without it the
             simulated camera's own model is used, or the noise is estimated from the
             first frames of a file.
@@ -1066,7 +1069,9 @@ def stream(
     from fluorofpga.host.stream import normalize_drop_policy
     from fluorofpga.microscope import ImageMeta, NoiseModel, estimate_noise, load_calibration
 
-    drop = normalize_drop_policy(drop)
+    live = source.startswith("genicam") or (source == "sim" and fps is not None)
+    drop = normalize_drop_policy(drop if drop is not None else
+                                 ("drop-oldest" if live else "block"))  # fmt: skip
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"--dtype {dtype!r} not supported; choose one of {OUTPUT_DTYPES}")
     if frames is not None and (int(frames) != frames or frames < 1):
@@ -1140,6 +1145,7 @@ def stream(
         "bundle": bundle.name,
         "drop_policy": drop,
         "frames_expected": expected,
+        "camera_lost": getattr(src, "camera_lost", None),  # lost before reaching us
         **{k: v for k, v in stats.to_dict().items() if k not in ("drop_policy", "queued")},
         "handoff_ms_mean": stats.write_ms_mean,  # handing a frame to the writer thread
         "write_ms_mean": out.write_ms_mean,  # the sink's own write, on its thread

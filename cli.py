@@ -291,9 +291,10 @@ def stream(
                                       "of a file, 100 simulated, a camera until Ctrl-C)"),
     fps: float | None = typer.Option(None, help="camera frame rate (sim, GenICam) or replay "
                                      "rate of a file, frames/s (default: as fast as possible)"),
-    drop: str = typer.Option("block", help="when the accelerator falls behind: block (lose "
-                             "nothing) | drop-oldest (a live camera keeps up; every drop is "
-                             "counted and listed)"),
+    drop: str | None = typer.Option(
+        None, help="when the accelerator falls behind: block (lose nothing) | drop-oldest (a "
+        "live camera keeps up; every drop is counted and listed); default drop-oldest for a "
+        "camera (genicam, or sim with --fps), block otherwise"),
     calibration: Path | None = typer.Option(
         None, help="camera calibration from `fluorofpga calibrate` (needed for a GenICam "
         "camera; a file's noise is otherwise estimated from its first frames)"),
@@ -316,7 +317,8 @@ def stream(
 
     previous = signal.getsignal(signal.SIGINT)
     try:
-        with RichDisplay(total=frames, console=err) as display:
+        total = frames or (facade.SIM_DEFAULT_FRAMES if source == "sim" else None)
+        with RichDisplay(total=total, console=err) as display:
             r = facade.stream(source, sink, model, backend, frames, fps, drop, calibration,
                               dtype, adc_max, queue, size, seed, cti, overwrite,
                               progress=display, on_start=_stop_on_first_ctrl_c)
@@ -337,6 +339,9 @@ def stream(
         v = r[key]
         table.add_row(key, f"{v:.2f}" if isinstance(v, float) else str(v))
     console.print(table)
+    if r["camera_lost"]:
+        err.print(f"[bold yellow]warning:[/] the camera lost {r['camera_lost']} frame(s) before "
+                  "they reached the stream (its frame counter jumped)")
     if r["dropped"]:
         shown = ", ".join(map(str, r["dropped_indices"][:20]))
         more = " ..." if r["dropped"] > 20 else ""

@@ -377,7 +377,9 @@ class GenICamSource:
     ``harvesters`` is imported here, so a missing package is reported before any work;
     the camera is opened when iteration starts and released when it ends (also on an
     error or an early stop). ``index`` counts delivered frames; the camera's own frame
-    counter is kept in :attr:`last_frame_id` when the producer gives one.
+    counter is kept in :attr:`last_frame_id` when the producer gives one, and jumps in it
+    (frames the camera or its driver lost before they reached us, e.g. because its
+    buffers overflowed) are counted in :attr:`camera_lost`.
 
     Raises:
         ImportError: ``harvesters`` is not installed (the message says how to get it).
@@ -415,6 +417,7 @@ class GenICamSource:
         self.fps = fps
         self.timeout_s = float(timeout_s)
         self.last_frame_id: int | None = None
+        self.camera_lost = 0
 
     def _configure(self, acquirer: Any) -> None:
         if self.fps is None:
@@ -465,7 +468,12 @@ class GenICamSource:
             component = buffer.payload.components[0]
             width, height = int(component.width), int(component.height)
             frame = np.array(component.data, copy=True)  # the buffer goes back to the camera
-            self.last_frame_id = getattr(buffer, "frame_id", None)
+            frame_id = getattr(buffer, "frame_id", None)
+        if isinstance(frame_id, int):
+            previous = self.last_frame_id
+            if previous is not None and frame_id > previous + 1:
+                self.camera_lost += frame_id - previous - 1
+            self.last_frame_id = frame_id
         if frame.size != width * height:
             raise CameraError(f"camera {self.camera}: frame {k} holds {frame.size} values for "
                               f"{height}x{width} pixels (a colour or packed pixel format?); "

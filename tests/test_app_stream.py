@@ -52,7 +52,8 @@ def test_stream_sim_to_tiff_gives_the_restored_frames_and_a_summary(tmp_path, si
     assert meta.frame_interval_s == pytest.approx(0.02)
     assert seen == [1, 2, 3]
     assert (r["frames_in"], r["frames_out"], r["dropped"], r["dropped_indices"]) == (3, 3, 0, [])
-    assert r["complete"] and not r["stopped_early"] and r["drop_policy"] == "block"
+    # a paced camera drops oldest-first by default (its driver would lose frames uncounted)
+    assert r["complete"] and not r["stopped_early"] and r["drop_policy"] == "drop-oldest"
     assert r["latency_ms_p50"] > 0 and r["process_ms_mean"] > 0 and r["counts"]["pixels"] > 0
     assert r["latency_ms_p50"] <= r["latency_ms_p95"] <= r["latency_ms_p99"]
 
@@ -352,6 +353,7 @@ def test_stream_from_a_genicam_camera_through_harvesters(tmp_path, monkeypatch):
     r = facade.stream("genicam:0", tmp_path / "cam.tif", frames=3, cti=str(cti), fps=25.0,
                       calibration=tmp_path / "cal.npz")
     assert r["frames_out"] == 3 and r["noise"]["from"].startswith("calibration")
+    assert r["drop_policy"] == "drop-oldest" and r["camera_lost"] == 0
     out, meta = read_image_meta(tmp_path / "cam.tif")
     assert out.shape == (3, 32, 32) and meta.frame_interval_s == pytest.approx(0.04)
     assert log[0] == ("cti", str(cti)) and log[-3:] == ["stop", "destroy", "reset"]

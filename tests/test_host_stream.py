@@ -474,9 +474,9 @@ class _FakeComponent:
 
 
 class _FakeBuffer:
-    def __init__(self, k, shape, log):
+    def __init__(self, k, shape, log, frame_id):
         self.payload = type("P", (), {"components": [_FakeComponent(k, shape)]})()
-        self.frame_id = 1000 + k
+        self.frame_id = frame_id
         self.log = log
 
     def __enter__(self):
@@ -487,8 +487,8 @@ class _FakeBuffer:
 
 
 class _FakeAcquirer:
-    def __init__(self, log, n_ok):
-        self.log, self.n_ok, self.k = log, n_ok, 0
+    def __init__(self, log, n_ok, ids):
+        self.log, self.n_ok, self.k, self.ids = log, n_ok, 0, ids
         self.remote_device = type("D", (), {"node_map": type("N", (), {})()})()
 
     def start(self):
@@ -498,7 +498,8 @@ class _FakeAcquirer:
         if self.k >= self.n_ok:
             raise TimeoutError("GenTL timeout")
         self.k += 1
-        return _FakeBuffer(self.k - 1, (6, 5), self.log)
+        frame_id = 1000 + self.k - 1 if self.ids is None else self.ids[self.k - 1]
+        return _FakeBuffer(self.k - 1, (6, 5), self.log, frame_id)
 
     def stop(self):
         self.log.append("stop")
@@ -507,7 +508,7 @@ class _FakeAcquirer:
         self.log.append("destroy")
 
 
-def _fake_harvesters(monkeypatch, log, n_ok=100, cameras=1):
+def _fake_harvesters(monkeypatch, log, n_ok=100, cameras=1, ids=None):
     import sys
     import types
 
@@ -523,7 +524,7 @@ def _fake_harvesters(monkeypatch, log, n_ok=100, cameras=1):
 
         def create(self, index):
             log.append(("create", index))
-            return _FakeAcquirer(log, n_ok)
+            return _FakeAcquirer(log, n_ok, ids)
 
         def reset(self):
             log.append("reset")
@@ -552,7 +553,12 @@ def test_genicam_source_streams_through_harvesters_and_releases_the_camera(
     assert sink.indices == [0, 1, 2]
     assert [int(f[0, 0]) for f in sink.frames] == [100, 101, 102]
     assert sink.frames[0].shape == (6, 5) and src.last_frame_id == 1002
+    assert src.camera_lost == 0
     assert log[-3:] == ["stop", "destroy", "reset"] and log.count("requeue") == 3
+    # the camera's frame counter jumps: frames lost before they reached the stream
+    _fake_harvesters(monkeypatch, log, ids=[7, 8, 12, 13])
+    lossy = GenICamSource(0, n_frames=4)
+    assert len(list(lossy)) == 4 and lossy.camera_lost == 3
     # a camera that stops delivering: a clear error, and the camera is still released
     log.clear()
     _fake_harvesters(monkeypatch, log, n_ok=2)
