@@ -24,7 +24,6 @@ __all__ = ["OUTPUT_DTYPES", "FrameRestorer"]
 
 #: Output dtypes a restorer can write.
 OUTPUT_DTYPES = ("uint16", "float32")
-_UINT16_MAX = 65535
 
 
 class FrameRestorer:
@@ -110,8 +109,12 @@ class FrameRestorer:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """Restore one raw ``(Y, X)`` frame; returns ``uint16`` or ``float32`` ADU."""
-        uniform = self.to_uniform(frame)  # validates the frame
-        frame = np.asarray(frame)
+        frame = self._check(frame)
+        uniform = frame
+        if self.maps is not None:
+            uniform = self.maps.to_uniform(frame, out=self._buffer("uniform", frame.shape,
+                                                                   np.uint16),
+                                           threads=self.threads)
         acc = self.accelerator
         q = self.tables.encode(uniform, out=self._buffer("q", uniform.shape,
                                                          self.tables.in_lut.dtype),
@@ -122,18 +125,8 @@ class FrameRestorer:
         if self.maps is None:  # one lookup straight to the output dtype
             out = self.tables.decode(uniform, q, r, counts, self.dtype.name,
                                      threads=self.threads)
-        else:
-            values = self.maps.from_uniform(self.tables.decode(uniform, q, r, counts,
-                                                               threads=self.threads))
-            passthrough = (uniform >= self.tables.adc_max) | (q >= self.tables.spec.in_max)
-            if passthrough.any():
-                values[passthrough] = frame[passthrough]
-            if self.dtype == np.uint16:
-                rounded = np.rint(values)
-                counts.clipped_output += int(np.count_nonzero((rounded < 0)
-                                                             | (rounded > _UINT16_MAX)))
-                out = np.clip(rounded, 0, _UINT16_MAX).astype(np.uint16)
-            else:
-                out = values.astype(np.float32)
+        else:  # the table in float64, the maps undone, then the output dtype
+            out = self.maps.decode(self.tables, frame, uniform, q, r, counts,
+                                   self.dtype.name, threads=self.threads)
         self.counts.add(counts)
         return out

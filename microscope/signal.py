@@ -546,16 +546,170 @@ class PixelMaps:
                                                                           gain0))
         self.offset0 = float(np.median(self.offset))
         self.ratio = gain / gain0  # per-pixel gain relative to the PTC gain
+        # x * 1.0 and x / 1.0 are exact: without a gain map the ratio steps are skipped
+        self._flat_ratio = None if np.all(self.ratio == 1.0) else self.ratio.reshape(-1)
+        self._flat_offset = self.offset.reshape(-1)
+        self._hot = self._hot_neighbours()
 
-    def to_uniform(self, frame: np.ndarray) -> np.ndarray:
-        """Raw ADU frame → ADU of the uniform sensor (``uint16``)."""
+    def _hot_neighbours(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Flat indices of the hot pixels and of their 3×3 neighbourhoods (edges repeated).
+
+        ``Calibration.repair_hot_pixels`` pads symmetrically by one pixel, i.e. repeats
+        the edge: the neighbour indices are clipped to the frame.
+        """
+        hot = getattr(self.calibration, "hot_pixels", None)
+        if hot is None or not np.any(hot) or np.ndim(hot) != 2:
+            return None
+        h, w = np.shape(hot)
+        ys, xs = np.nonzero(hot)
+        near = [np.clip(ys + dy, 0, h - 1) * w + np.clip(xs + dx, 0, w - 1)
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        return ys * w + xs, np.stack(near)
+
+    def _repaired(self, frame: np.ndarray) -> np.ndarray:
+        """``Calibration.repair_hot_pixels`` with the neighbourhoods found once (flat)."""
+        flat = frame.reshape(-1)
+        if self._hot is None:
+            return flat
+        at, near = self._hot
+        repaired = flat.copy()
+        repaired[at] = np.median(flat[near], axis=0).astype(frame.dtype)
+        return repaired
+
+    def to_uniform(self, frame: np.ndarray, out: np.ndarray | None = None,
+                   threads: int = 1) -> np.ndarray:
+        """Raw ADU frame → ADU of the uniform sensor (``uint16``).
+
+        Args:
+            frame: raw ``(Y, X)`` ADU of this sensor.
+            out: optional C-contiguous ``uint16`` array of the frame's shape to write into.
+            threads: split the arithmetic over this many threads.
+        """
         self.calibration.check_shape(np.shape(frame))
-        repaired = self.calibration.repair_hot_pixels(frame).astype(np.float64)
-        uniform = (repaired - self.offset) * self.ratio + self.offset0
-        out = np.clip(np.rint(uniform), 0, self.adc_max).astype(np.uint16)
-        out[np.asarray(frame) >= self.adc_max] = self.adc_max
+        frame = np.asarray(frame)
+        if frame.ndim != 2 or frame.dtype.kind != "u" or frame.shape != self.offset.shape:
+            repaired = self.calibration.repair_hot_pixels(frame).astype(np.float64)
+            uniform = (repaired - self.offset) * self.ratio + self.offset0
+            result = np.clip(np.rint(uniform), 0, self.adc_max).astype(np.uint16)
+            result[frame >= self.adc_max] = self.adc_max
+            if out is not None:
+                out[...] = result
+                return out
+            return result
+        out = _out_array(out, frame.shape, np.dtype(np.uint16))
+        raw, repaired, flat_out = _flat(frame), self._repaired(np.ascontiguousarray(frame)), (
+            out.reshape(-1))
+
+        def part(start: int, stop: int) -> None:
+            v = np.empty(min(_CHUNK, stop - start), np.float64)
+            flag = np.empty(v.size, bool)
+            for i in range(start, stop, _CHUNK):
+                j = min(i + _CHUNK, stop)
+                c = v[: j - i]
+                np.copyto(c, repaired[i:j])
+                c -= self._flat_offset[i:j]  # (repaired - offset) * ratio + offset0
+                if self._flat_ratio is not None:
+                    c *= self._flat_ratio[i:j]
+                c += self.offset0
+                np.rint(c, out=c)
+                np.clip(c, 0, self.adc_max, out=c)
+                np.copyto(flat_out[i:j], c, casting="unsafe")
+                np.greater_equal(raw[i:j], self.adc_max, out=flag[: j - i])
+                if flag[: j - i].any():  # saturated stays saturated
+                    np.copyto(flat_out[i:j], self.adc_max, where=flag[: j - i])
+
+        _in_parts(part, frame.size, threads)
         return out
 
     def from_uniform(self, values: np.ndarray) -> np.ndarray:
         """Uniform-sensor ADU (float) → this sensor's ADU (float64)."""
         return (np.asarray(values, dtype=np.float64) - self.offset0) / self.ratio + self.offset
+
+    def decode(
+        self, tables: SignalTables, frame: np.ndarray, uniform: np.ndarray, q: np.ndarray,
+        r: np.ndarray, counts: CodeCounts | None = None, dtype: str = "uint16",
+        out: np.ndarray | None = None, threads: int = 1,
+    ) -> np.ndarray:
+        """Pixel-out through the maps: residual codes → this sensor's ADU in ``dtype``.
+
+        Per pixel, one chunk at a time: the pair table's float64 ADU of the uniform sensor
+        (:meth:`SignalTables.decode`), mapped back (:meth:`from_uniform`); saturated and
+        above-range pixels take the raw ``frame`` value; ``"uint16"`` rounds half to even
+        and clips (clipped values counted), ``"float32"`` rounds to float32.
+
+        Args:
+            tables: the camera's tables (for the uniform sensor).
+            frame: the raw frame; ``uniform``: :meth:`to_uniform` of it; ``q``: its codes;
+                ``r``: the network's residual codes (all of one 2-D shape).
+            counts: accumulates what :meth:`SignalTables.decode` counts, and clipping.
+            dtype: ``"uint16"`` or ``"float32"``.
+            out: optional C-contiguous array to write into.
+            threads: split the work over this many threads.
+        """
+        if dtype not in ("uint16", "float32"):
+            raise ValueError(f"unknown output dtype {dtype!r}")
+        spec = tables.spec
+        arrays = [np.asarray(a) for a in (frame, uniform, q, r)]
+        if len({a.shape for a in arrays}) != 1 or arrays[0].shape != self.offset.shape:
+            raise ValueError(f"frame, uniform, q and r must all be {self.offset.shape}, got "
+                             f"{[a.shape for a in arrays]}")
+        raw, uni, qf, rf = (_flat(a) for a in arrays)
+        table, _ = tables._pair_table(None)
+        out = _out_array(out, arrays[0].shape, np.dtype(dtype))
+        flat_out = out.reshape(-1)
+
+        def part(start: int, stop: int) -> np.ndarray:
+            size = min(_CHUNK, stop - start)
+            idx, v, src = np.empty(size, np.intp), np.empty(size, np.float64), np.empty(
+                size, np.float64)
+            hit, flag = np.empty(size, bool), np.empty(size, bool)
+            diff = np.empty(size, np.uint64)
+            found = np.zeros(5, np.int64)  # saturated, passed, residual 0, top, clipped
+            for i in range(start, stop, _CHUNK):
+                j = min(i + _CHUNK, stop)
+                m = j - i
+                c, qc, rc = v[:m], qf[i:j], rf[i:j]
+                np.left_shift(qc, spec.out_bits, out=idx[:m], dtype=np.intp)
+                np.bitwise_or(idx[:m], rc, out=idx[:m])
+                np.take(table, idx[:m], out=c, mode="clip")
+                c -= self.offset0  # (values - offset0) / ratio + offset
+                if self._flat_ratio is not None:
+                    c /= self._flat_ratio[i:j]
+                c += self._flat_offset[i:j]
+                np.equal(rc, 0, out=flag[:m])
+                found[2] += np.count_nonzero(flag[:m])
+                np.equal(rc, spec.out_max, out=flag[:m])
+                found[3] += np.count_nonzero(flag[:m])
+                np.greater_equal(uni[i:j], tables.adc_max, out=flag[:m])
+                n_sat = np.count_nonzero(flag[:m])
+                np.greater_equal(qc, spec.in_max, out=hit[:m])
+                if n_sat:
+                    found[0] += n_sat
+                    hit[:m] |= flag[:m]
+                n_pass = np.count_nonzero(hit[:m])
+                if n_pass:  # the raw value, blended in on the bits (exact)
+                    found[1] += n_pass
+                    np.copyto(src[:m], raw[i:j])
+                    bits = c.view(np.uint64)
+                    np.subtract(src[:m].view(np.uint64), bits, out=diff[:m])
+                    np.multiply(diff[:m], hit[:m], out=diff[:m], dtype=np.uint64)
+                    np.add(bits, diff[:m], out=bits)
+                if dtype == "uint16":
+                    np.rint(c, out=c)
+                    np.less(c, 0, out=flag[:m])
+                    found[4] += np.count_nonzero(flag[:m])
+                    np.greater(c, _UINT16_MAX, out=flag[:m])
+                    found[4] += np.count_nonzero(flag[:m])
+                    np.clip(c, 0, _UINT16_MAX, out=c)
+                np.copyto(flat_out[i:j], c, casting="unsafe")
+            return found
+
+        n_sat, n_pass, n_r0, n_rtop, n_clip = (int(x) for x in sum(_in_parts(
+            part, flat_out.size, threads)))
+        if counts is not None:
+            counts.pixels += int(flat_out.size)
+            counts.saturated += n_sat
+            counts.above_range += n_pass - n_sat
+            counts.residual_at_limit += n_r0 + n_rtop
+            counts.clipped_output += n_clip
+        return out

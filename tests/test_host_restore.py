@@ -183,11 +183,22 @@ CAMERAS = [
 ]
 
 
+@pytest.fixture(params=[(None, 1), (999, 2)], ids=["one chunk", "chunks of 999, 2 threads"])
+def threads(request, monkeypatch):
+    """Threads for the restorer; chunked lookups cut at odd places when more than one."""
+    from fluorofpga.microscope import signal
+
+    chunk, n = request.param
+    if chunk is not None:
+        monkeypatch.setattr(signal, "_CHUNK", chunk)
+    return n
+
+
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
 @pytest.mark.parametrize(("noise", "adc_max"), CAMERAS)
-def test_optimised_restorer_equals_the_plain_reference(noise, adc_max, dtype):
+def test_optimised_restorer_equals_the_plain_reference(noise, adc_max, dtype, threads):
     tables = SignalTables(SPEC, noise, adc_max=adc_max)
-    restorer = FrameRestorer(NeighbourhoodNet(), tables, halo=1, dtype=dtype)
+    restorer = FrameRestorer(NeighbourhoodNet(), tables, halo=1, dtype=dtype, threads=threads)
     total = {}
     for seed, shape in enumerate([(67, 45), (16, 16), (130, 97), (67, 45)]):  # buffers reused
         x = _hard_frame(shape, adc_max, seed)
@@ -204,7 +215,7 @@ def test_optimised_restorer_equals_the_plain_reference(noise, adc_max, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
-def test_optimised_restorer_with_calibration_maps_equals_the_reference(dtype):
+def test_optimised_restorer_with_calibration_maps_equals_the_reference(dtype, threads):
     from fluorofpga.microscope import Calibration
 
     rng = np.random.default_rng(7)
@@ -215,10 +226,37 @@ def test_optimised_restorer_with_calibration_maps_equals_the_reference(dtype):
                       read_noise_adu=np.full(shape, 1.2), gain_e_per_adu=0.5,
                       gain_map_e_per_adu=rng.normal(0.5, 0.03, shape), hot_pixels=hot)
     tables = SignalTables(SPEC, NoiseModel.from_calibration(cal, extra_rounding=True), 4095)
-    restorer = FrameRestorer(NeighbourhoodNet(), tables, halo=1, calibration=cal, dtype=dtype)
+    restorer = FrameRestorer(NeighbourhoodNet(), tables, halo=1, calibration=cal, dtype=dtype,
+                             threads=threads)
     for seed in range(2):
         x = _hard_frame(shape, 4095, seed)
         got = restorer(x)
         want, counts = reference_restore(tables, x, dtype, cal)
         assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
     assert restorer.counts.pixels == 2 * x.size
+
+
+@pytest.mark.parametrize("gain_map", [False, True])
+def test_pixel_maps_to_uniform_equals_the_plain_formula_with_hot_pixels_at_the_edges(
+        gain_map, threads):
+    from fluorofpga.microscope import Calibration
+    from fluorofpga.microscope.signal import PixelMaps
+
+    rng = np.random.default_rng(11)
+    shape = (40, 53)  # more than one chunk of 999
+    hot = np.zeros(shape, bool)
+    hot[[0, 0, -1, -1, 4, 0, 5], [0, -1, 0, -1, 0, 6, 7]] = True  # corners, edges, inside
+    hot[5, 8] = True  # a hot neighbour of a hot pixel
+    cal = Calibration(offset_adu=rng.normal(100.0, 3.0, shape),
+                      read_noise_adu=np.full(shape, 1.2), gain_e_per_adu=0.5,
+                      gain_map_e_per_adu=rng.normal(0.5, 0.03, shape) if gain_map else None,
+                      hot_pixels=hot)
+    maps = PixelMaps(cal, 4095)
+    x = _hard_frame(shape, 4095, 3)
+    x[0, :3] = 0
+    offset = np.asarray(cal.offset_adu)
+    ratio = (np.asarray(cal.gain_map_e_per_adu) / 0.5) if gain_map else 1.0
+    want = (cal.repair_hot_pixels(x).astype(np.float64) - offset) * ratio + np.median(offset)
+    want = np.clip(np.rint(want), 0, 4095).astype(np.uint16)
+    want[x >= 4095] = 4095
+    assert np.array_equal(maps.to_uniform(x, threads=threads), want)
