@@ -92,6 +92,8 @@ Image I/O (``io``)
     ``ImageMeta`` (axes, pixel size and unit, Z step, frame interval) with
     ``read_image_meta(path)`` -> ``(array, meta)`` and ``write_tiff(..., meta=)`` /
     ``write_ome_zarr(..., meta=)``; RGB refused, unnamed axes are ``Q`` (``QYX``).
+    ``read_ome_optics(path)`` -> ``{"na", "wavelength_nm"}`` where a TIFF's OME-XML states
+    them (objective ``LensNA``, channel ``EmissionWavelength``).
     ``check_output(path, overwrite=False, inputs=())`` raises ``OutputError`` before any
     work (missing/unwritable folder, existing output, output = an input);
     ``atomic_write(path, write)``.
@@ -118,6 +120,7 @@ from .io import (
     check_output,
     read_image,
     read_image_meta,
+    read_ome_optics,
     read_ome_zarr,
     read_tiff,
     tiff_shape,
@@ -210,6 +213,7 @@ __all__ = [
     "nrmse_affine",
     "photon_transfer",
     "read_image",
+    "read_ome_optics",
     "read_ome_zarr",
     "simulated_pairs_at",
     "tiff_shape",

@@ -716,6 +716,76 @@ def _tiff_meta(tif: tifffile.TiffFile, axes: str) -> ImageMeta:
     return ImageMeta(axes)
 
 
+def _local_name(element: ElementTree.Element) -> str:
+    """Tag without its XML namespace (OME-XML elements are namespaced)."""
+    return element.tag.rsplit("}", 1)[-1]
+
+
+def _ome_objective_na(root: ElementTree.Element) -> float | None:
+    """``LensNA`` of the objective the first image refers to (or the file's only one)."""
+    objectives = {el.get("ID"): el for el in root.iter() if _local_name(el) == "Objective"}
+    image = next((el for el in root.iter() if _local_name(el) == "Image"), None)
+    settings = None if image is None else next(
+        (el for el in image if _local_name(el) == "ObjectiveSettings"), None)
+    if settings is not None and settings.get("ID") in objectives:
+        return _positive(objectives[settings.get("ID")].get("LensNA"))
+    values = {_positive(el.get("LensNA")) for el in objectives.values()} - {None}
+    return values.pop() if len(values) == 1 else None
+
+
+def _ome_emission_nm(root: ElementTree.Element) -> float | None:
+    """Emission wavelength (nm) of the first image's channels, if they all state one."""
+    pixels = next((el for el in root.iter() if _local_name(el) == "Pixels"), None)
+    if pixels is None:
+        return None
+    values = set()
+    for channel in (el for el in pixels if _local_name(el) == "Channel"):
+        size = _positive(channel.get("EmissionWavelength"))
+        unit = _canonical_unit(channel.get("EmissionWavelengthUnit", "nm"), _SPATIAL_UNITS_UM)
+        if size is None or unit is None:
+            return None
+        values.add(round(size * _SPATIAL_UNITS_UM[unit] * 1e3, 6))
+    return values.pop() if len(values) == 1 else None
+
+
+def read_ome_optics(path: PathLike) -> dict[str, float]:
+    """Objective NA and emission wavelength stated in a TIFF's OME-XML metadata.
+
+    NA: ``LensNA`` of the ``Objective`` the first ``Image`` refers to through its
+    ``ObjectiveSettings`` (or of the file's objectives when they all agree). Wavelength:
+    ``EmissionWavelength`` of the first image's ``Channel`` elements, converted to nm
+    (``EmissionWavelengthUnit``, default nm), when every channel states the same one.
+    ImageJ metadata, plain TIFFs and OME-Zarr carry neither: the result is then empty.
+
+    Returns:
+        ``{"na": ..., "wavelength_nm": ...}`` with only the keys the file states.
+
+    Raises:
+        ImageFormatError: the file is missing, unreadable, truncated or corrupt.
+    """
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return {}
+    name = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageFormatError(f"{name}: no such file")
+    try:
+        _check_tiff_structure(path)
+        with tifffile.TiffFile(path) as tif:
+            xml = tif.ome_metadata if tif.is_ome else None
+    except ImageFormatError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ImageFormatError(f"{name}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+    if not xml:
+        return {}
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return {}
+    found = {"na": _ome_objective_na(root), "wavelength_nm": _ome_emission_nm(root)}
+    return {key: value for key, value in found.items() if value is not None}
+
+
 def _read_tiff_with_meta(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
     name = os.fspath(path)
     if not os.path.isfile(path):
