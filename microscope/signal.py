@@ -113,6 +113,16 @@ def _encode_range(table: np.ndarray, adu: np.ndarray, out: np.ndarray, start: in
         np.take(table, idx, out=out[i:j], mode="clip")
 
 
+def _pair_index(q: np.ndarray, r: np.ndarray, shift: int, pair: np.ndarray,
+                idx: np.ndarray) -> None:
+    """``idx = q << shift | r``: formed in uint16 (``in_bits + out_bits <= 16``), then
+    widened to intp once (mixed-type ufuncs writing intp cost several times more)."""
+    np.copyto(pair, q)
+    np.left_shift(pair, shift, out=pair)
+    np.bitwise_or(pair, r, out=pair, dtype=np.uint16)
+    np.copyto(idx, pair)
+
+
 def _decode_range(table: np.ndarray, q: np.ndarray, r: np.ndarray, adu: np.ndarray,
                   out: np.ndarray, spec: SignalSpec, adc_max: int, start: int,
                   stop: int) -> np.ndarray:
@@ -126,7 +136,7 @@ def _decode_range(table: np.ndarray, q: np.ndarray, r: np.ndarray, adu: np.ndarr
     is in cache.
     """
     size = min(_CHUNK, stop - start)
-    idx = np.empty(size, np.intp)
+    idx, pair = np.empty(size, np.intp), np.empty(size, np.uint16)
     hit, flag = np.empty(size, bool), np.empty(size, bool)
     bits = np.dtype(f"u{out.dtype.itemsize}")
     same = out.dtype == adu.dtype  # uint16 out: blend adu itself, else its value's bits
@@ -138,8 +148,7 @@ def _decode_range(table: np.ndarray, q: np.ndarray, r: np.ndarray, adu: np.ndarr
         j = min(i + _CHUNK, stop)
         m = j - i
         qc, rc, ac = q[i:j], r[i:j], adu[i:j]
-        np.left_shift(qc, spec.out_bits, out=idx[:m], dtype=np.intp)
-        np.bitwise_or(idx[:m], rc, out=idx[:m])
+        _pair_index(qc, rc, spec.out_bits, pair[:m], idx[:m])
         np.take(table, idx[:m], out=out[i:j], mode="clip")
         np.equal(rc, 0, out=flag[:m])
         counts[2] += np.count_nonzero(flag[:m])
@@ -662,6 +671,7 @@ class PixelMaps:
             size = min(_CHUNK, stop - start)
             idx, v, src = np.empty(size, np.intp), np.empty(size, np.float64), np.empty(
                 size, np.float64)
+            pair = np.empty(size, np.uint16)
             hit, flag = np.empty(size, bool), np.empty(size, bool)
             diff = np.empty(size, np.uint64)
             found = np.zeros(5, np.int64)  # saturated, passed, residual 0, top, clipped
@@ -669,8 +679,7 @@ class PixelMaps:
                 j = min(i + _CHUNK, stop)
                 m = j - i
                 c, qc, rc = v[:m], qf[i:j], rf[i:j]
-                np.left_shift(qc, spec.out_bits, out=idx[:m], dtype=np.intp)
-                np.bitwise_or(idx[:m], rc, out=idx[:m])
+                _pair_index(qc, rc, spec.out_bits, pair[:m], idx[:m])
                 np.take(table, idx[:m], out=c, mode="clip")
                 c -= self.offset0  # (values - offset0) / ratio + offset
                 if self._flat_ratio is not None:
