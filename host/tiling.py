@@ -191,13 +191,27 @@ def stitch(
     return out
 
 
+_Entry = tuple[Tile, tuple[slice, slice], tuple[slice, slice], tuple[slice, slice], bool]
+
+
 @functools.lru_cache(maxsize=32)
 def _cached_plan(
     frame_shape: tuple[int, int], tile_shape: tuple[int, int], halo: int
-) -> tuple[tuple[Tile, tuple[slice, slice], tuple[slice, slice]], ...]:
-    """``plan_tiles`` with each tile's frame and tile slices, kept for the next frame."""
-    return tuple((t, t.frame_slice, t.tile_slice)
+) -> tuple[_Entry, ...]:
+    """``plan_tiles`` with each tile's window, frame and tile slices and whether its window
+    needs padding, kept for the next frame of the same size."""
+    h, w = frame_shape
+    return tuple((t, t.window, t.frame_slice, t.tile_slice,
+                  t.y0 + t.height > h or t.x0 + t.width > w)
                  for t in plan_tiles(frame_shape, tile_shape, halo))
+
+
+def _cut(frame: np.ndarray, entry: _Entry) -> np.ndarray:
+    """:func:`extract` for a plan entry (a plain copy unless the window needs padding)."""
+    if entry[4]:
+        return extract(frame, entry[0])
+    ys, xs = entry[1]
+    return np.ascontiguousarray(frame[..., ys, xs])
 
 
 def _accelerator_of(fn: Any) -> Any:
@@ -250,13 +264,13 @@ def process_tiled(
         raise ValueError(f"out has shape {out.shape}; its last two axes must be {shape}")
     result: list[np.ndarray] = [] if out is None else [out]
 
-    def put(entry: tuple[Tile, tuple[slice, slice], tuple[slice, slice]], o: Any) -> None:
-        t, (fy, fx), (ty, tx) = entry
+    def put(entry: _Entry, o: Any) -> None:
+        t, _, (fy, fx), (ty, tx), _ = entry
         o = np.asarray(o)
         if not result:
             result.append(np.empty(o.shape[:-2] + shape, dtype=o.dtype))
         dest = result[0]
-        if o.shape[-2:] != (t.height, t.width) or o.shape[:-2] != dest.shape[:-2]:
+        if o.shape[-2:] != (th, tw) or o.shape[:-2] != dest.shape[:-2]:
             raise ValueError(
                 f"tile output has shape {o.shape}, expected {dest.shape[:-2]} + "
                 f"{(t.height, t.width)}; the tile function must keep the tile's Y, X size"
@@ -271,14 +285,14 @@ def process_tiled(
     if depth <= 1:
         run = acc.run if acc is not None else fn
         for entry in plan:
-            put(entry, run(extract(frame, entry[0])))
+            put(entry, run(_cut(frame, entry)))
     else:
-        pending: deque[tuple[Tile, tuple[slice, slice], tuple[slice, slice]]] = deque()
+        pending: deque[_Entry] = deque()
         try:
             for entry in plan:
                 if len(pending) >= depth:
                     put(pending.popleft(), acc.wait())
-                acc.submit(extract(frame, entry[0]))
+                acc.submit(_cut(frame, entry))
                 pending.append(entry)
             while pending:
                 put(pending.popleft(), acc.wait())
