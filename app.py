@@ -77,6 +77,9 @@ class BundleRecipe:
             (default: the noise model is estimated from the stack).
         init_float: a float checkpoint to quantize instead of training one (its
             architecture replaces ``channels``/``depth``; ``train_steps`` is ignored).
+        mvau_impl: ``"rtl"`` (default: every layer has RTL that simulates here, MACs in
+            DSPs) or ``"auto"`` (finn-plus' choice; HLS MVAUs need Vitis HLS).
+        weight_memory: MVAU weights in LUTRAM or BRAM (``hw.HwBuildConfig``).
     """
 
     name: str = "denoise-w4a8"
@@ -95,6 +98,8 @@ class BundleRecipe:
     init_bundle: str | None = None
     calibration: str | None = None
     init_float: str | None = None
+    mvau_impl: str = "rtl"
+    weight_memory: str = "auto"
 
 
 def make_bundle(
@@ -127,7 +132,6 @@ def make_bundle(
 
     import torch
 
-    from fluorofpga.hw import BuildUntil, HwBuildConfig, build, export_hw_layers
     from fluorofpga.models import (
         DenoiserConfig,
         SimulatedPairs,
@@ -193,15 +197,10 @@ def make_bundle(
     save_checkpoint(work / "quant.pt", qmodel, model_cfg, kind="quant", recipe=recipe.to_dict())
     qonnx_path = export_to_qonnx(qmodel, work / "model.qonnx.onnx", (spec.tile, spec.tile))
 
-    progress("compile", 0, 1, "FINN build")
-    hw_cfg = HwBuildConfig(
-        board=spec.board, tile=spec.tile, halo=model_cfg.halo,
-        target_mpix_per_s=spec.target_mpix_per_s, io_bits=recipe.io_bits,
-        until=BuildUntil.BITFILE if spec.bitfile else BuildUntil.ESTIMATES,
-    )
-    result = build(qonnx_path, work / "finn", hw_cfg)
-    export_hw_layers(result.hw_model, work / "hw")
-    progress("compile", 1, 1, f"{result.seconds:.0f} s")
+    hw_cfg = bundle_build_config(spec.board, spec.tile, model_cfg.halo, spec.target_mpix_per_s,
+                                 recipe.io_bits, spec.mvau_impl, spec.weight_memory,
+                                 spec.bitfile)
+    result = _compile_hw(qonnx_path, work, hw_cfg, progress)
 
     signal = model_cfg.signal
     manifest = {
@@ -240,18 +239,94 @@ def make_bundle(
         },
         "recipe_spec": asdict(spec),
     }
-    manifest["sha256"] = {key: hashlib.sha256((work / rel).read_bytes()).hexdigest()
-                          for key, rel in manifest["files"].items() if (work / rel).is_file()}
-    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    progress("verify", 0, 1, "chain of custody")
-    manifest["verification"] = verify_bundle(load_bundle(work), seed=spec.seed)
-    manifest["seconds"] = time.perf_counter() - t0
-    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    progress("verify", 1, 1, "bit-exact" if manifest["verification"]["bit_exact"] else "FAILED")
+    _seal_and_verify(work, manifest, spec.seed, t0, progress)
     if out.exists():
         shutil.rmtree(out)
     work.rename(out)
     return load_bundle(out)
+
+
+def bundle_build_config(board: str, tile: int, halo: int, target_mpix_per_s: float,
+                        io_bits: int = 8, mvau_impl: str = "rtl", weight_memory: str = "auto",
+                        bitfile: bool = False) -> Any:
+    """The FINN build configuration of a bundle (RTL MVAUs get an unbounded weight-stream
+    width: their folding is limited by DSPs, not by FINN's HLS stream cap)."""
+    from fluorofpga.hw import BuildUntil, HwBuildConfig
+
+    cfg = HwBuildConfig(board=board, tile=tile, halo=halo, target_mpix_per_s=target_mpix_per_s,
+                        io_bits=io_bits, mvau_impl=mvau_impl, weight_memory=weight_memory,
+                        until=BuildUntil.BITFILE if bitfile else BuildUntil.ESTIMATES)
+    if cfg.mvau_impl.value == "rtl":
+        cfg.mvau_wwidth_max = 1 << 20
+    return cfg
+
+
+def _compile_hw(qonnx_path: Path, work: Path, hw_cfg: Any, progress: Progress) -> Any:
+    """FINN build into ``work/finn`` and the hardware-layer graph into ``work/hw``."""
+    from fluorofpga.hw import build, export_hw_layers
+
+    progress("compile", 0, 1, "FINN build")
+    result = build(qonnx_path, work / "finn", hw_cfg)
+    export_hw_layers(result.hw_model, work / "hw")
+    progress("compile", 1, 1, f"{result.seconds:.0f} s")
+    return result
+
+
+def _seal_and_verify(work: Path, manifest: dict[str, Any], seed: int, t0: float,
+                     progress: Progress) -> None:
+    """Checksums, chain-of-custody verification and the final manifest of ``work``."""
+    manifest["sha256"] = {key: hashlib.sha256((work / rel).read_bytes()).hexdigest()
+                          for key, rel in manifest["files"].items() if (work / rel).is_file()}
+    manifest.pop("verification", None)
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    progress("verify", 0, 1, "chain of custody")
+    manifest["verification"] = verify_bundle(load_bundle(work), seed=seed)
+    manifest["seconds"] = time.perf_counter() - t0
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    progress("verify", 1, 1, "bit-exact" if manifest["verification"]["bit_exact"] else "FAILED")
+
+
+def rebuild_hardware(bundle_path: str | Path, target_mpix_per_s: float | None = None,
+                     board: str | None = None, mvau_impl: str = "rtl",
+                     weight_memory: str = "auto", progress: Progress = _noop) -> Bundle:
+    """Redo a bundle's FINN build (its QONNX unchanged) and its verification, in place.
+
+    For a new board, throughput target or implementation choice without retraining. The
+    new bundle is assembled in a hidden sibling folder and renamed over the old one only
+    when it verified bit-exactly; a failure leaves the old bundle untouched.
+    """
+    from fluorofpga.boards import load_board
+
+    old = load_bundle(bundle_path)
+    board = board or old.manifest["build"]["board"]
+    load_board(board)
+    b = old.manifest["build"]
+    hw_cfg = bundle_build_config(board, int(old.tile_shape[0]), int(old.halo),
+                                 target_mpix_per_s or float(b["target_mpix_per_s"]),
+                                 int(b.get("io_bits", 8)), mvau_impl, weight_memory)
+    t0 = time.perf_counter()
+    work = old.path.absolute().with_name(f".{old.path.name}.rebuild")
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(old.path, work, ignore=shutil.ignore_patterns("finn", "hw"))
+    result = _compile_hw(work / old.manifest["files"]["qonnx"], work, hw_cfg, progress)
+    manifest = dict(old.manifest)
+    manifest.update(board=board, build=hw_cfg.to_dict(), estimates=result.estimates)
+    manifest.setdefault("recipe_spec", {}).update(board=board, mvau_impl=mvau_impl,
+                                                  weight_memory=weight_memory,
+                                                  target_mpix_per_s=hw_cfg.target_mpix_per_s)
+    _seal_and_verify(work, manifest, int(manifest.get("training", {}).get("seed", 0)), t0,
+                     progress)
+    if not manifest["verification"]["bit_exact"]:
+        raise RuntimeError(f"the rebuilt hardware of {old.name} is not bit-exact; the bundle "
+                           f"was left unchanged (see {work})")
+    backup = old.path.absolute().with_name(f".{old.path.name}.old")
+    if backup.exists():
+        shutil.rmtree(backup)
+    old.path.rename(backup)
+    work.rename(old.path)
+    shutil.rmtree(backup)
+    return load_bundle(old.path)
 
 
 def _self_supervised_codes(spec: BundleRecipe) -> tuple[np.ndarray, dict[str, Any]]:
@@ -859,6 +934,309 @@ def compile_bundle(
     report["bundle"] = bundle.name
     (out / COMPILE_REPORT).write_text(json.dumps(report, indent=2))
     return report
+
+
+# ------------------------------------------------------------------------------- sim
+
+#: Raw frames per classical SIM reconstruction: 3 angles x 3 phases, angle-major.
+SIM_ANGLES, SIM_PHASES = 3, 3
+SIM_FRAMES = SIM_ANGLES * SIM_PHASES
+#: Backends of ``sim``: the classical reconstruction runs on the CPU ("emulate");
+#: the hardware ones need a SIM bundle (issue 9).
+SIM_BACKENDS = ("emulate", "rtlsim", "pynq")
+SIM_NOT_YET = ("not available yet: needs a SIM bundle (learned 3-frame reconstructor / "
+               "hardware Wiener), see issue 9")
+_SIM_NA_RANGE = (0.1, 1.7)  # objectives, air to TIRF oil
+_SIM_WAVELENGTH_NM = (300.0, 1200.0)  # fluorescence emission
+_SIM_MAX_PIXEL_UM = 5.0  # in the sample plane; larger is a camera pixel or nm by mistake
+_SIM_SQUARE_TOL = 1e-3  # relative difference of the Y and X pixel sizes still "square"
+
+
+class SimUnavailable(ValueError):
+    """A ``sim`` option that needs what does not exist yet (a SIM bundle)."""
+
+
+def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str) -> np.ndarray:
+    """``(k, 9, Y, X)`` raw SIM stacks of a ``QYX``/``TYX`` file, else ImageFormatError."""
+    if stack.dtype.kind != "u":
+        raise ImageFormatError(
+            f"{path}: {stack.dtype} data; SIM reconstruction needs the raw camera counts "
+            "(uint8/uint16): rescaled or float images have lost the photon statistics")
+    if stack.ndim != 3 or axes not in ("QYX", "TYX"):
+        hint = {"Z": "; a Z stack is not a series of raw SIM frames",
+                "C": "; channels are not raw SIM frames (reconstruct one channel per file)"}
+        why = next((hint[a] for a in axes[:-2] if a in hint), "")
+        raise ImageFormatError(
+            f"{path}: axes {axes!r} with shape {stack.shape}; a SIM raw file is a stack of "
+            f"{SIM_FRAMES}·k frames (axes TYX or a plain multi-page stack){why}")
+    if stack.shape[0] % SIM_FRAMES or stack.shape[0] == 0:
+        raise ImageFormatError(
+            f"{path}: {stack.shape[0]} frames is not a multiple of {SIM_FRAMES} "
+            f"({SIM_ANGLES} angles × {SIM_PHASES} phases per reconstruction); an incomplete "
+            "acquisition cannot be reconstructed")
+    return stack.reshape(-1, SIM_FRAMES, *stack.shape[1:])
+
+
+def _sim_optics(path: Path, meta: Any, na: float | None, wavelength_nm: float | None,
+                pixel_size_um: float | None) -> tuple[dict[str, float], dict[str, str]]:
+    """NA, wavelength (nm) and pixel size (nm) from the command line, else the file."""
+    from fluorofpga.microscope import read_ome_optics
+
+    stated = read_ome_optics(path)
+    file_pixel = meta.pixel_size_um
+    if file_pixel is not None and pixel_size_um is None and not np.isclose(
+            file_pixel[0], file_pixel[1], rtol=_SIM_SQUARE_TOL, atol=0.0):
+        raise ImageFormatError(
+            f"{path}: pixels of {file_pixel[0]:g} × {file_pixel[1]:g} µm are not square; "
+            "SIM reconstruction needs square pixels (give --pixel-size to override)")
+    given = {"na": na, "wavelength_nm": wavelength_nm, "pixel_size_um": pixel_size_um}
+    in_file = {**stated, "pixel_size_um": file_pixel[1] if file_pixel else None}
+    optics, source = {}, {}
+    for key, value in given.items():
+        if value is not None:
+            optics[key], source[key] = float(value), "command line"
+        elif in_file.get(key) is not None:
+            optics[key], source[key] = float(in_file[key]), "file metadata"
+    wanted = (("na", "the objective NA", "--na NA"),
+              ("wavelength_nm", "the emission wavelength", "--wavelength NM (nm)"),
+              ("pixel_size_um", "the pixel size", "--pixel-size UM (camera pixel in the "
+               "sample plane, µm)"))
+    missing = [(what, flag) for key, what, flag in wanted if key not in optics]
+    if missing:
+        raise ValueError(
+            f"{path}: the file's metadata does not state {' or '.join(w for w, _ in missing)}; "
+            f"give {', '.join(f for _, f in missing)}")
+    checks = (("na", "--na", *_SIM_NA_RANGE, ""),
+              ("wavelength_nm", "--wavelength", *_SIM_WAVELENGTH_NM, " nm"),
+              ("pixel_size_um", "--pixel-size", 0.0, _SIM_MAX_PIXEL_UM, " µm"))
+    for key, flag, low, high, unit in checks:
+        value = optics[key]
+        if not (np.isfinite(value) and low < value <= high):
+            where = flag if source[key] == "command line" else f"the file's {key}"
+            hint = " (in µm: 65 nm is 0.065)" if key == "pixel_size_um" else ""
+            raise ValueError(f"{where} = {value:g}{unit} is outside ({low:g}, {high:g}]"
+                             f"{unit}{hint}")
+    return {"na": optics["na"], "wavelength_nm": optics["wavelength_nm"],
+            "pixel_size_nm": 1e3 * optics["pixel_size_um"]}, source
+
+
+def _sim_output_meta(meta: Any, pixel_size_nm: float, axes: str, n_out: int) -> Any:
+    """The input's calibration on the 2x grid: pixel size halved, frame interval per image."""
+    from dataclasses import replace
+
+    from fluorofpga.microscope import ImageMeta
+
+    unit_um = ImageMeta("YX", 1.0, 1.0, spatial_unit=meta.spatial_unit).pixel_size_um[0]
+    size = pixel_size_nm / 1e3 / unit_um / 2  # in the file's spatial unit
+    interval = None if meta.frame_interval is None or n_out == 1 else (
+        meta.frame_interval * SIM_FRAMES)
+    return replace(meta, axes=axes, pixel_size_y=size, pixel_size_x=size,
+                   frame_interval=interval)
+
+
+def _sim_param_rows(params: Any, optics: dict[str, float]) -> list[dict[str, Any]]:
+    """One JSON-ready row per angle: frequency, period, direction, phase, modulation."""
+    from fluorofpga.microscope import cutoff_cycles_per_px
+
+    cutoff = cutoff_cycles_per_px(**optics)
+    rows = []
+    for a, p in enumerate(params):
+        rows.append({
+            "angle": a, "kx": p.kx, "ky": p.ky, "k_cycles_per_px": p.k_cycles_per_px,
+            "k_fraction_of_cutoff": p.k_cycles_per_px / cutoff,
+            "period_nm": optics["pixel_size_nm"] / p.k_cycles_per_px,
+            "angle_deg": float(np.degrees(p.angle_rad)), "phase_rad": p.phase_rad,
+            "modulation": p.modulation,
+            "correlation": params.correlation[a] if params.correlation else None,
+        })
+    return rows
+
+
+def sim(
+    in_path: str | Path,
+    out_path: str | Path,
+    *,
+    na: float | None = None,
+    wavelength_nm: float | None = None,
+    pixel_size_um: float | None = None,
+    calibration: str | Path | None = None,
+    frames: int = SIM_FRAMES,
+    params: str | Path | None = None,
+    save_params: str | Path | None = None,
+    model: str | Path | None = None,
+    backend: str = "emulate",
+    reorder: bool = True,
+    overwrite: bool = False,
+    progress: Progress = _noop,
+) -> dict[str, Any]:
+    """Classical 2-D SIM reconstruction of raw frame stacks onto the 2x grid.
+
+    Input (TIFF or OME-Zarr): raw camera counts (uint8/uint16), ``9·k`` frames, axes
+    ``TYX`` or a plain multi-page stack (``QYX``), i.e. ``k`` consecutive acquisitions of
+    3 angles × 3 phases (a time series of SIM images). **Documented frame order:
+    angle-major**, frame ``9 t + 3 a + j`` is phase ``j`` of angle ``a`` of image ``t``.
+    Every stack's order is checked from the data: a phase-major stack (frame
+    ``9 t + 3 j + a``) is read in that order with a note in ``notes`` (with ``reorder``
+    False it is refused), any other order is a ``FrameOrderError``; nothing is
+    reconstructed silently in the wrong order.
+
+    Optics: ``na``, ``wavelength_nm`` (emission) and ``pixel_size_um`` (camera pixel in
+    the sample plane) override the file's metadata (pixel size from ImageJ/OME/NGFF, NA
+    and emission wavelength from OME-XML); what neither gives is an error.
+
+    With ``calibration`` (from :func:`calibrate_camera`) the frames are mapped onto a
+    uniform sensor (hot pixels repaired, per-pixel offset and gain) and reconstructed in
+    photons (photoelectrons without a QE); without it the reconstruction is in the
+    input's units, camera offset included.
+
+    Parameters: estimated on every stack (``estimate_parameters``: 3 angles, frequency,
+    phase, modulation); or loaded from ``params`` (a ``SimParameters`` JSON), which must
+    have been estimated for this optics and frame size and must still fit the data
+    (``check_parameters`` on the first and last stack: a pattern that moved or another
+    pattern is an error). ``save_params`` writes the parameters used for the first stack.
+
+    Output: float32 ``(2Y, 2X)`` (one image) or ``TYX`` with ``k`` images, pixel size
+    halved, units kept, frame interval = 9 raw frame intervals; written atomically
+    (``.tif``/``.tiff`` or ``.zarr``).
+
+    ``frames=3``, ``model`` and the ``rtlsim``/``pynq`` backends need a SIM bundle that
+    does not exist yet: they raise :class:`SimUnavailable` before any work.
+
+    Returns:
+        summary: paths, shapes, optics and where they came from, per-stack parameters
+        (``parameters[t]``: one row per angle), notes (frame order, weak patterns),
+        seconds per stack for estimation and reconstruction.
+
+    Raises:
+        ValueError subclasses (``SimUnavailable``, ``OutputError``, ``ImageFormatError``,
+        ``CalibrationError``, ``SimParametersError``/``SimParametersMismatch``,
+        ``FrameOrderError``): nothing is written.
+    """
+    import warnings
+
+    from fluorofpga.microscope import (
+        FrameOrderWarning,
+        SCMOSCamera,
+        SimParameters,
+        SimParametersMismatch,
+        WeakPatternWarning,
+        check_parameters,
+        estimate_parameters,
+        load_calibration,
+        wiener_sim,
+    )
+    from fluorofpga.microscope.signal import PixelMaps
+
+    if backend not in SIM_BACKENDS:
+        raise ValueError(f"--backend {backend!r} unknown; choose one of {SIM_BACKENDS}")
+    if frames not in (3, SIM_FRAMES):
+        raise ValueError(f"--frames {frames}: SIM reconstructs from 9 raw frames (3 angles × "
+                         "3 phases) or, with a learned model, 3")
+    unavailable = [what for what, asked in (
+        ("--frames 3", frames == 3), ("--model", model is not None),
+        (f"--backend {backend}", backend != "emulate")) if asked]
+    if unavailable:
+        raise SimUnavailable(f"{' '.join(unavailable)}: {SIM_NOT_YET}")
+    in_path, out_path = Path(in_path), Path(out_path)
+    inputs = [p for p in (in_path, calibration, params) if p is not None]
+    if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
+        raise ImageFormatError(f"{out_path}: unknown output suffix (use .tif, .tiff or .zarr)")
+    check_output(out_path, overwrite, inputs)
+    if save_params is not None:
+        save_params = Path(save_params)
+        if save_params.suffix.lower() != ".json":
+            raise ValueError(f"{save_params}: SIM parameters are saved as JSON; choose a name "
+                             "ending in .json")
+        if save_params.resolve() == out_path.resolve():
+            raise ValueError(f"{save_params}: the same path as the output image")
+        check_output(save_params, overwrite, inputs)
+    stored = SimParameters.load(params) if params is not None else None
+    cal = load_calibration(calibration) if calibration is not None else None
+
+    raw, meta = read_image_meta(in_path)
+    stacks = _sim_raw_stacks(in_path, raw, meta.axes)
+    optics, optics_source = _sim_optics(in_path, meta, na, wavelength_nm, pixel_size_um)
+    frame_shape = stacks.shape[2:]
+    camera = None
+    if cal is not None:
+        cal.check_shape(frame_shape)
+        maps = PixelMaps(cal)
+        camera = SCMOSCamera(qe=cal.qe or 1.0, gain_e_per_adu=cal.gain_e_per_adu,
+                             offset_adu=maps.offset0)
+        stacks = np.stack([[maps.to_uniform(f) for f in stack] for stack in stacks])
+    if stored is not None:
+        try:
+            stored.check_compatible(**optics, n_frames=SIM_FRAMES, frame_shape=frame_shape)
+        except SimParametersMismatch as e:
+            raise SimParametersMismatch(f"{params}: {e}") from None
+
+    n = len(stacks)
+    label = (lambda t: "") if n == 1 else (
+        lambda t: f" (stack {t}, frames {SIM_FRAMES * t}-{SIM_FRAMES * t + SIM_FRAMES - 1})")
+    out = np.empty((n, 2 * frame_shape[0], 2 * frame_shape[1]), np.float32)
+    rows, notes, est_s, rec_s, used = [], [], [], [], []
+    for t, stack in enumerate(stacks):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FrameOrderWarning)
+            warnings.simplefilter("always", WeakPatternWarning)
+            t0 = time.perf_counter()
+            try:
+                if stored is None:
+                    p = estimate_parameters(stack, camera=camera, n_angles=SIM_ANGLES,
+                                            n_phases=SIM_PHASES, reorder=reorder, **optics)
+                else:
+                    p = stored
+                    if t in (0, n - 1):
+                        check = check_parameters(stack, stored, camera=camera, **optics)
+                        if not check.ok:
+                            raise SimParametersMismatch(
+                                f"{params} does not fit {in_path}{label(t)}: "
+                                + "; ".join(check.reasons)
+                                + ". The pattern moved or these are another pattern's "
+                                "parameters: re-estimate (leave out --params)")
+                t1 = time.perf_counter()
+                out[t] = wiener_sim(stack, p, camera=camera, reorder=reorder, **optics)
+                t2 = time.perf_counter()
+            except ValueError as e:
+                if n > 1 and not isinstance(e, SimParametersMismatch):
+                    e.args = (f"{in_path}{label(t)}: {e}", *e.args[1:])
+                raise
+        for w in caught:
+            if issubclass(w.category, (FrameOrderWarning, WeakPatternWarning)):
+                notes.append(f"{str(w.message)}{label(t)}")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        est_s.append(t1 - t0)
+        rec_s.append(t2 - t1)
+        rows.append(_sim_param_rows(p, optics))
+        used.append(p)
+        progress("sim", t + 1, n, "")
+
+    out_axes = "YX" if n == 1 else "TYX"
+    units = ("input units (camera offset not subtracted: no calibration)" if cal is None
+             else "photons" if cal.qe else "photoelectrons (the calibration has no QE)")
+    out_meta = _sim_output_meta(meta, optics["pixel_size_nm"], out_axes, n)
+    image = out[0] if n == 1 else out
+    if out_path.suffix.lower() == ".zarr":
+        write_ome_zarr(out_path, image, overwrite=overwrite, meta=out_meta)
+    else:
+        write_tiff(out_path, image, meta=out_meta)
+    if save_params is not None:
+        used[0].save(save_params)
+    return {
+        "in": str(in_path), "out": str(out_path), "in_axes": meta.axes,
+        "in_shape": list(raw.shape), "out_axes": out_axes, "out_shape": list(image.shape),
+        "reconstructions": n, "frame_order": [p.frame_order for p in used],
+        "optics": optics, "optics_source": optics_source,
+        "pixel_size_out_nm": optics["pixel_size_nm"] / 2, "metadata": out_meta.as_dict(),
+        "calibration": str(calibration) if calibration else None,
+        "units": units,
+        "parameters_from": str(params) if params is not None else "estimated per stack",
+        "parameters": rows, "notes": notes,
+        "estimate_s": est_s, "reconstruct_s": rec_s,
+        "seconds_per_reconstruction": float(np.mean(np.add(est_s, rec_s))),
+        "saved_params": str(save_params) if save_params is not None else None,
+    }
 
 
 # ------------------------------------------------------------------- bioimage.io

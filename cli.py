@@ -243,6 +243,89 @@ def verify(model: Path | None = typer.Argument(None, help=MODEL_HELP)) -> None:
         raise typer.Exit(code=1)
 
 
+SIM_SHOWN_STACKS = 3  # parameter tables printed for at most this many stacks
+
+
+@app.command()
+def sim(
+    in_tif: Path = typer.Argument(..., help="raw SIM frames, uint8/uint16 TIFF or OME-Zarr: "
+                                  "9·k frames (axes TYX or a plain stack), angle-major: "
+                                  "frame 9t+3a+j = phase j of angle a of image t"),
+    out_tif: Path = typer.Argument(..., help="reconstruction on the 2x grid, float32 "
+                                   "(.tif/.tiff or .zarr): YX, or TYX for k > 1 images"),
+    na: float | None = typer.Option(None, "--na", help="objective NA (default: the file's "
+                                    "OME metadata)"),
+    wavelength: float | None = typer.Option(None, "--wavelength", help="emission wavelength, "
+                                            "nm (default: the file's OME metadata)"),
+    pixel_size: float | None = typer.Option(None, "--pixel-size", help="camera pixel size in "
+                                            "the sample plane, µm (default: the file's "
+                                            "ImageJ/OME metadata)"),
+    calibration: Path | None = typer.Option(
+        None, help="camera calibration from `fluorofpga calibrate`: reconstruct in photons "
+        "(default: in the input's units)"),
+    frames: int = typer.Option(9, help="raw frames per image: 9 (3 angles x 3 phases); 3 "
+                               "needs a learned SIM bundle (not available yet)"),
+    params: Path | None = typer.Option(None, help="reuse SIM parameters saved by "
+                                       "--save-params (checked against the data)"),
+    save_params: Path | None = typer.Option(None, help="save the parameters of the first "
+                                            "image as JSON"),
+    model: Path | None = typer.Option(None, "--model", help="SIM bundle (not available yet)"),
+    backend: str = typer.Option("emulate", help="emulate (the classical reconstruction on "
+                                "the CPU) | rtlsim | pynq (need a SIM bundle: not yet)"),
+    reorder: bool = typer.Option(True, help="read a phase-major stack in its order (with a "
+                                 "note) instead of refusing it"),
+    overwrite: bool = typer.Option(False, help="replace OUT (and --save-params) if it exists"),
+) -> None:
+    """Classical 2-D SIM (3 angles x 3 phases, Wiener) onto the 2x grid; bad input writes
+    nothing."""
+    from fluorofpga import app as facade
+
+    try:
+        with _Bars() as bars:
+            r = facade.sim(in_tif, out_tif, na=na, wavelength_nm=wavelength,
+                           pixel_size_um=pixel_size, calibration=calibration, frames=frames,
+                           params=params, save_params=save_params, model=model,
+                           backend=backend, reorder=reorder, overwrite=overwrite,
+                           progress=bars)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    o, src = r["optics"], r["optics_source"]
+    console.print(
+        f"optics: NA {o['na']:g} ({src['na']}), emission {o['wavelength_nm']:g} nm "
+        f"({src['wavelength_nm']}), pixel {o['pixel_size_nm']:g} nm ({src['pixel_size_um']})"
+        f" -> {r['pixel_size_out_nm']:g} nm; intensities in {r['units']}", markup=False)
+    loaded = r["parameters_from"] != "estimated per stack"
+    shown = 1 if loaded else SIM_SHOWN_STACKS  # loaded parameters are the same for all
+    for t, rows in enumerate(r["parameters"][:shown]):
+        origin = Path(r["parameters_from"]).name if loaded else r["parameters_from"]
+        title = f"SIM parameters ({origin}, {r['frame_order'][t]})"
+        if r["reconstructions"] > 1 and not loaded:
+            title += f", image {t}"
+        table = Table(title=title)
+        for column in ("angle", "k c/px", "k/cutoff", "period nm", "dir deg", "phase rad",
+                       "mod."):
+            table.add_column(column, justify="right")
+        for p in rows:
+            table.add_row(str(p["angle"]), f"{p['k_cycles_per_px']:.5f}",
+                          f"{p['k_fraction_of_cutoff']:.4f}", f"{p['period_nm']:.1f}",
+                          f"{p['angle_deg']:.3f}", f"{p['phase_rad']:.3f}",
+                          f"{p['modulation']:.3f}")
+        console.print(table)
+    if r["reconstructions"] > shown and not loaded:
+        console.print(f"(parameters of all {r['reconstructions']} images in the summary; "
+                      f"{SIM_SHOWN_STACKS} shown)")
+    for note in r["notes"]:
+        err.print(f"[bold yellow]note:[/] {escape(note)}", soft_wrap=True)
+    est, rec = (sum(r[k]) / len(r[k]) for k in ("estimate_s", "reconstruct_s"))
+    what = "parameter check" if loaded else "estimation"
+    console.print(
+        f"reconstructed {r['reconstructions']} image(s) {r['in_shape']} -> {r['out_axes']} "
+        f"{r['out_shape']}: {r['seconds_per_reconstruction']:.2f} s per image ({what} "
+        f"{est:.2f} s, Wiener {rec:.2f} s) -> {r['out']}", markup=False)
+    if r["saved_params"]:
+        console.print(f"parameters saved to {r['saved_params']}", markup=False)
+
+
 @app.command("export-bioimageio")
 def export_bioimageio(
     out: Path = typer.Argument(..., help="bioimage.io package to write (.zip)"),
