@@ -160,7 +160,7 @@ class _Activation:
     """
 
     def __init__(self, thresholds: np.ndarray, act_val: int, channels: int,
-                 lo: np.ndarray, hi: np.ndarray, dtype: np.dtype) -> None:
+                 lo: np.ndarray, hi: np.ndarray) -> None:
         thr = np.asarray(thresholds, dtype=np.float64)
         if thr.ndim != 2 or thr.shape[0] not in (1, channels):
             raise ValueError(f"thresholds of shape {thr.shape} for {channels} channels")
@@ -169,8 +169,11 @@ class _Activation:
         self.sorted = np.sort(thr, axis=1)
         self.act_val = int(act_val)
         self.channels = channels
-        self.dtype = dtype
         self.range = (self.act_val, self.act_val + thr.shape[1])
+        # the smallest integer type of the outputs: small tables, and the next layer's
+        # copy into its padded buffer converts anyway
+        self.dtype = np.result_type(np.min_scalar_type(self.range[0]),
+                                    np.min_scalar_type(self.range[1]))
         self.table: np.ndarray | None = None
         if thr.size and not np.isfinite(thr).all():
             return
@@ -185,7 +188,7 @@ class _Activation:
         if int(sizes.sum()) > _MAX_TABLE:
             return
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        table = np.empty(int(sizes.sum()), dtype)
+        table = np.empty(int(sizes.sum()), self.dtype)
         for c in range(channels):
             values = np.arange(lo_c[c], hi_c[c] + 1, dtype=np.float64)
             table[starts[c]: starts[c] + sizes[c]] = (
@@ -299,20 +302,12 @@ class _Mvau:
         self.activation: _Activation | None = None
         if not int(layer.get("noActivation", 0)) and "thresholds" in layer:
             self.activation = _Activation(arrays[layer["thresholds"]], int(layer.get(
-                "ActVal", 0)), co, acc_lo, acc_hi, np.dtype(np.float64))
+                "ActVal", 0)), co, acc_lo, acc_hi)
             self.range = self.activation.range
             self.idx = pool.get("idx", (co, self.length), np.intp)
+            self.values = pool.get("values", (co, self.length), self.activation.dtype)
         else:
             self.range = (float(acc_lo.min(initial=0)), float(acc_hi.max(initial=0)))
-
-    def set_output_dtype(self, dtype: np.dtype) -> None:
-        """The dtype the next layer wants (activations are tabulated in it)."""
-        if self.activation is not None:
-            self.activation.dtype = dtype
-            if self.activation.table is not None:
-                self.activation.table = self.activation.table.astype(dtype)
-            self.values = self.pool.get("values", (self.out_channels, self.ho * self.wp),
-                                        dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` in, ``(Co, Ho, Wo)`` out (a view of this layer's buffers)."""
@@ -339,17 +334,11 @@ class _Threshold:
         c = shape[0]
         self.shape = shape
         self.activation = _Activation(arrays[layer["thresholds"]], int(layer.get("ActVal", 0)),
-                                      c, np.full(c, lo), np.full(c, hi), np.dtype(np.float64))
+                                      c, np.full(c, lo), np.full(c, hi))
         self.range = self.activation.range
-        self.values = np.empty((c, shape[1] * shape[2]), np.float64)
+        self.values = np.empty((c, shape[1] * shape[2]), self.activation.dtype)
         self.idx = np.empty(self.values.shape, np.intp)
         self.acc = np.empty(self.values.shape, np.float64)
-
-    def set_output_dtype(self, dtype: np.dtype) -> None:
-        """The dtype the next layer wants."""
-        if self.activation.table is not None:
-            self.activation.table = self.activation.table.astype(dtype)
-        self.values = self.values.astype(dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` in and out."""
@@ -363,9 +352,6 @@ class _Pad:
     def __init__(self, pad: tuple[int, int, int, int], lo: float, hi: float) -> None:
         self.pad = pad
         self.range = (min(lo, 0.0), max(hi, 0.0))
-
-    def set_output_dtype(self, dtype: np.dtype) -> None:
-        """Nothing to prepare."""
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         top, left, bottom, right = self.pad
@@ -420,10 +406,6 @@ class _Program:
             raise NotImplementedError("the graph ends in a sliding window without its MVAU")
         if any(pad):
             add(_Pad(pad, lo, hi))
-        for step, after in zip(steps, steps[1:], strict=False):
-            step.set_output_dtype(getattr(after, "dtype", np.dtype(np.float64)))
-        if steps:
-            steps[-1].set_output_dtype(np.dtype(np.float64))
         self.steps = steps
         self.lock = threading.Lock()
 
