@@ -1,0 +1,289 @@
+"""Benchmark of classical SIM: widefield vs Wiener 9-frame reconstruction vs ground truth.
+
+    python benchmarks/sim.py      # writes benchmarks/results/sim.{json,md}
+
+Held-out simulated data (seeds not used by the tests or the other benchmarks): cell-like
+specimens at 512² camera pixels, NA 1.2, 520 nm, 65 nm pixels, sCMOS noise, 10 photons
+background, with random pattern errors per scene: pattern frequency 0.80–0.90 of the
+cut-off, modulation 0.75–0.95, random directions and phase offsets, angle error σ
+0.01 rad per angle and phase error σ 0.05 rad per frame (the reconstruction assumes
+equidistant phases). At 20, 100, 500 and 2000 peak photons every scene is recorded
+twice (independent noise) and compared with the ideal extended-OTF image
+(``sim_ground_truth``):
+
+* widefield: the mean of the 9 frames, upsampled 2x (``widefield_from_raw``);
+* Wiener 9-frame: ``estimate_parameters`` blind on the raw frames, then ``wiener_sim``
+  (what ``fluorofpga sim`` runs);
+* Wiener with the true pattern (first-frame phases, equidistant steps): how much the
+  blind estimation costs;
+* napari-sim-processor (``ConvSimProcessor``, calibrate + reconstruct) as a peer, only
+  when it is importable (it is not installed here).
+
+PSNR / SSIM after CARE's affine intensity fit to the truth, on the image without a
+border of 1/8 of its side; FRC resolution (1/7 threshold) between the two noise
+realisations, each reconstructed on its own. Time per 512² stack: wall clock and CPU
+time of the estimation and of the Wiener reconstruction (the 2 cores are shared; the
+load average is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+from results_io import write_results  # sibling module: scripts run from benchmarks/
+
+from fluorofpga.microscope import (
+    FrameOrderWarning,
+    WeakPatternWarning,
+    estimate_parameters,
+    frc_resolution,
+    make_pattern,
+    psnr,
+    render_specimen,
+    sim_ground_truth,
+    simulate_sim,
+    ssim,
+    widefield_from_raw,
+    wiener_sim,
+)
+
+OPTICS = {"na": 1.2, "wavelength_nm": 520.0, "pixel_size_nm": 65.0}
+LEVELS = (20.0, 100.0, 500.0, 2000.0)
+BACKGROUND_PHOTONS = 10.0
+ANGLE_ERROR_RAD = 0.01
+PHASE_ERROR_RAD = 0.05
+K_FRACTION = (0.80, 0.90)
+MODULATION = (0.75, 0.95)
+SEED_OFFSET = 31000  # new seeds: not those of the tests or the other benchmarks
+ABBE_NM = OPTICS["wavelength_nm"] / (2 * OPTICS["na"])
+
+WIDEFIELD = "widefield (upsampled)"
+WIENER = "Wiener 9-frame (blind parameters)"
+ORACLE = "Wiener 9-frame (true parameters)"
+PEER = "napari-sim-processor"
+
+
+def peer_class() -> type | None:
+    """napari-sim-processor's ConvSimProcessor when the package is importable, else None."""
+    for module in ("napari_sim_processor.processors.convSimProcessor",
+                   "napari_sim_processor.convSimProcessor"):
+        try:
+            return __import__(module, fromlist=["ConvSimProcessor"]).ConvSimProcessor
+        except ImportError:
+            continue
+    return None
+
+
+def peer_reconstruct(cls: type, photons: np.ndarray, k_fraction: float) -> np.ndarray:
+    """Calibrate and reconstruct one 9-frame stack with napari-sim-processor (headless)."""
+    h = cls(angleSteps=3, phaseSteps=3)
+    h.debug = False
+    h.magnification = 1.0
+    h.pixelsize = OPTICS["pixel_size_nm"] / 1e3  # camera pixel in the sample plane, µm
+    h.NA, h.n = OPTICS["na"], 1.518
+    h.wavelength = OPTICS["wavelength_nm"] / 1e3
+    h.eta = 0.9 * k_fraction  # carrier search radius, as a fraction of the cut-off
+    frames = np.ascontiguousarray(photons, dtype=np.float32)
+    h.calibrate(frames)
+    reconstruct = getattr(h, "reconstruct_rfftw", None) or h.reconstruct_fftw
+    return np.asarray(reconstruct(frames), dtype=np.float64)
+
+
+def acquisition(size: int, seed: int, peak: float) -> tuple:
+    """Specimen truth, pattern and two independent noisy recordings of one scene."""
+    rng = np.random.default_rng(seed)
+    pattern = make_pattern(
+        k_fraction=rng.uniform(*K_FRACTION), modulation=rng.uniform(*MODULATION),
+        start_angle_rad=rng.uniform(0, np.pi / 3),
+        phase_offsets_rad=tuple(rng.uniform(0, 2 * np.pi, 3)),
+        angle_error_rad=ANGLE_ERROR_RAD, phase_error_rad=PHASE_ERROR_RAD, rng=rng,
+    )
+    specimen = render_specimen((2 * size, 2 * size), rng, filaments=size // 6, puncta=size,
+                               nuclei=1)
+    truth = sim_ground_truth(specimen, k_fraction=pattern.k_fraction, **OPTICS)
+    recordings = [simulate_sim(specimen, pattern, peak_photons=peak,
+                               background_photons=BACKGROUND_PHOTONS, rng=rng, **OPTICS)
+                  for _ in range(2)]
+    return truth, pattern, recordings
+
+
+def affine(reference: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Image mapped by the least-squares affine fit to the reference (CARE)."""
+    a, b = np.polyfit(image.ravel(), reference.ravel(), 1)
+    return a * image + b
+
+
+def timed(fn, *args, **kwargs) -> tuple[object, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def reconstruct(recording, pattern, peer: type | None, times: dict) -> dict[str, np.ndarray]:
+    """Every method's image of one recording (timings of the blind Wiener appended).
+
+    The notes the estimation gives (frame order not verified, weak pattern), which
+    ``fluorofpga sim`` prints, are counted in ``times["notes"]``.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WeakPatternWarning)
+        warnings.simplefilter("always", FrameOrderWarning)
+        params, wall, cpu = timed(estimate_parameters, recording.raw, camera=recording.camera,
+                                  **OPTICS)
+    for w in caught:
+        kind = "weak pattern" if w.category is WeakPatternWarning else "frame order"
+        times["notes"][kind] = times["notes"].get(kind, 0) + 1
+    times["estimate_wall_s"].append(wall)
+    times["estimate_cpu_s"].append(cpu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FrameOrderWarning)  # counted above
+        wiener, wall, cpu = timed(wiener_sim, recording.raw, params, camera=recording.camera,
+                                  **OPTICS)
+    times["reconstruct_wall_s"].append(wall)
+    times["reconstruct_cpu_s"].append(cpu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FrameOrderWarning)  # counted above
+        oracle = wiener_sim(recording.raw, pattern.angle_parameters(**OPTICS),
+                            camera=recording.camera, **OPTICS)
+    images = {
+        WIDEFIELD: widefield_from_raw(recording.raw, recording.camera),
+        WIENER: wiener,
+        ORACLE: oracle,
+    }
+    if peer is not None:
+        photons = ((recording.raw.astype(np.float64) - recording.camera.offset_adu)
+                   * recording.camera.gain_e_per_adu / recording.camera.qe)
+        try:
+            images[PEER] = peer_reconstruct(peer, photons, pattern.k_fraction)
+        except Exception as exc:  # a peer's failure is a result, reported, not a crash
+            times.setdefault("peer_errors", []).append(f"{type(exc).__name__}: {exc}")
+    return images
+
+
+def run(size: int, scenes: int) -> dict:
+    peer = peer_class()
+    out: dict = {}
+    notes: dict[str, dict[str, int]] = {}
+    times: dict[str, list] = {key: [] for key in ("estimate_wall_s", "estimate_cpu_s",
+                                                  "reconstruct_wall_s", "reconstruct_cpu_s")}
+    crop = slice(size // 8, -size // 8)  # of the 2x grid: a border of 1/16 of the side
+    for peak in LEVELS:
+        rows: dict[str, list[tuple[float, float, float]]] = {}
+        times["notes"] = {}
+        for index in range(scenes):
+            truth, pattern, recordings = acquisition(
+                size, SEED_OFFSET + int(peak) * 100 + index, peak)
+            pairs = [reconstruct(r, pattern, peer, times) for r in recordings]
+            t = truth[crop, crop]
+            for name in pairs[0]:
+                if name not in pairs[1]:
+                    continue
+                first, second = pairs[0][name][crop, crop], pairs[1][name][crop, crop]
+                fitted = affine(t, first)
+                rows.setdefault(name, []).append((
+                    psnr(t, fitted), ssim(t, fitted),
+                    frc_resolution(first, second, pixel_size_nm=OPTICS["pixel_size_nm"] / 2),
+                ))
+            print(f"{peak:g} photons, scene {index + 1}/{scenes}", flush=True)
+        out[f"{peak:g}"] = {
+            name: {"psnr": float(np.mean([r[0] for r in v])),
+                   "psnr_min": float(np.min([r[0] for r in v])),
+                   "ssim": float(np.mean([r[1] for r in v])),
+                   "ssim_min": float(np.min([r[1] for r in v])),
+                   "frc_resolution_nm": float(np.mean([r[2] for r in v])),
+                   "scenes": len(v)}
+            for name, v in rows.items()
+        }
+        notes[f"{peak:g}"] = times["notes"]
+    timing = {f"{key}_median": float(np.median(v)) for key, v in times.items()
+              if key not in ("peer_errors", "notes")}
+    timing["stacks"] = len(times["estimate_wall_s"])
+    return {"levels": out, "timing": timing, "notes": notes,
+            "peer": None if peer is None else peer.__module__,
+            "peer_errors": times.get("peer_errors", [])}
+
+
+def where_we_lose(levels: dict) -> list[str]:
+    """Levels where the blind Wiener is not better than widefield, metric by metric."""
+    lines = []
+    for level, methods in levels.items():
+        wide, wiener = methods[WIDEFIELD], methods[WIENER]
+        worse = [m.upper() for m in ("psnr", "ssim") if wiener[m] <= wide[m]]
+        if worse:
+            lines.append(f"{level} photons: Wiener below widefield in {' and '.join(worse)} "
+                         f"({wiener['psnr']:.2f} vs {wide['psnr']:.2f} dB, SSIM "
+                         f"{wiener['ssim']:.3f} vs {wide['ssim']:.3f}) although its FRC "
+                         f"resolution is {wiener['frc_resolution_nm']:.0f} vs "
+                         f"{wide['frc_resolution_nm']:.0f} nm")
+        oracle = methods[ORACLE]
+        if oracle["psnr"] - wiener["psnr"] > 0.5:
+            lines.append(f"{level} photons: the blind parameters cost "
+                         f"{oracle['psnr'] - wiener['psnr']:.2f} dB against the true pattern")
+    return lines
+
+
+def table(res: dict) -> str:
+    t = res["timing"]
+    lines = [
+        "# Classical SIM: widefield vs Wiener 9-frame", "",
+        f"{res['scenes']} held-out scenes per photon level, {res['size']}² camera pixels, "
+        f"NA {OPTICS['na']}, {OPTICS['wavelength_nm']:g} nm (widefield limit λ/2NA = "
+        f"{ABBE_NM:.0f} nm), {OPTICS['pixel_size_nm']:g} nm pixels, {BACKGROUND_PHOTONS:g} "
+        f"photons background; pattern k {K_FRACTION[0]}–{K_FRACTION[1]} of the cut-off, "
+        f"modulation {MODULATION[0]}–{MODULATION[1]}, angle error σ {ANGLE_ERROR_RAD} rad, "
+        f"phase error σ {PHASE_ERROR_RAD} rad per frame. PSNR/SSIM after an affine fit to "
+        "the extended-OTF truth (mean, worst scene); FRC between two noise realisations. "
+        f"Load average during the run {res['load_average'][0]:.1f} / "
+        f"{res['load_average'][1]:.1f} on {os.cpu_count()} shared cores.", "",
+        "| peak photons | method | PSNR dB (worst) | SSIM (worst) | FRC resolution nm |",
+        "|---|---|---|---|---|",
+    ]
+    for level, methods in res["levels"].items():
+        for name, m in methods.items():
+            lines.append(f"| {level} | {name} | {m['psnr']:.2f} ({m['psnr_min']:.2f}) | "
+                         f"{m['ssim']:.3f} ({m['ssim_min']:.3f}) | "
+                         f"{m['frc_resolution_nm']:.0f} |")
+    noted = [f"{level} photons: " + ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+             for level, kinds in res["notes"].items() if kinds]
+    lines += [
+        "", f"Notes of the blind estimation ({2 * res['scenes']} stacks per level; "
+        "`fluorofpga sim` prints them): " + ("; ".join(noted) if noted else "none") + ".",
+    ]
+    lines += [
+        "", f"Time per {res['size']}² 9-frame stack (median of {t['stacks']}): parameter "
+        f"estimation {t['estimate_wall_s_median']:.2f} s wall / "
+        f"{t['estimate_cpu_s_median']:.2f} s CPU, Wiener reconstruction "
+        f"{t['reconstruct_wall_s_median']:.2f} s wall / {t['reconstruct_cpu_s_median']:.2f} s "
+        "CPU.", "",
+        "napari-sim-processor: " + (f"run ({res['peer']})" if res["peer"] else
+                                    "not importable here, not run (optional peer)") + ".",
+    ]
+    if res["peer_errors"]:
+        lines.append(f"Peer failures: {len(res['peer_errors'])} ({res['peer_errors'][0]}).")
+    losses = where_we_lose(res["levels"])
+    lines += ["", "Where we lose:", ""] + [f"- {line}" for line in losses or ["nowhere"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--scenes", type=int, default=4, help="scenes per photon level")
+    args = ap.parse_args()
+    load_start = os.getloadavg()
+    result = run(args.size, args.scenes)
+    load_end = os.getloadavg()
+    res = {"size": args.size, "scenes": args.scenes, "optics": OPTICS,
+           "background_photons": BACKGROUND_PHOTONS,
+           "pattern_errors": {"angle_rad": ANGLE_ERROR_RAD, "phase_rad": PHASE_ERROR_RAD,
+                              "k_fraction": K_FRACTION, "modulation": MODULATION},
+           "seed_offset": SEED_OFFSET, "load_average": [load_start[0], load_end[0]], **result}
+    write_results("sim", res, table(res))
+
+
+if __name__ == "__main__":
+    main()
