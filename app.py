@@ -1495,7 +1495,7 @@ def stream(
         meta = ImageMeta("TYX", frame_interval=1.0 / fps if fps else None)
     expected = {"sim": lambda: src.n_frames, "tiff": lambda: min(len(src), frames or len(src)),
                 "genicam": lambda: frames}[kind]()  # fmt: skip
-    with bundle.accelerator(backend) as acc:  # a bad backend or no board: refused here
+    with open_accelerator(bundle, backend) as acc:  # bad backend, no board: refused
         process = bundle.restorer(acc, noise, cal, dtype, adc_max)
         # the sink writes on its own thread (a bounded queue, nothing dropped), so file and
         # network writes overlap the accelerator

@@ -369,7 +369,7 @@ def stream(
                              "(OME-Zarr) | tcp://*:PORT (ZeroMQ PUSH to `fluorofpga receive`; "
                              "pub+tcp://*:PORT for many viewers)"),
     model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
-    backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq"),
+    backend: str = typer.Option("emulate", help="accelerator backend: emulate | pynq | rtlsim"),
     frames: int | None = typer.Option(None, min=1, help="stop after N frames (default: all "
                                       "of a file, 100 simulated, a camera until Ctrl-C)"),
     fps: float | None = typer.Option(None, help="camera frame rate (sim, GenICam) or replay "
