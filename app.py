@@ -963,7 +963,9 @@ def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str) -> np.ndarray:
             f"{path}: {stack.dtype} data; SIM reconstruction needs the raw camera counts "
             "(uint8/uint16): rescaled or float images have lost the photon statistics")
     if stack.ndim != 3 or axes not in ("QYX", "TYX"):
-        hint = {"Z": "; a Z stack is not a series of raw SIM frames",
+        hint = {"Z": "; a Z stack is not a series of raw SIM frames (if its planes are the "
+                     "raw frames, as when Fiji saves a plain stack as slices, re-save them as "
+                     "time frames: Image > Hyperstacks > Re-order Hyperstack)",
                 "C": "; channels are not raw SIM frames (reconstruct one channel per file)"}
         why = next((hint[a] for a in axes[:-2] if a in hint), "")
         raise ImageFormatError(

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from fluorofpga.cli import app
 from fluorofpga.microscope import (
     Calibration,
+    ImageMeta,
     frc_resolution,
     make_pattern,
     read_image_meta,
@@ -24,6 +25,7 @@ from fluorofpga.microscope import (
     sim_ground_truth,
     simulate_sim,
     widefield_from_raw,
+    write_ome_zarr,
 )
 
 NA, WAVELENGTH, PIXEL_NM = 1.2, 520.0, 65.0
@@ -138,6 +140,8 @@ def test_time_series_reconstructed_on_2x_grid_with_metadata_and_resolution_gain(
     assert r.exit_code == 0, r.output
     assert "pixel 65 nm (file metadata) -> 32.5 nm" in r.stdout
     assert "reconstructed 2 image(s)" in r.stdout and "s per image" in r.stdout
+    assert r.stdout.count("SIM parameters (estimated per stack, angle-major)") == 2
+    assert "k/cutoff" in r.stdout and "mod." in r.stdout
     image, meta = read_image_meta(out)
     assert image.shape == (2, 2 * SIZE, 2 * SIZE) and image.dtype == np.float32
     assert meta.axes == "TYX" and meta.spatial_unit == "micrometer"
@@ -174,6 +178,29 @@ def test_optics_and_pixel_size_from_ome_metadata_units_carried(
     r = run(src, tmp_path / "override.tif", "--na", "1.15")
     assert r.exit_code == 0, r.output
     assert "NA 1.15 (command line)" in r.stdout
+
+
+def test_ome_zarr_in_and_out(scene: dict, tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    src = tmp_path / "raw.zarr"
+    write_ome_zarr(src, scene["first"].raw, meta=ImageMeta(
+        "TYX", PIXEL_NM / 1e3, PIXEL_NM / 1e3, frame_interval=0.02))
+    out = tmp_path / "sim.zarr"
+    r = run(src, out, "--na", NA, "--wavelength", WAVELENGTH)
+    assert r.exit_code == 0, r.output
+    image, meta = read_image_meta(out)
+    assert image.shape == (2 * SIZE, 2 * SIZE) and meta.axes == "YX"
+    assert meta.pixel_size_um == pytest.approx((PIXEL_NM / 2e3,) * 2)
+    np.testing.assert_allclose(  # the same reconstruction as from a TIFF
+        np.asarray(image),
+        tifffile.imread(_reconstructed_tiff(scene, tmp_path)), rtol=1e-6, atol=1e-4)
+
+
+def _reconstructed_tiff(scene: dict, folder: Path) -> Path:
+    out = folder / "from_tiff.tif"
+    r = run(write_plain(folder / "raw.tif", scene["first"].raw), out, *OPTIC_FLAGS)
+    assert r.exit_code == 0, r.output
+    return out
 
 
 def test_missing_optics_is_one_clear_error_and_writes_nothing(scene: dict,
