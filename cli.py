@@ -274,6 +274,8 @@ def sim(
                                 "the CPU) | rtlsim | pynq (need a SIM bundle: not yet)"),
     reorder: bool = typer.Option(True, help="read a phase-major stack in its order (with a "
                                  "note) instead of refusing it"),
+    wiener: float = typer.Option(0.05, "--wiener", help="Wiener parameter w: larger is "
+                                 "smoother and less noisy (0.1-0.3 at low photon counts)"),
     overwrite: bool = typer.Option(False, help="replace OUT (and --save-params) if it exists"),
 ) -> None:
     """Classical 2-D SIM (3 angles x 3 phases, Wiener) onto the 2x grid; bad input writes
@@ -285,7 +287,8 @@ def sim(
             r = facade.sim(in_tif, out_tif, na=na, wavelength_nm=wavelength,
                            pixel_size_um=pixel_size, calibration=calibration, frames=frames,
                            params=params, save_params=save_params, model=model,
-                           backend=backend, reorder=reorder, overwrite=overwrite,
+                           backend=backend, reorder=reorder, wiener_w=wiener,
+                           overwrite=overwrite,
                            progress=bars)
     except (ValueError, OSError) as e:
         _fail(str(e))
@@ -321,7 +324,7 @@ def sim(
     console.print(
         f"reconstructed {r['reconstructions']} image(s) {r['in_shape']} -> {r['out_axes']} "
         f"{r['out_shape']}: {r['seconds_per_reconstruction']:.2f} s per image ({what} "
-        f"{est:.2f} s, Wiener {rec:.2f} s) -> {r['out']}", markup=False)
+        f"{est:.2f} s, Wiener w={r['wiener_w']:g} {rec:.2f} s) -> {r['out']}", markup=False)
     if r["saved_params"]:
         console.print(f"parameters saved to {r['saved_params']}", markup=False)
 

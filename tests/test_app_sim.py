@@ -312,6 +312,24 @@ def test_params_round_trip_and_params_that_do_not_fit(scene: dict, tmp_path: Pat
     assert "does not fit" in r.stderr and not bad.exists()
 
 
+def test_wiener_parameter_trades_resolution_for_noise(scene: dict, tmp_path: Path) -> None:
+    src = write_plain(tmp_path / "raw.tif", scene["first"].raw)
+    power = {}
+    for w in ("0.05", "0.5"):
+        out = tmp_path / f"w{w}.tif"
+        r = run(src, out, *OPTIC_FLAGS, "--wiener", w)
+        assert r.exit_code == 0, r.output
+        assert f"Wiener w={w}" in r.stdout
+        spectrum = np.abs(np.fft.fft2(tifffile.imread(out).astype(np.float64))) ** 2
+        f = np.fft.fftfreq(2 * SIZE) * 2 / CUTOFF  # fraction of the widefield cut-off
+        rho = np.hypot(f[:, None], f[None, :])
+        power[w] = spectrum[(rho > 1.2) & (rho < 1.8)].sum()
+    assert power["0.5"] < 0.5 * power["0.05"]  # the extended band is damped
+    r = run(src, tmp_path / "bad.tif", *OPTIC_FLAGS, "--wiener", "0")
+    assert r.exit_code == 2 and "Wiener parameter" in r.stderr
+    assert not (tmp_path / "bad.tif").exists()
+
+
 def test_calibration_gives_photons(scene: dict, tmp_path: Path) -> None:
     data = scene["first"]
     rng = np.random.default_rng(5)
