@@ -249,7 +249,8 @@ def process_tiled(
         tile_shape: ``(th, tw)`` pixels.
         halo: receptive-field radius, pixels.
         out: optional array to stitch into (reused between frames); it must have the
-            output's shape and dtype (leading axes of the outputs + ``(Y, X)``).
+            output's shape and dtype (leading axes of the outputs + ``(Y, X)``). Without
+            it the output takes the first tile's dtype, as :func:`stitch` does.
 
     Returns:
         The stitched output (``out`` when given).
@@ -275,9 +276,8 @@ def process_tiled(
                 f"tile output has shape {o.shape}, expected {dest.shape[:-2]} + "
                 f"{(t.height, t.width)}; the tile function must keep the tile's Y, X size"
             )
-        if o.dtype != dest.dtype:
-            raise ValueError(f"tile output dtype {o.dtype} differs from the output's "
-                             f"{dest.dtype}")
+        if out is not None and o.dtype != dest.dtype:  # no silent cast into the caller's
+            raise ValueError(f"tile output dtype {o.dtype} differs from out's {dest.dtype}")
         dest[..., fy, fx] = o[..., ty, tx]
 
     acc = _accelerator_of(fn)
