@@ -94,6 +94,12 @@ def _out_array(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) 
     return out
 
 
+def _codes(a: Any) -> np.ndarray:
+    """Codes as uint8 / uint16 (other integer types wrap to uint16, as a cast does)."""
+    a = np.asarray(a)
+    return a if a.dtype in (np.uint8, np.uint16) else a.astype(np.uint16)
+
+
 def _flat(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1)
 
@@ -502,7 +508,7 @@ class SignalTables:
         spec = self.spec
         if spec.in_bits + spec.out_bits > 16:
             raise ValueError("pair tables need in_bits + out_bits <= 16")
-        adu, q, r = np.asarray(adu), np.asarray(q), np.asarray(r)
+        adu, q, r = np.asarray(adu), _codes(q), _codes(r)
         if not adu.shape == q.shape == r.shape:
             adu, q, r = np.broadcast_arrays(adu, q, r)
         table, _ = self._pair_table(dtype)
@@ -662,7 +668,7 @@ class PixelMaps:
         if len({a.shape for a in arrays}) != 1 or arrays[0].shape != self.offset.shape:
             raise ValueError(f"frame, uniform, q and r must all be {self.offset.shape}, got "
                              f"{[a.shape for a in arrays]}")
-        raw, uni, qf, rf = (_flat(a) for a in arrays)
+        raw, uni, qf, rf = (_flat(a) for a in arrays[:2] + [_codes(a) for a in arrays[2:]])
         table, _ = tables._pair_table(None)
         out = _out_array(out, arrays[0].shape, np.dtype(dtype))
         flat_out = out.reshape(-1)

@@ -140,3 +140,16 @@ def test_a_stack_sees_through_the_sensors_fixed_pattern_a_single_frame_cannot():
     from_frame = _sd_ratio(estimate_noise(stack[0]).model, true, levels)
     assert np.all(np.abs(from_stack - 1) < 0.15), from_stack
     assert from_frame[0] > 1.3  # 8 e- rms of offset pattern counted as noise
+
+
+def test_decode_takes_codes_of_any_integer_type():
+    from fluorofpga.microscope import CodeCounts, SignalTables
+
+    tables = SignalTables(SignalSpec(), NoiseModel.from_camera(2.0, 100.0, 1.5), adc_max=4095)
+    adu = np.random.default_rng(4).integers(0, 4096, (33, 21)).astype(np.uint16)
+    q = tables.encode(adu)
+    r = np.random.default_rng(5).integers(0, 256, q.shape)
+    want = tables.decode(adu, q, r.astype(np.uint8), CodeCounts(), "uint16")
+    for qt, rt in ((np.int64, np.int64), (np.int32, np.uint16), (np.uint8, np.int16)):
+        got = tables.decode(adu, q.astype(qt), r.astype(rt), CodeCounts(), "uint16")
+        assert np.array_equal(got, want)
