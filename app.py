@@ -1123,6 +1123,7 @@ def sim(
     import warnings
 
     from fluorofpga.microscope import (
+        FrameOrderError,
         FrameOrderWarning,
         SCMOSCamera,
         SimParameters,
@@ -1179,7 +1180,9 @@ def sim(
         try:
             stored.check_compatible(**optics, n_frames=SIM_FRAMES, frame_shape=frame_shape)
         except SimParametersMismatch as e:
-            raise SimParametersMismatch(f"{params}: {e}") from None
+            raise SimParametersMismatch(
+                f"{params}: {e} (fluorofpga sim: leave out --params to estimate them from "
+                f"{in_path.name})") from None
 
     n = len(stacks)
     label = (lambda t: "") if n == 1 else (
@@ -1210,6 +1213,10 @@ def sim(
                                     wiener_w=wiener_w, **optics)
                 t2 = time.perf_counter()
             except ValueError as e:
+                if stored is not None and isinstance(e, FrameOrderError):
+                    e.args = (f"{e}; {params} was estimated on a {stored.frame_order} stack: "
+                              "leave out --params to estimate the parameters from this one",
+                              *e.args[1:])
                 if n > 1 and not isinstance(e, SimParametersMismatch):
                     e.args = (f"{in_path}{label(t)}: {e}", *e.args[1:])
                 raise

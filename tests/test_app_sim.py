@@ -310,6 +310,12 @@ def test_params_round_trip_and_params_that_do_not_fit(scene: dict, tmp_path: Pat
     r = run(other, bad, *OPTIC_FLAGS, "--params", params)
     assert r.exit_code == 2 and r.stderr.count("error:") == 1, r.output
     assert "does not fit" in r.stderr and not bad.exists()
+    # parameters of an angle-major stack are not silently applied to a phase-major one
+    reordered = write_plain(tmp_path / "pm.tif", phase_major(scene["first"].raw))
+    r = run(reordered, bad, *OPTIC_FLAGS, "--params", params)
+    assert r.exit_code == 2 and r.stderr.count("error:") == 1, r.output
+    assert "phase-major" in r.stderr and "leave out --params" in r.stderr
+    assert not bad.exists()
 
 
 def test_wiener_parameter_trades_resolution_for_noise(scene: dict, tmp_path: Path) -> None:
