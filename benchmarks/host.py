@@ -112,8 +112,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
     bundle = load_bundle(args.bundle)
+    load = {"before": os.getloadavg()[0]}  # 1-minute load average: others' jobs share the CPU
     overhead = host_overhead(bundle, args.repeats)
+    load["after overhead"] = os.getloadavg()[0]
     speed = emulator_vs_torch(bundle, args.repeats)
+    load["after emulator"] = os.getloadavg()[0]
     cols = list(next(iter(overhead.values())))
     lines = ["Host work per frame around a zero-cost loopback accelerator, best of "
              f"{args.repeats} (median in brackets), timed in turns on a shared machine.", "",
@@ -126,9 +129,12 @@ def main() -> None:
               f"in turns): ratio {speed['ratio']:.2f} (of medians "
               f"{speed['ratio_of_medians']:.2f}); the emulator runs "
               f"{speed['tiles_per_frame']} tiles of {bundle.tile_shape[0]}² with halos, PyTorch "
-              f"the whole frame on {speed['torch_threads']} threads."]
+              f"the whole frame on {speed['torch_threads']} threads.", "",
+              f"Load average (1 min) on the {os.cpu_count()} CPUs while measuring: " + ", ".join(
+                  f"{v:.1f} {k}" for k, v in load.items()) + "."]
     write_results("host", {"bundle": bundle.name, "overhead_ms": overhead,
                            "emulator_vs_torch": speed, "repeats": args.repeats,
+                           "load_average_1min": load,
                            "machine": platform.processor() or platform.machine(),
                            "cpus": os.cpu_count()},
                   "\n".join(lines) + "\n")
