@@ -1104,8 +1104,9 @@ def sim(
     halved, units kept, frame interval = 9 raw frame intervals; written atomically
     (``.tif``/``.tiff`` or ``.zarr``).
 
-    ``wiener_w`` is the Wiener parameter ``w`` (> 0; larger is smoother and less noisy, at
-    low photon counts 0.1–0.3 trades resolution for noise).
+    ``wiener_w`` is the Wiener parameter ``w`` (> 0; larger is smoother and less noisy:
+    ``benchmarks/sim.py`` finds 0.2 best at 100–500 peak photons and 0.8 at ~20, where the
+    default 0.05, best at 2000, falls below widefield).
 
     ``frames=3``, ``model`` and the ``rtlsim``/``pynq`` backends need a SIM bundle that
     does not exist yet: they raise :class:`SimUnavailable` before any work.
