@@ -248,8 +248,10 @@ class _Mvau:
     (outputs then come out on a grid ``Wp`` wide, whose last ``kw − 1`` columns are
     discarded). The ``kw`` taps of window row 0 are stacked (rows ordered (kx, channel)
     as FINN's ``ConvolutionInputGenerator``), ``kh`` rows longer than the output; window
-    row ``ky`` is the same stack shifted by ``ky·Wp`` columns, so each window row is one
-    BLAS product of its weights with a column range of that stack, summed.
+    row ``ky`` is the same stack shifted by ``ky·Wp`` columns. One BLAS product of all
+    window rows' weights with the stack gives every row's partial sums; shifted by
+    ``ky·Wp`` columns and added they are the accumulator. (One product per layer: BLAS
+    threads meet once per layer, which matters on a loaded machine.)
 
     Exactness: the inputs and weights are integers and the largest possible
     ``sum(|w|·|x|)`` of an output is below 2**24 (float32) or 2**53 (float64): every
@@ -282,8 +284,10 @@ class _Mvau:
         self.dtype = np.dtype(np.float32 if bound < _EXACT_LIMIT_F32 else np.float64)
         co = weights.shape[1]
         # (Co, kw·C) per window row ky: FINN orders the rows of `weights` (ky, kx, channel)
-        self.weights = [np.ascontiguousarray(weights[ky * kw * c: (ky + 1) * kw * c].T,
-                                             dtype=self.dtype) for ky in range(kh)]
+        # (kh·Co, kw·C): the weights of window row ky (FINN orders the rows of `weights`
+        # (ky, kx, channel)) in rows ky·Co .. (ky+1)·Co, one BLAS product for all rows
+        self.weights = np.ascontiguousarray(np.concatenate(
+            [weights[ky * kw * c: (ky + 1) * kw * c].T for ky in range(kh)]), dtype=self.dtype)
         acc_lo = np.minimum(weights * lo, weights * hi).sum(axis=0)
         acc_hi = np.maximum(weights * lo, weights * hi).sum(axis=0)
         self.top, self.left, self.h, self.w = top, left, h, w
@@ -296,7 +300,8 @@ class _Mvau:
         self.kw = kw
         self.cols = pool.get("cols", (kw * c, hp * wp), self.dtype)  # window row 0, all kh
         self.acc = pool.get("acc", (co, self.length), self.dtype)
-        self.part = pool.get("part", (co, self.length), self.dtype) if kh > 1 else None
+        self.kh = kh
+        self.rows = pool.get("rows", (kh * co, hp * wp), self.dtype) if kh > 1 else None
         self.pool = pool
         self.wp, self.channels, self.out_channels = wp, c, co
         self.activation: _Activation | None = None
@@ -316,10 +321,14 @@ class _Mvau:
         span = self.cols.shape[1]
         for kx in range(self.kw):
             self.cols[kx * c: (kx + 1) * c] = self.padded[:, kx: kx + span]
-        np.matmul(self.weights[0], self.cols[:, :n], out=self.acc)
-        for ky in range(1, len(self.weights)):
-            np.matmul(self.weights[ky], self.cols[:, ky * wp: ky * wp + n], out=self.part)
-            self.acc += self.part
+        if self.rows is None:
+            np.matmul(self.weights, self.cols[:, :n], out=self.acc)
+        else:  # window row ky's products, shifted ky rows up, summed
+            co, rows = self.out_channels, self.rows
+            np.matmul(self.weights, self.cols, out=rows)
+            np.add(rows[:co, :n], rows[co: 2 * co, wp: wp + n], out=self.acc)
+            for ky in range(2, self.kh):
+                self.acc += rows[ky * co: (ky + 1) * co, ky * wp: ky * wp + n]
         out = self.acc
         if self.activation is not None:
             out = self.activation(self.acc, self.idx, self.values)
