@@ -17,6 +17,7 @@ this machine is shared, and a burst of load should slow every candidate alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
@@ -90,19 +91,30 @@ def host_overhead(bundle, repeats: int) -> dict:
     return out
 
 
-def emulator_vs_torch(bundle, repeats: int) -> dict:
-    """Frames/s of the emulator and of the float PyTorch twin, 512², same frames, in turns."""
+def emulator_vs_torch(bundle, repeats: int, one_thread: bool = False) -> dict:
+    """Frames/s of the emulator and of the float PyTorch twin, 512², same frames, in turns.
+
+    ``one_thread``: numpy's BLAS and PyTorch's OpenMP both held to one thread
+    (threadpoolctl), a comparison that a loaded machine disturbs far less (BLAS threads
+    that wait for a busy core are what a shared machine slows down most).
+    """
     model = load_float_model(bundle.file("float_checkpoint"))
     q = np.random.default_rng(1).integers(0, 256, (512, 512)).astype(np.uint8)
     x = int_to_tensor(q)
-    with bundle.accelerator("emulate") as acc, torch.no_grad():
+    limits = contextlib.nullcontext()
+    if one_thread:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=1)
+    with limits, bundle.accelerator("emulate") as acc, torch.no_grad():
         t = interleaved({"emulator": lambda: process_tiled(q, acc, acc.tile_shape, bundle.halo),
                          "torch": lambda: model(x)}, repeats)
+        threads = torch.get_num_threads()
     return {"emulator_fps": 1 / t["emulator"]["min"], "torch_float_fps": 1 / t["torch"]["min"],
             "ratio": t["torch"]["min"] / t["emulator"]["min"],
             "ratio_of_medians": t["torch"]["median"] / t["emulator"]["median"],
             "tiles_per_frame": len(plan_tiles(q.shape, acc.tile_shape, bundle.halo)),
-            "torch_threads": torch.get_num_threads(), "repeats": repeats}
+            "torch_threads": threads, "repeats": repeats}
 
 
 def main() -> None:
@@ -117,6 +129,8 @@ def main() -> None:
     load["after overhead"] = os.getloadavg()[0]
     speed = emulator_vs_torch(bundle, args.repeats)
     load["after emulator"] = os.getloadavg()[0]
+    single = emulator_vs_torch(bundle, args.repeats, one_thread=True)
+    load["after one thread"] = os.getloadavg()[0]
     cols = list(next(iter(overhead.values())))
     lines = ["Host work per frame around a zero-cost loopback accelerator, best of "
              f"{args.repeats} (median in brackets), timed in turns on a shared machine.", "",
@@ -129,11 +143,16 @@ def main() -> None:
               f"in turns): ratio {speed['ratio']:.2f} (of medians "
               f"{speed['ratio_of_medians']:.2f}); the emulator runs "
               f"{speed['tiles_per_frame']} tiles of {bundle.tile_shape[0]}² with halos, PyTorch "
-              f"the whole frame on {speed['torch_threads']} threads.", "",
+              f"the whole frame on {speed['torch_threads']} threads.",
+              f"Both on one thread (BLAS and OpenMP held to 1): emulator "
+              f"{single['emulator_fps']:.2f} frames/s vs PyTorch {single['torch_float_fps']:.2f} "
+              f"frames/s: ratio {single['ratio']:.2f} (of medians "
+              f"{single['ratio_of_medians']:.2f}).", "",
               f"Load average (1 min) on the {os.cpu_count()} CPUs while measuring: " + ", ".join(
                   f"{v:.1f} {k}" for k, v in load.items()) + "."]
     write_results("host", {"bundle": bundle.name, "overhead_ms": overhead,
-                           "emulator_vs_torch": speed, "repeats": args.repeats,
+                           "emulator_vs_torch": speed,
+                           "emulator_vs_torch_one_thread": single, "repeats": args.repeats,
                            "load_average_1min": load,
                            "machine": platform.processor() or platform.machine(),
                            "cpus": os.cpu_count()},
