@@ -80,13 +80,11 @@ class RtlsimAccelerator(Accelerator):
 
         say = progress or (lambda _msg: None)
         qonnx = bundle.file("qonnx")
-        b = bundle.manifest.get("build", {})
-        cfg = HwBuildConfig(board=b.get("board", bundle.manifest.get("board", "kv260")),
-                            tile=int(bundle.tile_shape[0]), halo=int(bundle.halo),
-                            target_mpix_per_s=float(b.get("target_mpix_per_s", 10.0)),
-                            io_bits=int(b.get("io_bits", 8)),
-                            mvau_wwidth_max=int(b.get("mvau_wwidth_max", 144)),
-                            mvau_impl="rtl")
+        b = dict(bundle.manifest.get("build", {}))
+        known = set(HwBuildConfig.__dataclass_fields__) - {"version"}
+        cfg = HwBuildConfig(**{**{k: v for k, v in b.items() if k in known},
+                               "tile": int(bundle.tile_shape[0]), "halo": int(bundle.halo),
+                               "mvau_impl": "rtl", "until": "estimates"})
         if bundle.tile_shape[0] != bundle.tile_shape[1]:
             raise ValueError(f"rtlsim builds square tiles; bundle tile {bundle.tile_shape}")
         key = hashlib.sha256(qonnx.read_bytes() + json.dumps(cfg.to_dict(), sort_keys=True)
