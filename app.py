@@ -358,20 +358,7 @@ def _self_supervised_codes(spec: BundleRecipe) -> tuple[np.ndarray, dict[str, An
 
 def _check_bundle_output(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that would lose data: only an old bundle may be replaced."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{out} exists and is not empty; choose a new folder or pass "
-                             "--overwrite to replace the bundle in it")
-        if not (out / MANIFEST).is_file():
-            raise ValueError(f"{out} is not a model bundle (no {MANIFEST}); refusing to "
-                             "replace it even with --overwrite")
-    parent = out.absolute().parent
-    if not parent.is_dir():
-        raise ValueError(f"{parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"{parent} is not writable")
+    _check_output_folder(out, overwrite, MANIFEST, "the bundle", "a model bundle")
 
 
 # ------------------------------------------------------------------ chain of custody
@@ -859,9 +846,17 @@ def calibrate_camera(
 COMPILE_REPORT = "report.json"
 
 
-def _check_output_folder(out: Path, overwrite: bool, marker: str, what: str) -> None:
-    """Refuse an output folder that would lose data: only an earlier ``what`` (a folder
-    holding ``marker``) is replaced, and only with ``overwrite``."""
+def _check_output_folder(out: Path, overwrite: bool, marker: str, what: str, kind: str
+                         ) -> None:
+    """Refuse an output folder that would lose data, before any work.
+
+    Only a folder holding ``marker`` (``kind``, e.g. "a model bundle") may be replaced, and
+    only with ``overwrite`` (``what`` names its content in the message); the parent must
+    exist and be writable.
+
+    Raises:
+        OutputError: the reason, naming the folder and what to do.
+    """
     from fluorofpga.microscope import OutputError
 
     if out.exists() and not out.is_dir():
@@ -869,10 +864,10 @@ def _check_output_folder(out: Path, overwrite: bool, marker: str, what: str) -> 
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise OutputError(f"{out} exists and is not empty; choose a new folder or pass "
-                              f"--overwrite to replace an earlier {what} in it")
+                              f"--overwrite to replace {what} in it")
         if not (out / marker).is_file():
-            raise OutputError(f"{out} is not a fluorofpga {what} folder (no {marker}); "
-                              "refusing to replace it even with --overwrite")
+            raise OutputError(f"{out} is not {kind} (no {marker}); refusing to replace it "
+                              "even with --overwrite")
     check_output(out.absolute().parent / f".{out.name}.probe", overwrite=True)
 
 
@@ -915,7 +910,8 @@ def compile_bundle(
     if not 0 < max_utilisation <= 1:
         raise CompileError(f"--max-utilisation must be in (0, 1], got {max_utilisation}")
     bundle = load_bundle(bundle_path)
-    _check_output_folder(out, overwrite, COMPILE_REPORT, "compile")
+    _check_output_folder(out, overwrite, COMPILE_REPORT, "an earlier compile",
+                         "a fluorofpga compile folder")
     if bitfile:
         require_vivado("Building the bitstream (`fluorofpga compile --bitfile`)")
     work = out.absolute().with_name(f".{out.absolute().name}.partial")
@@ -1729,18 +1725,8 @@ NO_BITSTREAM_NOTE = "NO_BITSTREAM.txt"
 
 def _check_deploy_output(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that would lose data: only an earlier deploy is replaced."""
-    from fluorofpga.microscope import OutputError
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputError(f"{out} exists and is not empty; choose a new folder or pass "
-                              "--overwrite to replace an earlier deploy in it")
-        if not (out / DEPLOY_MANIFEST).is_file():
-            raise OutputError(f"{out} is not a fluorofpga deploy folder (no {DEPLOY_MANIFEST}); "
-                              "refusing to replace it even with --overwrite")
-    check_output(out.absolute().parent / f".{out.name}.probe", overwrite=True)
+    _check_output_folder(out, overwrite, DEPLOY_MANIFEST, "an earlier deploy",
+                         "a fluorofpga deploy folder")
 
 
 def deploy(
