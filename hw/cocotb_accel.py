@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
+
+from fluorofpga.hw.cocotb_common import load_job, random_bools
 
 JOB_ENV = "FLUOROFPGA_ACCEL_JOB"
 CLOCK_NS = 5
@@ -30,16 +30,7 @@ DRAIN_CYCLES = 256
 
 
 def _job() -> dict[str, Any]:
-    path = os.environ.get(JOB_ENV)
-    if not path:
-        raise RuntimeError(f"{JOB_ENV} is unset: run this module through "
-                           "fluorofpga.hw.stitch.simulate_accelerator")
-    return json.loads(Path(path).read_text())
-
-
-def _random_bools(p: float, rng: random.Random) -> Iterator[bool]:
-    while True:
-        yield rng.random() < p
+    return load_job(JOB_ENV, "fluorofpga.hw.stitch.simulate_accelerator")
 
 
 class AccelTB:
@@ -119,9 +110,9 @@ async def stream_tiles(dut: Any) -> None:
         tb.sink.clear()
 
     if job["idle_prob"] > 0:
-        tb.pixels.set_pause_generator(_random_bools(job["idle_prob"], rng))
+        tb.pixels.set_pause_generator(random_bools(job["idle_prob"], rng))
     if job["backpressure_prob"] > 0:
-        tb.sink.set_pause_generator(_random_bools(job["backpressure_prob"], rng))
+        tb.sink.set_pause_generator(random_bools(job["backpressure_prob"], rng))
     start = tb.cycle
     tb.counting = True
     for t in tiles:

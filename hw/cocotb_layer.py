@@ -10,7 +10,6 @@ words, cycles).
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
+
+from fluorofpga.hw.cocotb_common import load_job, random_bools
 
 JOB_ENV = "FLUOROFPGA_RTLSIM_JOB"
 CLOCK_NS = 5  #: simulated clock period, ns (cycles are what is reported)
@@ -32,16 +33,7 @@ UNUSED_CLOCKS = ("ap_clk2x",)
 
 
 def _job() -> dict[str, Any]:
-    path = os.environ.get(JOB_ENV)
-    if not path:
-        raise RuntimeError(f"{JOB_ENV} is unset: run this module through "
-                           "fluorofpga.hw.rtlsim.simulate_layer")
-    return json.loads(Path(path).read_text())
-
-
-def _random_bools(p: float, rng: random.Random) -> Iterator[bool]:
-    while True:
-        yield rng.random() < p
+    return load_job(JOB_ENV, "fluorofpga.hw.rtlsim.simulate_layer")
 
 
 class LayerTB:
@@ -114,11 +106,11 @@ async def stream_layer(dut: Any) -> None:
     rng = random.Random(job["seed"])
     if job["idle_prob"] > 0:
         tb.set_idle_generator(
-            _random_bools(job["idle_prob"], rng),
-            {si["port"]: _random_bools(job["idle_prob"], random.Random(rng.random()))
+            random_bools(job["idle_prob"], rng),
+            {si["port"]: random_bools(job["idle_prob"], random.Random(rng.random()))
              for si in side})
     if job["backpressure_prob"] > 0:
-        tb.set_backpressure_generator(_random_bools(job["backpressure_prob"], rng))
+        tb.set_backpressure_generator(random_bools(job["backpressure_prob"], rng))
     await tb.reset()
     cocotb.start_soon(tb.count())
     for si in side:  # e.g. MVAU weights, once per input vector (no TLAST: one list)

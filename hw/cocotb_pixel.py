@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
+from fluorofpga.hw.cocotb_common import load_job
 from fluorofpga.hw.pixel_kernels import (
     JOB_ENV,
     Camera,
@@ -53,11 +53,7 @@ PauseFactory = Callable[[], Iterator[bool]] | None
 
 
 def _job() -> dict[str, Any]:
-    path = os.environ.get(JOB_ENV)
-    if not path:
-        raise RuntimeError(f"{JOB_ENV} is unset: run this module through "
-                           "fluorofpga.hw.pixel_kernels.run_kernel_tests")
-    return json.loads(Path(path).read_text())
+    return load_job(JOB_ENV, "fluorofpga.hw.pixel_kernels.run_kernel_tests")
 
 
 def _high(signal: Any) -> bool:

@@ -614,27 +614,35 @@ def verilator_make_env() -> Iterator[None]:
             os.environ["MAKEFLAGS"] = old
 
 
+def verilator_build(sources: list[Path], toplevel: str, build_dir: Path,
+                    extra_args: tuple[str, ...] = (), defines: dict[str, Any] | None = None
+                    ) -> Path:
+    """Compile ``sources`` with Verilator for cocotb into ``build_dir`` (reused when up to
+    date); :data:`VERILATOR_ARGS` plus ``extra_args``, include paths from the sources."""
+    ensure_verilator()
+    from cocotb_tools.runner import get_runner
+
+    with verilator_make_env():
+        get_runner("verilator").build(
+            sources=[str(s) for s in sources],
+            hdl_toplevel=toplevel,
+            build_dir=str(build_dir),
+            build_args=[*VERILATOR_ARGS, *extra_args],
+            defines=defines or {},
+            includes=sorted({str(s.parent) for s in sources}),
+            timescale=("1ns", "1ps"),
+            log_file=str(build_dir / "build.log"),
+        )
+    return build_dir
+
+
 def build_layer(layer: RtlLayer, work_dir: str | Path) -> Path:
     """Compile ``layer`` with Verilator for cocotb; returns the build directory.
 
     The build directory is ``work_dir/<toplevel>/build``; an up-to-date build is reused.
     """
-    ensure_verilator()
-    from cocotb_tools.runner import get_runner
-
-    build_dir = Path(work_dir).absolute() / layer.toplevel / "build"
-    runner = get_runner("verilator")
-    with verilator_make_env():
-        runner.build(
-            sources=[str(s) for s in layer.sources],
-            hdl_toplevel=layer.toplevel,
-            build_dir=str(build_dir),
-            build_args=list(VERILATOR_ARGS),
-            includes=sorted({str(s.parent) for s in layer.sources}),
-            timescale=("1ns", "1ps"),
-            log_file=str(build_dir / "build.log"),
-        )
-    return build_dir
+    return verilator_build(layer.sources, layer.toplevel,
+                           Path(work_dir).absolute() / layer.toplevel / "build")
 
 
 def simulate_layer(

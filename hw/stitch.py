@@ -48,11 +48,9 @@ from .pixel_kernels import (
 from .rtlsim import (
     DEFAULT_CLK_NS,
     DEFAULT_FPGA_PART,
-    VERILATOR_ARGS,
     _finn_rtllib,
     apply_patches,
-    ensure_verilator,
-    verilator_make_env,
+    verilator_build,
 )
 
 __all__ = [
@@ -484,23 +482,10 @@ class AccelRun:
 
 
 def _build(design: StitchedDesign, gauge: bool) -> Path:
-    ensure_verilator()
-    from cocotb_tools.runner import get_runner
-
-    build_dir = design.out_dir / ("build_gauge" if gauge else "build")
-    defines = {"FINN_SIMULATION": 1} if gauge else {}
-    with verilator_make_env():
-        get_runner("verilator").build(
-            sources=[str(s) for s in design.sources],
-            hdl_toplevel=design.top,
-            build_dir=str(build_dir),
-            build_args=[*VERILATOR_ARGS, "-Wno-WIDTH", "-Wno-PINMISSING"],
-            defines=defines,
-            includes=sorted({str(s.parent) for s in design.sources}),
-            timescale=("1ns", "1ps"),
-            log_file=str(build_dir / "build.log"),
-        )
-    return build_dir
+    return verilator_build(design.sources, design.top,
+                           design.out_dir / ("build_gauge" if gauge else "build"),
+                           ("-Wno-WIDTH", "-Wno-PINMISSING"),
+                           {"FINN_SIMULATION": 1} if gauge else None)
 
 
 def simulate_accelerator(
