@@ -1391,6 +1391,164 @@ def _take(source: Any, n: int | None) -> Any:
             return
 
 
+#: Raw frames a simulated SIM camera gives in ``stream(sim=True)`` without ``frames``.
+SIM_STREAM_DEFAULT_FRAMES = 10 * SIM_FRAMES
+#: Groups between drift checks of the fixed SIM parameters in ``stream(sim=True)``.
+SIM_CHECK_EVERY = 10
+#: What the SIM mode of ``stream`` runs on until a SIM bundle exists (issue 9).
+SIM_STREAM_ON = ("the CPU (the board's ARM): classical Wiener; no SIM bundle for the "
+                 "accelerator exists yet")
+
+
+def _stream_sim(
+    source: str, sink: str, *, bundle_path: str | Path | None, backend: str,
+    frames: int | None, fps: float | None, drop: str, calibration: str | Path | None,
+    queue_size: int, size: int, seed: int, cti: str | None, overwrite: bool,
+    progress: Callable[[StreamStats], None] | None,
+    on_start: Callable[[StreamPipeline], None] | None, na: float | None,
+    wavelength_nm: float | None, pixel_size_um: float | None, params: str | Path | None,
+    wiener_w: float, check_every: int,
+) -> dict[str, Any]:
+    """The SIM mode of :func:`stream` (see there); raw frames grouped, Wiener on the CPU."""
+    from fluorofpga.host import GenICamSource, KeepOpen, TiffStackSource, open_sink
+    from fluorofpga.host.simstream import SimGrouper, SimReconstructor, SimulatedSimCameraSource
+    from fluorofpga.host.sinks import BackgroundSink
+    from fluorofpga.microscope import (
+        ImageMeta,
+        SCMOSCamera,
+        SimParameters,
+        SimParametersMismatch,
+        load_calibration,
+    )
+    from fluorofpga.microscope.signal import PixelMaps
+
+    unavailable = [what for what, asked in (("--model", bundle_path is not None),
+                                            (f"--backend {backend}", backend != "emulate"))
+                   if asked]  # fmt: skip
+    if unavailable:
+        raise SimUnavailable(f"{' '.join(unavailable)} with --sim: {SIM_NOT_YET}; the SIM "
+                             f"mode reconstructs on {SIM_STREAM_ON}")
+    if not (np.isfinite(wiener_w) and wiener_w > 0):
+        raise ValueError(f"--wiener {wiener_w!r}: the Wiener parameter must be > 0")
+    if int(check_every) != check_every or check_every < 0:
+        raise ValueError(f"--check-every must be an integer >= 0 (0: never), got {check_every}")
+    camera_source = source == "sim" or source == "genicam" or source.startswith("genicam:")
+    path = None if camera_source else Path(source)
+    if path is not None and not path.exists():
+        raise ValueError(f"--source {source}: no such file or folder (a source is sim, "
+                         "genicam[:N], a TIFF stack or a folder of TIFFs)")
+    if camera_source:  # no file metadata to fall back on
+        given = (("--na NA", na), ("--wavelength NM", wavelength_nm),
+                 ("--pixel-size UM", pixel_size_um))
+        missing = [flag for flag, value in given if value is None]
+        if missing:
+            raise ValueError(f"--sim needs the optics of the {source} camera: give "
+                             f"{', '.join(missing)} (objective NA, emission wavelength in nm, "
+                             "camera pixel in the sample plane in µm)")
+        optics, optics_source = _sim_optics(Path(source), ImageMeta("TYX"), na, wavelength_nm,
+                                            pixel_size_um)
+    sink_kind = _check_sink(sink, overwrite, [p for p in (path, calibration, params) if p])
+    stored = SimParameters.load(params) if params is not None else None
+    cal = load_calibration(calibration) if calibration is not None else None
+    if source == "sim":
+        n = SIM_STREAM_DEFAULT_FRAMES if frames is None else frames
+        src: Any = SimulatedSimCameraSource(n, (size, size), seed=seed, fps=fps,
+                                            na=optics["na"],
+                                            wavelength_nm=optics["wavelength_nm"],
+                                            pixel_size_nm=optics["pixel_size_nm"])
+        frame_shape: tuple[int, int] | None = (size, size)
+        meta_in = None
+    elif camera_source:
+        index = source.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ValueError(f"--source {source}: the camera is genicam or genicam:N")
+        src = GenICamSource(int(index), frames, cti=cti, fps=fps)
+        frame_shape, meta_in = None, None
+    else:
+        src = TiffStackSource(path, fps=fps)
+        frame_shape, meta_in = src.frame_shape, src.meta
+        optics, optics_source = _sim_optics(path, meta_in or ImageMeta("TYX"), na,
+                                            wavelength_nm, pixel_size_um)
+    camera, maps = (src.camera if source == "sim" else None), None
+    if cal is not None:
+        if frame_shape is not None:
+            cal.check_shape(frame_shape)
+        maps = PixelMaps(cal)
+        camera = SCMOSCamera(qe=cal.qe or 1.0, gain_e_per_adu=cal.gain_e_per_adu,
+                             offset_adu=maps.offset0)
+    if stored is not None:
+        try:
+            stored.check_compatible(**optics, n_frames=SIM_FRAMES,
+                                    frame_shape=frame_shape or stored.frame_shape)
+        except SimParametersMismatch as e:
+            raise SimParametersMismatch(f"{params}: {e} (leave out --params to estimate them "
+                                        "from the first complete group)") from None
+    pixel_um = optics["pixel_size_nm"] / 1e3
+    if meta_in is not None and meta_in.pixel_size_um is not None:
+        out_meta = _sim_output_meta(meta_in, optics["pixel_size_nm"], "TYX", 2)
+    else:
+        out_meta = ImageMeta("TYX", pixel_um / 2, pixel_um / 2,
+                             frame_interval=SIM_FRAMES / fps if fps else None)
+    n_raw = {"sim": lambda: src.n_frames, "genicam": lambda: frames,
+             "tiff": lambda: min(len(src), frames or len(src))}[
+        "sim" if source == "sim" else "genicam" if camera_source else "tiff"]()
+    expected = None if n_raw is None else n_raw // SIM_FRAMES
+    grouper = SimGrouper(src, max_frames=frames)
+    recon = SimReconstructor(**optics, params=stored, camera=camera, pixel_maps=maps,
+                             wiener_w=wiener_w, check_every=check_every)
+    out = BackgroundSink(open_sink(sink, out_meta, dtype="float32", expected_frames=expected,
+                                   overwrite=overwrite), queue_size=2)  # fmt: skip
+    pipeline = StreamPipeline(grouper, recon, KeepOpen(out), queue_size=queue_size,
+                              drop_policy=drop, progress=progress)
+    if on_start is not None:
+        on_start(pipeline)
+    try:
+        stats = pipeline.run()
+    except BaseException:
+        out.abort()  # partial output stays, clearly marked; a receiver is told
+        raise
+    out.close()
+    first = grouper.first_indices
+    units = ("photons (the simulated camera)" if source == "sim" and cal is None else
+             "input units (camera offset not subtracted: no calibration)" if cal is None else
+             "photons" if cal.qe else "photoelectrons (the calibration has no QE)")
+    return {
+        "complete": True,
+        "mode": "sim",
+        "computed_on": SIM_STREAM_ON,
+        "stopped_early": stats.stopped_early,
+        "source": source,
+        "sink": getattr(out, "endpoint", None) or sink,
+        "sink_kind": sink_kind,
+        "backend": backend,
+        "drop_policy": drop,
+        **grouper.summary(),
+        "groups_expected": expected,
+        "groups_reconstructed": stats.frames_out,
+        "groups_dropped": stats.dropped,  # whole groups, when reconstruction fell behind
+        "dropped_groups_first_frame": [int(first[g]) for g in stats.dropped_indices],
+        "reconstructions_per_s": stats.fps,
+        "reconstructions_per_s_rolling": stats.fps_rolling,
+        "seconds": stats.seconds,
+        **{k: v for k, v in stats.to_dict().items() if k.startswith("latency_ms")},
+        "read_ms_mean": stats.read_ms_mean,
+        "process_ms_mean": stats.process_ms_mean,
+        "handoff_ms_mean": stats.write_ms_mean,
+        "write_ms_mean": out.write_ms_mean,
+        "camera_lost": getattr(src, "camera_lost", None),
+        "optics": optics,
+        "optics_source": optics_source,
+        "pixel_size_out_nm": optics["pixel_size_nm"] / 2,
+        "out_shape": None if frame_shape is None else [2 * frame_shape[0], 2 * frame_shape[1]],
+        "units": units,
+        "reconstruction": recon.summary(),
+        "parameters_from": str(params) if params is not None else "estimated from the first "
+                           "complete group",
+        "parameters": _sim_param_rows(recon.params, optics) if recon.params else None,
+        "metadata": out_meta.as_dict(),
+    }
+
+
 def stream(
     source: str,
     sink: str | Path,
@@ -1409,6 +1567,14 @@ def stream(
     overwrite: bool = False,
     progress: Callable[[StreamStats], None] | None = None,
     on_start: Callable[[StreamPipeline], None] | None = None,
+    *,
+    sim: bool = False,
+    na: float | None = None,
+    wavelength_nm: float | None = None,
+    pixel_size_um: float | None = None,
+    params: str | Path | None = None,
+    wiener_w: float = SIM_WIENER_W,
+    check_every: int = SIM_CHECK_EVERY,
 ) -> dict[str, Any]:
     """Stream frames from a camera or files through the accelerator into a sink, live.
 
@@ -1444,6 +1610,24 @@ def stream(
             every frame (e.g. :func:`fluorofpga.host.live_display`).
         on_start: called with the pipeline before it runs (to call ``stop()`` on it,
             e.g. from a Ctrl-C handler or a notebook button).
+        sim: **SIM mode**: the source gives raw SIM frames (3 angles × 3 phases,
+            angle-major; the simulated SIM camera for ``"sim"``); they are grouped by 9
+            (:class:`~fluorofpga.host.simstream.SimGrouper`: a group with a lost frame,
+            frames out of order or the stream ending mid-group is discarded and counted
+            as an event, with its frame indices) and every complete group is
+            reconstructed with the classical Wiener **on the CPU** (the board's ARM; no
+            SIM bundle exists yet, so ``bundle_path`` and a backend other than
+            ``emulate`` are refused) into one ``float32`` image on the 2x grid, pixel
+            size halved. ``frames`` counts raw frames (default 90 simulated), ``fps`` is
+            the raw frame rate, ``queue_size`` and ``drop`` act on whole groups.
+        na, wavelength_nm, pixel_size_um: SIM optics (objective NA, emission nm, camera
+            pixel in the sample plane µm); required for a camera, else from the file's
+            metadata when it states them.
+        params: fixed ``SimParameters`` JSON (``fluorofpga sim --save-params``); default:
+            estimated once from the first complete group, then fixed.
+        wiener_w: Wiener parameter of the SIM mode.
+        check_every: SIM drift check (``check_parameters``) every this many groups (0:
+            never); drifted parameters are replaced by the re-estimated ones, reported.
 
     Every argument is checked before any work (bundle, source, sink location and
     writability, overwrite, calibration against the frame size, backend). A file sink
@@ -1476,6 +1660,13 @@ def stream(
     if int(queue_size) != queue_size or queue_size < 1:
         raise ValueError(f"queue size must be >= 1, got {queue_size}")
     sink = str(sink)
+    if sim:
+        return _stream_sim(source, sink, bundle_path=bundle_path, backend=backend,
+                           frames=frames, fps=fps, drop=drop, calibration=calibration,
+                           queue_size=queue_size, size=size, seed=seed, cti=cti,
+                           overwrite=overwrite, progress=progress, on_start=on_start, na=na,
+                           wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um,
+                           params=params, wiener_w=wiener_w, check_every=check_every)
     src, kind, in_path = _open_source(source, frames, fps, size, seed, cti)
     sink_kind = _check_sink(sink, overwrite, [in_path] if in_path else [])
     bundle = load_bundle(bundle_path)

@@ -393,8 +393,30 @@ def stream(
     cti: str | None = typer.Option(None, help="GenTL producer (.cti) of a GenICam camera "
                                    "(default: $GENICAM_GENTL64_PATH)"),
     overwrite: bool = typer.Option(False, help="replace the output if it exists"),
+    sim: bool = typer.Option(False, "--sim", help="SIM mode: raw SIM frames (3 angles x 3 "
+                             "phases, angle-major; --source sim is the simulated SIM camera) "
+                             "grouped by 9 and reconstructed on the 2x grid (float32, pixel "
+                             "size halved) by the classical Wiener ON THE CPU (the board's "
+                             "ARM): no SIM bundle for the accelerator exists yet. Broken "
+                             "groups are counted and listed, never reconstructed"),
+    na: float | None = typer.Option(None, "--na", help="--sim: objective NA (a file: default "
+                                    "its OME metadata)"),
+    wavelength: float | None = typer.Option(None, "--wavelength", help="--sim: emission "
+                                            "wavelength, nm"),
+    pixel_size: float | None = typer.Option(None, "--pixel-size", help="--sim: camera pixel "
+                                            "in the sample plane, µm (a file: default its "
+                                            "metadata)"),
+    params: Path | None = typer.Option(None, "--params", help="--sim: fixed SIM parameters "
+                                       "(fluorofpga sim --save-params); default: estimated "
+                                       "from the first complete group"),
+    wiener: float = typer.Option(0.05, "--wiener", help="--sim: Wiener parameter"),
+    check_every: int = typer.Option(10, "--check-every", min=0, help="--sim: check the "
+                                    "parameters for drift every N groups (0: never)"),
 ) -> None:
-    """Stream frames live through the accelerator into a TIFF, OME-Zarr or the network."""
+    """Stream frames live through the accelerator into a TIFF, OME-Zarr or the network.
+
+    With --sim: live SIM reconstruction, on the CPU until a SIM bundle exists.
+    """
     import signal
 
     from fluorofpga import app as facade
@@ -405,10 +427,14 @@ def stream(
     previous = signal.getsignal(signal.SIGINT)
     try:
         total = frames or (facade.SIM_DEFAULT_FRAMES if source == "sim" else None)
+        if sim and total is not None:
+            total = (frames or facade.SIM_STREAM_DEFAULT_FRAMES) // 9  # groups
         with RichDisplay(total=total, console=err) as display:
             r = facade.stream(source, sink, model, backend, frames, fps, drop, calibration,
                               dtype, adc_max, queue, size, seed, cti, overwrite,
-                              progress=display, on_start=_stop_on_first_ctrl_c)
+                              progress=display, on_start=_stop_on_first_ctrl_c, sim=sim,
+                              na=na, wavelength_nm=wavelength, pixel_size_um=pixel_size,
+                              params=params, wiener_w=wiener, check_every=check_every)
     except KeyboardInterrupt:
         kept = "" if "://" in sink else (
             f"; the frames streamed so far are in {partial_path(sink)}"
@@ -419,6 +445,9 @@ def stream(
         _fail(str(e))
     finally:
         signal.signal(signal.SIGINT, previous)
+    if sim:
+        _print_sim_stream(r)
+        return
     table = Table(title=f"fluorofpga stream: {r['bundle']} on {r['backend']}", show_header=False)
     for key in ("frames_in", "frames_out", "dropped", "fps", "latency_ms_p50",
                 "latency_ms_p95", "latency_ms_p99", "read_ms_mean", "process_ms_mean",
@@ -436,6 +465,37 @@ def stream(
     ended = " (stopped early)" if r["stopped_early"] else ""
     console.print(f"wrote {r['frames_out']} frame(s) to {r['sink']}{ended}; noise model: "
                   f"{r['noise']['from']}")
+
+
+def _print_sim_stream(r: dict) -> None:
+    """Summary of ``stream --sim``: groups, events, reconstructions/s, latency."""
+    table = Table(title="fluorofpga stream --sim: classical Wiener on the CPU",
+                  show_header=False)
+    for key in ("raw_frames_in", "groups_complete", "groups_reconstructed", "groups_dropped",
+                "incomplete_groups", "out_of_order_groups", "frames_discarded",
+                "reconstructions_per_s", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+                "process_ms_mean", "pixel_size_out_nm"):
+        v = r[key]
+        table.add_row(key, f"{v:.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    for event in r["events"][:20]:
+        shown = ", ".join(map(str, event["indices"][:12]))
+        more = " ..." if len(event["indices"]) > 12 else ""
+        console.print(f"{event['kind']} group, frames [{shown}{more}] discarded: "
+                      f"{event['reason']}", markup=False, soft_wrap=True)
+    if len(r["events"]) > 20:
+        console.print(f"... {len(r['events']) - 20} more events in the summary")
+    for check in r["reconstruction"]["drift_events"]:
+        what = "re-estimated" if check["replaced"] else "kept"
+        console.print(f"drift at group {check['group']} (parameters {what}): "
+                      + "; ".join(check["reasons"]), markup=False, soft_wrap=True)
+    if r["groups_dropped"]:
+        console.print(f"dropped {r['groups_dropped']} whole group(s) ({r['drop_policy']}), "
+                      f"first frames {r['dropped_groups_first_frame'][:20]}")
+    ended = " (stopped early)" if r["stopped_early"] else ""
+    console.print(f"wrote {r['groups_reconstructed']} SIM image(s) {r['out_shape']} to "
+                  f"{r['sink']}{ended}; parameters {r['parameters_from']}; computed on "
+                  f"{r['computed_on']}", markup=False, soft_wrap=True)
 
 
 @app.command()
