@@ -43,6 +43,15 @@ Streaming (:mod:`.stream`, :mod:`.display`)
     stream cleanly. ``live_display(total)``: ``rich`` panel in a terminal, ipywidgets
     progress in Jupyter (text without ipywidgets).
 
+Live SIM (:mod:`.simstream`; the reconstruction runs on the CPU until a SIM bundle exists)
+    ``SimGrouper(source, max_frames)`` - raw frames ``(index, frame[, position])`` in,
+    complete angle-major groups ``(group, (9, Y, X))`` out; a lost frame, frames out of
+    order or a stream ending mid-group discard the group as a ``GroupEvent`` (kind,
+    frame indices, reason), counted, never reconstructed. ``SimReconstructor`` - the
+    classical Wiener (``wiener_sim``) of one group with fixed parameters (loaded, or
+    estimated from the first group), drift checked every N groups.
+    ``SimulatedSimCameraSource`` - raw SIM frames of the forward model with positions.
+
 Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
     ``load_bundle(path=None)`` -> ``Bundle`` (default: the shipped pre-trained one;
     manifest version 2, version 1 refused): ``signal`` (``SignalSpec``),
@@ -76,6 +85,7 @@ from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
 from .netstream import ZmqSink, ZmqSource
 from .pynq_backend import PynqAccelerator
 from .restore import OUTPUT_DTYPES, FrameRestorer
+from .simstream import GroupEvent, SimGrouper, SimReconstructor, SimulatedSimCameraSource
 from .sinks import BackgroundSink, KeepOpen, MemorySink, OmeZarrSink, TiffSink, open_sink
 from .sources import (
     CameraError,
@@ -116,6 +126,10 @@ __all__ = [
     "KeepOpen",
     "MemorySink",
     "SimulatedCameraSource",
+    "SimulatedSimCameraSource",
+    "GroupEvent",
+    "SimGrouper",
+    "SimReconstructor",
     "StreamPipeline",
     "StreamStats",
     "Tile",
