@@ -1909,7 +1909,8 @@ BOARD_PACKAGE = (
     ("boards", ("*.py", "*.json")),
     ("microscope", ("*.py",)),
 )
-BOARD_NOTEBOOKS = ("1_check_board.ipynb", "2_denoise_live.ipynb", "4_benchmark_dma.ipynb")
+BOARD_NOTEBOOKS = ("1_check_board.ipynb", "2_denoise_live.ipynb", "3_sim_live.ipynb",
+                   "4_benchmark_dma.ipynb")
 DEPLOY_MANIFEST = "deploy.json"
 NO_BITSTREAM_NOTE = "NO_BITSTREAM.txt"
 

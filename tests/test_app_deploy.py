@@ -42,7 +42,7 @@ def test_deploy_writes_bundle_notebooks_package_and_requirements(tmp_path):
     assert "built without Vivado" in (out / "NO_BITSTREAM.txt").read_text()
     assert r["note"] and "no bitstream" in r["note"] and not r["bitstream"]
     assert listing(out / "notebooks") == ["1_check_board.ipynb", "2_denoise_live.ipynb",
-                                          "4_benchmark_dma.ipynb"]
+                                          "3_sim_live.ipynb", "4_benchmark_dma.ipynb"]
     requirements = (out / "requirements.txt").read_text().splitlines()
     assert "numpy<2" in requirements and "tifffile>=2023.1" in requirements
     assert not any(line.startswith(("torch", "pynq", "brevitas", "finn", "qonnx"))
@@ -125,7 +125,7 @@ def test_cli_deploy(tmp_path):
                            env={"COLUMNS": "1000"})
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "3 notebooks" in text and "no bitstream" in text and "1_check_board" in text
+    assert "4 notebooks" in text and "no bitstream" in text and "1_check_board" in text
     again = runner.invoke(cli, ["deploy", "--board", "kv260", "--out", str(tmp_path / "b")],
                           env={"COLUMNS": "1000"})
     assert again.exit_code == 2 and "--overwrite" in again.output

@@ -116,6 +116,24 @@ def test_notebook_2_denoise_live(deployed):
     assert restored.shape == (out, 256, 256)
 
 
+def test_notebook_3_sim_live(deployed):
+    import tifffile
+
+    nb, text = _execute(deployed / "notebooks" / "3_sim_live.ipynb")
+    assert "not available yet" in nb.cells[1].source and "CPU" in nb.cells[1].source
+    assert "computed on the CPU" in text
+    found = re.search(r"(\d+)/(\d+) groups reconstructed from 54 raw frames; groups dropped "
+                      r"(\d+)", text)
+    assert found, text
+    out, complete, dropped = (int(g) for g in found.groups())
+    assert out >= 1 and out + dropped == complete
+    assert "reconstructions/s" in text and "latency p50" in text and "p99" in text
+    assert "widefield (128, 128) -> SIM (128, 128)" in text
+    assert "clean-up done" in text and "clean-up" in nb.cells[-1].source
+    images = tifffile.imread(deployed / "notebooks" / "sim_live.tif")
+    assert images.shape == (out, 128, 128)
+
+
 def test_notebook_4_benchmark_dma(deployed):
     _, text = _execute(deployed / "notebooks" / "4_benchmark_dma.ipynb")
     assert "64 tiles in" in text and "MB/s through the DMA" in text and "Mpixel/s" in text
