@@ -54,6 +54,7 @@ __all__ = [
     "SIM_FRAMES",
     "SIM_PHASES",
     "GroupEvent",
+    "GroupStack",
     "SimGrouper",
     "SimReconstructor",
     "SimulatedSimCameraSource",
@@ -90,6 +91,18 @@ class GroupEvent:
         return {"kind": self.kind, "indices": list(self.indices), "reason": self.reason}
 
 
+class GroupStack(np.ndarray):
+    """A ``(9, Y, X)`` raw group that knows where it came from.
+
+    Attributes:
+        group: its number among the complete groups (from 0).
+        first_index: source index of its first raw frame.
+    """
+
+    group: int
+    first_index: int
+
+
 def _position(value: Any, index: int) -> int:
     """A frame's place in its group, ``0..8``, from ``p``, ``(angle, phase)`` or None."""
     if value is None:
@@ -113,7 +126,8 @@ class SimGrouper:
     """Complete angle-major groups of 9 raw frames from a raw SIM frame stream.
 
     Iterating yields ``(group, stack)``: ``group`` counts complete groups from 0,
-    ``stack`` is a new ``(9, Y, X)`` array of the raw frames in angle-major order. Broken
+    ``stack`` is a new ``(9, Y, X)`` array of the raw frames in angle-major order (a
+    :class:`GroupStack`: ``stack.first_index`` is the source index of its first frame). Broken
     groups are discarded and recorded as :class:`GroupEvent` (see the module docstring).
 
     Args:
@@ -239,7 +253,8 @@ class SimGrouper:
                     bad_kind = bad_kind or "incomplete"
                 if len(group) == SIM_FRAMES:
                     flush()
-                    stack = np.stack(group)
+                    stack = np.stack(group).view(GroupStack)
+                    stack.group, stack.first_index = self.groups, group_indices[0]
                     self.first_indices.append(group_indices[0])
                     group, group_indices = [], []
                     yield self.groups, stack
@@ -379,12 +394,28 @@ class SimReconstructor:
                                       time.perf_counter() - t0))  # fmt: skip
 
     def __call__(self, stack: np.ndarray) -> np.ndarray:
-        """Reconstruct one group; estimate or check the parameters when due."""
+        """Reconstruct one group; estimate or check the parameters when due.
+
+        Raises:
+            ValueError (``FrameOrderError``, no pattern found): named with the group.
+        """
+        first = getattr(stack, "first_index", None)  # a GroupStack from SimGrouper
+        stack = self._prepare(stack)
+        group = self.reconstructions
+        try:
+            image = self._reconstruct(stack, group)
+        except ValueError as e:  # name the group: the stream stops on this error
+            where = "SIM group" if first is None else (
+                f"SIM group of raw frames {first}-{first + SIM_FRAMES - 1}")
+            e.args = (f"{where}: {e}", *e.args[1:])
+            raise
+        self.reconstructions += 1
+        return image
+
+    def _reconstruct(self, stack: np.ndarray, group: int) -> np.ndarray:
         from fluorofpga.microscope import FrameOrderWarning, WeakPatternWarning, wiener_sim
         from fluorofpga.microscope import estimate_parameters as estimate
 
-        stack = self._prepare(stack)
-        group = self.reconstructions
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FrameOrderWarning)
             warnings.simplefilter("always", WeakPatternWarning)
@@ -401,7 +432,6 @@ class SimReconstructor:
                                reorder=False, **self.optics)
             self.reconstruct_ms += (time.perf_counter() - t0) * 1e3
         self._note(caught)
-        self.reconstructions += 1
         return image.astype(np.float32)
 
     @property

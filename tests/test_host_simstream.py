@@ -21,6 +21,7 @@ from fluorofpga.host.simstream import (
 )
 from fluorofpga.host.sinks import partial_path
 from fluorofpga.microscope import (
+    FrameOrderError,
     ImageMeta,
     SimParametersMismatch,
     estimate_parameters,
@@ -138,6 +139,17 @@ def test_reconstructions_are_the_wiener_of_the_same_nine_frames(camera):
         assert out.dtype == np.float32 and out.shape == (2 * SIZE, 2 * SIZE)
         np.testing.assert_array_equal(out, direct.astype(np.float32))
     assert recon.summary()["computed_on"] == "cpu"
+
+
+def test_a_group_whose_frames_do_not_match_their_positions_stops_with_its_frames(camera):
+    frames = list(camera)[:18]
+    swapped = [*frames[:9], *(frames[9 + 3 * j + a] for a in range(3) for j in range(3))]
+    positions_kept = [(i, f, p) for (i, _, p), (_, f, _) in zip(frames, swapped, strict=True)]
+    recon = SimReconstructor(**OPTICS, camera=camera.camera, check_every=0)
+    with pytest.raises(FrameOrderError, match="raw frames 9-17"):
+        for _, stack in SimGrouper(positions_kept):
+            recon(stack)
+    assert recon.reconstructions == 1  # the phase-major group was not reconstructed
 
 
 def test_drift_checks_are_reported(camera):
