@@ -210,8 +210,10 @@ class SimGrouper:
 
         iterator = iter(self.source)
         try:
-            for item in iterator:
-                if self.max_frames is not None and self.frames_in >= self.max_frames:
+            while self.max_frames is None or self.frames_in < self.max_frames:
+                try:  # not one frame more than asked from the camera
+                    item = next(iterator)
+                except StopIteration:
                     break
                 if len(item) == 3:
                     index, frame, position = item

@@ -108,6 +108,15 @@ def test_positions_as_angle_phase_pairs_and_limits():
     positions = [(a, j) for a in range(3) for j in range(3)] * 2
     grouper, groups = grouped(numbered(range(18), positions), max_frames=13)
     assert len(groups) == 1 and grouper.frames_in == 13 and grouper.incomplete == 1
+    pulled = []
+
+    def camera():
+        for item in numbered(range(100)):
+            pulled.append(item[0])
+            yield item
+
+    grouper, groups = grouped(camera(), max_frames=18)
+    assert len(groups) == 2 and pulled == list(range(18))  # not one frame more
     with pytest.raises(ValueError, match="position"):
         list(SimGrouper(numbered([0], [9])))
     with pytest.raises(ValueError, match="angle, phase"):
@@ -150,6 +159,26 @@ def test_a_group_whose_frames_do_not_match_their_positions_stops_with_its_frames
         for _, stack in SimGrouper(positions_kept):
             recon(stack)
     assert recon.reconstructions == 1  # the phase-major group was not reconstructed
+
+
+def test_calibration_maps_frames_and_reconstructs_in_photons(tmp_path, camera):
+    from fluorofpga.microscope import Calibration
+
+    rng = np.random.default_rng(5)
+    offset = rng.normal(100.0, 4.0, (SIZE, SIZE))  # per-pixel offsets on the camera's 100
+    raw = np.stack([f for _, f, _ in camera][:9])
+    raw = np.clip(raw + np.rint(offset - 100.0), 0, 65535).astype(np.uint16)
+    cal = tmp_path / "cal.npz"
+    Calibration(offset_adu=offset, read_noise_adu=np.full((SIZE, SIZE), 3.5),
+                gain_e_per_adu=camera.camera.gain_e_per_adu, qe=camera.camera.qe).save(cal)
+    src = tmp_path / "raw.tif"
+    write_tiff(src, raw, meta=ImageMeta("TYX", 0.065, 0.065))
+    r = facade.stream(str(src), tmp_path / "sim.tif", sim=True, na=1.2, wavelength_nm=520,
+                      calibration=cal, check_every=0)
+    assert r["groups_reconstructed"] == 1 and r["units"] == "photons"
+    image = tifffile.imread(tmp_path / "sim.tif")
+    photons = (raw.astype(float) - offset) * camera.camera.gain_e_per_adu / camera.camera.qe
+    assert image.mean() == pytest.approx(photons.mean(), rel=0.05)
 
 
 def test_drift_checks_are_reported(camera):
