@@ -398,7 +398,9 @@ def stream(
                              "grouped by 9 and reconstructed on the 2x grid (float32, pixel "
                              "size halved) by the classical Wiener ON THE CPU (the board's "
                              "ARM): no SIM bundle for the accelerator exists yet. Broken "
-                             "groups are counted and listed, never reconstructed"),
+                             "groups are counted and listed, never reconstructed. --frames "
+                             "counts raw frames (default 90 simulated), --fps is the raw "
+                             "frame rate, --queue and --drop act on whole groups"),
     na: float | None = typer.Option(None, "--na", help="--sim: objective NA (a file: default "
                                     "its OME metadata)"),
     wavelength: float | None = typer.Option(None, "--wavelength", help="--sim: emission "
