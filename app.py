@@ -1355,7 +1355,8 @@ def _open_source(
 
     if source == "sim":
         n = SIM_DEFAULT_FRAMES if frames is None else frames
-        return SimulatedCameraSource(n, (size, size), seed=seed, fps=fps), "sim", None
+        return (SimulatedCameraSource(n, (size, size), seed=seed, fps=fps,
+                                      ground_truth_frames=0), "sim", None)  # nothing kept
     if source == "genicam" or source.startswith("genicam:"):
         index = source.partition(":")[2] or "0"
         if not index.isdigit():
