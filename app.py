@@ -1499,16 +1499,8 @@ def _stream_sim(
                              wiener_w=wiener_w, check_every=check_every)
     out = BackgroundSink(open_sink(sink, out_meta, dtype="float32", expected_frames=expected,
                                    overwrite=overwrite), queue_size=2)  # fmt: skip
-    pipeline = StreamPipeline(grouper, recon, KeepOpen(out), queue_size=queue_size,
-                              drop_policy=drop, progress=progress)
-    if on_start is not None:
-        on_start(pipeline)
-    try:
-        stats = pipeline.run()
-    except BaseException:
-        out.abort()  # partial output stays, clearly marked; a receiver is told
-        raise
-    out.close()
+    stats = _run_to_sink(StreamPipeline(grouper, recon, KeepOpen(out), queue_size=queue_size,
+                                        drop_policy=drop, progress=progress), out, on_start)
     first = grouper.first_indices
     units = ("photons (the simulated camera)" if source == "sim" and cal is None else
              "input units (camera offset not subtracted: no calibration)" if cal is None else
@@ -1548,6 +1540,21 @@ def _stream_sim(
         "parameters": _sim_param_rows(recon.params, optics) if recon.params else None,
         "metadata": out_meta.as_dict(),
     }
+
+
+def _run_to_sink(pipeline: StreamPipeline, out: Any,
+                 on_start: Callable[[StreamPipeline], None] | None) -> StreamStats:
+    """Run ``pipeline`` into ``out``: closed when the run ends, aborted on any error or
+    interrupt (the partial output stays, clearly marked; a receiver is told)."""
+    if on_start is not None:
+        on_start(pipeline)
+    try:
+        stats = pipeline.run()
+    except BaseException:
+        out.abort()
+        raise
+    out.close()
+    return stats
 
 
 def stream(
@@ -1710,16 +1717,9 @@ def stream(
         # network writes overlap the accelerator
         out = BackgroundSink(open_sink(sink, meta, dtype=dtype, expected_frames=expected,
                                        overwrite=overwrite), queue_size=2)  # fmt: skip
-        pipeline = StreamPipeline(_take(src, frames), process, KeepOpen(out),
-                                  queue_size=queue_size, drop_policy=drop, progress=progress)
-        if on_start is not None:
-            on_start(pipeline)
-        try:
-            stats = pipeline.run()
-        except BaseException:
-            out.abort()  # partial output stays, clearly marked; a receiver is told
-            raise
-        out.close()
+        stats = _run_to_sink(StreamPipeline(_take(src, frames), process, KeepOpen(out),
+                                            queue_size=queue_size, drop_policy=drop,
+                                            progress=progress), out, on_start)
         counts = process.counts.to_dict()
     written = getattr(out, "endpoint", None) or sink
     return {
