@@ -645,6 +645,33 @@ def build_layer(layer: RtlLayer, work_dir: str | Path) -> Path:
                            Path(work_dir).absolute() / layer.toplevel / "build")
 
 
+def run_cocotb_job(module: str, toplevel: str, build_dir: Path, test_dir: Path, env: str,
+                   job: dict[str, Any], seed: int, what: str) -> dict[str, Any]:
+    """Run the cocotb test ``module`` on a compiled model with ``job`` (a JSON file named by
+    the environment variable ``env``); returns the ``result.json`` the test wrote.
+
+    Raises:
+        RuntimeError: the test failed or wrote no result; ``what`` and the log are named.
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    job_file = test_dir / "job.json"
+    job_file.write_text(json.dumps(job))
+    log = test_dir / "sim.log"
+    try:
+        results = get_runner("verilator").test(
+            test_module=module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+            build_dir=str(build_dir), test_dir=str(test_dir), extra_env={env: str(job_file)},
+            log_file=str(log), seed=seed)
+        n_tests, n_failed = get_results(results)
+    except (RuntimeError, SystemExit) as err:  # cocotb's runner exits on failed tests
+        raise RuntimeError(f"{what} failed ({err}); see {log}") from err
+    result_file = Path(job["result"])
+    if n_tests == 0 or n_failed or not result_file.is_file():
+        raise RuntimeError(f"{what} failed; see {log}")
+    return json.loads(result_file.read_text())
+
+
 def simulate_layer(
     layer: RtlLayer,
     x: np.ndarray,
@@ -705,31 +732,8 @@ def simulate_layer(
                                 + layer.exp_cycles) + 1000,
         "result": str(test_dir / "result.json"),
     }
-    job_file = test_dir / "job.json"
-    job_file.write_text(json.dumps(job))
-    from cocotb_tools.runner import get_results, get_runner
-
-    runner = get_runner("verilator")
-    log = test_dir / "sim.log"
-    try:
-        results = runner.test(
-            test_module=COCOTB_MODULE,
-            hdl_toplevel=layer.toplevel,
-            hdl_toplevel_lang="verilog",
-            build_dir=str(build_dir),
-            test_dir=str(test_dir),
-            extra_env={JOB_ENV: str(job_file)},
-            log_file=str(log),
-            seed=seed,
-        )
-        n_tests, n_failed = get_results(results)
-    except (RuntimeError, SystemExit) as err:  # cocotb's runner exits on failed tests
-        raise RuntimeError(f"RTL simulation of {layer.node_name} failed ({err}); "
-                           f"see {log}") from err
-    result_file = Path(job["result"])
-    if n_tests == 0 or n_failed or not result_file.is_file():
-        raise RuntimeError(f"RTL simulation of {layer.node_name} failed; see {log}")
-    res = json.loads(result_file.read_text())
+    res = run_cocotb_job(COCOTB_MODULE, layer.toplevel, build_dir, test_dir, JOB_ENV, job,
+                         seed, f"RTL simulation of {layer.node_name}")
     out_words = [int(w, 16) for w in res["out_words"]]
     y = layer.unpack_output(out_words, n)
     return (y if layer.is_batch(x) else y[0]), int(res["cycles"])

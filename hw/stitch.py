@@ -50,6 +50,7 @@ from .rtlsim import (
     DEFAULT_FPGA_PART,
     _finn_rtllib,
     apply_patches,
+    run_cocotb_job,
     verilator_build,
 )
 
@@ -560,29 +561,8 @@ def simulate_accelerator(
         "tlast": design.params is not None,
         "result": str(run_dir / "result.json"),
     }
-    job_file = run_dir / "job.json"
-    job_file.write_text(json.dumps(job))
-    from cocotb_tools.runner import get_results, get_runner
-
-    log = run_dir / "sim.log"
-    try:
-        results = get_runner("verilator").test(
-            test_module=COCOTB_MODULE,
-            hdl_toplevel=design.top,
-            hdl_toplevel_lang="verilog",
-            build_dir=str(build_dir),
-            test_dir=str(run_dir),
-            extra_env={JOB_ENV: str(job_file)},
-            log_file=str(log),
-            seed=seed,
-        )
-        n_tests, n_failed = get_results(results)
-    except (RuntimeError, SystemExit) as err:
-        raise RuntimeError(f"stitched simulation failed ({err}); see {log}") from err
-    result_file = Path(job["result"])
-    if n_tests == 0 or n_failed or not result_file.is_file():
-        raise RuntimeError(f"stitched simulation failed; see {log}")
-    res = json.loads(result_file.read_text())
+    res = run_cocotb_job(COCOTB_MODULE, design.top, build_dir, run_dir, JOB_ENV, job, seed,
+                         "stitched simulation")
     dtype = np.uint32 if design.out_bits > 16 else np.uint16 if design.out_bits > 8 \
         else np.uint8
     words = np.array(res["words"], dtype=np.int64).astype(dtype).reshape(n, h, w)
@@ -594,7 +574,7 @@ def simulate_accelerator(
         interval=done[-1] - done[-2] if len(done) >= 2 else None,
         maxcount={k: int(v) for k, v in res["maxcount"].items()},
         table_cycles=int(res["table_cycles"]),
-        log=log,
+        log=run_dir / "sim.log",
     )
 
 
