@@ -9,6 +9,7 @@ tile's completion cycle, each FIFO's peak occupancy).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -109,7 +110,9 @@ async def stream_tiles(dut: Any) -> None:
         await ClockCycles(dut.ap_clk, 2)
         tb.sink.clear()
 
-    if job["idle_prob"] > 0:
+    if job.get("pace", 0) > 1:  # one pixel every `pace` cycles: the design's own rate
+        tb.pixels.set_pause_generator(itertools.cycle([False] + [True] * (job["pace"] - 1)))
+    elif job["idle_prob"] > 0:
         tb.pixels.set_pause_generator(random_bools(job["idle_prob"], rng))
     if job["backpressure_prob"] > 0:
         tb.sink.set_pause_generator(random_bools(job["backpressure_prob"], rng))

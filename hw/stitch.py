@@ -15,9 +15,9 @@ no Verilog is built from strings here).
 - :func:`simulate_accelerator` loads the two run-time tables and streams tiles of camera
   ADU through it (random idle / backpressure, optional reset in the middle of a tile) and
   returns the output words, the cycles between tile completions and every FIFO's peak
-  occupancy. Compiled with ``FINN_SIMULATION`` (``gauge=True``) every FIFO is FINN's
-  unbounded ``fifo_gauge``: that run sizes the FIFOs (:func:`size_fifos`), which are then
-  written back into the graph (``depth`` attributes) for a Vivado build.
+  occupancy. Compiled with ``FINN_SIMULATION`` (``gauge="all"``) every FIFO is FINN's
+  unbounded ``fifo_gauge``: such runs size the FIFOs (:func:`size_accelerator`), which are
+  then written back into the graph (``depth`` attributes) for a Vivado build.
 - :func:`reference_words` is the host's emulator (``host.emulate.run_hw_graph`` between
   ``pixel_in_reference`` and ``pixel_out_reference``): the stitched simulation must give
   identical words.
@@ -482,11 +482,17 @@ class AccelRun:
     log: Path
 
 
-def _build(design: StitchedDesign, gauge: bool) -> Path:
+#: ``simulate_accelerator(gauge=...)``: which FIFOs become FINN's unbounded fifo_gauge
+GAUGE_DEFINES = {"": None, "all": {"FINN_SIMULATION": 1},
+                 "bypass": {"FLUOROFPGA_BYPASS_GAUGE": 1}}
+
+
+def _build(design: StitchedDesign, gauge: str) -> Path:
+    if gauge not in GAUGE_DEFINES:
+        raise ValueError(f"gauge={gauge!r}: choose one of {sorted(GAUGE_DEFINES)}")
     return verilator_build(design.sources, design.top,
-                           design.out_dir / ("build_gauge" if gauge else "build"),
-                           ("-Wno-WIDTH", "-Wno-PINMISSING"),
-                           {"FINN_SIMULATION": 1} if gauge else None)
+                           design.out_dir / (f"build_gauge_{gauge}" if gauge else "build"),
+                           ("-Wno-WIDTH", "-Wno-PINMISSING"), GAUGE_DEFINES[gauge])
 
 
 def simulate_accelerator(
@@ -500,7 +506,8 @@ def simulate_accelerator(
     backpressure_prob: float = 0.0,
     seed: int = 0,
     reset_after: int | None = None,
-    gauge: bool = False,
+    gauge: str = "",
+    pace: int = 0,
     max_cycles: int | None = None,
 ) -> AccelRun:
     """Stream ``tiles`` of camera ADU through the stitched accelerator in Verilator.
@@ -518,7 +525,10 @@ def simulate_accelerator(
         seed: seed of the idle / backpressure pattern.
         reset_after: if set, reset the accelerator after this many input pixels of an
             extra first tile (whose output is discarded), then stream ``tiles``.
-        gauge: compile with ``FINN_SIMULATION``: every FIFO unbounded (FIFO sizing).
+        gauge: ``"all"``: compile with ``FINN_SIMULATION`` (every FIFO unbounded);
+            ``"bypass"``: only the bypass FIFO unbounded; ``""``: as built (FIFO sizing).
+        pace: if > 1, one input pixel every ``pace`` cycles (the design's own rate)
+            instead of random idle cycles.
         max_cycles: timeout; default 20x the estimate per tile plus table loads.
 
     Raises:
@@ -556,6 +566,7 @@ def simulate_accelerator(
         "backpressure_prob": backpressure_prob,
         "seed": seed,
         "reset_after": reset_after,
+        "pace": int(pace),
         "max_cycles": max_cycles,
         "fifos": [*design.fifos, *(["bypass"] if design.params else [])],
         "tlast": design.params is not None,
@@ -614,17 +625,21 @@ def size_accelerator(
     lut_out: np.ndarray,
     *,
     margin: float = 0.25,
-    idle_prob: float = 0.0,
-    backpressure_prob: float = 0.0,
     **kwargs: Any,
 ) -> FifoSizing:
-    """Size every FIFO (FINN's and the bypass) from a stitched simulation.
+    """Size every FIFO (FINN's and the bypass) from stitched simulations.
 
-    The design is generated into ``out_dir/gauge`` and simulated with ``FINN_SIMULATION``
-    (every FIFO FINN's unbounded ``fifo_gauge``) on ``tiles``; each FIFO's depth becomes
-    its peak occupancy plus ``margin`` (:func:`size_fifos`); the depths are written into
-    the graph and the design regenerated into ``out_dir/sized``. Re-simulate that design
-    to prove neither deadlock nor throughput loss (the tests and ``benchmarks/rtl.py`` do).
+    1. FINN's FIFOs: the design (``out_dir/gauge``) is simulated with ``FINN_SIMULATION``
+       (every FIFO FINN's unbounded ``fifo_gauge``) with the input paced at the design's
+       own rate (one pixel every ``estimated_cycles / pixels`` cycles, as a camera or a
+       DMA running at the accelerator's throughput delivers them; an unpaced source would
+       pile a whole tile into the FIFOs ahead of the slowest layer). Each depth becomes the
+       peak occupancy plus ``margin`` (:func:`size_fifos`).
+    2. The bypass FIFO: with those depths, only the bypass unbounded, the input NOT paced
+       (the network then holds as many pixels as it can): its peak plus ``margin``.
+    The depths are written into the graph and the design regenerated into
+    ``out_dir/sized``; re-simulate it (free-running and under stalls) to prove neither
+    deadlock nor throughput loss (the tests and ``benchmarks/rtl.py`` do).
 
     Args:
         model: from :func:`stitch_graph`.
@@ -632,14 +647,22 @@ def size_accelerator(
     """
     out = Path(out_dir)
     gauge = generate_accelerator(model, out / "gauge", params, **kwargs)
+    pixels = gauge.tile_shape[0] * gauge.tile_shape[1]
+    pace = max(1, gauge.estimated_cycles // pixels)
     run = simulate_accelerator(gauge, tiles, lut_in, lut_out, run_name="gauge_run",
-                               idle_prob=idle_prob, backpressure_prob=backpressure_prob,
-                               gauge=True)
-    depths = size_fifos(run.maxcount, margin)
-    bypass = depths.pop("bypass")
-    sized = generate_accelerator(set_fifo_depths(model, depths), out / "sized", params,
-                                 bypass_depth=bypass, **kwargs)
+                               gauge="all", pace=pace)
+    peaks = {k: v for k, v in run.maxcount.items() if k != "bypass"}
+    depths = size_fifos(peaks, margin)
+    sized_model = set_fifo_depths(model, depths)
+    probe = generate_accelerator(sized_model, out / "bypass_gauge", params, **kwargs)
+    bypass_run = simulate_accelerator(probe, tiles, lut_in, lut_out, run_name="bypass_run",
+                                      gauge="bypass")
+    peaks["bypass"] = bypass_run.maxcount["bypass"]
+    bypass = size_fifos({"bypass": peaks["bypass"]}, margin)["bypass"]
+    sized = generate_accelerator(sized_model, out / "sized", params, bypass_depth=bypass,
+                                 **kwargs)
+    depths["bypass"] = bypass
     (out / "fifo_sizing.json").write_text(json.dumps(
-        {"peaks": run.maxcount, "depths": {**depths, "bypass": bypass}, "margin": margin},
+        {"peaks": peaks, "depths": depths, "margin": margin, "pace_cycles_per_pixel": pace},
         indent=2))
-    return FifoSizing(peaks=run.maxcount, depths={**depths, "bypass": bypass}, design=sized)
+    return FifoSizing(peaks=peaks, depths=depths, design=sized)
