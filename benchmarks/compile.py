@@ -34,16 +34,11 @@ CANDIDATES = (("8x5 w4a4 (untrained, cost only)", 8, 5, "w4a4"),
 
 
 def _candidate_qonnx(channels: int, depth: int, recipe: str, tile: int, out: Path) -> Path:
-    import torch
+    from fluorofpga.models import DenoiserConfig
+    from fluorofpga.quantize import untrained_qonnx
 
-    from fluorofpga.models import DenoiserConfig, PlainDenoiser, SimulatedPairs
-    from fluorofpga.quantize import export_to_qonnx, quantize_from_float
-
-    cfg = DenoiserConfig(channels=channels, depth=depth)
-    torch.manual_seed(0)
-    data = SimulatedPairs(4, (64, 64), cfg.signal, seed=1)
-    q, _ = quantize_from_float(PlainDenoiser(cfg).eval(), recipe, data, steps=0, crop=32)
-    return export_to_qonnx(q, out / f"{channels}x{depth}_{recipe}.onnx", (tile, tile))
+    return untrained_qonnx(DenoiserConfig(channels=channels, depth=depth), recipe, tile,
+                           out / f"{channels}x{depth}_{recipe}.onnx", scenes=4)
 
 
 def main() -> None:

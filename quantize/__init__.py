@@ -8,6 +8,8 @@ Public API:
     calibrate, quantize_from_float  activation-range calibration and QAT from a float model
     export_to_qonnx(model, path, tile_shape)   QONNX file for a fixed tile
     run_qonnx_int(model, x_int)     qonnx ``execute_onnx`` on integer pixels -> integer pixels
+    untrained_qonnx(cfg, recipe, tile, path)   an untrained, calibrated net's QONNX (hardware
+                                    cost and verification of an architecture)
 """
 
 import warnings
@@ -15,7 +17,7 @@ import warnings
 # brevitas warns at import that an optional CUDA kernel package is absent; irrelevant here
 warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
 
-from .export import export_to_qonnx, run_qonnx_int  # noqa: E402
+from .export import export_to_qonnx, run_qonnx_int, untrained_qonnx  # noqa: E402
 from .model import QuantDenoiser, from_float  # noqa: E402
 from .qat import calibrate, quantize_from_float  # noqa: E402
 from .recipes import RECIPES, Recipe, get_recipe  # noqa: E402
@@ -30,4 +32,5 @@ __all__ = [
     "get_recipe",
     "quantize_from_float",
     "run_qonnx_int",
+    "untrained_qonnx",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,3 +50,33 @@ def run_qonnx_int(
     ]
     y = np.rint(np.concatenate(outs).astype(np.float64) * scale).astype(np.int64)
     return y[0, 0] if squeeze else y
+
+
+def untrained_qonnx(
+    cfg: Any,
+    recipe: str,
+    tile: int,
+    path: str | Path,
+    scenes: int = 2,
+    seed: int = 0,
+) -> Path:
+    """QONNX of an untrained ``PlainDenoiser(cfg)`` with ``recipe``'s activation ranges
+    calibrated on simulated scenes (no QAT): for hardware cost and verification of an
+    architecture, where the trained values do not matter.
+
+    Args:
+        cfg: a ``fluorofpga.models.DenoiserConfig``.
+        recipe: quantization recipe name.
+        tile: side of the square tile the model is exported for, pixels.
+        path: the QONNX file to write.
+        scenes: simulated scenes used for calibration.
+        seed: seed of the weights (``torch.manual_seed``); the scenes use ``seed + 1``.
+    """
+    from fluorofpga.models import PlainDenoiser, SimulatedPairs
+
+    from .qat import quantize_from_float
+
+    torch.manual_seed(seed)
+    data = SimulatedPairs(scenes, (64, 64), cfg.signal, seed=seed + 1)
+    q, _ = quantize_from_float(PlainDenoiser(cfg).eval(), recipe, data, steps=0, crop=32)
+    return export_to_qonnx(q, path, (tile, tile))

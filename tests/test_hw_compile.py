@@ -19,17 +19,12 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def small_qonnx(tmp_path_factory):
-    import torch
-
-    from fluorofpga.models import DenoiserConfig, PlainDenoiser, SimulatedPairs
-    from fluorofpga.quantize import export_to_qonnx, quantize_from_float
+    from fluorofpga.models import DenoiserConfig
+    from fluorofpga.quantize import untrained_qonnx
 
     d = tmp_path_factory.mktemp("compile_net")
     cfg = DenoiserConfig(channels=6, depth=3)
-    torch.manual_seed(0)
-    data = SimulatedPairs(2, (64, 64), cfg.signal, seed=1)
-    q, _ = quantize_from_float(PlainDenoiser(cfg).eval(), "w4a8", data, steps=0, crop=32)
-    return export_to_qonnx(q, d / "model.qonnx.onnx", (TILE, TILE)), cfg
+    return untrained_qonnx(cfg, "w4a8", TILE, d / "model.qonnx.onnx"), cfg
 
 
 def test_pixel_kernel_memories_use_the_best_block_ram_shape():

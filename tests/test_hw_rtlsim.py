@@ -64,17 +64,12 @@ ADD_MULTI = "finn-rtllib/mvu/add_multi.sv"
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
     """A fresh small accelerator (untrained, calibrated w4a8), built twice by FINN."""
-    import torch
-
-    from fluorofpga.models import DenoiserConfig, PlainDenoiser, SimulatedPairs
-    from fluorofpga.quantize import export_to_qonnx, quantize_from_float
+    from fluorofpga.models import DenoiserConfig
+    from fluorofpga.quantize import untrained_qonnx
 
     d = tmp_path_factory.mktemp("rtlsim_net")
     net = DenoiserConfig(channels=CHANNELS, depth=DEPTH)
-    torch.manual_seed(0)
-    data = SimulatedPairs(2, (64, 64), net.signal, seed=1)
-    q, _ = quantize_from_float(PlainDenoiser(net).eval(), "w4a8", data, steps=0, crop=32)
-    qonnx = export_to_qonnx(q, d / "model.qonnx.onnx", (TILE, TILE))
+    qonnx = untrained_qonnx(net, "w4a8", TILE, d / "model.qonnx.onnx")
     cfg = HwBuildConfig(tile=TILE, halo=net.halo)
     return {
         "default": build(qonnx, d / "finn", cfg),

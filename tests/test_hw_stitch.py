@@ -40,19 +40,14 @@ CYCLES_SLACK = 0.10  # the issue: cycles per tile within 10 % of FINN's estimate
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     """A fresh small w4a8 accelerator built with RTL MVAUs, its camera and test tiles."""
-    import torch
-
     from fluorofpga.host.emulate import load_hw_graph
     from fluorofpga.hw.layers import export_hw_layers
-    from fluorofpga.models import DenoiserConfig, PlainDenoiser, SimulatedPairs
-    from fluorofpga.quantize import export_to_qonnx, quantize_from_float
+    from fluorofpga.models import DenoiserConfig
+    from fluorofpga.quantize import untrained_qonnx
 
     d = tmp_path_factory.mktemp("stitch_net")
     cfg = DenoiserConfig(channels=CHANNELS, depth=DEPTH)
-    torch.manual_seed(0)
-    data = SimulatedPairs(2, (64, 64), cfg.signal, seed=1)
-    q, _ = quantize_from_float(PlainDenoiser(cfg).eval(), "w4a8", data, steps=0, crop=32)
-    qonnx = export_to_qonnx(q, d / "model.qonnx.onnx", (TILE, TILE))
+    qonnx = untrained_qonnx(cfg, "w4a8", TILE, d / "model.qonnx.onnx")
     b = build(qonnx, d / "finn", HwBuildConfig(tile=TILE, halo=cfg.halo, mvau_impl="rtl"))
     tables = SignalTables(cfg.signal, NoiseModel(2.0, 9.0), adc_max=4000)
     params = PixelKernelParams.from_spec(cfg.signal, adc_max=ADC_MAX, output="uint16")
