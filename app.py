@@ -31,6 +31,7 @@ from fluorofpga.host import (
 from fluorofpga.host.bundle import FORMAT, MANIFEST, MANIFEST_VERSION
 from fluorofpga.microscope import (
     ImageFormatError,
+    SignalSpec,
     atomic_write,
     check_output,
     psnr,
@@ -80,6 +81,9 @@ class BundleRecipe:
         mvau_impl: ``"rtl"`` (default: every layer has RTL that simulates here, MACs in
             DSPs) or ``"auto"`` (finn-plus' choice; HLS MVAUs need Vitis HLS).
         weight_memory: MVAU weights in LUTRAM or BRAM (``hw.HwBuildConfig``).
+        task: ``"denoise"`` or ``"sim"``: a learned 3-frame SIM reconstructor (3 raw
+            frames, 3 angles × 1 phase -> 2× image as 4 sub-pixel channels, trained on
+            simulated SIM data across optics, patterns, cameras and light levels).
     """
 
     name: str = "denoise-w4a8"
@@ -100,6 +104,7 @@ class BundleRecipe:
     init_float: str | None = None
     mvau_impl: str = "rtl"
     weight_memory: str = "auto"
+    task: str = "denoise"
 
 
 def make_bundle(
@@ -123,6 +128,12 @@ def make_bundle(
 
     recipe = get_recipe(spec.recipe)  # ValueError naming the known recipes
     load_board(spec.board)  # ValueError naming the known boards
+    from fluorofpga.host.bundle import TASKS
+
+    if spec.task not in TASKS:
+        raise ValueError(f"unknown task {spec.task!r}; choose one of {', '.join(TASKS)}")
+    if spec.task == "sim" and spec.self_supervised:
+        raise ValueError("self-supervised fine-tuning is for denoisers, not SIM bundles")
     if spec.bitfile:  # refuse before minutes of training, not after
         from fluorofpga.hw import require_vivado
 
@@ -133,11 +144,12 @@ def make_bundle(
     import torch
 
     from fluorofpga.models import (
+        SIM_CAMERAS,
         DenoiserConfig,
-        SimulatedPairs,
         TrainConfig,
         save_checkpoint,
         train_denoiser,
+        training_data,
     )
     from fluorofpga.quantize import export_to_qonnx, quantize_from_float
 
@@ -152,22 +164,32 @@ def make_bundle(
         progress("train", step, total, f"loss {loss:.2e}")
 
     if user is None:
-        model_cfg = DenoiserConfig(channels=spec.channels, depth=spec.depth)
+        sim = spec.task == "sim"
+        model_cfg = (DenoiserConfig(channels=spec.channels, depth=spec.depth,
+                                    signal=SignalSpec.direct(), in_frames=3, upscale=2)
+                     if sim else DenoiserConfig(channels=spec.channels, depth=spec.depth))
         if spec.init_float:
             from fluorofpga.models import load_float_model
 
             float_model = load_float_model(spec.init_float)
             model_cfg = float_model.config
+            if (model_cfg.in_frames > 1) != sim:
+                raise ValueError(f"{spec.init_float} holds a network with "
+                                 f"{model_cfg.in_frames} input frame(s): it is not a "
+                                 f"{spec.task} network")
         tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg,
-                           n_scenes=spec.scenes)
+                           n_scenes=spec.scenes,
+                           **({"cameras": SIM_CAMERAS, "scene_size": 96} if sim else {}))
         if spec.init_float:
             train_log: dict[str, Any] = {"loss": []}
         else:
             float_model, train_log = train_denoiser(tcfg, train_progress)
-        qat_data: Any = SimulatedPairs(tcfg.n_scenes, (tcfg.scene_size, tcfg.scene_size),
-                                       model_cfg.signal, tcfg.cameras, spec.seed + 1)
+        qat_data: Any = training_data(tcfg, spec.seed + 1)
         train_info: dict[str, Any] = {"cameras": tcfg.cameras.to_dict(), "data": (
-            "simulated only (microscope room): cell-like scenes, random optics")}
+            "simulated only (microscope room): "
+            + ("3-frame SIM (3 angles x 1 phase) of cell-like scenes and textures, random "
+               "optics, pattern frequency, modulation, directions, phases and angle errors"
+               if sim else "cell-like scenes, random optics"))}
         train_dict, crop = tcfg.to_dict(), tcfg.crop
     else:
         from fluorofpga.models import BlindSpotFrames, fit, load_float_model
@@ -207,17 +229,14 @@ def make_bundle(
         "format": FORMAT,
         "version": MANIFEST_VERSION,
         "name": spec.name,
-        "task": "denoise",
+        "task": "sim" if model_cfg.in_frames > 1 else "denoise",
         "created_by": f"fluorofpga {__version__}",
         "network": {"arch": "PlainDenoiser", "channels": model_cfg.channels,
                     "depth": model_cfg.depth, "receptive_field": model_cfg.receptive_field,
                     "params": model_cfg.params, "macs_per_pixel": model_cfg.macs_per_pixel},
         "recipe": recipe.to_dict(),
         "signal": signal.to_dict(),
-        "input": {"bits": signal.in_bits, "signed": False, "meaning": "GAT code",
-                  "frames": 1, "order": None, "axes": "YX"},
-        "output": {"bits": signal.out_bits, "signed": False, "meaning": "noise residual code",
-                   "upscale": 1, "axes": "YX"},
+        **_io_manifest(signal, model_cfg),
         "tile": {"height": spec.tile, "width": spec.tile, "halo": model_cfg.halo},
         "board": spec.board,
         "build": hw_cfg.to_dict(),
@@ -244,6 +263,28 @@ def make_bundle(
         shutil.rmtree(out)
     work.rename(out)
     return load_bundle(out)
+
+
+#: the raw frames of a 3-frame SIM bundle, in input-channel order
+SIM3_ORDER = "3 angles x 1 phase, angle-major: channel a = angle a (PYX axes)"
+
+
+def _io_manifest(signal: Any, model_cfg: Any) -> dict[str, Any]:
+    """The manifest's ``input`` and ``output`` entries of a denoiser or SIM network."""
+    if model_cfg.in_frames == 1:
+        return {"input": {"bits": signal.in_bits, "signed": False, "meaning": "GAT code",
+                          "frames": 1, "order": None, "axes": "YX"},
+                "output": {"bits": signal.out_bits, "signed": False,
+                           "meaning": "noise residual code", "upscale": 1, "axes": "YX"}}
+    return {"input": {"bits": signal.in_bits, "signed": False,
+                      "meaning": "GAT code of each raw frame", "frames": model_cfg.in_frames,
+                      "order": SIM3_ORDER, "axes": "PYX", "layout": "channels-last tiles"},
+            "output": {"bits": signal.out_bits, "signed": False,
+                       "meaning": "clean GAT code of each sub-pixel (gat-direct)",
+                       "upscale": model_cfg.upscale, "axes": "YX",
+                       "subpixels": "channel 2*dy+dx is fine pixel (2y+dy, 2x+dx)",
+                       "units": "ADU of the raw frames (a uniform region: the widefield "
+                                "value)"}}
 
 
 def bundle_build_config(board: str, tile: int, halo: int, target_mpix_per_s: float,
@@ -390,16 +431,16 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
     stages: dict[str, int] = {}
     tiles = sample_tiles(bundle, n_images, seed)
     lo, hi = None, None
-    for x in tiles:
+    for x in tiles:  # (H, W) denoiser tiles, (P, H, W) SIM tiles
         ref = run_qonnx_int(bundle.file("qonnx"), x)
-        results = {
-            "brevitas": qmodel.forward_int(torch.from_numpy(x[None, None].astype(np.int64)))
-            .numpy()[0, 0],
-            "qonnx": ref,
-        }
+        batch = x[None, None] if x.ndim == 2 else x[None]
+        brevitas = qmodel.forward_int(torch.from_numpy(batch.astype(np.int64))).numpy()[0]
+        results = {"brevitas": brevitas[0] if x.ndim == 2 else brevitas, "qonnx": ref}
         for step in VERIFIED_STEPS:
             results[f"finn:{step}"] = execute_int(finn_dir / f"{step}.onnx", x)
-        results["host:emulate"] = acc.run(x).astype(np.int64)
+        emulated = acc.run(x if x.ndim == 2 else np.ascontiguousarray(np.moveaxis(x, 0, -1)))
+        results["host:emulate"] = (emulated if x.ndim == 2 else np.moveaxis(emulated, -1, 0)
+                                   ).astype(np.int64)
         for name, y in results.items():
             stages[name] = stages.get(name, 0) + int(np.count_nonzero(y != ref))
         lo = int(ref.min()) if lo is None else min(lo, int(ref.min()))
@@ -431,21 +472,54 @@ def sample_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
     th, tw = bundle.tile_shape
     top = (1 << bundle.signal.in_bits) - 1
     tables = bundle.tables(simulated_camera_noise())
-    src = SimulatedCameraSource(n, (max(th, 256), max(tw, 256)), seed=seed + 1000)
-    tiles = [tables.encode(frame)[:th, :tw] for _, frame in src]
+    frames = bundle.frames
+    if frames == 1:
+        src = SimulatedCameraSource(n, (max(th, 256), max(tw, 256)), seed=seed + 1000)
+        tiles = [tables.encode(frame)[:th, :tw] for _, frame in src]
+    else:
+        tiles = [tables.encode(group)[:, :th, :tw]
+                 for group in _sim_camera_groups(n, frames, (th, tw), seed + 1000)]
     rng = np.random.default_rng(seed + 2000)
     dtype = tiles[0].dtype
+    shape = (th, tw) if frames == 1 else (frames, th, tw)
     for i in range(max(n, 1)):
-        field = gaussian_filter(rng.standard_normal((th, tw)), 2.0 + 2 * i)
+        field = gaussian_filter(rng.standard_normal(shape), 2.0 + 2 * i,
+                                axes=(-2, -1))
         field = (field - field.min()) / max(float(np.ptp(field)), 1e-12) * top
-        field += rng.normal(0, top / 16, (th, tw))
+        field += rng.normal(0, top / 16, shape)
         tiles.append(np.clip(np.rint(field), 0, top).astype(dtype))
-        tiles.append(rng.integers(0, top + 1, (th, tw)).astype(dtype))
+        tiles.append(rng.integers(0, top + 1, shape).astype(dtype))
     yy, xx = np.indices((th, tw))
-    tiles.append((((yy // 3 + xx // 3) % 2) * top).astype(dtype))
-    tiles.append(np.zeros((th, tw), dtype))
-    tiles.append(np.full((th, tw), top, dtype))
+    tiles.append(np.broadcast_to(((yy // 3 + xx // 3) % 2) * top, shape).astype(dtype))
+    tiles.append(np.zeros(shape, dtype))
+    tiles.append(np.full(shape, top, dtype))
     return tiles
+
+
+def _sim_camera_groups(n: int, frames: int, tile: tuple[int, int], seed: int
+                       ) -> list[np.ndarray]:
+    """``n`` raw 3-frame SIM groups (3 angles x 1 phase) of cell-like scenes recorded by
+    the simulated camera at 20 to 2000 photons, cropped to ``tile``."""
+    from fluorofpga.microscope import (
+        SCMOSCamera,
+        make_pattern,
+        render_specimen,
+        simulate_sim,
+    )
+
+    rng = np.random.default_rng(seed)
+    h, w = max(tile[0], 64), max(tile[1], 64)
+    groups = []
+    for i in range(n):
+        pattern = make_pattern(n_angles=frames, n_phases=1, k_fraction=0.85,
+                               start_angle_rad=float(rng.uniform(0, np.pi)),
+                               phase_offsets_rad=tuple(rng.uniform(0, 2 * np.pi, frames)))
+        specimen = render_specimen((2 * h, 2 * w), rng, filaments=h // 6, puncta=h, nuclei=1)
+        peak = float(20.0 * 100.0 ** (i / max(n - 1, 1)))
+        data = simulate_sim(specimen, pattern, peak_photons=peak, camera=SCMOSCamera(),
+                            rng=rng)
+        groups.append(data.raw[:, : tile[0], : tile[1]])
+    return groups
 
 
 # ---------------------------------------------------------------------------- demo

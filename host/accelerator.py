@@ -65,6 +65,9 @@ class Accelerator(abc.ABC):
         in_bits: Width of the unsigned input pixels.
         out_bits: Width of the unsigned output pixels.
         name: Backend name (``"emulate"``, ``"pynq"``, ...).
+        in_channels, out_channels: values per pixel in and out (1 for the denoiser; a
+            3-frame SIM reconstructor takes 3 and returns 4 sub-pixels). With more than
+            one, tiles are channels-last ``(th, tw, C)``: the order the pixels stream in.
 
     Only one tile may be in flight: ``submit`` then ``wait``, or ``run`` for both.
     Usable as a context manager; :meth:`close` releases the device.
@@ -81,7 +84,13 @@ class Accelerator(abc.ABC):
         in_bits: int = 8,
         out_bits: int = 8,
         name: str | None = None,
+        in_channels: int = 1,
+        out_channels: int = 1,
     ) -> None:
+        for label, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if int(n) != n or n < 1:
+                raise ValueError(f"{label} must be a positive integer, got {n!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         if len(tile_shape) != 2 or any(int(s) != s or s < 1 for s in tile_shape):
             raise ValueError(f"tile_shape must be two positive integers, got {tuple(tile_shape)}")
         for label, bits in (("in_bits", in_bits), ("out_bits", out_bits)):
@@ -95,6 +104,18 @@ class Accelerator(abc.ABC):
         self._in_flight = False
         self._closed = False
         self._pending: np.ndarray | None = None
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of an input tile: ``tile_shape``, or ``(th, tw, in_channels)``."""
+        return self.tile_shape if self.in_channels == 1 else (*self.tile_shape,
+                                                               self.in_channels)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Shape of an output tile: ``tile_shape``, or ``(th, tw, out_channels)``."""
+        return self.tile_shape if self.out_channels == 1 else (*self.tile_shape,
+                                                                self.out_channels)
 
     # -- backend hooks ---------------------------------------------------------------------
 
@@ -136,10 +157,10 @@ class Accelerator(abc.ABC):
                 f"tile dtype must be an unsigned integer type (uint8/uint16), got {tile.dtype}; "
                 "encode camera frames with the bundle's signal tables first (Bundle.restorer)"
             )
-        if tile.shape != self.tile_shape:
+        if tile.shape != self.in_shape:
             raise ValueError(
                 f"tile shape {tile.shape} does not match the accelerator's compiled tile shape "
-                f"{self.tile_shape}; cut frames with fluorofpga.host.tiling.process_tiled"
+                f"{self.in_shape}; cut frames with fluorofpga.host.tiling.process_tiled"
             )
         limit = 1 << self.in_bits
         if tile.size and tile.dtype.itemsize * 8 > self.in_bits and int(tile.max()) >= limit:
@@ -187,9 +208,9 @@ class Accelerator(abc.ABC):
 
     def _check_output(self, out: np.ndarray) -> np.ndarray:
         out = np.asarray(out)
-        if out.shape != self.tile_shape:
+        if out.shape != self.out_shape:
             raise AcceleratorError(
-                f"{self.name}: backend returned shape {out.shape}, expected {self.tile_shape}"
+                f"{self.name}: backend returned shape {out.shape}, expected {self.out_shape}"
             )
         if out.dtype.kind not in "ui":
             raise AcceleratorError(
@@ -232,5 +253,7 @@ class Accelerator(abc.ABC):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, tile_shape={self.tile_shape}, "
-            f"in_bits={self.in_bits}, out_bits={self.out_bits})"
+            f"in_bits={self.in_bits}, out_bits={self.out_bits}"
+            + (f", channels={self.in_channels}->{self.out_channels})"
+               if (self.in_channels, self.out_channels) != (1, 1) else ")")
         )

@@ -22,6 +22,7 @@ from fluorofpga.microscope.signal import NoiseModel, SignalSpec, SignalTables
 
 from .accelerator import Accelerator, BoardNotFound
 from .restore import FrameRestorer
+from .simrestore import SimRestorer
 
 MANIFEST = "manifest.json"
 FORMAT = "fluorofpga-bundle"
@@ -29,6 +30,8 @@ FORMAT = "fluorofpga-bundle"
 #: version 1 bundles fed raw ADU through a fixed window and are refused.
 MANIFEST_VERSION = 2
 BACKENDS = ("emulate", "pynq")
+#: what a bundle's network does: restore one frame, or reconstruct SIM from raw frames
+TASKS = ("denoise", "sim")
 
 
 class BundleError(ValueError):
@@ -56,6 +59,27 @@ class Bundle:
     def signal(self) -> SignalSpec:
         """The signal representation the network works in (manifest ``signal``)."""
         return SignalSpec.from_dict(self.manifest["signal"])
+
+    @property
+    def task(self) -> str:
+        """``"denoise"`` (one frame in, restored frame out) or ``"sim"`` (raw frames in,
+        2× SIM image out)."""
+        return str(self.manifest.get("task", "denoise"))
+
+    @property
+    def frames(self) -> int:
+        """Raw frames per network input (1 for a denoiser, 3 for a 3-frame SIM network)."""
+        return int(self.manifest["input"].get("frames", 1))
+
+    @property
+    def upscale(self) -> int:
+        """Output grid refinement (2 for SIM: ``upscale²`` sub-pixel output channels)."""
+        return int(self.manifest["output"].get("upscale", 1))
+
+    @property
+    def frame_order(self) -> str | None:
+        """How the raw frames of one input are ordered (manifest ``input.order``)."""
+        return self.manifest["input"].get("order")
 
     def tables(self, noise: NoiseModel, adc_max: int = 65535) -> SignalTables:
         """Pixel-in / pixel-out lookup tables of this bundle for one camera."""
@@ -120,8 +144,27 @@ class Bundle:
             dtype: ``"uint16"`` or ``"float32"`` output ADU.
             adc_max: ADC saturation value of the camera.
         """
+        if self.task != "denoise":
+            raise BundleError(
+                f"bundle {self.name} is a SIM reconstructor ({self.frames} raw frames -> "
+                f"{self.upscale}x image), not a denoiser: use `fluorofpga sim --model` "
+                "(Bundle.sim_restorer)")
         return FrameRestorer(accelerator, self.tables(noise, adc_max), self.halo,
                              calibration, dtype)
+
+    def sim_restorer(
+        self, accelerator: Accelerator, noise: NoiseModel, calibration: Any = None,
+        dtype: str = "uint16", adc_max: int = 65535,
+    ) -> SimRestorer:
+        """``restorer(raw (P, Y, X) group) -> (2Y, 2X) SIM image`` for a SIM bundle.
+
+        Args: as :meth:`restorer`; the camera's noise model applies to every raw frame.
+        """
+        if self.task != "sim":
+            raise BundleError(f"bundle {self.name} is a {self.task} bundle, not a SIM "
+                              "reconstructor (its manifest task is not 'sim')")
+        return SimRestorer(accelerator, self.tables(noise, adc_max), self.halo, self.frames,
+                           self.upscale, calibration, dtype)
 
 
 def default_bundle_path() -> Path:
@@ -170,6 +213,28 @@ def _check_bundle_file(bundle: Path, key: str, rel: Any, sha256: Any) -> None:
                           f"{_RECREATE}")  # fmt: skip
 
 
+def _check_task(mpath: Path, manifest: dict[str, Any], signal: SignalSpec) -> None:
+    """The manifest's task agrees with its input frames, upscaling and signal kind."""
+    task = manifest.get("task", "denoise")
+    if task not in TASKS:
+        raise BundleError(f"{mpath}: unknown task {task!r}; this fluorofpga knows "
+                          + ", ".join(TASKS))
+    inp, out = manifest["input"], manifest["output"]
+    if not isinstance(inp, dict) or not isinstance(out, dict):
+        raise BundleError(f"{mpath}: 'input' and 'output' must be objects")
+    frames, upscale = inp.get("frames", 1), out.get("upscale", 1)
+    want = {"denoise": (1, 1, "gat-residual")}.get(task)
+    if want is not None and (frames, upscale, signal.kind) != want:
+        raise BundleError(f"{mpath}: a denoise bundle takes 1 frame at upscale 1 in the "
+                          f"gat-residual signal; got {frames} frames, upscale {upscale}, "
+                          f"{signal.kind}")
+    if task == "sim" and (not isinstance(frames, int) or frames < 1 or upscale != 2
+                          or signal.kind != "gat-direct"):
+        raise BundleError(f"{mpath}: a SIM bundle takes raw frames (>= 1) to a 2x grid in "
+                          f"the gat-direct signal; got {frames} frames, upscale {upscale}, "
+                          f"{signal.kind}")
+
+
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Load the bundle at ``path`` (default: the shipped one), checking it before any work.
 
@@ -205,9 +270,10 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         if key not in manifest:
             raise BundleError(f"{mpath}: manifest lacks {key!r}")
     try:
-        SignalSpec.from_dict(manifest["signal"])
+        signal = SignalSpec.from_dict(manifest["signal"])
     except (TypeError, ValueError) as e:
         raise BundleError(f"{mpath}: bad signal representation: {e}") from None
+    _check_task(mpath, manifest, signal)
     files, digests = manifest["files"], manifest.get("sha256") or {}
     if not isinstance(files, dict) or not isinstance(digests, dict):
         raise BundleError(f"{mpath}: 'files' and 'sha256' must be objects")

@@ -56,6 +56,12 @@ class HwGraph:
         """(H, W) of the image stream the graph was compiled for."""
         return (int(self.image["height"]), int(self.image["width"]))
 
+    @property
+    def out_channels(self) -> int:
+        """Values per output pixel (the last axis of an NHWC output, 1 for NCHW 1-channel)."""
+        shape = self.output_shape
+        return 1 if len(shape) != 4 or shape[1] == 1 else int(shape[-1])
+
 
 _RECREATE = "re-create the bundle (`fluorofpga train`) or copy it again"
 # What numpy / zipfile raise on a truncated or damaged .npz (BadZipFile on a bad CRC too)
@@ -478,7 +484,9 @@ class EmulatedAccelerator(Accelerator):
         out_bits: int = 8,
         tile_shape: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(tile_shape or graph.tile_shape, in_bits, out_bits)
+        super().__init__(tile_shape or graph.tile_shape, in_bits, out_bits,
+                         in_channels=int(graph.image.get("channels", 1)),
+                         out_channels=graph.out_channels)
         self.graph = graph
 
     def _compute(self, tile: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 
 from .transforms import (
+    BoundaryTransposesToNHWC,
     IntegerInput,
     IntegerOutput,
     RemoveIdentityThresholds,
@@ -36,14 +37,17 @@ def make_step_integer_input(bits: int) -> Step:
 def make_step_integer_io(bits: int) -> Step:
     """Step after streamlining: integer pixels in and out, no single-channel transposes.
 
-    Removes the identity input thresholds, the output scale and the 1-channel layout
-    transposes, so the dataflow partition starts and ends with integer image streams.
+    Removes the identity input thresholds, the output scale and the layout transposes
+    (1-channel ones become Reshapes; multi-channel ones at the graph's ends go, the
+    graph's input and output become NHWC), so the dataflow partition starts and ends
+    with integer image streams.
     """
 
     def step_integer_io(model: ModelWrapper, cfg: Any) -> ModelWrapper:
         model = model.transform(RemoveIdentityThresholds())
         model = model.transform(IntegerOutput(bits))
         model = model.transform(SingleChannelTransposeToReshape())
+        model = model.transform(BoundaryTransposesToNHWC())
         model = model.transform(InferShapes())
         model = model.transform(InferDataTypes())
         model = model.transform(GiveUniqueNodeNames())

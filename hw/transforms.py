@@ -9,6 +9,7 @@ computes on the integers it is specified for, and does no file I/O. ``apply`` re
 from __future__ import annotations
 
 import numpy as np
+import qonnx.core.data_layout as DataLayout  # noqa: N812 (qonnx naming)
 from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
@@ -154,6 +155,51 @@ class SingleChannelTransposeToReshape(Transformation):
             graph.node.remove(node)
             graph.node.insert(idx, reshape)
             return model, True
+        return model, False
+
+
+class BoundaryTransposesToNHWC(Transformation):
+    """Drop the layout Transposes at the graph's ends: the accelerator streams NHWC.
+
+    A multi-channel network (a 3-frame SIM reconstructor: 3 frames in, 4 sub-pixels out)
+    keeps an NCHW->NHWC Transpose after its input and an NHWC->NCHW one before its
+    output once streamlined. In hardware the pixels arrive channel-interleaved anyway
+    (the host packs frame values pixel by pixel), so the graph's input and output simply
+    become NHWC tensors; FINN would otherwise build a ``Shuffle`` layer for the output
+    (no RTL in finn-plus). :func:`fluorofpga.hw.verify.execute_int` feeds each stage in
+    its own layout, so the chain still compares the same integers.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        """Remove both boundary Transposes (one pass)."""
+        graph = model.graph
+        iname, oname = graph.input[0].name, graph.output[0].name
+        for node in list(graph.node):
+            if node.op_type != "Transpose":
+                continue
+            perm = list(helper.get_attribute_value(node.attribute[0]))
+            if perm == [0, 2, 3, 1] and node.input[0] == iname:
+                new_in = node.output[0]
+                shape = model.get_tensor_shape(new_in)
+                dtype = model.get_tensor_datatype(iname)
+                graph.node.remove(node)
+                for consumer in model.find_consumers(new_in) or []:
+                    for k, name in enumerate(consumer.input):
+                        if name == new_in:
+                            consumer.input[k] = iname
+                model.set_tensor_shape(iname, shape)
+                model.set_tensor_datatype(iname, dtype)
+                model.set_tensor_layout(iname, DataLayout.NHWC)
+            elif perm == [0, 3, 1, 2] and node.output[0] == oname:
+                src = node.input[0]
+                shape = model.get_tensor_shape(src)
+                dtype = model.get_tensor_datatype(src)
+                producer = model.find_producer(src)
+                graph.node.remove(node)
+                producer.output[list(producer.output).index(src)] = oname
+                model.set_tensor_shape(oname, shape)
+                model.set_tensor_datatype(oname, dtype)
+                model.set_tensor_layout(oname, DataLayout.NHWC)
         return model, False
 
 

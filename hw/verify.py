@@ -33,13 +33,16 @@ def execute_int(
         model: the ONNX model of the stage (specialized ``_hls``/``_rtl`` nodes are
             executed through their generic Python implementation, see
             :class:`~fluorofpga.hw.transforms.Unspecialize`).
-        x_int: (H, W) unsigned integer image matching the graph's input size.
+        x_int: (H, W) unsigned integer image matching the graph's input size, or
+            (C, H, W) for a multi-channel network (fed NCHW or NHWC, as the stage's
+            graph takes it).
         io_bits: pixel width; float-input stages get ``x_int / 2**io_bits`` and their
             float output is multiplied back by ``2**io_bits``.
 
     Returns:
-        (H, W) int64 output pixels. Raises :class:`NotBitExact` if a float output is not
-        an exact integer multiple of ``2**-io_bits``.
+        (H, W) int64 output pixels for an (H, W) input, else (C_out, H, W). Raises
+        :class:`NotBitExact` if a float output is not an exact integer multiple of
+        ``2**-io_bits``.
     """
     boot_finn()
     from finn.core.onnx_exec import execute_onnx
@@ -47,20 +50,37 @@ def execute_int(
     model = copy.deepcopy(_load(model)).transform(Unspecialize())
     iname = model.graph.input[0].name
     oname = model.graph.output[0].name
-    ishape = model.get_tensor_shape(iname)
-    x = np.asarray(x_int)
-    if x.ndim != 2 or int(np.prod(ishape)) != x.size:
-        raise ValueError(f"input of shape {x.shape} does not fit the graph input {ishape}")
     integer_in = model.get_tensor_datatype(iname).is_integer()
     scale = 2.0**io_bits
-    feed = x.astype(np.float32) if integer_in else x.astype(np.float32) / np.float32(scale)
-    out = execute_onnx(model, {iname: feed.reshape(ishape)})[oname].astype(np.float64)
+    feed, nhwc = _feed(model, x_int, integer_in, scale)
+    out = execute_onnx(model, {iname: feed})[oname].astype(np.float64)
     if not model.get_tensor_datatype(oname).is_integer():
         out = out * scale
     y = np.rint(out)
     if not np.array_equal(y, out):
         raise NotBitExact(f"stage output is not integral (max deviation {np.abs(y - out).max()})")
-    return y.astype(np.int64).reshape(x.shape)
+    y = y.astype(np.int64)
+    if np.asarray(x_int).ndim == 2:
+        return y.reshape(np.shape(x_int))
+    return np.moveaxis(y[0], -1, 0) if nhwc else y[0]
+
+
+def _feed(model: ModelWrapper, x_int: np.ndarray, integer_in: bool,
+          scale: float) -> tuple[np.ndarray, bool]:
+    """The graph's input tensor for an (H, W) or (C, H, W) integer image, and whether the
+    graph is NHWC (the hardware stages of a multi-channel network, see
+    :class:`~fluorofpga.hw.transforms.BoundaryTransposesToNHWC`)."""
+    iname = model.graph.input[0].name
+    ishape = list(model.get_tensor_shape(iname))
+    x = np.asarray(x_int)
+    feed = x.astype(np.float32) if integer_in else x.astype(np.float32) / np.float32(scale)
+    if x.ndim == 2 and int(np.prod(ishape)) == x.size:
+        return feed.reshape(ishape), False
+    if x.ndim == 3 and ishape == [1, *x.shape]:
+        return feed[None], False
+    if x.ndim == 3 and ishape == [1, x.shape[1], x.shape[2], x.shape[0]]:
+        return np.moveaxis(feed, 0, -1)[None], True
+    raise ValueError(f"input of shape {x.shape} does not fit the graph input {ishape}")
 
 
 def assert_same_integers(reference: np.ndarray, other: np.ndarray, what: str) -> None:
@@ -94,13 +114,12 @@ def threshold_coverage(
 
     model = copy.deepcopy(_load(model)).transform(Unspecialize())
     iname = model.graph.input[0].name
-    ishape = model.get_tensor_shape(iname)
     integer_in = model.get_tensor_datatype(iname).is_integer()
     nodes = [n for n in model.graph.node if n.op_type == "MultiThreshold"]
     seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for x in tiles:
-        feed = x.astype(np.float32) if integer_in else x.astype(np.float32) / 2.0**io_bits
-        ctx = execute_onnx(model, {iname: feed.reshape(ishape)}, return_full_exec_context=True)
+        feed, _ = _feed(model, x, integer_in, 2.0**io_bits)
+        ctx = execute_onnx(model, {iname: feed}, return_full_exec_context=True)
         for node in nodes:
             t = model.get_initializer(node.input[1])
             acc = ctx[node.input[0]]

@@ -33,8 +33,10 @@ Structured illumination (``sim``, ``sim_recon``; wave vectors in cycles per came
     ``make_pattern(n_angles=3, n_phases=3, k_fraction=0.85, modulation=0.9, ...)`` ->
     ``SimPattern`` (3x3 and the 3-frame DL-SIM variant), ``simulate_sim(specimen_2x,
     pattern, ...)`` -> ``SimRawData`` (``raw`` uint16 "PYX", angles outermost),
-    ``sim_ground_truth`` (specimen through the extended SIM OTF), ``ideal_otf``,
-    ``cutoff_cycles_per_px``, ``illumination``, ``bin_to_camera``;
+    ``sim_ground_truth`` (specimen through the extended SIM OTF; ``units="widefield"``
+    for a learned reconstructor's target), ``ideal_otf``, ``cutoff_cycles_per_px``,
+    ``illumination``, ``bin_to_camera``, ``space_to_depth`` / ``depth_to_space`` (2×
+    image <-> 4 sub-pixel channels: the pixel shuffle of a SIM network's output);
     ``estimate_parameters(raw, ...)`` -> ``SimParameters`` (a sequence of
     ``AngleParameters`` per angle: band separation, FFT cross-correlation, exact sub-pixel
     refinement; ~0.3 s per 512² 3x3 stack), ``wiener_sim(raw, params=None, ...)``
@@ -137,11 +139,13 @@ from .sim import (
     SimRawData,
     bin_to_camera,
     cutoff_cycles_per_px,
+    depth_to_space,
     ideal_otf,
     illumination,
     make_pattern,
     sim_ground_truth,
     simulate_sim,
+    space_to_depth,
 )
 from .sim_params import (
     FrameOrderCheck,
@@ -235,6 +239,8 @@ __all__ = [
     "pupil_psf",
     "read_tiff",
     "render_specimen",
+    "space_to_depth",
+    "depth_to_space",
     "simulate_pairs",
     "ssim",
     "write_tiff",

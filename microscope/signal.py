@@ -271,18 +271,27 @@ def inverse_gat(z: np.ndarray | float, noise: NoiseModel) -> np.ndarray:
     return ((a * z / 2.0) ** 2 - 0.375 * a * a - b) / a
 
 
+SIGNAL_KINDS = ("gat-residual", "gat-direct")
+
+
 @dataclass(frozen=True)
 class SignalSpec:
     """The bundle's fixed representation (recorded in the manifest as ``signal``).
 
     Attributes:
-        kind: ``"gat-residual"``: GAT input code, noise-residual output code.
+        kind: ``"gat-residual"``: GAT input code, noise-residual output code (the
+            denoiser); ``"gat-direct"``: GAT input code, the network outputs the clean GAT
+            code itself (a SIM reconstructor, whose output lives on another grid than
+            its input, so there is no input pixel to form a residual against).
         in_bits: unsigned input code width.
         in_step: GAT units (σ) per input code step.
-        out_bits: unsigned network output (residual) code width.
-        residual_step: GAT units per residual code step.
-        residual_zero: residual code meaning "no noise".
-        code_bits: width of the combined clean code ``c`` that indexes the output table.
+        out_bits: unsigned network output code width.
+        residual_step: GAT units per output-table code step (``gat-residual``: per
+            residual code step; ``gat-direct``: per output code step, the output code is
+            the table index).
+        residual_zero: residual code meaning "no noise" (``gat-direct``: 0, unused).
+        code_bits: width of the combined clean code ``c`` that indexes the output table
+            (``gat-direct``: ``out_bits``).
     """
 
     kind: str = "gat-residual"
@@ -295,10 +304,18 @@ class SignalSpec:
 
     def __post_init__(self) -> None:
         """Validate: the step ratio must be a power-of-two integer and ``c`` must fit."""
-        if self.kind != "gat-residual":
-            raise ValueError(f"unknown signal representation {self.kind!r}; known: gat-residual")
+        if self.kind not in SIGNAL_KINDS:
+            raise ValueError(f"unknown signal representation {self.kind!r}; known: "
+                             + ", ".join(SIGNAL_KINDS))
         if not 1 <= self.in_bits <= 16 or not 1 <= self.out_bits <= 16:
             raise ValueError(f"in_bits/out_bits must be 1..16, got {self.in_bits}/{self.out_bits}")
+        if self.kind == "gat-direct":
+            if self.code_bits != self.out_bits or self.residual_zero != 0:
+                raise ValueError("gat-direct: code_bits must equal out_bits and residual_zero "
+                                 "must be 0 (the output code indexes the table)")
+            if not self.residual_step > 0:
+                raise ValueError(f"residual_step must be > 0, got {self.residual_step}")
+            return
         ratio = self.in_step / self.residual_step
         if ratio != int(ratio) or int(ratio) < 1:
             raise ValueError(f"in_step / residual_step must be a positive integer, got {ratio}")
@@ -307,6 +324,17 @@ class SignalSpec:
             raise ValueError(f"code_bits={self.code_bits} cannot hold the clean code up to {top}")
         if not 0 <= self.residual_zero < (1 << self.out_bits):
             raise ValueError(f"residual_zero must be a valid {self.out_bits}-bit code")
+
+    @classmethod
+    def direct(cls, out_step: float = 0.5, in_step: float = 0.25, bits: int = 8) -> SignalSpec:
+        """A ``gat-direct`` spec: the network outputs the clean GAT value in steps of
+        ``out_step`` (0.5 σ: 8 bits cover ~4000 e⁻, a SIM image's highlights)."""
+        return cls(kind="gat-direct", in_bits=bits, in_step=in_step, out_bits=bits,
+                   residual_step=out_step, residual_zero=0, code_bits=bits)
+
+    def direct_target(self, z_clean: np.ndarray) -> np.ndarray:
+        """``gat-direct`` training target in output codes (float, not rounded)."""
+        return np.asarray(z_clean, dtype=np.float64) / self.residual_step
 
     @property
     def ratio(self) -> int:
@@ -343,6 +371,9 @@ class SignalSpec:
         This is the integer arithmetic of the pixel-out kernel: a shift, an add and a
         clip; ``c · residual_step`` is the clean GAT value.
         """
+        if self.kind == "gat-direct":
+            return np.broadcast_to(np.asarray(r, dtype=np.int32), np.broadcast_shapes(
+                np.shape(q), np.shape(r))).copy()
         c = (np.asarray(q, dtype=np.int32) * self.ratio + self.residual_zero
              - np.asarray(r, dtype=np.int32))
         return np.clip(c, 0, (1 << self.code_bits) - 1)

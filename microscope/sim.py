@@ -296,6 +296,30 @@ def bin_to_camera(image_2x: np.ndarray) -> np.ndarray:
     return image_2x.reshape(h // _UPSAMPLE, _UPSAMPLE, w // _UPSAMPLE, _UPSAMPLE).sum(axis=(1, 3))
 
 
+def space_to_depth(fine: np.ndarray, factor: int = _UPSAMPLE) -> np.ndarray:
+    """``(..., factor·H, factor·W)`` fine-grid image -> ``(..., factor², H, W)`` sub-pixels.
+
+    Channel ``factor·dy + dx`` is fine pixel ``(factor·y + dy, factor·x + dx)``: how a
+    network on the camera grid outputs a 2× image (the pixel-shuffle layout).
+    """
+    *lead, fh, fw = fine.shape
+    if fh % factor or fw % factor:
+        raise ValueError(f"fine-grid sides {fh}x{fw} are not multiples of {factor}")
+    x = fine.reshape(*lead, fh // factor, factor, fw // factor, factor)
+    x = np.moveaxis(x, (-3, -1), (-4, -3))  # (..., dy, dx, h, w)
+    return x.reshape(*lead, factor * factor, fh // factor, fw // factor)
+
+
+def depth_to_space(channels: np.ndarray, factor: int = _UPSAMPLE) -> np.ndarray:
+    """Inverse of :func:`space_to_depth`: ``(..., factor², H, W)`` -> ``(..., fH, fW)``."""
+    *lead, c, h, w = channels.shape
+    if c != factor * factor:
+        raise ValueError(f"expected {factor * factor} sub-pixel channels, got {c}")
+    x = channels.reshape(*lead, factor, factor, h, w)
+    x = np.moveaxis(x, (-4, -3), (-3, -1))  # (..., h, dy, w, dx)
+    return x.reshape(*lead, h * factor, w * factor)
+
+
 def illumination(
     shape_2x: tuple[int, int], kx: float, ky: float, phase_rad: float, modulation: float
 ) -> np.ndarray:
@@ -395,6 +419,7 @@ def sim_ground_truth(
     wavelength_nm: float = 520.0,
     pixel_size_nm: float = 65.0,
     k_fraction: float = 0.85,
+    units: str = "peak",
 ) -> np.ndarray:
     """The specimen as an ideal 2-D SIM microscope would image it, on the 2× grid.
 
@@ -410,15 +435,28 @@ def sim_ground_truth(
         na, wavelength_nm: objective aperture and emission wavelength (nm).
         pixel_size_nm: *camera* pixel size (nm); the fine grid has half of it.
         k_fraction: pattern frequency / widefield cut-off, in (0, 2).
+        units: ``"peak"``: scaled to maximum 1; ``"widefield"``: in the units of the
+            widefield camera image whose brightest pixel is 1 (the photon scale of
+            :func:`simulate_sim` with ``peak_photons=1``): each fine pixel holds what a
+            camera pixel would record if the specimen were everywhere like it there, so a
+            uniform region has the same value in both images (the target of a learned
+            reconstruction that outputs camera units).
 
     Returns:
-        float64 ``(2Y, 2X)``, ≥ 0, maximum 1 (all zeros for an empty specimen).
+        float64 ``(2Y, 2X)``, ≥ 0 (all zeros for an empty specimen).
     """
     specimen = _check_specimen_2x(specimen_2x)
     _check_positive(na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm)
     if not (np.isfinite(k_fraction) and 0 < k_fraction < 2):
         raise ValueError(f"k_fraction must be in (0, 2), got {k_fraction!r}")
+    if units not in ("peak", "widefield"):
+        raise ValueError(f"units must be 'peak' or 'widefield', got {units!r}")
     psf = _fine_psf(na * (1 + k_fraction), wavelength_nm, pixel_size_nm)
     target = np.clip(blur(specimen, psf), 0.0, None)
-    peak = target.max()
+    if units == "widefield":
+        wide = bin_to_camera(np.clip(blur(specimen, _fine_psf(na, wavelength_nm,
+                                                              pixel_size_nm)), 0.0, None))
+        peak = wide.max() / _UPSAMPLE**2
+    else:
+        peak = target.max()
     return target / peak if peak > 0 else target

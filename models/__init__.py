@@ -6,6 +6,10 @@ Public API:
     layer_channels(config)          (in, out) channels per conv layer
     INPUT_BITS, OUTPUT_BITS         integer pixel widths (scales are 2**-bits)
     TrainConfig, train_denoiser     supervised training on simulated pairs
+    training_data(cfg, seed)        the simulated data of a config (denoiser or SIM)
+    SimTriplets, SIM_CAMERAS        3-frame SIM scenes (3 angles x 1 phase, random optics
+                                    and pattern errors) -> 2x target as 4 sub-pixel
+                                    channels; every crop through a new random camera
     fit                             the training loop (also used for QAT)
     SimulatedPairs, CameraRange     scene pool; every crop through a new random camera
     encode_noisy                    one (input code, residual target) pair from photons
@@ -29,7 +33,8 @@ from .denoiser import (
     save_checkpoint,
 )
 from .selfsup import BlindSpotFrames
-from .train import TrainConfig, fit, train_denoiser
+from .simdata import SIM_CAMERAS, SimTriplets
+from .train import TrainConfig, fit, train_denoiser, training_data
 
 __all__ = [
     "BlindSpotFrames",
@@ -37,6 +42,8 @@ __all__ = [
     "OUTPUT_BITS",
     "DenoiserConfig",
     "PlainDenoiser",
+    "SIM_CAMERAS",
+    "SimTriplets",
     "SimulatedPairs",
     "TrainConfig",
     "CameraRange",
@@ -50,5 +57,6 @@ __all__ = [
     "load_float_model",
     "save_checkpoint",
     "train_denoiser",
+    "training_data",
     "validate_bioimageio",
 ]

@@ -10,7 +10,9 @@ as a noise model estimated from the frames would be.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,34 +55,52 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+def record_frames(
+    photons: np.ndarray, cams: CameraRange, rng: np.random.Generator,
+) -> tuple[np.ndarray, Any, Callable[[np.ndarray], np.ndarray]]:
+    """Record noise-free photon frames with one random camera drawn from ``cams``.
+
+    Every frame of ``photons`` (any shape; a SIM group is ``(F, H, W)``) gets Poisson +
+    per-pixel Gaussian read noise and ADC rounding from the same camera. Returns the ADU
+    frames, the noise model the transform uses (perturbed by up to
+    ``cams.noise_model_error`` on half of the calls, as an estimated model would be, with
+    the variance kept right at the median level) and the camera's photons -> expected ADU
+    map (for targets).
+    """
+    g = _log_uniform(rng, *cams.gain_e_per_adu)
+    offset = rng.uniform(*cams.offset_adu)
+    read = rng.uniform(*cams.read_noise_e)
+    log_sd = rng.uniform(*cams.read_noise_log_sd)
+    read_map = read * np.exp(rng.normal(-log_sd**2, log_sd, photons.shape[-2:]))  # rms ≈ read
+    electrons = rng.poisson(photons) + rng.standard_normal(photons.shape) * read_map
+    adu = np.clip(np.rint(electrons / g + offset), 0, 65535)
+
+    def to_adu(p: np.ndarray) -> np.ndarray:
+        return np.asarray(p) / g + offset
+
+    noise = NoiseModel.from_camera(g, offset, read)
+    if rng.random() < 0.5 and cams.noise_model_error > 0:
+        err = cams.noise_model_error
+        level = float(np.median(to_adu(photons)))
+        var_at = noise.variance(level) * (1 + rng.uniform(-err, err))
+        a = noise.a * (1 + rng.uniform(-err, err))
+        noise = NoiseModel(a, var_at - a * level)
+    return adu, noise, to_adu
+
+
 def encode_noisy(
     photons: np.ndarray, spec: SignalSpec, cams: CameraRange, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training pair from a noise-free photon image: ``(input codes, residual target)``.
 
     Draws a camera from ``cams``, records ``photons`` with Poisson + Gaussian noise and ADC
-    rounding, transforms both the noisy and the noise-free image with that camera's noise
-    model (perturbed on half of the calls), and returns uint codes and the float target in
-    residual-code units.
+    rounding (:func:`record_frames`), transforms both the noisy and the noise-free image
+    with that camera's noise model (perturbed on half of the calls), and returns uint codes
+    and the float target in residual-code units.
     """
-    g = _log_uniform(rng, *cams.gain_e_per_adu)
-    offset = rng.uniform(*cams.offset_adu)
-    read = rng.uniform(*cams.read_noise_e)
-    log_sd = rng.uniform(*cams.read_noise_log_sd)
-    read_map = read * np.exp(rng.normal(-log_sd**2, log_sd, photons.shape))  # rms ≈ read
-    electrons = rng.poisson(photons) + rng.standard_normal(photons.shape) * read_map
-    adu = np.clip(np.rint(electrons / g + offset), 0, 65535)
-    clean_adu = photons / g + offset
-    noise = NoiseModel.from_camera(g, offset, read)
-    if rng.random() < 0.5 and cams.noise_model_error > 0:
-        # keep the variance right at a typical level within the crop, tilt the rest
-        err = cams.noise_model_error
-        level = float(np.median(clean_adu))
-        var_at = noise.variance(level) * (1 + rng.uniform(-err, err))
-        a = noise.a * (1 + rng.uniform(-err, err))
-        noise = NoiseModel(a, var_at - a * level)
+    adu, noise, to_adu = record_frames(photons, cams, rng)
     q = spec.input_code(gat(adu, noise))
-    target = spec.residual_target(q, gat(clean_adu, noise))
+    target = spec.residual_target(q, gat(to_adu(photons), noise))
     return q, target
 
 

@@ -36,17 +36,32 @@ class DenoiserConfig:
         depth: number of 3x3 conv layers (>= 2); the receptive field is ``2*depth+1``.
         signal: the representation the network works in (GAT input code, noise-residual
             output code; see :mod:`fluorofpga.microscope.signal`).
+        in_frames: input channels: 1 for the denoiser, 3 raw frames for a 3-frame SIM
+            reconstructor (one GAT code per frame).
+        upscale: output grid refinement: 1 (same grid) or 2 (SIM: ``upscale²`` sub-pixel
+            output channels, channel ``s = 2·dy + dx`` is fine pixel ``(2y+dy, 2x+dx)``).
     """
 
     channels: int = 16
     depth: int = 5
     signal: SignalSpec = field(default_factory=SignalSpec)
+    in_frames: int = 1
+    upscale: int = 1
 
     def __post_init__(self) -> None:
         if self.depth < 2:
             raise ValueError(f"depth must be >= 2, got {self.depth}")
         if self.channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
+        if self.in_frames < 1:
+            raise ValueError(f"in_frames must be >= 1, got {self.in_frames}")
+        if self.upscale not in (1, 2):
+            raise ValueError(f"upscale must be 1 or 2, got {self.upscale}")
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels: ``upscale²`` sub-pixels per input pixel."""
+        return self.upscale**2
 
     @property
     def halo(self) -> int:
@@ -81,16 +96,18 @@ class DenoiserConfig:
 
 
 def layer_channels(config: DenoiserConfig) -> list[tuple[int, int]]:
-    """(in, out) channels of each conv layer: 1 -> C -> ... -> C -> 1."""
-    c = config.channels
-    return [(1 if i == 0 else c, 1 if i == config.depth - 1 else c) for i in range(config.depth)]
+    """(in, out) channels of each conv layer: frames -> C -> ... -> C -> upscale²."""
+    c, first, last = config.channels, config.in_frames, config.out_channels
+    return [(first if i == 0 else c, last if i == config.depth - 1 else c)
+            for i in range(config.depth)]
 
 
 class PlainDenoiser(nn.Module):
     """Float denoiser: ``depth`` 3x3 convs with ReLU between them.
 
-    Input: ``(N, 1, H, W)`` float, GAT input codes divided by ``2**INPUT_BITS``.
-    Output: same shape, noise-residual codes divided by ``2**OUTPUT_BITS``. The quantized
+    Input: ``(N, in_frames, H, W)`` float, GAT input codes divided by ``2**INPUT_BITS``.
+    Output: ``(N, upscale², H, W)``: noise-residual codes (denoiser) or clean GAT codes of
+    the sub-pixels (SIM) divided by ``2**OUTPUT_BITS``. The quantized
     twin in ``fluorofpga.quantize`` has the same ``state_dict`` keys
     (``convs.{i}.weight``, ``convs.{i}.bias``).
     """
@@ -105,7 +122,7 @@ class PlainDenoiser(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Restore ``x`` (N,1,H,W)."""
+        """Restore ``x`` (N, in_frames, H, W)."""
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i < len(self.convs) - 1:

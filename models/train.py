@@ -90,22 +90,35 @@ def fit(
     return history
 
 
+def training_data(cfg: TrainConfig, seed: int) -> Any:
+    """The simulated training data of ``cfg.model``: :class:`SimulatedPairs` for a
+    denoiser, :class:`~fluorofpga.models.simdata.SimTriplets` (3 raw SIM frames -> 2×
+    image) for a network with ``in_frames > 1``."""
+    if cfg.model.in_frames > 1:
+        from .simdata import SimTriplets
+
+        if cfg.model.in_frames != 3 or cfg.model.upscale != 2:
+            raise ValueError("the SIM training data is 3 raw frames -> 2x image; got "
+                             f"{cfg.model.in_frames} frames, upscale {cfg.model.upscale}")
+        return SimTriplets(cfg.n_scenes, cfg.scene_size, cfg.model.signal, cfg.cameras, seed)
+    return SimulatedPairs(cfg.n_scenes, (cfg.scene_size, cfg.scene_size), cfg.model.signal,
+                          cfg.cameras, seed)
+
+
 def train_denoiser(
     cfg: TrainConfig, progress: Progress | None = None
 ) -> tuple[PlainDenoiser, dict[str, Any]]:
-    """Train a float :class:`PlainDenoiser` from scratch on simulated pairs.
+    """Train a float :class:`PlainDenoiser` from scratch on simulated data.
 
-    Returns the model and a log dict (loss history, wall time, config, world size).
-    Under ``torchrun`` every rank simulates its own data (seed + rank) and
-    :func:`fit` averages the gradients (DDP).
+    A denoiser, or a 3-frame SIM reconstructor when ``cfg.model.in_frames == 3``
+    (:func:`training_data`). Returns the model and a log dict (loss history, wall time,
+    config, world size). Under ``torchrun`` every rank simulates its own data (seed +
+    rank) and :func:`fit` averages the gradients (DDP).
     """
     rank, world = _rank_and_world()
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    data = SimulatedPairs(
-        cfg.n_scenes, (cfg.scene_size, cfg.scene_size), cfg.model.signal, cfg.cameras,
-        cfg.seed + 1000 * rank,
-    )
+    data = training_data(cfg, cfg.seed + 1000 * rank)
     model = PlainDenoiser(cfg.model)
     history = fit(model, data, cfg.steps, cfg.batch_size, cfg.crop, cfg.lr,
                   progress if rank == 0 else None)

@@ -20,7 +20,7 @@ def export_to_qonnx(model: QuantDenoiser, path: str | Path, tile_shape: tuple[in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    dummy = torch.zeros(1, 1, *tile_shape)
+    dummy = torch.zeros(1, model.config.in_frames, *tile_shape)
     export_qonnx(model, args=dummy, export_path=str(path), dynamo=False)
     cleaned = cleanup_model(ModelWrapper(str(path)))
     cleaned.save(str(path))
@@ -32,8 +32,8 @@ def run_qonnx_int(
 ) -> np.ndarray:
     """Execute a QONNX model (qonnx ``execute_onnx``) on integer pixels; integer output.
 
-    ``x_int``: (N,1,H,W) or (H,W) unsigned integers, run one image at a time (the graph
-    has batch 1). Output: int64 of the same layout.
+    ``x_int``: (N,C,H,W), (C,H,W) or (H,W) unsigned integers, run one image at a time (the
+    graph has batch 1). Output: int64, (N,C',H,W), (C',H,W) or (H,W) respectively.
     """
     if not isinstance(model, ModelWrapper):
         model = ModelWrapper(str(model))
@@ -41,6 +41,8 @@ def run_qonnx_int(
     squeeze = x.ndim == 2
     if squeeze:
         x = x[None, None]
+    if x.ndim == 3:
+        return run_qonnx_int(model, x[None], io_bits)[0]
     scale = 2.0**io_bits
     iname = model.graph.input[0].name
     oname = model.graph.output[0].name
