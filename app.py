@@ -195,7 +195,7 @@ def make_bundle(
         from fluorofpga.models import BlindSpotFrames, fit, load_float_model
 
         codes, info = user
-        init = load_bundle(spec.init_bundle)
+        init = _denoise_bundle(spec.init_bundle)
         float_model = load_float_model(init.file("float_checkpoint"))
         model_cfg = float_model.config
         crop = min(48, codes.shape[-1], codes.shape[-2])
@@ -397,6 +397,16 @@ def _self_supervised_codes(spec: BundleRecipe) -> tuple[np.ndarray, dict[str, An
                    "noise": noise.to_dict()}
 
 
+def _denoise_bundle(path: str | Path | None) -> Bundle:
+    """Load a bundle that must be a denoiser (a SIM bundle is refused, naming ``sim``)."""
+    bundle = load_bundle(path)
+    if bundle.task != "denoise":
+        raise ValueError(f"{bundle.path}: bundle {bundle.name} is a {bundle.task} "
+                         f"reconstructor ({bundle.frames} raw frames -> {bundle.upscale}x "
+                         "image), not a denoiser; run it with `fluorofpga sim --model`")
+    return bundle
+
+
 def _check_bundle_output(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that would lose data: only an old bundle may be replaced."""
     _check_output_folder(out, overwrite, MANIFEST, "the bundle", "a model bundle")
@@ -575,7 +585,7 @@ def demo(
             check_output(path, overwrite=True)  # the folder is writable, no folder in the way
     else:
         check_output(out)  # its parent exists and is writable
-    bundle = load_bundle(bundle_path)  # a damaged bundle is refused before any work
+    bundle = _denoise_bundle(bundle_path)  # a damaged bundle is refused before any work
     source = SimulatedCameraSource(frames, (size, size), seed=seed, fps=camera_fps)
     noise = simulated_camera_noise()  # the simulated camera is calibrated by construction
     pixel_um = getattr(source.microscope, "pixel_size_nm", None)
@@ -785,7 +795,7 @@ def denoise(
     if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
         raise ImageFormatError(f"{out_path}: unknown output suffix (use .tif, .tiff or .zarr)")
     check_output(out_path, overwrite, [in_path])
-    bundle = load_bundle(bundle_path)
+    bundle = _denoise_bundle(bundle_path)
     stack, meta = _read_input(in_path, axes)
     axes = meta.axes
     planes = stack.reshape(-1, *stack.shape[-2:])
@@ -1016,6 +1026,12 @@ SIM_FRAMES = SIM_ANGLES * SIM_PHASES
 SIM_BACKENDS = ("emulate", "rtlsim", "pynq")
 SIM_NOT_YET = ("not available yet: needs a SIM bundle (learned 3-frame reconstructor / "
                "hardware Wiener), see issue 9")
+SIM_NEEDS_MODEL = ("needs a SIM bundle (--model): 3-frame SIM and hardware backends run a "
+                   "learned reconstructor (`fluorofpga train --task sim`); the classical "
+                   "9-frame reconstruction runs on the CPU")
+#: widefield cut-off 2NA/λ in cycles per camera pixel that the learned SIM networks were
+#: trained on (models.SimTriplets): outside it the result is an extrapolation
+SIM_TRAINED_CUTOFF = (0.25, 0.48)
 _SIM_NA_RANGE = (0.1, 1.7)  # objectives, air to TIRF oil
 _SIM_WAVELENGTH_NM = (300.0, 1200.0)  # fluorescence emission
 _SIM_MAX_PIXEL_UM = 5.0  # in the sample plane; larger is a camera pixel or nm by mistake
@@ -1028,8 +1044,14 @@ class SimUnavailable(ValueError):
     """A ``sim`` option that needs what does not exist yet (a SIM bundle)."""
 
 
-def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str) -> np.ndarray:
-    """``(k, 9, Y, X)`` raw SIM stacks of a ``QYX``/``TYX`` file, else ImageFormatError."""
+def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str, per: int = 9,
+                    what: str = "") -> np.ndarray:
+    """``(k, per, Y, X)`` raw SIM stacks of a ``QYX``/``TYX`` file, else ImageFormatError.
+
+    ``per`` raw frames make one reconstruction (9: 3 angles × 3 phases; 3 for a 3-frame
+    SIM bundle, described by ``what``).
+    """
+    what = what or f"{SIM_ANGLES} angles × {SIM_PHASES} phases"
     if stack.dtype.kind != "u":
         raise ImageFormatError(
             f"{path}: {stack.dtype} data; SIM reconstruction needs the raw camera counts "
@@ -1042,13 +1064,13 @@ def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str) -> np.ndarray:
         why = next((hint[a] for a in axes[:-2] if a in hint), "")
         raise ImageFormatError(
             f"{path}: axes {axes!r} with shape {stack.shape}; a SIM raw file is a stack of "
-            f"{SIM_FRAMES}·k frames (axes TYX or a plain multi-page stack){why}")
-    if stack.shape[0] % SIM_FRAMES or stack.shape[0] == 0:
+            f"{per}·k frames (axes TYX or a plain multi-page stack){why}")
+    if stack.shape[0] % per or stack.shape[0] == 0:
         raise ImageFormatError(
-            f"{path}: {stack.shape[0]} frames is not a multiple of {SIM_FRAMES} "
-            f"({SIM_ANGLES} angles × {SIM_PHASES} phases per reconstruction); an incomplete "
-            "acquisition cannot be reconstructed")
-    return stack.reshape(-1, SIM_FRAMES, *stack.shape[1:])
+            f"{path}: {stack.shape[0]} frames is not a multiple of {per} "
+            f"({what} per reconstruction); an incomplete acquisition cannot be "
+            "reconstructed")
+    return stack.reshape(-1, per, *stack.shape[1:])
 
 
 def _sim_optics(path: Path, meta: Any, na: float | None, wavelength_nm: float | None,
@@ -1094,16 +1116,18 @@ def _sim_optics(path: Path, meta: Any, na: float | None, wavelength_nm: float | 
             "pixel_size_nm": 1e3 * optics["pixel_size_um"]}, source
 
 
-def _sim_output_meta(meta: Any, pixel_size_nm: float, axes: str, n_out: int) -> Any:
-    """The input's calibration on the 2x grid: pixel size halved, frame interval per image."""
+def _sim_output_meta(meta: Any, pixel_size_nm: float | None, axes: str, n_out: int,
+                     per: int = SIM_FRAMES) -> Any:
+    """The input's calibration on the 2x grid: pixel size halved, frame interval per image
+    (``per`` raw frames each); no pixel size stays none."""
     from dataclasses import replace
 
     from fluorofpga.microscope import ImageMeta
 
     unit_um = ImageMeta("YX", 1.0, 1.0, spatial_unit=meta.spatial_unit).pixel_size_um[0]
-    size = pixel_size_nm / 1e3 / unit_um / 2  # in the file's spatial unit
+    size = None if pixel_size_nm is None else pixel_size_nm / 1e3 / unit_um / 2
     interval = None if meta.frame_interval is None or n_out == 1 else (
-        meta.frame_interval * SIM_FRAMES)
+        meta.frame_interval * per)
     return replace(meta, axes=axes, pixel_size_y=size, pixel_size_x=size,
                    frame_interval=interval)
 
@@ -1134,7 +1158,7 @@ def sim(
     wavelength_nm: float | None = None,
     pixel_size_um: float | None = None,
     calibration: str | Path | None = None,
-    frames: int = SIM_FRAMES,
+    frames: int | None = None,
     params: str | Path | None = None,
     save_params: str | Path | None = None,
     model: str | Path | None = None,
@@ -1178,8 +1202,11 @@ def sim(
     ``benchmarks/sim.py`` finds 0.2 best at 100–500 peak photons and 0.8 at ~20, where the
     default 0.05, best at 2000, falls below widefield).
 
-    ``frames=3``, ``model`` and the ``rtlsim``/``pynq`` backends need a SIM bundle that
-    does not exist yet: they raise :class:`SimUnavailable` before any work.
+    With ``model`` (a SIM bundle, e.g. the learned 3-frame reconstructor) the raw frames
+    are grouped by the bundle's ``frames`` (3: angle-major, one phase per angle) and
+    reconstructed by its network on ``backend`` (``emulate``, ``rtlsim``, ``pynq``); no
+    parameters are estimated, optics are optional (:func:`_sim_learned`). ``frames=3`` or
+    a hardware backend without ``model`` raise :class:`SimUnavailable` before any work.
 
     Returns:
         summary: paths, shapes, optics and where they came from, per-stack parameters
@@ -1209,14 +1236,24 @@ def sim(
 
     if backend not in SIM_BACKENDS:
         raise ValueError(f"--backend {backend!r} unknown; choose one of {SIM_BACKENDS}")
-    if frames not in (3, SIM_FRAMES):
+    if frames is not None and frames not in (3, SIM_FRAMES):
         raise ValueError(f"--frames {frames}: SIM reconstructs from 9 raw frames (3 angles × "
                          "3 phases) or, with a learned model, 3")
-    unavailable = [what for what, asked in (
-        ("--frames 3", frames == 3), ("--model", model is not None),
-        (f"--backend {backend}", backend != "emulate")) if asked]
-    if unavailable:
-        raise SimUnavailable(f"{' '.join(unavailable)}: {SIM_NOT_YET}")
+    if model is not None:
+        unused = [flag for flag, given in (
+            ("--params", params is not None), ("--save-params", save_params is not None),
+            ("--wiener", wiener_w != SIM_WIENER_W)) if given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: options of the classical reconstruction; "
+                             "a learned SIM bundle (--model) estimates no parameters")
+        return _sim_learned(in_path, out_path, model, frames=frames, na=na,
+                            wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um,
+                            calibration=calibration, backend=backend, overwrite=overwrite,
+                            progress=progress)
+    needs_model = [what for what, asked in (
+        ("--frames 3", frames == 3), (f"--backend {backend}", backend != "emulate")) if asked]
+    if needs_model:
+        raise SimUnavailable(f"{' '.join(needs_model)}: {SIM_NEEDS_MODEL}")
     if not (np.isfinite(wiener_w) and wiener_w > 0):
         raise ValueError(f"--wiener {wiener_w!r}: the Wiener parameter must be > 0 (default "
                          f"{SIM_WIENER_W}; larger is smoother)")
@@ -1330,6 +1367,98 @@ def sim(
     }
 
 
+def _sim_learned(
+    in_path: str | Path, out_path: str | Path, model: str | Path, *, frames: int | None,
+    na: float | None, wavelength_nm: float | None, pixel_size_um: float | None,
+    calibration: str | Path | None, backend: str, overwrite: bool, progress: Progress,
+) -> dict[str, Any]:
+    """``sim --model``: a learned SIM bundle's reconstruction of raw groups (see :func:`sim`).
+
+    Every group of ``bundle.frames`` raw frames (angle-major: frame ``3 t + a`` is angle
+    ``a`` of image ``t``) goes through the pixel-in table, the bundle's accelerator (any
+    backend) and the output table onto the 2× grid (:class:`~fluorofpga.host.SimRestorer`).
+    The noise model comes from ``calibration`` or is estimated from the frames. Optics
+    are optional: the pixel size (command line or file) sets the output's; NA and
+    wavelength, when known, are checked against the sampling the network was trained on.
+    """
+    from fluorofpga.microscope import NoiseModel, estimate_noise, load_calibration
+
+    in_path, out_path = Path(in_path), Path(out_path)
+    if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
+        raise ImageFormatError(f"{out_path}: unknown output suffix (use .tif, .tiff or .zarr)")
+    inputs = [p for p in (in_path, calibration) if p is not None]
+    check_output(out_path, overwrite, inputs)
+    bundle = load_bundle(model)
+    if bundle.task != "sim":
+        raise ValueError(f"{model}: bundle {bundle.name} is a {bundle.task} bundle, not a SIM "
+                         "reconstructor (train one with `fluorofpga train --task sim`)")
+    per = bundle.frames
+    if frames is not None and frames != per:
+        raise ValueError(f"--frames {frames}: bundle {bundle.name} reconstructs from {per} "
+                         "raw frames")
+    cal = load_calibration(calibration) if calibration is not None else None
+    raw, meta = read_image_meta(in_path)
+    stacks = _sim_raw_stacks(in_path, raw, meta.axes, per, str(bundle.frame_order))
+    frame_shape = stacks.shape[2:]
+    pixel_um = pixel_size_um if pixel_size_um is not None else (
+        meta.pixel_size_um[1] if meta.pixel_size_um else None)
+    notes = []
+    if pixel_um is None:
+        notes.append("no pixel size (file metadata or --pixel-size): the output has none")
+    elif na is not None and wavelength_nm is not None:
+        cutoff = 2 * na / wavelength_nm * pixel_um * 1e3
+        lo, hi = SIM_TRAINED_CUTOFF
+        if not lo <= cutoff <= hi:
+            notes.append(f"the widefield cut-off 2NA/λ = {cutoff:.3f} cycles per pixel is "
+                         f"outside the {lo}-{hi} the network was trained on: the result is "
+                         "an extrapolation")
+    if cal is not None:
+        cal.check_shape(frame_shape)
+        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+        noise_info: dict[str, Any] = {**noise.to_dict(), "from": f"calibration {calibration}"}
+    else:
+        try:
+            estimate = estimate_noise(stacks.reshape(-1, *frame_shape))
+        except ValueError as e:
+            raise type(e)(f"{in_path}: {e}") from None
+        noise = estimate.model
+        noise_info = {**estimate.summary(), "from": "estimated from the frames (no calibration)"}
+    n = len(stacks)
+    out = np.empty((n, 2 * frame_shape[0], 2 * frame_shape[1]), np.float32)
+    t0 = time.perf_counter()
+    with open_accelerator(bundle, backend, progress) as acc:
+        restore = bundle.sim_restorer(acc, noise, cal, dtype="float32")
+        for t, group in enumerate(stacks):
+            out[t] = restore(group)
+            progress("sim", t + 1, n, "")
+        counts = restore.counts.to_dict()
+    seconds = time.perf_counter() - t0
+    out_axes = "YX" if n == 1 else "TYX"
+    out_meta = _sim_output_meta(meta, None if pixel_um is None else pixel_um * 1e3, out_axes,
+                                n, per)
+    image = out[0] if n == 1 else out
+    if out_path.suffix.lower() == ".zarr":
+        write_ome_zarr(out_path, image, overwrite=overwrite, meta=out_meta)
+    else:
+        write_tiff(out_path, image, meta=out_meta)
+    units = ("input units (ADU; a uniform region has the widefield value)" if cal is None
+             else "ADU of the calibrated sensor (median offset, PTC gain)")
+    return {
+        "in": str(in_path), "out": str(out_path), "in_axes": meta.axes,
+        "in_shape": list(raw.shape), "out_axes": out_axes, "out_shape": list(image.shape),
+        "reconstructions": n, "frames_per_reconstruction": per,
+        "frame_order": [str(bundle.frame_order)] * n, "bundle": bundle.name,
+        "backend": backend, "noise": noise_info, "counts": counts,
+        "optics": {"na": na, "wavelength_nm": wavelength_nm,
+                   "pixel_size_nm": None if pixel_um is None else pixel_um * 1e3},
+        "pixel_size_out_nm": None if pixel_um is None else pixel_um * 1e3 / 2,
+        "metadata": out_meta.as_dict(), "calibration": str(calibration) if calibration
+        else None, "units": units, "parameters_from": "none (learned reconstruction)",
+        "parameters": [], "notes": notes, "seconds": seconds,
+        "seconds_per_reconstruction": seconds / n,
+    }
+
+
 # ------------------------------------------------------------------- bioimage.io
 
 
@@ -1359,7 +1488,7 @@ def export_bioimageio(
     if (calibration is None) == (frames is None):
         raise ValueError("give exactly one of --calibration (camera calibration file) or "
                          "--frames (raw frames of the camera, to estimate its noise)")
-    bundle = load_bundle(bundle_path)
+    bundle = _denoise_bundle(bundle_path)
     if calibration is not None:
         noise = NoiseModel.from_calibration(load_calibration(calibration))
     else:
@@ -1751,7 +1880,7 @@ def stream(
                            params=params, wiener_w=wiener_w, check_every=check_every)
     src, kind, in_path = _open_source(source, frames, fps, size, seed, cti)
     sink_kind = _check_sink(sink, overwrite, [in_path] if in_path else [])
-    bundle = load_bundle(bundle_path)
+    bundle = _denoise_bundle(bundle_path)
     frame_shape = (size, size) if kind == "sim" else getattr(src, "frame_shape", None)
     cal = None
     if calibration is not None:

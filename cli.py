@@ -184,8 +184,10 @@ def train(
                                             "the noise from the frames)"),
     init_float: Path | None = typer.Option(None, help="quantize and compile this float "
                                            "checkpoint instead of training one"),
+    task: str = typer.Option("denoise", help="denoise | sim (a learned 3-frame SIM "
+                             "reconstructor: 3 raw frames, one per angle -> 2x image)"),
 ) -> None:
-    """Train, quantize, compile (FINN) and package a denoiser bundle."""
+    """Train, quantize, compile (FINN) and package a denoiser (or 3-frame SIM) bundle."""
     from fluorofpga import app as facade
     from fluorofpga.hw import VivadoMissing
 
@@ -196,7 +198,8 @@ def train(
                                self_supervised=self_supervised,
                                init_bundle=str(init_bundle) if init_bundle else None,
                                calibration=str(calibration) if calibration else None,
-                               init_float=str(init_float) if init_float else None)
+                               init_float=str(init_float) if init_float else None,
+                               task=task)
     try:
         with _Bars() as bars:
             bundle = facade.make_bundle(out, spec, progress=bars, overwrite=overwrite)
@@ -246,6 +249,27 @@ def verify(model: Path | None = typer.Argument(None, help=MODEL_HELP)) -> None:
 SIM_SHOWN_STACKS = 3  # parameter tables printed for at most this many stacks
 
 
+def _print_learned_sim(r: dict) -> None:
+    """The summary of ``sim --model``: bundle, noise model, counts, notes, speed."""
+    noise = r["noise"]
+    console.print(f"bundle {r['bundle']} ({r['backend']}): {r['frames_per_reconstruction']} "
+                  f"raw frames per image ({r['frame_order'][0]}); noise model "
+                  f"{noise['from']}; intensities in {r['units']}", markup=False)
+    c = r["counts"]
+    flagged = {k: v for k, v in c.items() if k != "pixels" and v}
+    if flagged:
+        err.print("[bold yellow]note:[/] " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                        for k, v in flagged.items())
+                  + f" of {c['pixels']} output pixels")
+    for note in r["notes"]:
+        err.print(f"[bold yellow]note:[/] {escape(note)}", soft_wrap=True)
+    size = r["pixel_size_out_nm"]
+    console.print(
+        f"reconstructed {r['reconstructions']} image(s) {r['in_shape']} -> {r['out_axes']} "
+        f"{r['out_shape']}" + (f", pixel {size:g} nm" if size else "")
+        + f": {r['seconds_per_reconstruction']:.2f} s per image -> {r['out']}", markup=False)
+
+
 @app.command()
 def sim(
     in_tif: Path = typer.Argument(..., help="raw SIM frames, uint8/uint16 TIFF or OME-Zarr: "
@@ -263,15 +287,19 @@ def sim(
     calibration: Path | None = typer.Option(
         None, help="camera calibration from `fluorofpga calibrate`: reconstruct in photons "
         "(default: in the input's units)"),
-    frames: int = typer.Option(9, help="raw frames per image: 9 (3 angles x 3 phases); 3 "
-                               "needs a learned SIM bundle (not available yet)"),
+    frames: int | None = typer.Option(None, help="raw frames per image: 9 (3 angles x 3 "
+                                      "phases, classical; the default) or 3 (one phase per "
+                                      "angle; needs --model, the default with it)"),
     params: Path | None = typer.Option(None, help="reuse SIM parameters saved by "
                                        "--save-params (checked against the data)"),
     save_params: Path | None = typer.Option(None, help="save the parameters of the first "
                                             "image as JSON"),
-    model: Path | None = typer.Option(None, "--model", help="SIM bundle (not available yet)"),
-    backend: str = typer.Option("emulate", help="emulate (the classical reconstruction on "
-                                "the CPU) | rtlsim | pynq (need a SIM bundle: not yet)"),
+    model: Path | None = typer.Option(None, "--model", help="SIM bundle (`fluorofpga train "
+                                      "--task sim`): learned reconstruction of 3-frame groups "
+                                      "instead of the classical one"),
+    backend: str = typer.Option("emulate", help="emulate (the classical reconstruction, or "
+                                "the bundle's emulated accelerator) | rtlsim | pynq (need "
+                                "--model)"),
     reorder: bool = typer.Option(True, help="read a phase-major stack in its order (with a "
                                  "note) instead of refusing it"),
     wiener: float = typer.Option(0.05, "--wiener", help="Wiener parameter w: larger is "
@@ -293,6 +321,9 @@ def sim(
                            progress=bars)
     except (ValueError, OSError) as e:
         _fail(str(e))
+    if "bundle" in r:
+        _print_learned_sim(r)
+        return
     o, src = r["optics"], r["optics_source"]
     console.print(
         f"optics: NA {o['na']:g} ({src['na']}), emission {o['wavelength_nm']:g} nm "

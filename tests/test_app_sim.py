@@ -353,13 +353,22 @@ def test_calibration_gives_photons(scene: dict, tmp_path: Path) -> None:
     assert image.mean() == pytest.approx(data.photons.mean(), rel=0.05)
 
 
-@pytest.mark.parametrize("extra", [["--frames", "3"], ["--model", "bundle_dir"],
-                                   ["--backend", "rtlsim"], ["--backend", "pynq"]])
-def test_hardware_and_3_frame_options_are_refused_before_any_work(extra: list[str],
-                                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [["--frames", "3"], ["--backend", "rtlsim"],
+                                   ["--backend", "pynq"]])
+def test_3_frame_and_hardware_options_without_a_model_are_refused_before_any_work(
+        extra: list[str], tmp_path: Path) -> None:
     missing = tmp_path / "does_not_exist.tif"  # not even read: refused before any work
     r = run(missing, tmp_path / "sim.tif", *OPTIC_FLAGS, *extra)
     assert r.exit_code == 2
     assert r.stderr.count("error:") == 1
-    assert "not available yet" in r.stderr and "issue 9" in r.stderr
+    assert "needs a SIM bundle (--model)" in r.stderr
     only_output(tmp_path, set())
+
+
+def test_a_model_that_is_not_a_bundle_is_refused_before_any_work(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, np.zeros((3, 32, 32), np.uint16))
+    r = run(raw, tmp_path / "sim.tif", "--model", tmp_path / "bundle_dir")
+    assert r.exit_code == 2 and r.stderr.count("error:") == 1
+    assert "not a model bundle" in r.stderr
+    only_output(tmp_path, {"raw.tif"})
