@@ -98,7 +98,7 @@ async def stream_tiles(dut: Any) -> None:
             await RisingEdge(dut.ap_clk)
     table_cycles = tb.cycle
     tiles = job["tiles"]
-    n_pixels = tb.tile_pixels = len(tiles[0])
+    n_pixels = tb.tile_pixels = int(job.get("out_beats_per_tile") or len(tiles[0]))
 
     if job["reset_after"] is not None:  # a tile cut off by a reset: its output is dropped
         part = tiles[0][: int(job["reset_after"])]

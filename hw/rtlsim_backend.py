@@ -56,7 +56,9 @@ class RtlsimAccelerator(Accelerator):
         if design.params is not None:
             raise ValueError("the rtlsim backend simulates the network alone (codes in, "
                              "residual codes out): generate the design with params=None")
-        super().__init__(design.tile_shape, design.in_bits, design.out_bits)
+        c_in, c_out = design.in_channels, design.out_channels
+        super().__init__(design.tile_shape, design.in_value_bits, design.out_value_bits,
+                         in_channels=c_in, out_channels=c_out)
         self.design = design
         self.idle_prob = idle_prob
         self.backpressure_prob = backpressure_prob
@@ -110,7 +112,7 @@ class RtlsimAccelerator(Accelerator):
         except RuntimeError as err:
             raise AcceleratorError(f"rtlsim: {err}") from err
         self.cycles.append(run.cycles)
-        return run.words[0]
+        return run.words[0].astype(np.uint8 if self.out_bits <= 8 else np.uint16)
 
 
 def _design_from_json(path: Path) -> StitchedDesign:
@@ -123,4 +125,6 @@ def _design_from_json(path: Path) -> StitchedDesign:
         out_bits=int(d["out_bits"]), tile_shape=tuple(d["tile_shape"]),
         fifos={k: int(v) for k, v in d["fifos"].items()}, bypass_depth=int(d["bypass_depth"]),
         layer_cycles={k: int(v) for k, v in d["layer_cycles"].items()},
-        data_files=[Path(s) for s in d["data_files"]])
+        data_files=[Path(s) for s in d["data_files"]],
+        in_channels=int(d.get("in_channels", 1)), out_channels=int(d.get("out_channels", 1)),
+        in_beats=int(d.get("in_beats", 1)), out_beats=int(d.get("out_beats", 1)))

@@ -175,6 +175,11 @@ class StitchedDesign:
         bypass_depth: depth of the bypass FIFO.
         layer_cycles: FINN's cycle estimate per layer (FIFOs excluded) for one tile.
         data_files: memory-init files read relative to the simulation's directory.
+        in_channels, out_channels: values per pixel of the network's input / output
+            stream (a 3-frame SIM network: 3 and 4).
+        in_beats, out_beats: stream words per pixel (the first / last layer's channel
+            folding); each word packs ``channels / beats`` values with the lowest channel in
+            the least significant bits (FINN's stream packing).
     """
 
     top: str
@@ -189,6 +194,20 @@ class StitchedDesign:
     bypass_depth: int
     layer_cycles: dict[str, int]
     data_files: list[Path] = field(default_factory=list)
+    in_channels: int = 1
+    out_channels: int = 1
+    in_beats: int = 1
+    out_beats: int = 1
+
+    @property
+    def in_value_bits(self) -> int:
+        """Bits of one input value (a word holds ``in_channels / in_beats`` of them)."""
+        return self.in_bits * self.in_beats // self.in_channels
+
+    @property
+    def out_value_bits(self) -> int:
+        """Bits of one output value."""
+        return self.out_bits * self.out_beats // self.out_channels
 
     @property
     def estimated_cycles(self) -> int:
@@ -260,7 +279,10 @@ def generate_accelerator(
     graph_in, graph_out = model.graph.input[0].name, model.graph.output[0].name
     first = getHWCustomOp(model.find_consumer(graph_in))
     shape = tuple(int(d) for d in first.get_normal_input_shape(0))
-    tile_shape = (shape[-2], shape[-1]) if shape[-1] != 1 else (shape[1], shape[2])
+    tile_shape = (shape[1], shape[2]) if len(shape) == 4 else (shape[-2], shape[-1])
+    channels = {"in": int(shape[-1]) if len(shape) == 4 else 1,
+                "out": int(getHWCustomOp(model.find_producer(graph_out))
+                           .get_normal_output_shape(0)[-1])}
     n_pixels = tile_shape[0] * tile_shape[1]
 
     rtllib = _finn_rtllib()
@@ -349,9 +371,12 @@ def generate_accelerator(
                              else model.find_producer(tensor))
         folded = inst.get_folded_input_shape(0) if end == "input" else \
             inst.get_folded_output_shape(0)
-        if int(folded[-1]) != 1:
-            raise StitchError(f"network {end}: {folded[-1]} pixels per beat; the stitched "
-                              "design streams one pixel per beat")
+        beats, rest = divmod(int(np.prod(folded[:-1])), tile_shape[0] * tile_shape[1])
+        if rest or channels[end[:-3] or "in"] % beats or (params is not None and beats != 1):
+            raise StitchError(f"network {end}: folded shape {tuple(folded)}; the stitched "
+                              "design streams whole pixels (one beat per pixel with pixel "
+                              "kernels)")
+        channels[f"{end}_beats"] = beats
     if params is not None:
         widths_in = params.stream_widths("pixel_in")
         widths_out = params.stream_widths("pixel_out")
@@ -421,6 +446,10 @@ def generate_accelerator(
         bypass_depth=int(bypass["depth"]),
         layer_cycles=layer_cycles,
         data_files=data_files,
+        in_channels=channels["in"] if params is None else 1,
+        out_channels=channels["out"] if params is None else 1,
+        in_beats=channels["input_beats"],
+        out_beats=channels["output_beats"],
     )
     (out / "design.json").write_text(json.dumps(design.to_dict(), indent=2))
     return design
@@ -536,15 +565,19 @@ def simulate_accelerator(
             beats); its log is named in the message.
     """
     tiles = np.asarray(tiles)
-    if tiles.ndim != 3 or tiles.shape[1:] != design.tile_shape:
-        raise ValueError(f"tiles must be (n, {design.tile_shape[0]}, "
-                         f"{design.tile_shape[1]}), got {tiles.shape}")
+    want = (*design.tile_shape, *((design.in_channels,) if design.in_channels > 1 else ()))
+    if tiles.ndim != 1 + len(want) or tiles.shape[1:] != want:
+        raise ValueError(f"tiles must be (n, {', '.join(map(str, want))}), got {tiles.shape}")
     if tiles.dtype.kind != "u":
         raise ValueError(f"tiles must hold unsigned ADU, got {tiles.dtype}")
+    if design.in_channels > 1:  # one word per beat: (n, h, w, beats) -> (n, h, w*beats)
+        beats = pack_channels(tiles.reshape(*tiles.shape[:3], design.in_beats, -1),
+                              design.in_value_bits)
+        tiles = beats.reshape(len(tiles), design.tile_shape[0], -1)
     if (lut_in is None or lut_out is None) != (design.params is None):
         raise ValueError("tables are loaded into a design with pixel kernels, and only there")
     if int(tiles.max(initial=0)) >> design.in_bits:
-        raise ValueError(f"tile values exceed the design's {design.in_bits}-bit input")
+        raise ValueError(f"tile values exceed the design's {design.in_value_bits}-bit input")
     lut_in = np.zeros(0, np.uint32) if lut_in is None else lut_in
     lut_out = np.zeros(0, np.uint32) if lut_out is None else lut_out
     build_dir = _build(design, gauge)
@@ -560,6 +593,7 @@ def simulate_accelerator(
         max_cycles = 20 * (n + 2) * (design.estimated_cycles + h * w) + 4 * n_tables + 10000
     job = {
         "tiles": [[int(v) for v in t.ravel()] for t in tiles],
+        "out_beats_per_tile": h * w * design.out_beats,
         "lut_in": [int(v) for v in np.asarray(lut_in).ravel()],
         "lut_out": [int(v) for v in np.asarray(lut_out).ravel()],
         "idle_prob": idle_prob,
@@ -576,7 +610,13 @@ def simulate_accelerator(
                          "stitched simulation")
     dtype = np.uint32 if design.out_bits > 16 else np.uint16 if design.out_bits > 8 \
         else np.uint8
-    words = np.array(res["words"], dtype=np.int64).astype(dtype).reshape(n, h, w)
+    words = np.array(res["words"], dtype=np.int64)
+    if design.out_channels > 1:
+        words = unpack_channels(words.reshape(n, h, w, design.out_beats),
+                                design.out_value_bits,
+                                design.out_channels // design.out_beats).reshape(n, h, w, -1)
+        dtype = np.uint16 if design.out_value_bits > 8 else np.uint8
+    words = words.astype(dtype).reshape(n, h, w, *words.shape[3:])
     done = [int(c) for c in res["tile_done"]]
     return AccelRun(
         words=words,
@@ -587,6 +627,22 @@ def simulate_accelerator(
         table_cycles=int(res["table_cycles"]),
         log=run_dir / "sim.log",
     )
+
+
+def pack_channels(values: np.ndarray, bits: int) -> np.ndarray:
+    """``(..., C)`` unsigned values -> one stream word per pixel, channel 0 in the least
+    significant ``bits`` (FINN's packing of a folded stream), as int64 (≤ 63 bits)."""
+    v = np.asarray(values).astype(np.int64)
+    if v.shape[-1] * bits > 63 or int(v.max(initial=0)) >> bits:
+        raise ValueError(f"{v.shape[-1]} channels of {bits} bits do not pack into a word")
+    shifts = np.arange(v.shape[-1], dtype=np.int64) * bits
+    return np.bitwise_or.reduce(v << shifts, axis=-1)
+
+
+def unpack_channels(words: np.ndarray, bits: int, channels: int) -> np.ndarray:
+    """Inverse of :func:`pack_channels`: words -> ``(..., channels)`` int64."""
+    w = np.asarray(words).astype(np.int64)[..., None]
+    return (w >> (np.arange(channels, dtype=np.int64) * bits)) & ((1 << bits) - 1)
 
 
 def size_fifos(maxcount: Mapping[str, int], margin: float = 0.25, extra: int = 2
