@@ -1600,8 +1600,8 @@ SIM_STREAM_DEFAULT_FRAMES = 10 * SIM_FRAMES
 #: Groups between drift checks of the fixed SIM parameters in ``stream(sim=True)``.
 SIM_CHECK_EVERY = 10
 #: What the SIM mode of ``stream`` runs on until a SIM bundle exists (issue 9).
-SIM_STREAM_ON = ("the CPU (the board's ARM): classical Wiener; no SIM bundle for the "
-                 "accelerator exists yet")
+SIM_STREAM_ON = ("the CPU (the board's ARM): classical Wiener (--model SIM_BUNDLE runs a "
+                 "learned reconstructor on the accelerator)")
 
 
 def _stream_sim(
@@ -1626,12 +1626,20 @@ def _stream_sim(
     )
     from fluorofpga.microscope.signal import PixelMaps
 
-    unavailable = [what for what, asked in (("--model", bundle_path is not None),
-                                            (f"--backend {backend}", backend != "emulate"))
-                   if asked]  # fmt: skip
-    if unavailable:
-        raise SimUnavailable(f"{' '.join(unavailable)} with --sim: {SIM_NOT_YET}; the SIM "
-                             f"mode reconstructs on {SIM_STREAM_ON}")
+    bundle = None
+    if bundle_path is not None:  # a learned SIM bundle on the accelerator
+        bundle = load_bundle(bundle_path)
+        if bundle.task != "sim":
+            raise ValueError(f"--model {bundle_path}: bundle {bundle.name} is a {bundle.task} "
+                             "bundle; --sim needs a SIM bundle (`fluorofpga train --task "
+                             "sim`) or none (classical Wiener on the CPU)")
+        if params is not None:
+            raise ValueError("--params: parameters of the classical reconstruction; a learned "
+                             "SIM bundle (--model) estimates none")
+    elif backend != "emulate":
+        raise SimUnavailable(f"--backend {backend} with --sim: {SIM_NEEDS_MODEL}")
+    phases = SIM_PHASES if bundle is None else bundle.frames // SIM_ANGLES
+    per = SIM_ANGLES * phases
     if not (np.isfinite(wiener_w) and wiener_w > 0):
         raise ValueError(f"--wiener {wiener_w!r}: the Wiener parameter must be > 0")
     if int(check_every) != check_every or check_every < 0:
@@ -1659,7 +1667,8 @@ def _stream_sim(
         src: Any = SimulatedSimCameraSource(n, (size, size), seed=seed, fps=fps,
                                             na=optics["na"],
                                             wavelength_nm=optics["wavelength_nm"],
-                                            pixel_size_nm=optics["pixel_size_nm"])
+                                            pixel_size_nm=optics["pixel_size_nm"],
+                                            phases=phases)
         frame_shape: tuple[int, int] | None = (size, size)
         meta_in = None
     elif camera_source:
@@ -1689,29 +1698,45 @@ def _stream_sim(
                                         "from the first complete group)") from None
     pixel_um = optics["pixel_size_nm"] / 1e3
     if meta_in is not None and meta_in.pixel_size_um is not None:
-        out_meta = _sim_output_meta(meta_in, optics["pixel_size_nm"], "TYX", 2)
+        out_meta = _sim_output_meta(meta_in, optics["pixel_size_nm"], "TYX", 2, per)
     else:
         out_meta = ImageMeta("TYX", pixel_um / 2, pixel_um / 2,
-                             frame_interval=SIM_FRAMES / fps if fps else None)
+                             frame_interval=per / fps if fps else None)
     n_raw = {"sim": lambda: src.n_frames, "genicam": lambda: frames,
              "tiff": lambda: min(len(src), frames or len(src))}[
         "sim" if source == "sim" else "genicam" if camera_source else "tiff"]()
-    expected = None if n_raw is None else n_raw // SIM_FRAMES
-    grouper = SimGrouper(src, max_frames=frames)
-    recon = SimReconstructor(**optics, params=stored, camera=camera, pixel_maps=maps,
-                             wiener_w=wiener_w, check_every=check_every)
+    expected = None if n_raw is None else n_raw // per
+    grouper = SimGrouper(src, max_frames=frames, phases=phases)
+    if bundle is None:
+        recon: Any = SimReconstructor(**optics, params=stored, camera=camera, pixel_maps=maps,
+                                      wiener_w=wiener_w, check_every=check_every)
+        computed_on = SIM_STREAM_ON
+    else:
+        recon = _LearnedSimStream(bundle, open_accelerator(bundle, backend), cal,
+                                  camera if source == "sim" else None)
+        computed_on = (f"the {backend} accelerator: learned {bundle.frames}-frame "
+                       f"reconstructor {bundle.name}")
     out = BackgroundSink(open_sink(sink, out_meta, dtype="float32", expected_frames=expected,
                                    overwrite=overwrite), queue_size=2)  # fmt: skip
-    stats = _run_to_sink(StreamPipeline(grouper, recon, KeepOpen(out), queue_size=queue_size,
-                                        drop_policy=drop, progress=progress), out, on_start)
+    try:
+        stats = _run_to_sink(StreamPipeline(grouper, recon, KeepOpen(out),
+                                            queue_size=queue_size, drop_policy=drop,
+                                            progress=progress), out, on_start)
+    finally:
+        if bundle is not None:
+            recon.close()
     first = grouper.first_indices
-    units = ("photons (the simulated camera)" if source == "sim" and cal is None else
+    units = ("ADU of the raw frames (learned reconstruction: a uniform region has the "
+             "widefield value)" if bundle is not None and cal is None else
+             "ADU of the calibrated sensor" if bundle is not None else
+             "photons (the simulated camera)" if source == "sim" and cal is None else
              "input units (camera offset not subtracted: no calibration)" if cal is None else
              "photons" if cal.qe else "photoelectrons (the calibration has no QE)")
     return {
         "complete": True,
         "mode": "sim",
-        "computed_on": SIM_STREAM_ON,
+        "computed_on": computed_on,
+        "frames_per_group": per,
         "stopped_early": stats.stopped_early,
         "source": source,
         "sink": getattr(out, "endpoint", None) or sink,
@@ -1738,11 +1763,55 @@ def _stream_sim(
         "out_shape": None if frame_shape is None else [2 * frame_shape[0], 2 * frame_shape[1]],
         "units": units,
         "reconstruction": recon.summary(),
-        "parameters_from": str(params) if params is not None else "estimated from the first "
-                           "complete group",
-        "parameters": _sim_param_rows(recon.params, optics) if recon.params else None,
+        "parameters_from": (str(params) if params is not None else "none (learned "
+                            "reconstruction)" if bundle is not None else "estimated from the "
+                            "first complete group"),
+        "parameters": (_sim_param_rows(recon.params, optics)
+                       if bundle is None and recon.params else None),
         "metadata": out_meta.as_dict(),
     }
+
+
+class _LearnedSimStream:
+    """The ``process`` of ``stream --sim --model``: a SIM bundle's reconstruction of each
+    group on its accelerator; the noise model from the calibration, the simulated
+    camera, or estimated once from the first group (and then fixed)."""
+
+    def __init__(self, bundle: Bundle, acc: Any, cal: Any, camera: Any) -> None:
+        from fluorofpga.microscope import NoiseModel
+
+        self.bundle, self.acc, self.cal = bundle, acc, cal
+        self.restore: Any = None
+        self.noise_from = "estimated from the first complete group"
+        self.noise: Any = None
+        if cal is not None:
+            self.noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+            self.noise_from = "calibration"
+        elif camera is not None:
+            self.noise = NoiseModel.from_camera(camera.gain_e_per_adu, camera.offset_adu,
+                                                camera.read_noise_e)
+            self.noise_from = "the simulated camera"
+
+    def __call__(self, stack: np.ndarray) -> np.ndarray:
+        """Reconstruct one raw group -> float32 image on the 2x grid."""
+        if self.restore is None:
+            if self.noise is None:
+                from fluorofpga.microscope import estimate_noise
+
+                self.noise = estimate_noise(np.asarray(stack)).model
+            self.restore = self.bundle.sim_restorer(self.acc, self.noise, self.cal,
+                                                    dtype="float32")
+        return self.restore(np.asarray(stack))
+
+    def close(self) -> None:
+        """Release the accelerator."""
+        self.acc.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Noise model and counted pixels, as plain JSON."""
+        return {"bundle": self.bundle.name, "noise_from": self.noise_from,
+                "noise": None if self.noise is None else self.noise.to_dict(),
+                "counts": None if self.restore is None else self.restore.counts.to_dict()}
 
 
 def _run_to_sink(pipeline: StreamPipeline, out: Any,

@@ -424,14 +424,16 @@ def stream(
     cti: str | None = typer.Option(None, help="GenTL producer (.cti) of a GenICam camera "
                                    "(default: $GENICAM_GENTL64_PATH)"),
     overwrite: bool = typer.Option(False, help="replace the output if it exists"),
-    sim: bool = typer.Option(False, "--sim", help="SIM mode: raw SIM frames (3 angles x 3 "
-                             "phases, angle-major; --source sim is the simulated SIM camera) "
-                             "grouped by 9 and reconstructed on the 2x grid (float32, pixel "
-                             "size halved) by the classical Wiener ON THE CPU (the board's "
-                             "ARM): no SIM bundle for the accelerator exists yet. Broken "
-                             "groups are counted and listed, never reconstructed. --frames "
-                             "counts raw frames (default 90 simulated), --fps is the raw "
-                             "frame rate, --queue and --drop act on whole groups"),
+    sim: bool = typer.Option(False, "--sim", help="SIM mode: raw SIM frames (angle-major; "
+                             "--source sim is the simulated SIM camera) grouped and "
+                             "reconstructed on the 2x grid (float32, pixel size halved): "
+                             "without --model 9 frames (3 angles x 3 phases) by the classical "
+                             "Wiener on the CPU (the board's ARM); with --model SIM_BUNDLE 3 "
+                             "frames (one per angle) by the learned reconstructor on "
+                             "--backend. Broken groups are counted and listed, never "
+                             "reconstructed. --frames counts raw frames (default 90 "
+                             "simulated), --fps is the raw frame rate, --queue and --drop act "
+                             "on whole groups"),
     na: float | None = typer.Option(None, "--na", help="--sim: objective NA (a file: default "
                                     "its OME metadata)"),
     wavelength: float | None = typer.Option(None, "--wavelength", help="--sim: emission "
@@ -448,7 +450,7 @@ def stream(
 ) -> None:
     """Stream frames live through the accelerator into a TIFF, OME-Zarr or the network.
 
-    With --sim: live SIM reconstruction, on the CPU until a SIM bundle exists.
+    With --sim: live SIM reconstruction (classical on the CPU, or a SIM bundle's network).
     """
     import signal
 
@@ -461,7 +463,8 @@ def stream(
     try:
         total = frames or (facade.SIM_DEFAULT_FRAMES if source == "sim" else None)
         if sim and total is not None:
-            total = (frames or facade.SIM_STREAM_DEFAULT_FRAMES) // 9  # groups
+            per = 9 if model is None else facade.load_bundle(model).frames
+            total = (frames or facade.SIM_STREAM_DEFAULT_FRAMES) // per  # groups
         with RichDisplay(total=total, console=err) as display:
             r = facade.stream(source, sink, model, backend, frames, fps, drop, calibration,
                               dtype, adc_max, queue, size, seed, cti, overwrite,
@@ -502,8 +505,7 @@ def stream(
 
 def _print_sim_stream(r: dict) -> None:
     """Summary of ``stream --sim``: groups, events, reconstructions/s, latency."""
-    table = Table(title="fluorofpga stream --sim: classical Wiener on the CPU",
-                  show_header=False)
+    table = Table(title=f"fluorofpga stream --sim: {r['computed_on']}", show_header=False)
     for key in ("raw_frames_in", "groups_complete", "groups_reconstructed", "groups_dropped",
                 "incomplete_groups", "out_of_order_groups", "frames_discarded",
                 "reconstructions_per_s", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
@@ -518,7 +520,7 @@ def _print_sim_stream(r: dict) -> None:
                       f"{event['reason']}", markup=False, soft_wrap=True)
     if len(r["events"]) > 20:
         console.print(f"... {len(r['events']) - 20} more events in the summary")
-    for check in r["reconstruction"]["drift_events"]:
+    for check in r["reconstruction"].get("drift_events", []):
         what = "re-estimated" if check["replaced"] else "kept"
         console.print(f"drift at group {check['group']} (parameters {what}): "
                       + "; ".join(check["reasons"]), markup=False, soft_wrap=True)

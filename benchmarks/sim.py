@@ -17,7 +17,12 @@ twice (independent noise) and compared with the ideal extended-OTF image
 * Wiener with the true pattern (first-frame phases, equidistant steps): how much the
   blind estimation costs;
 * napari-sim-processor (``ConvSimProcessor``, calibrate + reconstruct) as a peer, only
-  when it is importable (it is not installed here).
+  when it is importable (it is not installed here);
+* the learned 3-frame reconstructor (a SIM bundle, default the shipped
+  ``host/bundles/sim3``, through its bit-exact emulated accelerator): every scene is also
+  recorded with 3 frames, one per angle at the first phase of that angle (a third of the
+  9-frame acquisition's light), with the camera's noise model known (as from
+  ``fluorofpga calibrate``). ``--model none`` skips it.
 
 PSNR / SSIM after CARE's affine intensity fit to the truth, on the image without a
 border of 1/8 of its side; FRC resolution (1/7 threshold) between the two noise
@@ -32,12 +37,15 @@ import argparse
 import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from results_io import write_results  # sibling module: scripts run from benchmarks/
 
 from fluorofpga.microscope import (
     FrameOrderWarning,
+    NoiseModel,
+    SimPattern,
     WeakPatternWarning,
     estimate_parameters,
     frc,
@@ -65,6 +73,8 @@ WIDEFIELD = "widefield (upsampled)"
 WIENER = "Wiener 9-frame (blind parameters)"
 ORACLE = "Wiener 9-frame (true parameters)"
 PEER = "napari-sim-processor"
+LEARNED = "learned 3-frame (quantized, emulated accelerator)"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "host" / "bundles" / "sim3"
 # Wiener parameters tried besides the default (``fluorofpga sim --wiener W``): at low
 # photon counts a larger w trades resolution for noise.
 W_SWEEP = (0.2, 0.8)
@@ -111,7 +121,13 @@ def acquisition(size: int, seed: int, peak: float) -> tuple:
     recordings = [simulate_sim(specimen, pattern, peak_photons=peak,
                                background_photons=BACKGROUND_PHOTONS, rng=rng, **OPTICS)
                   for _ in range(2)]
-    return truth, pattern, recordings
+    three = SimPattern(angles_rad=pattern.angles_rad,
+                       phases_rad=tuple((row[0],) for row in pattern.phases_rad),
+                       k_fraction=pattern.k_fraction, modulation=pattern.modulation)
+    threes = [simulate_sim(specimen, three, peak_photons=peak,
+                           background_photons=BACKGROUND_PHOTONS, rng=rng, **OPTICS)
+              for _ in range(2)]
+    return truth, pattern, recordings, threes
 
 
 def swept(w: float) -> str:
@@ -200,7 +216,26 @@ def reconstruct(recording, pattern, peer: type | None, times: dict) -> dict[str,
     return images
 
 
-def run(size: int, scenes: int) -> dict:
+class Learned:
+    """A SIM bundle's reconstruction of 3-frame recordings (emulated accelerator)."""
+
+    def __init__(self, path: Path) -> None:
+        from fluorofpga.host import load_bundle
+
+        self.bundle = load_bundle(path)
+        self.acc = self.bundle.accelerator("emulate")
+
+    def __call__(self, recording, times: dict) -> np.ndarray:
+        cam = recording.camera
+        noise = NoiseModel.from_camera(cam.gain_e_per_adu, cam.offset_adu, cam.read_noise_e)
+        restore = self.bundle.sim_restorer(self.acc, noise, dtype="float32")
+        image, wall, cpu = timed(restore, recording.raw)
+        times.setdefault("learned_wall_s", []).append(wall)
+        times.setdefault("learned_cpu_s", []).append(cpu)
+        return np.asarray(image, dtype=np.float64)
+
+
+def run(size: int, scenes: int, learned: Learned | None = None) -> dict:
     peer = peer_class()
     out: dict = {}
     notes: dict[str, dict[str, int]] = {}
@@ -211,9 +246,12 @@ def run(size: int, scenes: int) -> dict:
         rows: dict[str, list[tuple[float, float, float]]] = {}
         times["notes"] = {}
         for index in range(scenes):
-            truth, pattern, recordings = acquisition(
+            truth, pattern, recordings, threes = acquisition(
                 size, SEED_OFFSET + int(peak) * 100 + index, peak)
             pairs = [reconstruct(r, pattern, peer, times) for r in recordings]
+            if learned is not None:
+                for images, three in zip(pairs, threes, strict=True):
+                    images[LEARNED] = learned(three, times)
             t = truth[crop, crop]
             for name in pairs[0]:
                 if name not in pairs[1]:
@@ -240,6 +278,10 @@ def run(size: int, scenes: int) -> dict:
               if key not in ("peer_errors", "notes")}
     timing["stacks"] = len(times["estimate_wall_s"])
     return {"levels": out, "timing": timing, "notes": notes,
+            "learned": None if learned is None else {
+                "bundle": learned.bundle.name, "path": str(learned.bundle.path),
+                "recipe": learned.bundle.manifest["recipe"]["name"],
+                "network": learned.bundle.manifest["network"]},
             "peer": None if peer is None else peer.__module__,
             "peer_errors": times.get("peer_errors", [])}
 
@@ -262,6 +304,16 @@ def where_we_lose(levels: dict) -> list[str]:
                              f"image is above widefield ({tuned['psnr']:.2f} dB, SSIM "
                              f"{tuned['ssim']:.3f}; FRC {frc_text(tuned)} nm)")
                 break
+        if LEARNED in methods:
+            net = methods[LEARNED]
+            for name, other in ((WIENER, wiener), (WIDEFIELD, wide)):
+                behind = [m.upper() for m in ("psnr", "ssim") if net[m] < other[m]]
+                if behind:
+                    lines.append(f"{level} photons: the learned 3-frame network is below "
+                                 f"{name} in {' and '.join(behind)} ({net['psnr']:.2f} vs "
+                                 f"{other['psnr']:.2f} dB, SSIM {net['ssim']:.3f} vs "
+                                 f"{other['ssim']:.3f}; FRC {frc_text(net)} vs "
+                                 f"{frc_text(other)} nm)")
         oracle = methods[ORACLE]
         if oracle["psnr"] - wiener["psnr"] > 0.5:
             lines.append(f"{level} photons: the blind parameters cost "
@@ -309,6 +361,14 @@ def table(res: dict) -> str:
         "napari-sim-processor: " + (f"run ({res['peer']})" if res["peer"] else
                                     "not importable here, not run (optional peer)") + ".",
     ]
+    if res.get("learned"):
+        net = res["learned"]["network"]
+        lines += ["", f"Learned 3-frame: bundle {res['learned']['bundle']} "
+                  f"({res['learned']['recipe']}, {net['channels']} channels x {net['depth']} "
+                  f"layers, {net['macs_per_pixel']} MACs per camera pixel), 3 raw frames "
+                  "with a third of the 9-frame light, through its emulated accelerator in "
+                  f"{t['learned_wall_s_median']:.2f} s wall / {t['learned_cpu_s_median']:.2f} "
+                  f"s CPU per {res['size']}² group."]
     if res["peer_errors"]:
         lines.append(f"Peer failures: {len(res['peer_errors'])} ({res['peer_errors'][0]}).")
     losses = where_we_lose(res["levels"])
@@ -320,9 +380,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--scenes", type=int, default=4, help="scenes per photon level")
+    ap.add_argument("--model", default=str(DEFAULT_MODEL),
+                    help="SIM bundle of the learned 3-frame reconstructor ('none': skip it)")
     args = ap.parse_args()
+    learned = None if args.model == "none" else Learned(Path(args.model))
     load_start = os.getloadavg()
-    result = run(args.size, args.scenes)
+    result = run(args.size, args.scenes, learned)
     load_end = os.getloadavg()
     res = {"size": args.size, "scenes": args.scenes, "optics": OPTICS,
            "background_photons": BACKGROUND_PHOTONS,

@@ -103,22 +103,24 @@ class GroupStack(np.ndarray):
     first_index: int
 
 
-def _position(value: Any, index: int) -> int:
-    """A frame's place in its group, ``0..8``, from ``p``, ``(angle, phase)`` or None."""
+def _position(value: Any, index: int, phases: int = SIM_PHASES) -> int:
+    """A frame's place in its group, ``0..3·phases-1``, from ``p``, ``(angle, phase)`` or
+    None."""
+    n = SIM_ANGLES * phases
     if value is None:
-        return index % SIM_FRAMES
+        return index % n
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError(f"frame {index}: position {value!r} is neither 0..8 nor "
+            raise ValueError(f"frame {index}: position {value!r} is neither 0..{n - 1} nor "
                              "(angle, phase)")  # fmt: skip
         angle, phase = (int(v) for v in value)
-        if not (0 <= angle < SIM_ANGLES and 0 <= phase < SIM_PHASES):
+        if not (0 <= angle < SIM_ANGLES and 0 <= phase < phases):
             raise ValueError(f"frame {index}: (angle, phase) = {value!r} outside "
-                             f"{SIM_ANGLES} angles × {SIM_PHASES} phases")  # fmt: skip
-        return angle * SIM_PHASES + phase
+                             f"{SIM_ANGLES} angles × {phases} phases")  # fmt: skip
+        return angle * phases + phase
     p = int(value)
-    if p != value or not 0 <= p < SIM_FRAMES:
-        raise ValueError(f"frame {index}: position {value!r} is not in 0..{SIM_FRAMES - 1}")
+    if p != value or not 0 <= p < n:
+        raise ValueError(f"frame {index}: position {value!r} is not in 0..{n - 1}")
     return p
 
 
@@ -133,6 +135,8 @@ class SimGrouper:
     Args:
         source: iterable of ``(index, frame)`` or ``(index, frame, position)``.
         max_frames: stop after this many raw frames (None: when the source ends).
+        phases: phases per angle: 3 (9-frame groups, the classical reconstruction) or 1
+            (3-frame groups, one frame per angle, for a learned 3-frame SIM bundle).
 
     Attributes:
         frames_in: raw frames read.
@@ -143,7 +147,12 @@ class SimGrouper:
             (``first_indices[group]``; 8 bytes per group).
     """
 
-    def __init__(self, source: Iterable[tuple[Any, ...]], max_frames: int | None = None) -> None:
+    def __init__(self, source: Iterable[tuple[Any, ...]], max_frames: int | None = None,
+                 phases: int = SIM_PHASES) -> None:
+        if phases not in (1, SIM_PHASES):
+            raise ValueError(f"phases per angle must be 1 or {SIM_PHASES}, got {phases!r}")
+        self.phases = int(phases)
+        self.group_size = SIM_ANGLES * self.phases
         if max_frames is not None and (int(max_frames) != max_frames or max_frames < 0):
             raise ValueError(f"max_frames must be a non-negative integer or None, "
                              f"got {max_frames!r}")  # fmt: skip
@@ -162,7 +171,7 @@ class SimGrouper:
         n = len(self.source)  # type: ignore[arg-type]
         if self.max_frames is not None:
             n = min(n, self.max_frames)
-        return n // SIM_FRAMES
+        return n // self.group_size
 
     @property
     def incomplete(self) -> int:
@@ -224,7 +233,7 @@ class SimGrouper:
                                      f"got {len(item)} values")  # fmt: skip
                 index = int(index)
                 self.frames_in += 1
-                p = _position(position, index)
+                p = _position(position, index, self.phases)
                 frame = np.asarray(frame)
                 if last is not None and index <= last:
                     breaks("out-of-order", f"frame {index} arrived after frame {last}")
@@ -253,7 +262,7 @@ class SimGrouper:
                                        f"at position {p}")
                     bad.append(index)
                     bad_kind = bad_kind or "incomplete"
-                if len(group) == SIM_FRAMES:
+                if len(group) == self.group_size:
                     flush()
                     stack = np.stack(group).view(GroupStack)
                     stack.group, stack.first_index = self.groups, group_indices[0]
@@ -266,7 +275,8 @@ class SimGrouper:
             if close is not None:
                 close()
         if group:
-            breaks("incomplete", f"the stream ended after {len(group)} of {SIM_FRAMES} frames")
+            breaks("incomplete", f"the stream ended after {len(group)} of {self.group_size} "
+                                 "frames")
         flush()
 
     def summary(self) -> dict[str, Any]:
@@ -473,6 +483,8 @@ class SimulatedSimCameraSource:
         k_fraction, modulation: pattern frequency (of the cut-off) and depth.
         seed: specimen and noise seed (each iteration restarts from it).
         fps: raw frame rate (None: as fast as simulated).
+        phases: phases per angle: 3 (the classical 9-frame acquisition) or 1 (3 frames,
+            one per angle at phases 0, 2π/3, 4π/3: the acquisition of a 3-frame bundle).
 
     Attributes:
         specimen_2x, pattern, camera: the scene, the illumination and the camera.
@@ -482,7 +494,7 @@ class SimulatedSimCameraSource:
         self, n_frames: int, shape: Sequence[int] = (128, 128), *, na: float = 1.2,
         wavelength_nm: float = 520.0, pixel_size_nm: float = 65.0,
         peak_photons: float = 500.0, k_fraction: float = 0.85, modulation: float = 0.9,
-        seed: int = 0, fps: float | None = None,
+        seed: int = 0, fps: float | None = None, phases: int = SIM_PHASES,
     ) -> None:
         from fluorofpga.microscope import SCMOSCamera, make_pattern
         from fluorofpga.microscope.specimen import render_specimen
@@ -503,7 +515,12 @@ class SimulatedSimCameraSource:
         n = min(self.shape)
         self.specimen_2x = render_specimen((2 * self.shape[0], 2 * self.shape[1]), rng,
                                            filaments=max(n // 6, 1), puncta=n, nuclei=0)
-        self.pattern = make_pattern(k_fraction=k_fraction, modulation=modulation)
+        if phases not in (1, SIM_PHASES):
+            raise ValueError(f"phases per angle must be 1 or {SIM_PHASES}, got {phases!r}")
+        self.group_size = SIM_ANGLES * int(phases)
+        self.pattern = make_pattern(
+            n_phases=int(phases), k_fraction=k_fraction, modulation=modulation,
+            phase_offsets_rad=0.0 if phases > 1 else tuple(2 * np.pi * np.arange(3) / 3))
         self.camera = SCMOSCamera()
 
     def __len__(self) -> int:
@@ -516,7 +533,7 @@ class SimulatedSimCameraSource:
                 "pixel_size_nm": self.pixel_size_nm}  # fmt: skip
 
     def raw_group(self, rng: np.random.Generator) -> np.ndarray:
-        """One ``(9, Y, X)`` uint16 raw stack with new noise from ``rng``."""
+        """One ``(group_size, Y, X)`` uint16 raw stack with new noise from ``rng``."""
         from fluorofpga.microscope import simulate_sim
 
         return simulate_sim(self.specimen_2x, self.pattern, peak_photons=self.peak_photons,
@@ -534,7 +551,7 @@ class SimulatedSimCameraSource:
         rng = np.random.default_rng((self.seed, 1))
         stack: np.ndarray | None = None
         for k in range(self.n_frames):
-            position = k % SIM_FRAMES
+            position = k % self.group_size
             if position == 0 or stack is None:
                 stack = self.raw_group(rng)
             pacer.tick()

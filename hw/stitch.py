@@ -232,6 +232,13 @@ class StitchedDesign:
         return d
 
 
+def _pixel_channels(shape: Any) -> int:
+    """Values per pixel of a stream tensor: NHWC ``(1, H, W, C)``, or 1 for the 1-channel
+    ``(1, 1, H, W)`` of a Reshape at a denoiser's ends."""
+    shape = tuple(int(d) for d in shape)
+    return 1 if len(shape) != 4 or shape[1] == 1 else shape[-1]
+
+
 def _wire(tensor: str, index: int) -> str:
     return f"s{index}_" + re.sub(r"[^A-Za-z0-9_]", "_", tensor)[:40]
 
@@ -279,10 +286,11 @@ def generate_accelerator(
     graph_in, graph_out = model.graph.input[0].name, model.graph.output[0].name
     first = getHWCustomOp(model.find_consumer(graph_in))
     shape = tuple(int(d) for d in first.get_normal_input_shape(0))
-    tile_shape = (shape[1], shape[2]) if len(shape) == 4 else (shape[-2], shape[-1])
-    channels = {"in": int(shape[-1]) if len(shape) == 4 else 1,
-                "out": int(getHWCustomOp(model.find_producer(graph_out))
-                           .get_normal_output_shape(0)[-1])}
+    nchw = _pixel_channels(shape) == 1 and shape[-1] != 1  # a 1-channel Reshape
+    tile_shape = (shape[-2], shape[-1]) if nchw else (shape[1], shape[2])
+    channels = {"in": _pixel_channels(shape),
+                "out": _pixel_channels(getHWCustomOp(model.find_producer(graph_out))
+                                       .get_normal_output_shape(0))}
     n_pixels = tile_shape[0] * tile_shape[1]
 
     rtllib = _finn_rtllib()

@@ -212,3 +212,30 @@ def test_the_network_rtl_simulates_bit_exactly_with_stalls(bundle, tmp_path) -> 
             np.testing.assert_array_equal(acc.run(x), emu.run(x))
     # cycles per tile within 10 % of FINN's estimate (free-running)
     assert rtl.cycles[-1] == pytest.approx(d.estimated_cycles, rel=0.10)
+
+
+def test_stream_sim_with_a_bundle_groups_by_3_and_counts_broken_groups(bundle, tmp_path
+                                                                       ) -> None:
+    from fluorofpga.host.simstream import SimGrouper, SimulatedSimCameraSource
+
+    out = tmp_path / "live.tif"
+    r = facade.stream("sim", str(out), bundle_path=bundle.path, frames=12, size=SIZE,
+                      sim=True, na=1.2, wavelength_nm=520, pixel_size_um=0.065, seed=1)
+    assert r["frames_per_group"] == 3 and r["groups_reconstructed"] == 4
+    assert "learned 3-frame" in r["computed_on"]
+    assert r["reconstruction"]["noise_from"] == "the simulated camera"
+    image, meta = read_image_meta(out)
+    assert image.shape == (4, 2 * SIZE, 2 * SIZE)
+    assert meta.pixel_size_um[1] == pytest.approx(0.0325, rel=1e-3)
+    # a frame lost inside a group: that group is discarded and listed, the rest go on
+    cam = SimulatedSimCameraSource(9, (SIZE, SIZE), seed=2, phases=1)
+    lossy = [item for item in cam if item[0] != 4]
+    grouper = SimGrouper(lossy, phases=1)
+    groups = [g for _, g in grouper]
+    assert [g.first_index for g in groups] == [0, 6]
+    assert grouper.incomplete == 1 and grouper.events[0].indices == (3,)
+    # a denoiser is no SIM bundle, and a SIM bundle does not take classical parameters
+    with pytest.raises(ValueError, match="denoise bundle"):
+        facade.stream("sim", str(tmp_path / "x.tif"), bundle_path=load_bundle().path,
+                      sim=True, na=1.2, wavelength_nm=520, pixel_size_um=0.065)
+    assert not (tmp_path / "x.tif").exists()
