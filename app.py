@@ -1005,7 +1005,8 @@ def compile_bundle(
         bundle.file("qonnx"), work, board=board, fps=fps, frame=frame,
         tile=bundle.tile_shape[0], halo=bundle.halo, signal=bundle.signal,
         max_utilisation=max_utilisation, bitfile=bitfile,
-        progress=lambda msg: progress("compile", 0, 0, msg))
+        progress=lambda msg: progress("compile", 0, 0, msg),
+        frames=bundle.frames, upscale=bundle.upscale)
     if out.exists():
         shutil.rmtree(out)
     work.rename(out)

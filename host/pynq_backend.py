@@ -275,7 +275,17 @@ class PynqAccelerator(Accelerator):
 
     @classmethod
     def from_bundle(cls, bundle: Any, **kwargs: Any) -> PynqAccelerator:
-        """Open the accelerator of a :class:`~fluorofpga.host.Bundle` (bitstream in its files)."""
+        """Open the accelerator of a :class:`~fluorofpga.host.Bundle` (bitstream in its files).
+
+        Raises:
+            BoardNotFound: the bundle is a SIM bundle: its channels-last DMA packing and
+                kernel registers are not part of this release's board design.
+        """
+        if getattr(bundle, "frames", 1) != 1 or getattr(bundle, "upscale", 1) != 1:
+            raise BoardNotFound(
+                f"bundle {bundle.name} is a SIM bundle ({bundle.frames} frames in, "
+                f"{bundle.upscale}x out): the board driver streams 1-channel tiles only in "
+                "this release; run it with --backend emulate or rtlsim")
         signal = bundle.signal
         return cls(bundle.file("bitstream"), bundle.tile_shape, signal.in_bits,
                    signal.out_bits, **kwargs)

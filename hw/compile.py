@@ -40,7 +40,10 @@ from .pixel_kernels import PixelKernelParams
 from .rtlsim import PATCH_DIR, _finn_rtllib, apply_patches
 from .stitch import generate_accelerator, stitch_graph
 
-__all__ = ["CompileError", "CompileResult", "compile_for_camera", "pixel_kernel_resources"]
+_UINT16_MAX = 65535
+
+__all__ = ["CompileError", "CompileResult", "compile_for_camera", "pixel_kernel_resources",
+           "sim_table_resources"]
 
 #: resources FINN estimates (its estimates have no flip-flop count)
 RESOURCE_KEYS = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -98,7 +101,23 @@ def pixel_kernel_resources(params: PixelKernelParams, bypass_depth: int) -> dict
     }
 
 
-def _estimate(model: Any, board: Board, params: PixelKernelParams, tile: int
+def sim_table_resources(frames: int, upscale: int, spec: Any) -> dict[str, dict]:
+    """Our estimate of a SIM bundle's table memories at one pixel per clock (RAMB18s).
+
+    ``frames`` pixel-in tables of ``65536 x in_bits`` (one lookup per raw frame and clock)
+    and the ``2**out_bits``-entry output table read ``upscale²`` times per clock (LUTRAM
+    copies). These kernels are not built in this release (the host applies the tables):
+    the figures say what they would take.
+    """
+    lookups = upscale * upscale
+    return {
+        "sim_pixel_in": {"LUT": 200 * frames,
+                         "BRAM_18K": frames * _blocks(_UINT16_MAX + 1, spec.in_bits + 1)},
+        "sim_pixel_out": {"LUT": 100 * lookups + lookups * _blocks(1 << spec.out_bits, 16)},
+    }
+
+
+def _estimate(model: Any, board: Board, params: PixelKernelParams | dict, tile: int
               ) -> dict[str, Any]:
     """Per-node resources and cycles of the stitched graph, with our kernels."""
     boot_finn()
@@ -115,7 +134,9 @@ def _estimate(model: Any, board: Board, params: PixelKernelParams, tile: int
                              "cycles": int(getHWCustomOp(node).get_exp_cycles()), **res}
         if node.op_type.startswith("MVAU"):
             layers[node.name]["weights_in"] = getHWCustomOp(node).get_nodeattr("ram_style")
-    for name, res in pixel_kernel_resources(params, tile * tile).items():
+    kernels = params if isinstance(params, dict) else pixel_kernel_resources(params,
+                                                                              tile * tile)
+    for name, res in kernels.items():
         layers[name] = {"op": "fluorofpga", "cycles": tile * tile, **res}
     total = {k: sum(float(v.get(k, 0.0)) for v in layers.values()) for k in RESOURCE_KEYS}
     util = {k: total[k] / board.resources[k] for k in total if board.resources.get(k)}
@@ -135,6 +156,8 @@ def compile_for_camera(
     max_utilisation: float = MAX_UTILISATION,
     bitfile: bool = False,
     progress: Callable[[str], None] | None = None,
+    frames: int = 1,
+    upscale: int = 1,
 ) -> CompileResult:
     """Fold, estimate and package a network for ``fps`` frames of ``frame`` on ``board``.
 
@@ -149,6 +172,10 @@ def compile_for_camera(
         max_utilisation: largest fraction of any resource the design may use.
         bitfile: also run the Vivado steps (refused at once without Vivado).
         progress: called with a line per stage.
+        frames, upscale: a SIM bundle's raw frames per input and output refinement: the
+            frame rate is then reconstructions per second (``frames`` raw camera frames
+            each), and the RTL is the network alone (its tables on the host,
+            :func:`sim_table_resources` counted).
 
     Raises:
         CompileError: impossible request (fps <= 0, a frame smaller than the halo...).
@@ -169,7 +196,9 @@ def compile_for_camera(
     inner = (tile - 2 * halo) ** 2
     required = fps * h * w / 1e6
     ceiling = b.clock_mhz * inner / (tile * tile)
-    params = PixelKernelParams.from_spec(signal)
+    sim = frames > 1 or upscale > 1
+    params: Any = (sim_table_resources(frames, upscale, signal) if sim
+                   else PixelKernelParams.from_spec(signal))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = HwBuildConfig(board=b.name, tile=tile, halo=halo, mvau_impl="rtl",
@@ -215,6 +244,12 @@ def compile_for_camera(
                      f"at {b.clock_mhz:g} MHz with {tile}^2 tiles (halo {halo}): one pipeline "
                      f"takes at most one pixel per clock, so {ceiling:.1f} Mpixel/s is the "
                      "ceiling on this board")
+    if sim:
+        notes.append(f"SIM bundle: {fps:g} reconstructions/s of {frames} raw {h}x{w} frames "
+                     f"each ({fps * frames:g} raw camera frames/s) onto a {upscale}x grid; the "
+                     "build folder holds the network alone (the raw frames' pixel-in tables "
+                     "and the output table run on the host in this release; their memories "
+                     "are counted as sim_pixel_in / sim_pixel_out)")
     if mpix < required:
         binding = max(tried[0]["utilisation"], key=tried[0]["utilisation"].get)
         notes.append(f"the target needs {tried[0]['utilisation'][binding]:.0%} of {binding} "
@@ -245,7 +280,7 @@ def compile_for_camera(
         "seconds": time.perf_counter() - t0,
     }
     say("writing the Vivado build folder")
-    vivado = _vivado_folder(out / "vivado", est["stitched"], res, params, b)
+    vivado = _vivado_folder(out / "vivado", est["stitched"], res, None if sim else params, b)
     report["vivado_dir"] = str(vivado)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(report_markdown(report))
@@ -257,7 +292,7 @@ def compile_for_camera(
     return CompileResult(report=report, out_dir=out, vivado_dir=vivado)
 
 
-def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelParams,
+def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelParams | None,
                    b: Board) -> Path:
     """The self-contained folder a user copies to a machine with Vivado."""
     import jinja2

@@ -31,7 +31,7 @@ from .data import CameraRange, _log_uniform, record_frames
 from .denoiser import INPUT_BITS, OUTPUT_BITS
 
 #: light levels and cameras of the SIM training data (peak photons of the widefield image)
-SIM_CAMERAS = CameraRange(peak_photons=(5.0, 3000.0), background_fraction=(0.0, 0.1))
+SIM_CAMERAS = CameraRange(peak_photons=(5.0, 2500.0), background_fraction=(0.0, 0.1))
 
 
 class SimTriplets:

@@ -239,3 +239,15 @@ def test_stream_sim_with_a_bundle_groups_by_3_and_counts_broken_groups(bundle, t
         facade.stream("sim", str(tmp_path / "x.tif"), bundle_path=load_bundle().path,
                       sim=True, na=1.2, wavelength_nm=520, pixel_size_um=0.065)
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_compile_counts_reconstructions_and_the_sim_tables(bundle, tmp_path) -> None:
+    r = facade.compile_bundle(tmp_path / "c", "kv260", 30, (256, 256), bundle.path)
+    assert any("30 reconstructions/s of 3 raw 256x256 frames" in n for n in r["notes"])
+    assert r["layers"]["sim_pixel_in"]["BRAM_18K"] == 3 * 32  # 3 tables of 64 Ki x 9 bit
+    assert r["camera"]["mpix_per_s"] == pytest.approx(30 * 256 * 256 / 1e6)
+    assert (tmp_path / "c" / "vivado" / "stitched.onnx").is_file()
+    with pytest.raises(Exception, match="SIM bundle"):
+        from fluorofpga.host.pynq_backend import PynqAccelerator
+
+        PynqAccelerator.from_bundle(bundle)
