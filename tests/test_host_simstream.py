@@ -254,10 +254,11 @@ def test_missing_optics_is_one_error_before_any_work(tmp_path):
 
 
 def test_what_needs_a_sim_bundle_is_refused(tmp_path):
-    for extra in (("--backend", "pynq"), ("--model", tmp_path)):
+    for extra, message in ((("--backend", "pynq"), "needs a SIM bundle (--model)"),
+                           (("--model", tmp_path), "not a model bundle")):
         r = run("stream", "--sim", "--source", "sim", *OPTICS_CLI, *extra,
                 "--sink", tmp_path / "x.tif")
-        assert r.exit_code != 0 and "not available yet" in r.output
+        assert r.exit_code != 0 and message in " ".join(r.output.split())
     assert list(tmp_path.iterdir()) == []
 
 
