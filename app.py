@@ -2197,7 +2197,7 @@ def _check_deploy_output(out: Path, overwrite: bool) -> None:
 
 def deploy(
     board: str, out: str | Path, bundle_path: str | Path | None = None,
-    overwrite: bool = False,
+    overwrite: bool = False, sim_bundle_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the folder a user copies onto the board (``scp -r OUT xilinx@board:``).
 
@@ -2206,7 +2206,9 @@ def deploy(
     ``notebooks/`` (the board notebooks), ``fluorofpga/`` (the package parts the board
     runs: ``host``, ``boards``, ``microscope``, the facade and CLI; no torch, FINN or
     ``hw``), ``requirements.txt`` (board side: pynq and numpy 1.x come with the PYNQ
-    image), ``README.txt`` and ``deploy.json`` (what was deployed).
+    image), ``README.txt`` and ``deploy.json`` (what was deployed). ``sim_bundle/``: a
+    SIM bundle for notebook 3 (``sim_bundle_path``, default the shipped learned 3-frame
+    one when it is installed; ``"none"`` leaves it out).
 
     Checked before anything is written: the board name, the bundle (intact, compiled for
     ``board``), the output folder (its parent exists and is writable; an existing
@@ -2225,7 +2227,17 @@ def deploy(
     target = load_board(board)  # unknown boards: ValueError naming the known ones
     out = Path(out)
     _check_deploy_output(out, overwrite)
-    bundle = load_bundle(bundle_path)
+    bundle = _denoise_bundle(bundle_path)
+    from fluorofpga.host import default_sim_bundle_path
+
+    sim_bundle = None
+    if sim_bundle_path is None and default_sim_bundle_path().is_dir():
+        sim_bundle_path = default_sim_bundle_path()
+    if sim_bundle_path is not None and str(sim_bundle_path) != "none":
+        sim_bundle = load_bundle(sim_bundle_path)
+        if sim_bundle.task != "sim":
+            raise BundleError(f"--sim-model {sim_bundle_path}: bundle {sim_bundle.name} is a "
+                              f"{sim_bundle.task} bundle, not a SIM bundle")
     built_for = bundle.manifest.get("board") or (bundle.manifest.get("estimates") or {}).get(
         "board")
     if built_for and built_for != target.name:
@@ -2247,6 +2259,9 @@ def deploy(
     try:
         shutil.copytree(bundle.path, staging / "bundle",
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        if sim_bundle is not None:
+            shutil.copytree(sim_bundle.path, staging / "sim_bundle",
+                            ignore=shutil.ignore_patterns("__pycache__"))
         (staging / "notebooks").mkdir()
         for name in BOARD_NOTEBOOKS:
             shutil.copy2(notebooks / name, staging / "notebooks" / name)
@@ -2277,6 +2292,7 @@ def deploy(
             "or open notebooks/ in the board's Jupyter (1_check_board first).\n")
         record = {"format": "fluorofpga-deploy", "version": 1, "fluorofpga": __version__,
                   "board": target.name, "bundle": bundle.name,
+                  "sim_bundle": None if sim_bundle is None else sim_bundle.name,
                   "bitstream": bitstream is not None, "notebooks": list(BOARD_NOTEBOOKS),
                   "package_files": files, "requirements": list(BOARD_REQUIREMENTS)}
         (staging / DEPLOY_MANIFEST).write_text(json.dumps(record, indent=2))

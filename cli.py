@@ -578,12 +578,15 @@ def deploy(
     out: Path = typer.Option(..., "--out", help="folder to write (new or empty; an earlier "
                              "deploy is replaced only with --overwrite)"),
     overwrite: bool = typer.Option(False, help="replace an earlier deploy in --out"),
+    sim_model: str | None = typer.Option(None, "--sim-model", help="SIM bundle for notebook "
+                                         "3 (default: the shipped learned 3-frame one; "
+                                         "'none': leave it out)"),
 ) -> None:
     """Write the folder to copy onto the board: bundle, notebooks, package, requirements."""
     from fluorofpga import app as facade
 
     try:
-        r = facade.deploy(board, out, model, overwrite)
+        r = facade.deploy(board, out, model, overwrite, sim_model)
     except (ValueError, OSError) as e:
         _fail(str(e))
     console.print(f"wrote {r['out']} for {r['board']}: bundle {r['bundle']}, "

@@ -79,7 +79,13 @@ from .accelerator import (
     AcceleratorError,
     BoardNotFound,
 )
-from .bundle import Bundle, BundleError, default_bundle_path, load_bundle
+from .bundle import (
+    Bundle,
+    BundleError,
+    default_bundle_path,
+    default_sim_bundle_path,
+    load_bundle,
+)
 from .display import live_display
 from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
 from .netstream import ZmqSink, ZmqSource
@@ -104,6 +110,7 @@ __all__ = [
     "PynqAccelerator",
     "HwGraph",
     "default_bundle_path",
+    "default_sim_bundle_path",
     "load_bundle",
     "load_hw_graph",
     "run_hw_graph",

@@ -172,6 +172,11 @@ def default_bundle_path() -> Path:
     return Path(str(resources.files(__package__) / "bundles" / "default"))
 
 
+def default_sim_bundle_path() -> Path:
+    """The pre-trained learned 3-frame SIM bundle shipped inside the package."""
+    return Path(str(resources.files(__package__) / "bundles" / "sim3"))
+
+
 _RECREATE = "re-create the bundle (`fluorofpga train`) or copy it again"
 # Bundle files stored as zip archives (torch checkpoints, numpy archives): CRC-checked.
 _ZIP_SUFFIXES = (".pt", ".pth", ".npz", ".zip")

@@ -82,6 +82,58 @@ class QuantDenoiser(nn.Module):
         return y.value if isinstance(y, QuantTensor) else y  # plain with quantizers disabled
 
     @torch.no_grad()
+    def scales(self) -> list[tuple[torch.Tensor, float, float]]:
+        """Per conv: (per-channel weight scales, input activation scale, output scale).
+
+        All power-of-two (fixed-point recipes): the conv's accumulator lives on the grid
+        ``weight scale x input scale`` of each output channel.
+        """
+        self.eval()
+        probe = torch.zeros(1, self.config.in_frames, 4, 4)
+        quants = [self.inp, *self.acts, self.out]
+        x_scales = [float(self.inp(probe).scale)]
+        x = self.inp(probe)
+        for i, conv in enumerate(self.convs):
+            y = quants[i + 1](conv(x))
+            x_scales.append(float(y.scale))
+            x = y
+        return [(conv.quant_weight().scale.detach().reshape(-1), x_scales[i], x_scales[i + 1])
+                for i, conv in enumerate(self.convs)]
+
+    @torch.no_grad()
+    def nudge_biases(self, margin: float = 0.25) -> int:
+        """Keep every bias at least ``margin`` accumulator steps away from a rounding tie.
+
+        The next quantizer rounds ``acc + bias`` (``acc`` on the grid ``g`` = weight scale x
+        input scale of the channel) to its step ``s``: when ``acc + bias`` can land exactly
+        on, or within float32 rounding of, a half step ``(k + 0.5)·s``, Brevitas/QONNX
+        (round half to even, float32 sums) and FINN's thresholds (``>=``, the bias folded
+        into them) may disagree by one code. That happened: a bias 4e-9 away from a
+        dyadic value became an exact tie in float32. Moving such a bias by at most
+        ``margin·g`` (here a few thousandths of an activation step) makes every
+        comparison of the chain decided by at least ``margin·g``, far above float32
+        rounding, so all stages give the same integers. Returns the biases moved.
+        """
+        moved = 0
+        for conv, (w_scale, x_scale, s) in zip(self.convs, self.scales(), strict=True):
+            if conv.bias is None:
+                continue
+            bias = conv.bias.detach().double()
+            g = w_scale.double() * x_scale
+            h = s / g  # quantizer step in accumulator steps (powers of two)
+            period = torch.clamp(h, max=1.0)
+            tie = torch.remainder(0.5 * h, period)  # ties at bias/g = tie (mod period)
+            phase = torch.remainder(bias / g - tie, period) / period  # 0..1, ties at 0 and 1
+            low, high = phase < margin, phase > 1 - margin
+            shift = torch.where(low, (margin - phase) * period,
+                                torch.where(high, (1 - margin - phase) * period,
+                                            torch.zeros_like(phase)))
+            if bool((low | high).any()):
+                moved += int((low | high).sum())
+                conv.bias.copy_((bias + shift * g).float())
+        return moved
+
+    @torch.no_grad()
     def forward_int(self, x_int: torch.Tensor) -> torch.Tensor:
         """Integer pixels in (N,1,H,W) -> integer pixels out (int64)."""
         scale = 2.0**self.recipe.io_bits

@@ -35,9 +35,12 @@ def quantize_from_float(
 ) -> tuple[QuantDenoiser, list[float]]:
     """Build the quantized twin of ``float_model``, calibrate it and fine-tune it (QAT).
 
-    Returns the quantized model (eval mode) and its loss history.
+    Its biases are then kept off the quantizers' rounding ties
+    (:meth:`QuantDenoiser.nudge_biases`). Returns the quantized model (eval mode) and its
+    loss history.
     """
     qmodel = from_float(float_model, recipe)
     calibrate(qmodel, data, crop=crop)
     history = fit(qmodel, data, steps, batch_size, crop, lr, progress) if steps > 0 else []
+    qmodel.nudge_biases()  # no rounding ties: every stage of the chain agrees
     return qmodel.eval(), history

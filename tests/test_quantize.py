@@ -81,3 +81,25 @@ def test_qat_lowers_loss(float_model, data):
     q, history = quantize_from_float(float_model, "w4a8", data, steps=40, crop=32)
     assert isinstance(q, QuantDenoiser)
     assert np.mean(history[-5:]) < np.mean(history[:5])
+
+
+def test_biases_on_a_rounding_tie_are_moved_off_it_and_nothing_else_changes(float_model,
+                                                                             data):
+    """A bias that makes ``acc + bias`` land exactly on a quantizer's half step (the chain's
+    Brevitas/QONNX round half to even while FINN's thresholds round up) is moved by at most
+    a quarter accumulator step; the others stay as they are."""
+    q, _ = quantize_from_float(float_model, "w4a8", data, steps=0, crop=32)
+    conv = q.convs[1]
+    w_scale, x_scale, s = q.scales()[1]
+    g = w_scale.double() * x_scale
+    assert float((s / g).min()) >= 2  # ties at bias/g integer
+    with torch.no_grad():
+        conv.bias[0] = float(37 * g[0])  # on a tie
+        conv.bias[1] = float(37.5 * g[1])  # as far from a tie as it gets
+    before = conv.bias.detach().clone()
+    assert q.nudge_biases() >= 1
+    phase = torch.remainder(conv.bias.double() / g, 1.0)
+    assert bool(((phase >= 0.25 - 1e-6) & (phase <= 0.75 + 1e-6)).all())
+    assert float((conv.bias - before).abs().max() / g.min()) <= 0.25 + 1e-6
+    assert float(conv.bias[1]) == float(before[1])
+    assert q.nudge_biases() == 0  # idempotent
