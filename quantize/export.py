@@ -67,18 +67,20 @@ def untrained_qonnx(
     architecture, where the trained values do not matter.
 
     Args:
-        cfg: a ``fluorofpga.models.DenoiserConfig``.
+        cfg: a ``fluorofpga.models.DenoiserConfig`` (a denoiser, or a SIM network with
+            ``in_frames=3``: then calibrated on simulated SIM groups).
         recipe: quantization recipe name.
         tile: side of the square tile the model is exported for, pixels.
         path: the QONNX file to write.
         scenes: simulated scenes used for calibration.
         seed: seed of the weights (``torch.manual_seed``); the scenes use ``seed + 1``.
     """
-    from fluorofpga.models import PlainDenoiser, SimulatedPairs
+    from fluorofpga.models import PlainDenoiser, SimTriplets, SimulatedPairs
 
     from .qat import quantize_from_float
 
     torch.manual_seed(seed)
-    data = SimulatedPairs(scenes, (64, 64), cfg.signal, seed=seed + 1)
+    data = (SimulatedPairs(scenes, (64, 64), cfg.signal, seed=seed + 1) if cfg.in_frames == 1
+            else SimTriplets(scenes, 64, cfg.signal, seed=seed + 1))
     q, _ = quantize_from_float(PlainDenoiser(cfg).eval(), recipe, data, steps=0, crop=32)
     return export_to_qonnx(q, path, (tile, tile))
