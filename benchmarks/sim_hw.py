@@ -40,20 +40,20 @@ def compile_rows(bundle, work: Path) -> list[dict]:
     rows = []
     for board in list_boards():
         t0 = time.perf_counter()
-        res = compile_for_camera(bundle.file("qonnx"), work / board.name, board=board.name,
+        res = compile_for_camera(bundle.file("qonnx"), work / board, board=board,
                                  fps=FPS, frame=CAMERA, tile=tile, halo=halo,
                                  signal=bundle.signal, frames=bundle.frames,
                                  upscale=bundle.upscale).report
         tiles_per_s = res["estimated"]["tiles_per_s"]
         rows.append({
-            "board": board.name, "mpix_per_s": res["estimated"]["mpix_per_s"],
+            "board": board, "mpix_per_s": res["estimated"]["mpix_per_s"],
             "reconstructions_per_s": {
                 f"{n}x{n}": tiles_per_s / len(plan_tiles((n, n), (tile, tile), halo))
                 for n in FRAMES},
             "meets_target": res["meets_target"], "utilisation": res["utilisation"],
             "bottleneck": res["estimated"]["bottleneck"], "notes": res["notes"],
             "seconds": time.perf_counter() - t0})
-        print(board.name, f"{res['estimated']['mpix_per_s']:.1f} Mpixel/s", flush=True)
+        print(board, f"{res['estimated']['mpix_per_s']:.1f} Mpixel/s", flush=True)
     return rows
 
 
@@ -100,7 +100,7 @@ def table(res: dict) -> str:
     if res.get("rtl"):
         r = res["rtl"]
         lines += ["", f"Stitched RTL in Verilator ({r['fifos']} FIFOs, {r['in_beats_per_pixel']} "
-                  f"input / {r['out_beats_per_pixel']} output beats per pixel; build "
+                  f"input / {r['out_beats_per_pixel']} output beats per pixel; finn-plus build "
                   f"{r['build_s']:.0f} s): FINN estimates {r['estimated_cycles']} cycles per "
                   f"tile (bottleneck {r['bottleneck']}).", "",
                   "| tile | identical to the emulator | cycles | vs estimate |",
