@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import fluorofpga.app as facade
 from fluorofpga.cli import app as cli
-from fluorofpga.host import BundleError, load_bundle
+from fluorofpga.host import BundleError, default_sim_bundle_path, load_bundle
 from fluorofpga.host.bundle import MANIFEST
 from fluorofpga.microscope import OutputError
 
@@ -38,7 +38,8 @@ def test_deploy_writes_bundle_notebooks_package_and_requirements(tmp_path):
     out = tmp_path / "board"
     r = facade.deploy("kv260", out)
     assert listing(out) == ["NO_BITSTREAM.txt", "README.txt", "bundle", "deploy.json",
-                            "fluorofpga", "notebooks", "requirements.txt"]
+                            "fluorofpga", "notebooks", "requirements.txt", "sim_bundle"]
+    assert load_bundle(out / "sim_bundle").task == "sim"  # the shipped SIM bundle, intact
     assert "built without Vivado" in (out / "NO_BITSTREAM.txt").read_text()
     assert r["note"] and "no bitstream" in r["note"] and not r["bitstream"]
     assert listing(out / "notebooks") == ["1_check_board.ipynb", "2_denoise_live.ipynb",
@@ -49,6 +50,7 @@ def test_deploy_writes_bundle_notebooks_package_and_requirements(tmp_path):
                    for line in requirements)
     record = json.loads((out / "deploy.json").read_text())
     assert record["board"] == "kv260" and record["bundle"] == load_bundle().name
+    assert record["sim_bundle"] == "sim3-gat-w4a8"
     assert "fluorofpga/host/pynq_backend.py" in record["package_files"]
     assert not (out / "fluorofpga" / "hw").exists() and not (out / "fluorofpga" / "models").exists()
     assert not (out / "fluorofpga" / "host" / "bundles").exists()  # the bundle is beside
@@ -130,3 +132,13 @@ def test_cli_deploy(tmp_path):
                           env={"COLUMNS": "1000"})
     assert again.exit_code == 2 and "--overwrite" in again.output
     assert "Traceback" not in again.output
+
+
+def test_deploy_sim_model_none_or_a_denoiser_as_sim_model(tmp_path):
+    facade.deploy("kv260", tmp_path / "plain", sim_bundle_path="none")
+    assert not (tmp_path / "plain" / "sim_bundle").exists()
+    with pytest.raises(ValueError, match="not a SIM bundle"):
+        facade.deploy("kv260", tmp_path / "x", sim_bundle_path=load_bundle().path)
+    with pytest.raises(ValueError, match="not a denoiser"):
+        facade.deploy("kv260", tmp_path / "y", bundle_path=default_sim_bundle_path())
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -143,6 +143,7 @@ class _StandInBundle:
     """Just enough of a Bundle for ``demo``: an identity network, optionally interrupted."""
 
     name = "stand-in"
+    task = "denoise"
     tile_shape = (64, 64)
     halo = 0
     manifest: dict = {}
