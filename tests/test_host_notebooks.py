@@ -18,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 nbclient = pytest.importorskip(
@@ -120,7 +121,7 @@ def test_notebook_3_sim_live(deployed):
     import tifffile
 
     nb, text = _execute(deployed / "notebooks" / "3_sim_live.ipynb")
-    assert "not available yet" in nb.cells[1].source and "CPU" in nb.cells[1].source
+    assert "learned 3-frame" in nb.cells[1].source and "CPU" in nb.cells[1].source
     assert "computed on the CPU" in text
     found = re.search(r"(\d+)/(\d+) groups reconstructed from 54 raw frames; groups dropped "
                       r"(\d+)", text)
@@ -132,6 +133,14 @@ def test_notebook_3_sim_live(deployed):
     assert "clean-up done" in text and "clean-up" in nb.cells[-1].source
     images = tifffile.imread(deployed / "notebooks" / "sim_live.tif")
     assert images.shape == (out, 128, 128)
+    # the deployed learned 3-frame bundle, through its emulation on the (stand-in) board
+    assert "computed on the emulate accelerator: learned 3-frame" in text
+    found = re.search(r"(\d+)/(\d+) groups of 3 raw frames; dropped (\d+)", text)
+    assert found, text
+    out3, complete3, dropped3 = (int(g) for g in found.groups())
+    assert out3 >= 1 and out3 + dropped3 == complete3
+    learned = tifffile.imread(deployed / "notebooks" / "sim3_live.tif")
+    assert learned.shape == (out3, 128, 128) and np.isfinite(learned).all()
 
 
 def test_notebook_4_benchmark_dma(deployed):
