@@ -50,8 +50,9 @@ class SimRestorer:
         frames: raw frames per reconstruction.
         upscale: output grid refinement (2).
         calibration: optional calibration whose per-pixel maps are applied to every raw
-            frame (the output is in the units of the calibrated sensor: median offset,
-            PTC gain).
+            frame; the output stays in the units of that uniform sensor (median offset, PTC
+            gain): undoing one camera pixel's maps on its 2×2 block would print the
+            sensor's fixed-pattern noise into the super-resolved image.
         dtype: ``"uint16"`` or ``"float32"``.
 
     Attributes:
@@ -123,8 +124,6 @@ class SimRestorer:
         sat = (group >= self.tables.adc_max).any(axis=0)
         counts.saturated += int(np.count_nonzero(sat)) * self.upscale**2
         counts.above_range += int(np.count_nonzero((q >= spec.in_max).any(axis=0) & ~sat))
-        if self.maps is not None:
-            image = self._maps_undone(image)
         if sat.any():  # the saturated value, passed through on its 2x2 block
             block = np.ones((self.upscale, self.upscale), dtype=bool)
             image[np.kron(sat, block).astype(bool)] = float(self.tables.adc_max)
@@ -137,13 +136,3 @@ class SimRestorer:
             out = image.astype(np.float32)
         self.counts.add(counts)
         return out
-
-    def _maps_undone(self, image: np.ndarray) -> np.ndarray:
-        """Per-pixel offset/gain maps undone on the 2× grid (each camera pixel's map on
-        its 2×2 block)."""
-        up = self.upscale
-        h, w = image.shape
-        blocks = image.reshape(h // up, up, w // up, up).transpose(1, 3, 0, 2)
-        undone = np.stack([[self.maps.from_uniform(blocks[dy, dx]) for dx in range(up)]
-                           for dy in range(up)])
-        return undone.transpose(2, 0, 3, 1).reshape(h, w)

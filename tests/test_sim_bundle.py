@@ -251,3 +251,23 @@ def test_compile_counts_reconstructions_and_the_sim_tables(bundle, tmp_path) -> 
         from fluorofpga.host.pynq_backend import PynqAccelerator
 
         PynqAccelerator.from_bundle(bundle)
+
+
+def test_a_calibration_maps_every_raw_frame_and_the_output_stays_uniform(bundle) -> None:
+    from fluorofpga.microscope import Calibration, NoiseModel
+    from fluorofpga.microscope.signal import PixelMaps
+
+    group = raw_groups(1, seed=6)
+    rng = np.random.default_rng(0)
+    offset = 100.0 + rng.normal(0, 3, (SIZE, SIZE))  # per-pixel offsets (fixed pattern)
+    cal = Calibration(offset_adu=offset, read_noise_adu=np.full((SIZE, SIZE), 1.5),
+                      gain_e_per_adu=0.46, qe=0.8)
+    noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+    with bundle.accelerator("emulate") as acc:
+        calibrated = bundle.sim_restorer(acc, noise, cal, dtype="float32")(group)
+        maps = PixelMaps(cal)
+        uniform = np.stack([maps.to_uniform(f) for f in group])
+        plain = bundle.sim_restorer(acc, noise, dtype="float32")(uniform)
+    np.testing.assert_array_equal(calibrated, plain)
+    with pytest.raises(ValueError):
+        bundle.sim_restorer(acc, noise, cal)(group[:, :32, :32])  # another sensor size
