@@ -380,7 +380,8 @@ def generate_accelerator(
         folded = inst.get_folded_input_shape(0) if end == "input" else \
             inst.get_folded_output_shape(0)
         beats, rest = divmod(int(np.prod(folded[:-1])), tile_shape[0] * tile_shape[1])
-        if rest or channels[end[:-3] or "in"] % beats or (params is not None and beats != 1):
+        values = channels["in" if end == "input" else "out"]
+        if rest or values % beats or (params is not None and beats != 1):
             raise StitchError(f"network {end}: folded shape {tuple(folded)}; the stitched "
                               "design streams whole pixels (one beat per pixel with pixel "
                               "kernels)")
