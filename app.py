@@ -1839,7 +1839,7 @@ def stream(
     fps: float | None = None,
     drop: str | None = None,
     calibration: str | Path | None = None,
-    dtype: str = "uint16",
+    dtype: str | None = None,
     adc_max: int = 65535,
     queue_size: int = 4,
     size: int = 512,
@@ -1882,7 +1882,8 @@ def stream(
         calibration: camera calibration file (``fluorofpga calibrate``); without it the
             simulated camera's own model is used, or the noise is estimated from the
             first frames of a file.
-        dtype, adc_max: output dtype and ADC saturation, as for :func:`denoise`.
+        dtype, adc_max: output dtype (default uint16; SIM mode writes float32 and refuses
+            uint16) and ADC saturation, as for :func:`denoise`.
         queue_size: frames buffered between camera and accelerator.
         size, seed: frame side and seed of the simulated camera.
         cti: GenTL producer file of a GenICam camera (default ``$GENICAM_GENTL64_PATH``).
@@ -1932,7 +1933,7 @@ def stream(
     live = source.startswith("genicam") or (source == "sim" and fps is not None)
     drop = normalize_drop_policy(drop if drop is not None else
                                  ("drop-oldest" if live else "block"))  # fmt: skip
-    if dtype not in OUTPUT_DTYPES:
+    if dtype is not None and dtype not in OUTPUT_DTYPES:
         raise ValueError(f"--dtype {dtype!r} not supported; choose one of {OUTPUT_DTYPES}")
     if frames is not None and (int(frames) != frames or frames < 1):
         raise ValueError(f"--frames must be >= 1, got {frames}")
@@ -1942,12 +1943,16 @@ def stream(
         raise ValueError(f"queue size must be >= 1, got {queue_size}")
     sink = str(sink)
     if sim:
+        if dtype not in (None, "float32"):
+            raise ValueError(f"--dtype {dtype} with --sim: SIM images are written as float32 "
+                             "(reconstructed values, not camera counts)")
         return _stream_sim(source, sink, bundle_path=bundle_path, backend=backend,
                            frames=frames, fps=fps, drop=drop, calibration=calibration,
                            queue_size=queue_size, size=size, seed=seed, cti=cti,
                            overwrite=overwrite, progress=progress, on_start=on_start, na=na,
                            wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um,
                            params=params, wiener_w=wiener_w, check_every=check_every)
+    dtype = dtype or "uint16"
     src, kind, in_path = _open_source(source, frames, fps, size, seed, cti)
     sink_kind = _check_sink(sink, overwrite, [in_path] if in_path else [])
     bundle = _denoise_bundle(bundle_path)

@@ -416,7 +416,8 @@ def stream(
     calibration: Path | None = typer.Option(
         None, help="camera calibration from `fluorofpga calibrate` (needed for a GenICam "
         "camera; a file's noise is otherwise estimated from its first frames)"),
-    dtype: str = typer.Option("uint16", help="output: uint16 | float32"),
+    dtype: str | None = typer.Option(None, help="output: uint16 (default) | float32 (--sim: "
+                                     "always float32)"),
     adc_max: int = typer.Option(65535, help="ADC saturation value, ADU"),
     queue: int = typer.Option(4, min=1, help="frames buffered between camera and accelerator"),
     size: int = typer.Option(512, min=16, help="frame side of the simulated camera"),
@@ -465,7 +466,9 @@ def stream(
         if sim and total is not None:
             per = 9 if model is None else facade.load_bundle(model).frames
             total = (frames or facade.SIM_STREAM_DEFAULT_FRAMES) // per  # groups
-        with RichDisplay(total=total, console=err) as display:
+        with RichDisplay(total=total, console=err, unit="groups" if sim else "frames",
+                         title="fluorofpga stream --sim" if sim else "fluorofpga stream"
+                         ) as display:
             r = facade.stream(source, sink, model, backend, frames, fps, drop, calibration,
                               dtype, adc_max, queue, size, seed, cti, overwrite,
                               progress=display, on_start=_stop_on_first_ctrl_c, sim=sim,

@@ -20,21 +20,23 @@ from .stream import StreamStats
 __all__ = ["NotebookDisplay", "RichDisplay", "TextDisplay", "live_display", "stats_rows"]
 
 
-def stats_rows(stats: StreamStats, total: int | None = None) -> list[tuple[str, str]]:
-    """``(label, value)`` rows of what a live view shows."""
+def stats_rows(stats: StreamStats, total: int | None = None, unit: str = "frames"
+               ) -> list[tuple[str, str]]:
+    """``(label, value)`` rows of what a live view shows; ``unit`` names what the stream
+    carries (``"groups"`` in SIM mode: one reconstruction per group of raw frames)."""
     done = f"{stats.frames_out}" + (f" / {total}" if total else "")
     shown = stats.dropped_indices[-8:]
     more = "..., " if len(stats.dropped_indices) > len(shown) else ""
     return [
-        ("frames out", done),
-        ("frames in", str(stats.frames_in)),
+        (f"{unit} out", done),
+        (f"{unit} in", str(stats.frames_in)),
         ("dropped", f"{stats.dropped}" + (f" ({more}{', '.join(map(str, shown))})"
                                           if shown else "")),
         ("fps (rolling)", f"{stats.fps:.1f} ({stats.fps_rolling:.1f})"),
         ("latency p50 / p95 / p99", f"{stats.latency_ms_p50:.1f} / {stats.latency_ms_p95:.1f}"
                                     f" / {stats.latency_ms_p99:.1f} ms"),
         ("read / process / write", f"{stats.read_ms_mean:.1f} / {stats.process_ms_mean:.1f} / "
-                                   f"{stats.write_ms_mean:.1f} ms per frame"),
+                                   f"{stats.write_ms_mean:.1f} ms per {unit[:-1]}"),
         ("queued", str(stats.queued)),
         ("elapsed", f"{stats.seconds:.1f} s"),
     ]
@@ -84,12 +86,13 @@ class RichDisplay(_Throttled):
 
     def __init__(
         self, total: int | None = None, title: str = "fluorofpga stream",
-        console: Any = None, refresh_s: float = 0.25,
+        console: Any = None, refresh_s: float = 0.25, unit: str = "frames",
     ) -> None:
         super().__init__(total, refresh_s)
         from rich.console import Console
 
         self.title = title
+        self.unit = unit
         self.console = console if console is not None else Console(stderr=True)
         self._live: Any = None
 
@@ -97,7 +100,7 @@ class RichDisplay(_Throttled):
         from rich.table import Table
 
         table = Table(title=self.title, show_header=False)
-        for label, value in stats_rows(stats or StreamStats(), self.total):
+        for label, value in stats_rows(stats or StreamStats(), self.total, self.unit):
             table.add_row(label, value)
         return table
 

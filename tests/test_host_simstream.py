@@ -276,3 +276,15 @@ def test_parameters_of_another_pixel_size_are_refused_before_work(tmp_path, came
                       pixel_size_um=0.065, params=saved, seed=3)
     assert r["groups_reconstructed"] == 2 and r["parameters_from"] == str(saved)
     assert r["reconstruction"]["drift_checks"] == 1
+
+
+def test_sim_mode_refuses_uint16_output_and_counts_groups_in_its_panel(tmp_path):
+    r = run("stream", "--sim", "--source", "sim", *OPTICS_CLI, "--dtype", "uint16",
+            "--sink", tmp_path / "x.tif")
+    assert r.exit_code != 0 and "written as float32" in " ".join(r.output.split())
+    assert list(tmp_path.iterdir()) == []
+    from fluorofpga.host.display import stats_rows
+    from fluorofpga.host.stream import StreamStats
+
+    labels = [label for label, _ in stats_rows(StreamStats(), 5, unit="groups")]
+    assert labels[:2] == ["groups out", "groups in"]
