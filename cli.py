@@ -274,7 +274,8 @@ def _print_learned_sim(r: dict) -> None:
 def sim(
     in_tif: Path = typer.Argument(..., help="raw SIM frames, uint8/uint16 TIFF or OME-Zarr: "
                                   "9·k frames (axes TYX or a plain stack), angle-major: "
-                                  "frame 9t+3a+j = phase j of angle a of image t"),
+                                  "frame 9t+3a+j = phase j of angle a of image t; with "
+                                  "--model 3·k frames, frame 3t+a = angle a of image t"),
     out_tif: Path = typer.Argument(..., help="reconstruction on the 2x grid, float32 "
                                    "(.tif/.tiff or .zarr): YX, or TYX for k > 1 images"),
     na: float | None = typer.Option(None, "--na", help="objective NA (default: the file's "
