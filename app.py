@@ -787,7 +787,6 @@ def denoise(
     is written.
     """
     from fluorofpga.host import OUTPUT_DTYPES
-    from fluorofpga.microscope import NoiseModel, estimate_noise
 
     in_path, out_path = Path(in_path), Path(out_path)
     if dtype not in OUTPUT_DTYPES:
@@ -805,15 +804,7 @@ def denoise(
 
         cal = load_calibration(calibration)
         cal.check_shape(planes.shape[1:])
-        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
-        noise_info: dict[str, Any] = {**noise.to_dict(), "from": f"calibration {calibration}"}
-    else:
-        try:
-            estimate = estimate_noise(planes, adc_max=adc_max)
-        except ValueError as e:
-            raise type(e)(f"{in_path}: {e}") from None
-        noise = estimate.model
-        noise_info = {**estimate.summary(), "from": "estimated from the frames (no calibration)"}
+    noise, noise_info = _frames_noise(cal, calibration, planes, in_path, adc_max)
     t0 = time.perf_counter()
     restored = np.empty(planes.shape, np.dtype(dtype))
     with open_accelerator(bundle, backend, progress) as acc:
@@ -834,6 +825,23 @@ def denoise(
             "calibration": str(calibration) if calibration else None,
             "noise": noise_info, "counts": counts, "metadata": meta.as_dict(),
             "tables": {"max_adu_coded": bundle.tables(noise, adc_max).max_adu()}}
+
+
+def _frames_noise(cal: Any, calibration: str | Path | None, planes: np.ndarray,
+                  in_path: Path, adc_max: int = 65535) -> tuple[Any, dict[str, Any]]:
+    """The noise model of a file's frames and where it came from: the calibration's, or
+    estimated from ``planes`` (``(N, Y, X)``; an error names ``in_path``)."""
+    from fluorofpga.microscope import NoiseModel, estimate_noise
+
+    if cal is not None:
+        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+        return noise, {**noise.to_dict(), "from": f"calibration {calibration}"}
+    try:
+        estimate = estimate_noise(planes, adc_max=adc_max)
+    except ValueError as e:
+        raise type(e)(f"{in_path}: {e}") from None
+    return estimate.model, {**estimate.summary(),
+                            "from": "estimated from the frames (no calibration)"}
 
 
 def _read_input(path: str | Path, axes: str | None = None) -> tuple[np.ndarray, Any]:
@@ -1382,7 +1390,7 @@ def _sim_learned(
     are optional: the pixel size (command line or file) sets the output's; NA and
     wavelength, when known, are checked against the sampling the network was trained on.
     """
-    from fluorofpga.microscope import NoiseModel, estimate_noise, load_calibration
+    from fluorofpga.microscope import load_calibration
 
     in_path, out_path = Path(in_path), Path(out_path)
     if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
@@ -1415,15 +1423,8 @@ def _sim_learned(
                          "an extrapolation")
     if cal is not None:
         cal.check_shape(frame_shape)
-        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
-        noise_info: dict[str, Any] = {**noise.to_dict(), "from": f"calibration {calibration}"}
-    else:
-        try:
-            estimate = estimate_noise(stacks.reshape(-1, *frame_shape))
-        except ValueError as e:
-            raise type(e)(f"{in_path}: {e}") from None
-        noise = estimate.model
-        noise_info = {**estimate.summary(), "from": "estimated from the frames (no calibration)"}
+    noise, noise_info = _frames_noise(cal, calibration, stacks.reshape(-1, *frame_shape),
+                                      in_path)
     n = len(stacks)
     out = np.empty((n, 2 * frame_shape[0], 2 * frame_shape[1]), np.float32)
     t0 = time.perf_counter()
