@@ -1376,6 +1376,38 @@ def sim(
     }
 
 
+def _learned_sim_optics(
+    na: float | None, wavelength_nm: float | None, pixel_size_um: float | None, meta: Any,
+) -> tuple[dict[str, float | None], list[str]]:
+    """Optics of a learned SIM reconstruction, all optional; returns them and notes.
+
+    The network needs none of them: the pixel size (command line, else the file's
+    ``meta``) only sets the output's (halved); NA and wavelength, when both are known, are
+    checked against the sampling the network was trained on (a note when outside).
+    """
+    checks = (("--na", na, *_SIM_NA_RANGE, ""),
+              ("--wavelength", wavelength_nm, *_SIM_WAVELENGTH_NM, " nm"),
+              ("--pixel-size", pixel_size_um, 0.0, _SIM_MAX_PIXEL_UM, " µm"))
+    for flag, value, low, high, unit in checks:
+        if value is not None and not (np.isfinite(value) and low < value <= high):
+            raise ValueError(f"{flag} {value:g}{unit} is outside ({low:g}, {high:g}]{unit}")
+    file_pixel = None if meta is None else meta.pixel_size_um
+    pixel_um = pixel_size_um if pixel_size_um is not None else (
+        file_pixel[1] if file_pixel else None)
+    notes = []
+    if pixel_um is None:
+        notes.append("no pixel size (file metadata or --pixel-size): the output has none")
+    elif na is not None and wavelength_nm is not None:
+        cutoff = 2 * na / wavelength_nm * pixel_um * 1e3
+        lo, hi = SIM_TRAINED_CUTOFF
+        if not lo <= cutoff <= hi:
+            notes.append(f"the widefield cut-off 2NA/λ = {cutoff:.3f} cycles per pixel is "
+                         f"outside the {lo}-{hi} the network was trained on: the result is "
+                         "an extrapolation")
+    return {"na": na, "wavelength_nm": wavelength_nm,
+            "pixel_size_nm": None if pixel_um is None else 1e3 * float(pixel_um)}, notes
+
+
 def _sim_learned(
     in_path: str | Path, out_path: str | Path, model: str | Path, *, frames: int | None,
     na: float | None, wavelength_nm: float | None, pixel_size_um: float | None,
@@ -1409,18 +1441,8 @@ def _sim_learned(
     raw, meta = read_image_meta(in_path)
     stacks = _sim_raw_stacks(in_path, raw, meta.axes, per, str(bundle.frame_order))
     frame_shape = stacks.shape[2:]
-    pixel_um = pixel_size_um if pixel_size_um is not None else (
-        meta.pixel_size_um[1] if meta.pixel_size_um else None)
-    notes = []
-    if pixel_um is None:
-        notes.append("no pixel size (file metadata or --pixel-size): the output has none")
-    elif na is not None and wavelength_nm is not None:
-        cutoff = 2 * na / wavelength_nm * pixel_um * 1e3
-        lo, hi = SIM_TRAINED_CUTOFF
-        if not lo <= cutoff <= hi:
-            notes.append(f"the widefield cut-off 2NA/λ = {cutoff:.3f} cycles per pixel is "
-                         f"outside the {lo}-{hi} the network was trained on: the result is "
-                         "an extrapolation")
+    optics, notes = _learned_sim_optics(na, wavelength_nm, pixel_size_um, meta)
+    pixel_um = None if optics["pixel_size_nm"] is None else optics["pixel_size_nm"] / 1e3
     if cal is not None:
         cal.check_shape(frame_shape)
     noise, noise_info = _frames_noise(cal, calibration, stacks.reshape(-1, *frame_shape),
@@ -1451,8 +1473,7 @@ def _sim_learned(
         "reconstructions": n, "frames_per_reconstruction": per,
         "frame_order": [str(bundle.frame_order)] * n, "bundle": bundle.name,
         "backend": backend, "noise": noise_info, "counts": counts,
-        "optics": {"na": na, "wavelength_nm": wavelength_nm,
-                   "pixel_size_nm": None if pixel_um is None else pixel_um * 1e3},
+        "optics": optics,
         "pixel_size_out_nm": None if pixel_um is None else pixel_um * 1e3 / 2,
         "metadata": out_meta.as_dict(), "calibration": str(calibration) if calibration
         else None, "units": units, "parameters_from": "none (learned reconstruction)",
@@ -1651,7 +1672,11 @@ def _stream_sim(
     if path is not None and not path.exists():
         raise ValueError(f"--source {source}: no such file or folder (a source is sim, "
                          "genicam[:N], a TIFF stack or a folder of TIFFs)")
-    if camera_source:  # no file metadata to fall back on
+    notes: list[str] = []
+    if bundle is not None and source != "sim":  # the network needs no optics
+        optics, notes = _learned_sim_optics(na, wavelength_nm, pixel_size_um, None)
+        optics_source = {k: "command line" for k, v in optics.items() if v is not None}
+    elif camera_source:  # no file metadata to fall back on
         given = (("--na NA", na), ("--wavelength NM", wavelength_nm),
                  ("--pixel-size UM", pixel_size_um))
         missing = [flag for flag, value in given if value is None]
@@ -1682,8 +1707,12 @@ def _stream_sim(
     else:
         src = TiffStackSource(path, fps=fps)
         frame_shape, meta_in = src.frame_shape, src.meta
-        optics, optics_source = _sim_optics(path, meta_in or ImageMeta("TYX"), na,
-                                            wavelength_nm, pixel_size_um)
+        if bundle is None:
+            optics, optics_source = _sim_optics(path, meta_in or ImageMeta("TYX"), na,
+                                                wavelength_nm, pixel_size_um)
+        elif pixel_size_um is None and meta_in is not None and meta_in.pixel_size_um:
+            optics, notes = _learned_sim_optics(na, wavelength_nm, None, meta_in)
+            optics_source["pixel_size_um"] = "file metadata"
     camera, maps = (src.camera if source == "sim" else None), None
     if cal is not None:
         if frame_shape is not None:
@@ -1698,12 +1727,12 @@ def _stream_sim(
         except SimParametersMismatch as e:
             raise SimParametersMismatch(f"{params}: {e} (leave out --params to estimate them "
                                         "from the first complete group)") from None
-    pixel_um = optics["pixel_size_nm"] / 1e3
+    pixel_nm = optics["pixel_size_nm"]
     if meta_in is not None and meta_in.pixel_size_um is not None:
-        out_meta = _sim_output_meta(meta_in, optics["pixel_size_nm"], "TYX", 2, per)
+        out_meta = _sim_output_meta(meta_in, pixel_nm, "TYX", 2, per)
     else:
-        out_meta = ImageMeta("TYX", pixel_um / 2, pixel_um / 2,
-                             frame_interval=per / fps if fps else None)
+        half = None if pixel_nm is None else pixel_nm / 2e3
+        out_meta = ImageMeta("TYX", half, half, frame_interval=per / fps if fps else None)
     n_raw = {"sim": lambda: src.n_frames, "genicam": lambda: frames,
              "tiff": lambda: min(len(src), frames or len(src))}[
         "sim" if source == "sim" else "genicam" if camera_source else "tiff"]()
@@ -1761,7 +1790,8 @@ def _stream_sim(
         "camera_lost": getattr(src, "camera_lost", None),
         "optics": optics,
         "optics_source": optics_source,
-        "pixel_size_out_nm": optics["pixel_size_nm"] / 2,
+        "pixel_size_out_nm": None if pixel_nm is None else pixel_nm / 2,
+        "notes": notes,
         "out_shape": None if frame_shape is None else [2 * frame_shape[0], 2 * frame_shape[1]],
         "units": units,
         "reconstruction": recon.summary(),

@@ -44,14 +44,14 @@ def bundle(tmp_path_factory: pytest.TempPathFactory):
     return facade.make_bundle(out, spec)
 
 
-def raw_groups(n: int, seed: int) -> np.ndarray:
+def raw_groups(n: int, seed: int, size: int = SIZE) -> np.ndarray:
     """``n`` raw 3-frame groups (3 angles x 1 phase) of cell-like scenes, uint16."""
     rng = np.random.default_rng(seed)
     groups = []
     for _ in range(n):
         pattern = make_pattern(n_angles=3, n_phases=1, k_fraction=0.85,
                                phase_offsets_rad=tuple(rng.uniform(0, 6.28, 3)))
-        specimen = render_specimen((2 * SIZE, 2 * SIZE), rng, filaments=8, puncta=40,
+        specimen = render_specimen((2 * size, 2 * size), rng, filaments=8, puncta=40,
                                    nuclei=1)
         groups.append(simulate_sim(specimen, pattern, peak_photons=200.0,
                                    camera=SCMOSCamera(), rng=rng).raw)
@@ -234,6 +234,25 @@ def test_stream_sim_with_a_bundle_groups_by_3_and_counts_broken_groups(bundle, t
     groups = [g for _, g in grouper]
     assert [g.first_index for g in groups] == [0, 6]
     assert grouper.incomplete == 1 and grouper.events[0].indices == (3, 5)
+    # a recorded stack needs no optics: the network uses none; the pixel size comes from
+    # the file (halved on output), or there is none and the summary says so (frames large
+    # enough to estimate the noise from one group)
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, raw_groups(2, seed=6, size=80), imagej=True, resolution=(1 / 0.065,
+                     1 / 0.065), metadata={"axes": "TYX", "unit": "um"})
+    r = facade.stream(str(raw), str(tmp_path / "file.tif"), bundle_path=bundle.path, sim=True)
+    assert r["groups_reconstructed"] == 2 and r["optics"]["na"] is None
+    assert r["pixel_size_out_nm"] == pytest.approx(32.5, rel=1e-3)
+    assert read_image_meta(tmp_path / "file.tif")[1].pixel_size_um[1] == pytest.approx(
+        0.0325, rel=1e-3)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, raw_groups(1, seed=7, size=80), photometric="minisblack")
+    r = facade.stream(str(plain), str(tmp_path / "plain_out.tif"), bundle_path=bundle.path,
+                      sim=True)
+    assert r["pixel_size_out_nm"] is None and "no pixel size" in r["notes"][0]
+    with pytest.raises(ValueError, match="--na"):  # a given value is still checked
+        facade.stream(str(raw), str(tmp_path / "y.tif"), bundle_path=bundle.path, sim=True,
+                      na=12.0)
     # a denoiser is no SIM bundle, and a SIM bundle does not take classical parameters
     with pytest.raises(ValueError, match="denoise bundle"):
         facade.stream("sim", str(tmp_path / "x.tif"), bundle_path=load_bundle().path,
