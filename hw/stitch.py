@@ -115,11 +115,20 @@ def stitch_graph(hw_model: Any, fpgapart: str = DEFAULT_FPGA_PART) -> Any:
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveUniqueNodeNames
 
+    from .forkjoin import ForkJoinError, is_forkjoin, kernel_parameters
+
     model = copy.deepcopy(_load(hw_model))
-    hls = [n.name for n in model.graph.node if not n.op_type.endswith("_rtl")]
+    hls = [n.name for n in model.graph.node
+           if not n.op_type.endswith("_rtl") and not is_forkjoin(n)]
     if hls:
         raise StitchError(f"layers without an RTL implementation: {hls}; build with "
                           "HwBuildConfig(mvau_impl='rtl') (HLS layers need Vitis HLS)")
+    for node in model.graph.node:
+        if is_forkjoin(node):  # built from our kernels (hw/forkjoin.py): refused early
+            try:
+                kernel_parameters(model, node)
+            except ForkJoinError as err:
+                raise StitchError(str(err)) from err
     model = model.transform(InsertDWC())
     model = model.transform(SpecializeLayers(fpgapart))
     model = model.transform(InsertFIFO(create_shallow_fifos=True))
@@ -278,6 +287,8 @@ def generate_accelerator(
     import jinja2
     from finn.util.basic import getHWCustomOp
 
+    from .forkjoin import ForkJoinError, generate_forkjoin_layer, is_forkjoin
+
     model = copy.deepcopy(_load(model))
     out = Path(out_dir).absolute()
     if out.exists():
@@ -325,11 +336,20 @@ def generate_accelerator(
         inst = getHWCustomOp(node)
         code_dir = out / "layers" / node.name
         code_dir.mkdir()
-        inst.set_nodeattr("code_gen_dir_ipgen", str(code_dir))
-        inst.generate_hdl(model, fpgapart, clk_ns)
-        for f in inst.get_rtl_file_list(abspath=True):
-            add_source(Path(f))
-        module = inst.get_nodeattr("gen_top_module") or inst.get_verilog_top_module_name()
+        if is_forkjoin(node):  # DuplicateStreams / ElementwiseAdd: our kernels
+            try:
+                own_layer = generate_forkjoin_layer(model, node, code_dir)
+            except ForkJoinError as err:
+                raise StitchError(str(err)) from err
+            for f in own_layer.sources:
+                add_source(f)
+            module = node.name
+        else:
+            inst.set_nodeattr("code_gen_dir_ipgen", str(code_dir))
+            inst.generate_hdl(model, fpgapart, clk_ns)
+            for f in inst.get_rtl_file_list(abspath=True):
+                add_source(Path(f))
+            module = inst.get_nodeattr("gen_top_module") or inst.get_verilog_top_module_name()
         top_file = next((p for p in code_dir.iterdir() if p.suffix in (".v", ".sv")
                          and re.search(rf"\bmodule\s+{re.escape(module)}\b", p.read_text())),
                         None)
@@ -423,6 +443,7 @@ def generate_accelerator(
     if params is not None:
         own = kernel_sources("pixel_in")
         own += [f for f in kernel_sources("pixel_out") if f not in own]
+        own = [f for f in own if f.resolve() not in own_files.values()]  # fork/join's too
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     top_sv = out / f"{top}.sv"
@@ -684,10 +705,10 @@ class FifoSizing:
 def size_accelerator(
     model: Any,
     out_dir: str | Path,
-    params: PixelKernelParams,
+    params: PixelKernelParams | None,
     tiles: np.ndarray,
-    lut_in: np.ndarray,
-    lut_out: np.ndarray,
+    lut_in: np.ndarray | None,
+    lut_out: np.ndarray | None,
     *,
     margin: float = 0.25,
     **kwargs: Any,
@@ -702,7 +723,10 @@ def size_accelerator(
        peak occupancy plus ``margin`` (:func:`size_fifos`).
     2. The bypass FIFO: with those depths, only the bypass unbounded, the input NOT paced
        (the network then holds as many pixels as it can): its peak plus ``margin``.
-    The depths are written into the graph and the design regenerated into
+    A network-only design (``params=None``, no tables) has no bypass FIFO: step 2 is
+    skipped. Forks and joins (skip connections) are sized like any FIFO: the one on a
+    skip branch holds the pixels the other branch's line buffers hold (FINN #1094's hang
+    when it cannot). The depths are written into the graph and the design regenerated into
     ``out_dir/sized``; re-simulate it (free-running and under stalls) to prove neither
     deadlock nor throughput loss (the tests and ``benchmarks/rtl.py`` do).
 
@@ -719,14 +743,15 @@ def size_accelerator(
     peaks = {k: v for k, v in run.maxcount.items() if k != "bypass"}
     depths = size_fifos(peaks, margin)
     sized_model = set_fifo_depths(model, depths)
-    probe = generate_accelerator(sized_model, out / "bypass_gauge", params, **kwargs)
-    bypass_run = simulate_accelerator(probe, tiles, lut_in, lut_out, run_name="bypass_run",
-                                      gauge="bypass")
-    peaks["bypass"] = bypass_run.maxcount["bypass"]
-    bypass = size_fifos({"bypass": peaks["bypass"]}, margin)["bypass"]
+    bypass = None
+    if params is not None:
+        probe = generate_accelerator(sized_model, out / "bypass_gauge", params, **kwargs)
+        bypass_run = simulate_accelerator(probe, tiles, lut_in, lut_out,
+                                          run_name="bypass_run", gauge="bypass")
+        peaks["bypass"] = bypass_run.maxcount["bypass"]
+        bypass = depths["bypass"] = size_fifos({"bypass": peaks["bypass"]}, margin)["bypass"]
     sized = generate_accelerator(sized_model, out / "sized", params, bypass_depth=bypass,
                                  **kwargs)
-    depths["bypass"] = bypass
     (out / "fifo_sizing.json").write_text(json.dumps(
         {"peaks": peaks, "depths": depths, "margin": margin, "pace_cycles_per_pixel": pace},
         indent=2))
