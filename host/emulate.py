@@ -11,7 +11,11 @@ layer with numpy exactly as FINN defines it:
   ``noActivation``);
 * ``Thresholding``: the same activation on its input;
 * ``Reshape``, ``StreamingDataWidthConverter``, ``StreamingFIFO``: identity on the
-  stream (a reshape keeps row-major element order, so the pixel stream is unchanged).
+  stream (a reshape keeps row-major element order, so the pixel stream is unchanged);
+* ``DuplicateStreams``: every output is the input (a skip connection's fork);
+* ``ElementwiseAdd`` of two streams: the exact integer sum (its join; FINN's output
+  datatype always holds it). With a fork the layers carry their stream names
+  (``inputs`` / ``outputs``) and the program keeps the tensors of the other branch.
 
 Each MVAU is one BLAS product of the weights with the stacked window taps (im2col), in
 float32 when every partial sum of integers is below 2**24 (checked from the weights and
@@ -373,6 +377,43 @@ class _Pad:
         return np.pad(x, ((0, 0), (top, bottom), (left, right)))
 
 
+class _Store:
+    """Keep a copy of the stream under the names of the tensors it is (a fork's outputs,
+    or a branch left for the other one); the stream passes on unchanged."""
+
+    def __init__(self, names: Sequence[str], env: dict[str, np.ndarray],
+                 value_range: tuple[float, float]) -> None:
+        self.names, self.env, self.range = list(names), env, value_range
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        kept = np.array(x, copy=True)  # x may be a view of a buffer the next layer reuses
+        for n in self.names:
+            self.env[n] = kept
+        return x
+
+
+class _Load:
+    """Continue with a kept tensor (the other branch of a fork)."""
+
+    def __init__(self, name: str, env: dict[str, np.ndarray],
+                 value_range: tuple[float, float]) -> None:
+        self.name, self.env, self.range = name, env, value_range
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.env[self.name]
+
+
+class _AddKept:
+    """``ElementwiseAdd`` of the stream and a kept tensor: exact integer sum (int64)."""
+
+    def __init__(self, name: str, env: dict[str, np.ndarray],
+                 value_range: tuple[float, float]) -> None:
+        self.name, self.env, self.range = name, env, value_range
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.rint(x).astype(np.int64) + np.rint(self.env[self.name]).astype(np.int64)
+
+
 class _Program:
     """The graph compiled for one input size and value range: layers with their buffers."""
 
@@ -383,14 +424,42 @@ class _Program:
         pad = (0, 0, 0, 0)
         window: tuple[int, int] | None = None
         c, h, w = shape
+        env: dict[str, np.ndarray] = {}  # tensors kept for the other branch of a fork
+        kept: dict[str, tuple[int, int, int, float, float]] = {}  # their (c, h, w, lo, hi)
+        current: str | None = None  # name of the stream being followed (branched graphs)
 
         def add(step: Any) -> None:
             nonlocal lo, hi
             steps.append(step)
             lo, hi = (float(v) for v in step.range)
 
+        def flush(name: str) -> None:
+            """Apply a pending padding before the stream forks, joins or is left."""
+            nonlocal pad, h, w
+            if window is not None:
+                raise NotImplementedError(f"{name}: a sliding window must feed an MVAU")
+            if any(pad):
+                add(_Pad(pad, lo, hi))
+                h, w = h + pad[0] + pad[2], w + pad[1] + pad[3]
+                pad = (0, 0, 0, 0)
+
+        def switch(name: str, to: str) -> None:
+            """Leave the current stream (kept) and continue with the kept tensor ``to``."""
+            nonlocal c, h, w, lo, hi
+            flush(name)
+            if to not in kept:
+                raise NotImplementedError(f"{name}: input {to} comes from no earlier layer")
+            if current is not None and current not in kept:
+                add(_Store([current], env, (lo, hi)))
+                kept[current] = (c, h, w, lo, hi)
+            c, h, w, lo2, hi2 = kept[to]
+            add(_Load(to, env, (lo2, hi2)))
+
         for layer in graph.layers:
             op = layer["op"]
+            ins, outs = layer.get("inputs"), layer.get("outputs")
+            if ins and current is not None and op != "ElementwiseAdd" and ins[0] != current:
+                switch(layer["name"], ins[0])
             if window is not None and op not in ("MVAU", "Reshape",
                                                  "StreamingDataWidthConverter",
                                                  "StreamingFIFO"):
@@ -413,10 +482,34 @@ class _Program:
                     h, w = h + pad[0] + pad[2], w + pad[1] + pad[3]
                     pad = (0, 0, 0, 0)
                 add(_Threshold(layer, graph.arrays, (c, h, w), lo, hi))
+            elif op == "DuplicateStreams":
+                if not outs:
+                    raise NotImplementedError(f"{layer['name']}: a fork without stream names")
+                flush(layer["name"])
+                add(_Store(outs, env, (lo, hi)))
+                kept.update({o: (c, h, w, lo, hi) for o in outs})
+            elif op == "ElementwiseAdd":
+                if not ins or len(ins) != 2:
+                    raise NotImplementedError(f"{layer['name']}: only the sum of two streams "
+                                              "(named) is emulated")
+                if current not in ins:
+                    switch(layer["name"], ins[0])
+                    current = ins[0]
+                flush(layer["name"])
+                other = ins[1] if ins[0] == current else ins[0]
+                if other not in kept:
+                    raise NotImplementedError(f"{layer['name']}: input {other} comes from "
+                                              "no earlier layer")
+                oc, oh, ow, olo, ohi = kept[other]
+                if (oc, oh, ow) != (c, h, w):
+                    raise ValueError(f"{layer['name']}: adds {(c, h, w)} and {(oc, oh, ow)}")
+                add(_AddKept(other, env, (lo + olo, hi + ohi)))
             elif op in ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO"):
-                continue
+                pass
             else:
                 raise NotImplementedError(f"{layer['name']}: {op} is not emulated")
+            if outs:
+                current = outs[0]
         if window is not None:
             raise NotImplementedError("the graph ends in a sliding window without its MVAU")
         if any(pad):

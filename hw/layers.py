@@ -34,6 +34,9 @@ _ATTRS: dict[str, tuple[str, ...]] = {
     "Reshape": (),
     "StreamingDataWidthConverter": (),
     "StreamingFIFO": (),
+    # a skip connection: the fork and the join (two streamed inputs)
+    "DuplicateStreams": ("NumOutputStreams", "inputDataType"),
+    "ElementwiseAdd": ("lhs_dtype", "rhs_dtype", "out_dtype", "lhs_style", "rhs_style"),
 }
 
 
@@ -53,6 +56,9 @@ def export_hw_layers(model: ModelWrapper | str | Path, out_dir: str | Path) -> P
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     layers: list[dict[str, Any]] = []
+    # with a fork / join the emulator follows the streams by name (a chain needs none)
+    branched = any(n.op_type in ("DuplicateStreams", "ElementwiseAdd")
+                   for n in model.graph.node)
     for node in model.graph.node:
         if node.op_type not in _ATTRS:
             raise UnsupportedLayer(
@@ -74,6 +80,9 @@ def export_hw_layers(model: ModelWrapper | str | Path, out_dir: str | Path) -> P
             key = f"{node.name}.{'weights' if node.op_type == 'MVAU' and i == 1 else 'thresholds'}"
             arrays[key] = np.asarray(init)
             entry["weights" if key.endswith("weights") else "thresholds"] = key
+        if branched:
+            entry["inputs"] = [t for t in node.input if model.get_initializer(t) is None]
+            entry["outputs"] = list(node.output)
         entry["in_shape"] = list(model.get_tensor_shape(node.input[0]))
         entry["out_shape"] = list(model.get_tensor_shape(node.output[0]))
         layers.append(entry)
