@@ -18,6 +18,13 @@ no Verilog is built from strings here).
   occupancy. Compiled with ``FINN_SIMULATION`` (``gauge="all"``) every FIFO is FINN's
   unbounded ``fifo_gauge``: such runs size the FIFOs (:func:`size_accelerator`), which are
   then written back into the graph (``depth`` attributes) for a Vivado build.
+- Skip connections: FINN's fork (``DuplicateStreams``) and join (``ElementwiseAdd`` of two
+  streams) have no RTL that simulates here; whatever their variant, they are built from
+  our own kernels (:mod:`fluorofpga.hw.forkjoin`, ``hw/rtl/stream_fork.sv`` and
+  ``stream_add.sv``) with the node's attributes, after FINN's ``InsertDWC`` /
+  ``InsertFIFO`` put a converter / FIFO on each branch like on any stream. The FIFO on a
+  skip branch must hold what the other branch's line buffers hold, else the design hangs
+  (FINN issue #1094): :func:`size_accelerator` sizes it like every FIFO.
 - :func:`reference_words` is the host's emulator (``host.emulate.run_hw_graph`` between
   ``pixel_in_reference`` and ``pixel_out_reference``): the stitched simulation must give
   identical words.
