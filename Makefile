@@ -14,7 +14,7 @@ BOARD_VENV := .venv-board
 BOARD_STAMP := $(BOARD_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bundle bundle-sim bundle-hw bench bench-quality bench-host bench-pareto bench-microscope bench-soak clean
+.PHONY: install demo test lint bundle bundle-pynq bundle-sim bundle-hw bench bench-quality bench-host bench-pareto bench-microscope bench-soak clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,13 @@ lint: $(STAMP)
 bundle: $(STAMP)
 	$(VENV)/bin/fluorofpga train --out host/bundles/default --overwrite --name denoise-gat-w4a8 \
 		--channels 16 --depth 7 --recipe w4a8 --steps 16000 --qat-steps 3000 --target-mpix 39
+
+# Re-create the shipped Pynq-Z2 bundle: a 4-channel 5-layer net, the widest that FINN's
+# estimate puts at >= 25 Mpixel/s on the Pynq-Z2's 220 DSPs (benchmarks/pareto.py)
+bundle-pynq: $(STAMP)
+	$(VENV)/bin/fluorofpga train --out host/bundles/pynq-z2 --overwrite \
+		--name denoise-gat-4x5-w4a8 --channels 4 --depth 5 --recipe w4a8 --steps 8000 \
+		--qat-steps 2000 --board pynq-z2 --target-mpix 80
 
 # Re-create the shipped learned 3-frame SIM bundle (simulated SIM data only; ~25 CPU
 # minutes). The shipped one was trained with this recipe and 400 scenes by a script with
