@@ -251,6 +251,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--real", type=int, default=100, help="real images to use (all: 15)")
+    ap.add_argument("--results", default="quality", help="results file name (e.g. "
+                    "quality-pynq-z2 for another bundle)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     bundle = load_bundle(args.bundle)
@@ -260,7 +262,7 @@ def main() -> None:
     except ImportError as e:
         print(f"real images skipped: {e}")
     times = cpu_times(bundle)
-    write_results("quality", {"bundle": bundle.name, "photons": PHOTONS,
+    write_results(args.results, {"bundle": bundle.name, "photons": PHOTONS,
                               "camera": FOREIGN, "background_fraction": BACKGROUND,
                               "results": results, "cpu_seconds_512": times,
                               "machine": platform.processor() or platform.machine()},
