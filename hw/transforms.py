@@ -219,3 +219,56 @@ class Unspecialize(Transformation):
                     node.op_type = node.op_type[: -len(suffix)]
                     node.domain = "finn.custom_op.fpgadataflow"
         return model, False
+
+
+class TransposeAheadOfFork(Transformation):
+    """Move a layout Transpose on one branch of a fork ahead of the fork.
+
+    Streamlining a residual block leaves ``x -> Transpose(NCHW->NHWC) -> Im2Col ...`` on
+    the conv branch and ``x`` itself on the skip branch, which finn-plus' reorder passes
+    do not move (``MoveTransposePastFork`` wants the Transpose before the fork,
+    ``MoveTransposePastJoinAdd`` one on each input of the join). Rewritten as
+    ``x -> Transpose -> (conv branch, Transpose back -> skip branch)``, the two
+    transposes back meet at the join, ``MoveTransposePastJoinAdd`` moves them past it and
+    ``AbsorbTransposeIntoMultiThreshold`` / :class:`BoundaryTransposesToNHWC` take them
+    to the graph's end: the whole block streams NHWC. Exact: only layouts change.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        """Rewrite one fork per pass (the framework loops)."""
+        graph = model.graph
+        tensors = [graph.input[0].name] + [o for n in graph.node for o in n.output]
+        for t in tensors:
+            consumers = model.find_consumers(t) or []
+            if len(consumers) < 2:
+                continue
+            moved = [c for c in consumers if c.op_type == "Transpose"]
+            if not moved or len(moved) == len(consumers):
+                continue
+            perm = [0, 2, 3, 1]  # NCHW -> NHWC (the transposes back are not moved again)
+            if any(list(helper.get_attribute_value(c.attribute[0])) != perm for c in moved):
+                continue
+            inverse = [int(i) for i in np.argsort(perm)]
+            ahead, back = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
+            model.set_tensor_shape(ahead, model.get_tensor_shape(moved[0].output[0]))
+            model.set_tensor_shape(back, model.get_tensor_shape(t))
+            model.set_tensor_datatype(ahead, model.get_tensor_datatype(t))
+            model.set_tensor_datatype(back, model.get_tensor_datatype(t))
+            for c in moved:  # their consumers read the transposed tensor directly
+                for cc in model.find_consumers(c.output[0]) or []:
+                    for k, name in enumerate(cc.input):
+                        if name == c.output[0]:
+                            cc.input[k] = ahead
+                graph.node.remove(c)
+            for c in consumers:
+                if c not in moved:
+                    for k, name in enumerate(c.input):
+                        if name == t:
+                            c.input[k] = back
+            producer = model.find_producer(t)
+            at = 0 if producer is None else list(graph.node).index(producer) + 1
+            graph.node.insert(at, helper.make_node("Transpose", [t], [ahead], perm=perm))
+            graph.node.insert(at + 1, helper.make_node("Transpose", [ahead], [back],
+                                                       perm=inverse))
+            return model, True
+        return model, False

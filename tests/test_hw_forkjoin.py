@@ -6,11 +6,16 @@ branch's FIFO sized from the simulation and written back; too shallow, the desig
 (FINN issue #1094) and the simulation says so. Unit level: each kernel against FINN's
 ``execute_node`` under independent backpressure on every port.
 
-The network: a residual block in the form FINN's streamlining leaves a Brevitas block
-(quantized input -> conv3x3 -> quantized ReLU, plus the skip from the input, added,
-requantized): ``Im2Col -> MatMul -> MultiThreshold``, ``Add``, ``MultiThreshold``,
-converted by finn-plus' own transformations in ``step_convert_to_hw``'s order with
-standalone thresholds. finn-plus 1.6.1 makes of it::
+The network: a Brevitas residual block (quantized input -> conv3x3 -> quantized ReLU,
+plus the skip from the input, added, requantized), exported to QONNX and streamlined
+by finn-plus' ``StreamlinePlus`` (after ``IntegerInput``): ``MultiThreshold`` (input,
+identity: removed) ``-> Transpose -> Im2Col -> MatMul -> MultiThreshold -> Transpose ->
+Add -> MultiThreshold``, the layout transposes stuck at the fork (one branch NHWC for
+Im2Col, the skip NCHW) and the join (finn-plus' ``MoveTransposePastJoinAdd`` needs one
+on each input); our ``TransposeAheadOfFork`` moves the first ahead of the fork, then
+finn-plus' passes take them out: ``Im2Col -> MatMul -> MultiThreshold``, ``Add``,
+``MultiThreshold``, NHWC. Converted by finn-plus' own transformations in
+``step_convert_to_hw``'s order with standalone thresholds, finn-plus 1.6.1 makes of it::
 
     DuplicateStreams_hls -> FMPadding_rtl -> ConvolutionInputGenerator_rtl -> MVAU_rtl
       -> Thresholding_rtl -> ElementwiseAdd_hls (in1: the fork's 2nd output) -> Thresholding_rtl
@@ -24,6 +29,8 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,45 +59,91 @@ SHALLOW_SKIP = 8
 
 
 def residual_block(tile: int, channels: int, seed: int = 0):
-    """QONNX graph of a quantized residual block, NHWC, as streamlining leaves it."""
+    """A quantized residual block in Brevitas, exported to QONNX and streamlined by
+    finn-plus (plus :class:`~fluorofpga.hw.transforms.TransposeAheadOfFork`), NHWC.
+
+    ``x = q(input); y = out(q(conv3x3(x)) + x)`` with one fixed-scale 4-bit quantizer
+    ``q`` (2**-4: both addends on the same scale, so the sum is an integer sum) and a
+    4-bit output quantizer. Returns ``(qonnx, streamlined)``: the exported model (float
+    ``q / 16`` in, NCHW) and the integer graph (UINT4 codes in and out, NHWC):
+    ``Im2Col -> MatMul -> MultiThreshold``, ``Add`` (the skip), ``MultiThreshold``.
+    """
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas.nn import QuantConv2d
+    from torch import nn
+
+    from fluorofpga.quantize.model import _fixed_io_quant
+
     boot_finn()
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from finn.transformation.streamline.reorder import MoveTransposePastJoinAdd
+    from finn.transformation.streamline.streamline_plus import StreamlinePlus
     from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
-    from qonnx.util.basic import qonnx_make_model
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+    from qonnx.util.cleanup import cleanup_model
 
-    rng = np.random.default_rng(seed)
-    shape = [1, tile, tile, channels]
-    levels = 2**BITS - 1
-    general = "qonnx.custom_op.general"
-    nodes = [
-        helper.make_node("Im2Col", ["x"], ["col"], domain=general, stride=[1, 1],
-                         kernel_size=[3, 3], input_shape=str(tuple(shape)),
-                         pad_amount=[1, 1, 1, 1]),
-        helper.make_node("MatMul", ["col", "w"], ["acc"]),
-        helper.make_node("MultiThreshold", ["acc", "t1"], ["a1"], domain=general,
-                         out_dtype=f"UINT{BITS}", data_layout="NHWC"),
-        helper.make_node("Add", ["a1", "x"], ["s"]),
-        helper.make_node("MultiThreshold", ["s", "t2"], ["y"], domain=general,
-                         out_dtype=f"UINT{BITS}", data_layout="NHWC"),
-    ]
-    graph = helper.make_graph(
-        nodes, "residual_block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-    model = ModelWrapper(qonnx_make_model(graph))
-    model.set_tensor_datatype("x", DataType[f"UINT{BITS}"])
-    model.set_initializer("w", rng.integers(-8, 8, (9 * channels, channels)).astype(np.float32))
-    model.set_tensor_datatype("w", DataType[f"INT{BITS}"])
-    # conv thresholds spread over the accumulator's likely range, per channel
-    t1 = np.linspace(-250, 250, levels)[None] + rng.integers(-20, 20, (channels, levels))
-    model.set_initializer("t1", np.sort(t1, axis=1).astype(np.float32))
-    # requantize the sum (0..30) back to 4 bits
-    model.set_initializer("t2", np.tile(np.arange(levels) * 2 + 0.5, (channels, 1))
-                          .astype(np.float32))
-    return model.transform(InferShapes()).transform(InferDataTypes())
+    from fluorofpga.hw.transforms import (
+        BoundaryTransposesToNHWC,
+        IntegerInput,
+        IntegerOutput,
+        RemoveIdentityThresholds,
+        TransposeAheadOfFork,
+    )
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q = _fixed_io_quant(BITS)
+            self.conv = QuantConv2d(channels, channels, 3, padding=1, bias=False,
+                                    weight_bit_width=BITS)
+            self.out = _fixed_io_quant(BITS)
+
+        def forward(self, x):
+            x = self.q(x)
+            return self.out(self.q(self.conv(x)) + x).value
+
+    torch.manual_seed(seed)
+    block = Block().eval()
+    with torch.no_grad():
+        block.conv.weight *= 4  # conv outputs over many codes, not just the lowest
+    path = Path(tempfile.mkdtemp()) / "block.onnx"
+    export_qonnx(block, args=torch.rand(1, channels, tile, tile), export_path=str(path),
+                 dynamo=False)
+    qonnx = cleanup_model(ModelWrapper(str(path)))
+    m = qonnx.transform(ConvertQONNXtoFINN()).transform(IntegerInput(BITS))
+    for t in (InferShapes(), FoldConstants(), GiveUniqueNodeNames(),
+              GiveReadableTensorNames(), InferDataTypes(),
+              absorb.AbsorbScalarBiasIntoMultiThreshold(), StreamlinePlus(),
+              LowerConvsToMatMul(), absorb.AbsorbTransposeIntoMultiThreshold(),
+              absorb.AbsorbConsecutiveTransposes(), StreamlinePlus(),
+              RemoveIdentityThresholds(), IntegerOutput(BITS),
+              # the layout transposes finn-plus leaves at the fork and the join
+              TransposeAheadOfFork(), MoveTransposePastJoinAdd(),
+              absorb.AbsorbTransposeIntoMultiThreshold(),
+              absorb.AbsorbConsecutiveTransposes(), BoundaryTransposesToNHWC(),
+              InferShapes(), InferDataTypes()):
+        m = m.transform(t)
+    return qonnx, m
+
+
+def qonnx_execute(qonnx, tiles: np.ndarray) -> np.ndarray:
+    """The exported Brevitas model on NHWC codes: ``q / 16`` in, output * 16 out."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    iname, oname = qonnx.graph.input[0].name, qonnx.graph.output[0].name
+    scale = 2.0**BITS
+    out = [execute_onnx(qonnx, {iname: (t.transpose(2, 0, 1)[None] / scale)
+                                .astype(np.float32)})[oname][0].transpose(1, 2, 0)
+           for t in tiles]
+    y = np.stack(out) * scale
+    assert np.array_equal(np.rint(y), y)
+    return y.astype(np.int64)
 
 
 def to_hw_layers(model, pe: int):
@@ -165,8 +218,8 @@ def net(tmp_path_factory):
     from fluorofpga.hw.layers import export_hw_layers
 
     d = tmp_path_factory.mktemp("forkjoin")
-    qonnx = residual_block(TILE, CHANNELS)
-    hw = to_hw_layers(copy.deepcopy(qonnx), pe=CHANNELS)
+    qonnx, streamlined = residual_block(TILE, CHANNELS)
+    hw = to_hw_layers(copy.deepcopy(streamlined), pe=CHANNELS)
     rng = np.random.default_rng(3)
     top = 2**BITS - 1
     full = rng.integers(0, top + 1, (2, TILE, TILE, CHANNELS))
@@ -174,7 +227,8 @@ def net(tmp_path_factory):
     tiles = np.concatenate([full, np.full((1, TILE, TILE, CHANNELS), top)]).astype(np.uint8)
     stitched = stitch_graph(hw)
     return {
-        "dir": d, "qonnx": qonnx, "hw": hw, "stitched": stitched, "tiles": tiles,
+        "dir": d, "qonnx": qonnx, "streamlined": streamlined, "hw": hw,
+        "stitched": stitched, "tiles": tiles,
         "skip": skip_fifo(stitched), "expected": finn_execute(hw, tiles),
         "emulator": load_hw_graph(export_hw_layers(hw, d / "hw_layers")),
     }
@@ -193,10 +247,19 @@ def test_finn_turns_the_skip_connection_into_a_fork_and_a_join(net):
     assert fifo_depths(net["stitched"])[net["skip"]] == 2  # FINN's shallow default
 
 
-def test_hw_graph_equals_qonnx_and_the_host_emulator(net):
+def test_streamlining_gives_the_integer_residual_block(net):
+    assert [n.op_type for n in net["streamlined"].graph.node] == [
+        "Im2Col", "MatMul", "MultiThreshold", "Add", "MultiThreshold"]
+    add = net["streamlined"].graph.node[3]
+    assert net["streamlined"].graph.input[0].name in add.input  # the skip
+
+
+def test_hw_graph_equals_brevitas_qonnx_and_the_host_emulator(net):
     from fluorofpga.host.emulate import run_hw_graph
 
-    assert np.array_equal(finn_execute(net["qonnx"], net["tiles"]), net["expected"])
+    np.testing.assert_array_equal(qonnx_execute(net["qonnx"], net["tiles"]), net["expected"])
+    np.testing.assert_array_equal(finn_execute(net["streamlined"], net["tiles"]),
+                                  net["expected"])
     emulated = np.stack([run_hw_graph(net["emulator"], t) for t in net["tiles"]])
     np.testing.assert_array_equal(emulated, net["expected"])
     assert len(np.unique(net["expected"])) > 8  # not a saturated output
