@@ -409,6 +409,10 @@ def test_sized_design_equals_finn_without_throughput_loss(net, deep, sized):
     stalled = simulate_accelerator(sized.design, net["tiles"], run_name="stalls",
                                    idle_prob=0.3, backpressure_prob=0.5, seed=5)
     np.testing.assert_array_equal(stalled.words.astype(np.int64), net["expected"])
+    # a reset in the middle of a tile (fork half handed out, join half paired) recovers
+    reset = simulate_accelerator(sized.design, net["tiles"], run_name="reset",
+                                 reset_after=TILE * TILE // 2 + 3)
+    np.testing.assert_array_equal(reset.words.astype(np.int64), net["expected"])
 
 
 @pytest.mark.slow
