@@ -2237,8 +2237,10 @@ def deploy(
 ) -> dict[str, Any]:
     """Write the folder a user copies onto the board (``scp -r OUT xilinx@board:``).
 
-    Contents: ``bundle/`` (the model bundle, with its bitstream and ``.hwh`` when it was
-    built with Vivado; otherwise ``NO_BITSTREAM.txt`` says so and what still works),
+    Contents: ``bundle/`` (the model bundle, default the shipped one compiled for
+    ``board``: :func:`~fluorofpga.host.shipped_bundle_path`; with its bitstream and
+    ``.hwh`` when it was built with Vivado; otherwise ``NO_BITSTREAM.txt`` says so and
+    what still works),
     ``notebooks/`` (the board notebooks), ``fluorofpga/`` (the package parts the board
     runs: ``host``, ``boards``, ``microscope``, the facade and CLI; no torch, FINN or
     ``hw``), ``requirements.txt`` (board side: pynq and numpy 1.x come with the PYNQ
@@ -2263,8 +2265,10 @@ def deploy(
     target = load_board(board)  # unknown boards: ValueError naming the known ones
     out = Path(out)
     _check_deploy_output(out, overwrite)
-    bundle = _denoise_bundle(bundle_path)
-    from fluorofpga.host import default_sim_bundle_path
+    from fluorofpga.host import default_sim_bundle_path, shipped_bundle_path
+
+    bundle = _denoise_bundle(bundle_path if bundle_path is not None
+                             else shipped_bundle_path(target.name))
 
     sim_bundle = None
     if sim_bundle_path is None and default_sim_bundle_path().is_dir():

@@ -578,7 +578,8 @@ def receive(
 @app.command()
 def deploy(
     board: str = typer.Option(..., "--board", help="target board (see `fluorofpga boards`)"),
-    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
+    model: Path | None = typer.Option(None, "--model", help="model bundle directory "
+                                      "(default: the shipped one compiled for --board)"),
     out: Path = typer.Option(..., "--out", help="folder to write (new or empty; an earlier "
                              "deploy is replaced only with --overwrite)"),
     overwrite: bool = typer.Option(False, help="replace an earlier deploy in --out"),

@@ -57,7 +57,9 @@ Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
     manifest version 2, version 1 refused): ``signal`` (``SignalSpec``),
     ``tables(noise, adc_max)``, ``tile_shape``, ``halo``,
     ``accelerator(backend="emulate")``, ``restorer(acc, noise, calibration, dtype)``.
-    ``BundleError``.
+    ``BundleError``. ``default_bundle_path()`` (KV260), ``shipped_bundle_path(board)``
+    (the shipped bundle compiled for a board: ``pynq-z2`` has its own),
+    ``default_sim_bundle_path()`` (the learned 3-frame SIM bundle).
     ``EmulatedAccelerator`` - bit-exact CPU execution of the hardware-layer graph
     (``load_hw_graph``, ``run_hw_graph`` for untiled reference runs).
     ``PynqAccelerator`` (:mod:`.pynq_backend`) - the bitstream on a PYNQ board: AXI DMA
@@ -85,6 +87,7 @@ from .bundle import (
     default_bundle_path,
     default_sim_bundle_path,
     load_bundle,
+    shipped_bundle_path,
 )
 from .display import live_display
 from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
@@ -110,6 +113,7 @@ __all__ = [
     "PynqAccelerator",
     "HwGraph",
     "default_bundle_path",
+    "shipped_bundle_path",
     "default_sim_bundle_path",
     "load_bundle",
     "load_hw_graph",

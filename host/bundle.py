@@ -172,6 +172,14 @@ def default_bundle_path() -> Path:
     return Path(str(resources.files(__package__) / "bundles" / "default"))
 
 
+def shipped_bundle_path(board: str) -> Path:
+    """The shipped denoiser bundle compiled for ``board``: ``bundles/<board>`` when the
+    package ships one (``pynq-z2``: a 4-channel net sized for its 220 DSPs), else the
+    default bundle (compiled for KV260)."""
+    special = Path(str(resources.files(__package__) / "bundles" / board))
+    return special if (special / "manifest.json").is_file() else default_bundle_path()
+
+
 def default_sim_bundle_path() -> Path:
     """The pre-trained learned 3-frame SIM bundle shipped inside the package."""
     return Path(str(resources.files(__package__) / "bundles" / "sim3"))

@@ -42,6 +42,17 @@ def test_shipped_bundle_chain_of_custody(bundle):
     assert {"brevitas", "qonnx", "host:emulate"} <= set(result["stages"])
 
 
+@pytest.mark.slow
+def test_pynq_z2_bundle_chain_of_custody():
+    from fluorofpga.host import shipped_bundle_path
+
+    small = load_bundle(shipped_bundle_path("pynq-z2"))
+    assert small.manifest["network"]["channels"] == 4 and small.halo == 5
+    result = facade.verify_bundle(small, n_images=1, seed=8)
+    assert result["bit_exact"], result["stages"]
+    assert {"brevitas", "qonnx", "host:emulate"} <= set(result["stages"])
+
+
 def test_demo_restores_and_reports(tmp_path):
     r = facade.demo(tmp_path, frames=3, size=256, seed=1, check_frames=1)
     assert r["frames"] == 3 and r["frames_out"] == 3 and r["dropped"] == 0

@@ -10,7 +10,13 @@ from typer.testing import CliRunner
 
 import fluorofpga.app as facade
 from fluorofpga.cli import app as cli
-from fluorofpga.host import BundleError, default_sim_bundle_path, load_bundle
+from fluorofpga.host import (
+    BundleError,
+    default_bundle_path,
+    default_sim_bundle_path,
+    load_bundle,
+    shipped_bundle_path,
+)
 from fluorofpga.host.bundle import MANIFEST
 from fluorofpga.microscope import OutputError
 
@@ -93,7 +99,9 @@ def test_deploy_checks_everything_before_writing(tmp_path):
     with pytest.raises(ValueError, match="unknown board 'zedboard'; known boards: kv260"):
         facade.deploy("zedboard", tmp_path / "a")
     with pytest.raises(BundleError, match="compiled for kv260, not pynq-z2"):
-        facade.deploy("pynq-z2", tmp_path / "a")
+        facade.deploy("pynq-z2", tmp_path / "a", default_bundle_path())
+    with pytest.raises(BundleError, match="compiled for kv260, not ultra96-v2"):
+        facade.deploy("ultra96-v2", tmp_path / "a")  # no shipped bundle for that board
     with pytest.raises(BundleError):
         facade.deploy("kv260", tmp_path / "a", tmp_path)  # not a bundle
     with pytest.raises(OutputError, match="does not exist"):
@@ -142,3 +150,19 @@ def test_deploy_sim_model_none_or_a_denoiser_as_sim_model(tmp_path):
     with pytest.raises(ValueError, match="not a denoiser"):
         facade.deploy("kv260", tmp_path / "y", bundle_path=default_sim_bundle_path())
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_pynq_z2_gets_its_own_shipped_bundle(tmp_path):
+    """The Pynq-Z2's 220 DSPs take a smaller net: the shipped one for that board is
+    compiled for it at >= 25 Mpixel/s, bit-exact, and deploy picks it by default."""
+    path = shipped_bundle_path("pynq-z2")
+    assert path != default_bundle_path() and shipped_bundle_path("kv260") == (
+        default_bundle_path())
+    bundle = load_bundle(path)
+    est = bundle.manifest["estimates"]
+    assert bundle.manifest["board"] == est["board"] == "pynq-z2"
+    assert est["mpix_per_s"] >= 25 and est["fits"]
+    assert bundle.manifest["verification"]["bit_exact"] is True
+    r = facade.deploy("pynq-z2", tmp_path / "board", sim_bundle_path="none")
+    deployed = json.loads((tmp_path / "board" / "bundle" / MANIFEST).read_text())
+    assert deployed["name"] == bundle.name and r["board"] == "pynq-z2"
