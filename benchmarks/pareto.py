@@ -155,7 +155,7 @@ def plot(rows: list[dict], path: Path) -> None:
             ys = [r["quality"][str(int(p))]["psnr"] for r in rows]
             ax.scatter(xs, ys, marker=marker, label=f"{int(p)} photons")
             for r, x, y in zip(rows, xs, ys, strict=True):
-                ax.annotate(r["name"], (x, y), fontsize=6)
+                ax.annotate(f"{r['name']} {r['recipe']}", (x, y), fontsize=6)
         ax.set_xscale("log")
         ax.set_xlabel(f"estimated Mpixel/s on {b} (≤ {BUDGET:.0%} of every resource)")
         ax.set_ylabel("PSNR (dB), deployed quantized net")
