@@ -14,7 +14,7 @@ BOARD_VENV := .venv-board
 BOARD_STAMP := $(BOARD_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bundle bundle-pynq bundle-sim bundle-hw bench bench-quality bench-host bench-pareto bench-microscope bench-soak clean
+.PHONY: install demo test lint bundle bundle-pynq bundle-sim bundle-hw bench bench-quality bench-host bench-pareto bench-selfsup bench-microscope bench-soak clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,9 @@ bench-host: $(STAMP)
 
 bench-pareto: $(STAMP)
 	cd benchmarks && ../$(VENV)/bin/python pareto.py
+
+bench-selfsup: $(STAMP)
+	cd benchmarks && ../$(VENV)/bin/python selfsup.py
 
 bench-microscope: $(STAMP)
 	$(VENV)/bin/python benchmarks/microscope.py
