@@ -9,8 +9,9 @@
    tile, simulation speed, and identical words to the host's emulator; then again under
    random idle / backpressure.
 
-Run: ``cd benchmarks && ../.venv/bin/python rtl.py [--no-layers]`` (about 15 minutes on
-2 cores). Writes ``results/rtl.json`` and ``results/rtl.md``.
+Run: ``cd benchmarks && ../.venv/bin/python rtl.py [--no-layers] [--bundle DIR --results
+NAME]`` (about 15 minutes on 2 cores). Writes ``results/rtl.json`` and ``results/rtl.md``
+(``NAME.{json,md}`` with ``--results``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from fluorofpga.hw.pixel_kernels import (
 from fluorofpga.hw.rtlsim import (
     full_range_layer_inputs,
     generate_layer_rtl,
+    reference_layer,
     rtl_layer_names,
     simulate_layer,
 )
@@ -62,8 +64,11 @@ def main() -> None:
     """Simulate; write the table."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer runs")
+    ap.add_argument("--bundle", default=None, help="bundle directory (default: the shipped "
+                    "default bundle)")
+    ap.add_argument("--results", default="rtl", help="results file name (e.g. rtl-pynq-z2)")
     args = ap.parse_args()
-    bundle = load_bundle()
+    bundle = load_bundle(args.bundle)
     tile = bundle.tile_shape[0]
     cfg = HwBuildConfig(**{**bundle.manifest["build"], "mvau_impl": "rtl",
                            "until": "estimates"})  # the shipped build (RTL layers)
@@ -78,10 +83,12 @@ def main() -> None:
                 layer = generate_layer_rtl(res.hw_model, name, work / "gen" / name)
                 x = full_range_layer_inputs(layer, rng)[:1]
                 t0 = time.perf_counter()
-                _, cycles = simulate_layer(layer, x, work_dir=work / "sim")
+                y, cycles = simulate_layer(layer, x, work_dir=work / "sim")
+                same = bool(np.array_equal(y[0], reference_layer(res.hw_model, name, x[0])))
                 out["layers"][name] = {"cycles": cycles, "finn_estimate": layer.exp_cycles,
+                                       "identical_to_python": same,
                                        "seconds": time.perf_counter() - t0}
-                print(name, cycles, layer.exp_cycles, flush=True)
+                print(name, cycles, layer.exp_cycles, same, flush=True)
         tables = SignalTables(bundle.signal, NoiseModel(2.0, 9.0))
         params = PixelKernelParams.from_spec(bundle.signal, output="uint16")
         tiles = np.stack([full_range_frame(tables, (tile, tile), rng), camera_tile(tile, rng),
@@ -133,11 +140,13 @@ def main() -> None:
               f"{sorted(v for k, v in out['fifo_depths'].items() if k != 'bypass')}.", ""]
     if out["layers"]:
         lines += ["## Layers alone (one full-range tile, no stalls)", "",
-                  "| layer | cycles | FINN estimate | ratio |", "|---|---:|---:|---:|"]
+                  "| layer | == FINN's Python | cycles | FINN estimate | ratio |",
+                  "|---|---|---:|---:|---:|"]
         for name, r in out["layers"].items():
-            lines.append(f"| {name} | {r['cycles']} | {r['finn_estimate']} | "
+            lines.append(f"| {name} | {'yes' if r['identical_to_python'] else 'NO'} | "
+                         f"{r['cycles']} | {r['finn_estimate']} | "
                          f"{r['cycles'] / max(1, r['finn_estimate']):.3f} |")
-    write_results("rtl", out, "\n".join(lines) + "\n")
+    write_results(args.results, out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
