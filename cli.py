@@ -17,6 +17,17 @@ console = Console()
 err = Console(stderr=True)
 
 MODEL_HELP = "model bundle directory (default: the small pre-trained one shipped in the package)"
+# SIM optics of `sim` and `stream --sim`: a file's metadata is the default; the classical
+# reconstruction needs all three, a SIM bundle (--model) none (the pixel size, when known,
+# is halved for the output)
+SIM_NA_OPTION = typer.Option(None, "--na", help="SIM: objective NA (default: the file's OME "
+                             "metadata; a SIM bundle needs none)")
+SIM_WAVELENGTH_OPTION = typer.Option(None, "--wavelength", help="SIM: emission wavelength, nm "
+                                     "(default: the file's OME metadata; a SIM bundle needs "
+                                     "none)")
+SIM_PIXEL_OPTION = typer.Option(None, "--pixel-size", help="SIM: camera pixel size in the "
+                                "sample plane, µm (default: the file's ImageJ/OME metadata; "
+                                "sets the output's, halved)")
 
 
 class _Bars:
@@ -278,13 +289,9 @@ def sim(
                                   "--model 3·k frames, frame 3t+a = angle a of image t"),
     out_tif: Path = typer.Argument(..., help="reconstruction on the 2x grid, float32 "
                                    "(.tif/.tiff or .zarr): YX, or TYX for k > 1 images"),
-    na: float | None = typer.Option(None, "--na", help="objective NA (default: the file's "
-                                    "OME metadata)"),
-    wavelength: float | None = typer.Option(None, "--wavelength", help="emission wavelength, "
-                                            "nm (default: the file's OME metadata)"),
-    pixel_size: float | None = typer.Option(None, "--pixel-size", help="camera pixel size in "
-                                            "the sample plane, µm (default: the file's "
-                                            "ImageJ/OME metadata)"),
+    na: float | None = SIM_NA_OPTION,
+    wavelength: float | None = SIM_WAVELENGTH_OPTION,
+    pixel_size: float | None = SIM_PIXEL_OPTION,
     calibration: Path | None = typer.Option(
         None, help="camera calibration from `fluorofpga calibrate`: reconstruct in photons "
         "(default: in the input's units)"),
@@ -436,13 +443,9 @@ def stream(
                              "reconstructed. --frames counts raw frames (default 90 "
                              "simulated), --fps is the raw frame rate, --queue and --drop act "
                              "on whole groups"),
-    na: float | None = typer.Option(None, "--na", help="--sim: objective NA (a file: default "
-                                    "its OME metadata)"),
-    wavelength: float | None = typer.Option(None, "--wavelength", help="--sim: emission "
-                                            "wavelength, nm"),
-    pixel_size: float | None = typer.Option(None, "--pixel-size", help="--sim: camera pixel "
-                                            "in the sample plane, µm (a file: default its "
-                                            "metadata)"),
+    na: float | None = SIM_NA_OPTION,
+    wavelength: float | None = SIM_WAVELENGTH_OPTION,
+    pixel_size: float | None = SIM_PIXEL_OPTION,
     params: Path | None = typer.Option(None, "--params", help="--sim: fixed SIM parameters "
                                        "(fluorofpga sim --save-params); default: estimated "
                                        "from the first complete group"),
