@@ -1672,11 +1672,8 @@ def _stream_sim(
     if path is not None and not path.exists():
         raise ValueError(f"--source {source}: no such file or folder (a source is sim, "
                          "genicam[:N], a TIFF stack or a folder of TIFFs)")
-    notes: list[str] = []
-    if bundle is not None and source != "sim":  # the network needs no optics
-        optics, notes = _learned_sim_optics(na, wavelength_nm, pixel_size_um, None)
-        optics_source = {k: "command line" for k, v in optics.items() if v is not None}
-    elif camera_source:  # no file metadata to fall back on
+    learned = bundle is not None and source != "sim"  # the network needs no optics
+    if camera_source and not learned:  # no file metadata to fall back on
         given = (("--na NA", na), ("--wavelength NM", wavelength_nm),
                  ("--pixel-size UM", pixel_size_um))
         missing = [flag for flag, value in given if value is None]
@@ -1707,11 +1704,16 @@ def _stream_sim(
     else:
         src = TiffStackSource(path, fps=fps)
         frame_shape, meta_in = src.frame_shape, src.meta
-        if bundle is None:
+        if not learned:
             optics, optics_source = _sim_optics(path, meta_in or ImageMeta("TYX"), na,
                                                 wavelength_nm, pixel_size_um)
-        elif pixel_size_um is None and meta_in is not None and meta_in.pixel_size_um:
-            optics, notes = _learned_sim_optics(na, wavelength_nm, None, meta_in)
+    notes: list[str] = []
+    if learned:
+        optics, notes = _learned_sim_optics(na, wavelength_nm, pixel_size_um, meta_in)
+        optics_source = {k: "command line" for k, v in
+                         (("na", na), ("wavelength_nm", wavelength_nm),
+                          ("pixel_size_um", pixel_size_um)) if v is not None}
+        if pixel_size_um is None and optics["pixel_size_nm"] is not None:
             optics_source["pixel_size_um"] = "file metadata"
     camera, maps = (src.camera if source == "sim" else None), None
     if cal is not None:
