@@ -14,7 +14,7 @@ BOARD_VENV := .venv-board
 BOARD_STAMP := $(BOARD_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bundle bundle-pynq bundle-sim bundle-hw bench bench-quality bench-host bench-pareto bench-selfsup bench-microscope bench-soak clean
+.PHONY: install demo test lint bundle bundle-pynq bundle-sim bundle-wiener bundle-hw bench bench-quality bench-host bench-pareto bench-selfsup bench-microscope bench-soak clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,14 @@ bundle-pynq: $(STAMP)
 # Re-create the shipped learned 3-frame SIM bundle (simulated SIM data only; ~25 CPU
 # minutes). The shipped one was trained with this recipe and 400 scenes by a script with
 # other seeds: expect the same quality, not the same bytes.
+# Re-create the shipped classical Wiener-SIM bundle (designed, not trained; seconds) for
+# the design pattern in host/bundles/wiener9-design.json (NA 1.2, 520 nm, 65 nm pixels,
+# pattern at 0.85 of the cut-off, angles 15/75/135 degrees). An instrument builds its own
+# from `fluorofpga sim RAW.tif OUT.tif --save-params P.json`.
+bundle-wiener: $(STAMP)
+	$(VENV)/bin/fluorofpga sim-bundle --params host/bundles/wiener9-design.json \
+		--out host/bundles/wiener9 --overwrite --tile 128 --target-mpix 32
+
 bundle-sim: $(STAMP)
 	$(VENV)/bin/fluorofpga train --task sim --out host/bundles/sim3 --overwrite \
 		--name sim3-gat-w4a8 --channels 16 --depth 7 --recipe w4a8 --steps 20000 \

@@ -7,6 +7,7 @@ parses arguments, draws progress and prints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -432,10 +433,15 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
     from fluorofpga.models import load_checkpoint
     from fluorofpga.quantize import QuantDenoiser, run_qonnx_int
 
-    config, payload = load_checkpoint(bundle.file("quant_checkpoint"))
-    qmodel = QuantDenoiser(config, payload["recipe"]["name"])
-    qmodel.load_state_dict(payload["state_dict"])
-    qmodel.eval()
+    if bundle.is_wiener:
+        from fluorofpga.quantize.wiener import load_wiener_filter
+
+        qmodel = load_wiener_filter(bundle.file("quant_checkpoint"))
+    else:
+        config, payload = load_checkpoint(bundle.file("quant_checkpoint"))
+        qmodel = QuantDenoiser(config, payload["recipe"]["name"])
+        qmodel.load_state_dict(payload["state_dict"])
+        qmodel.eval()
     acc = bundle.accelerator("emulate")
     finn_dir = bundle.file("finn_build") / "intermediate_models"
     stages: dict[str, int] = {}
@@ -457,10 +463,10 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
         hi = int(ref.max()) if hi is None else max(hi, int(ref.max()))
     streamlined = finn_dir / "step_streamline.onnx"
     coverage = {name: c["exercised"] for name, c in
-                threshold_coverage(streamlined, tiles, bundle.signal.in_bits).items()}
+                threshold_coverage(streamlined, tiles, bundle.in_bits).items()}
     camera_only = {name: c["exercised"] for name, c in
                    threshold_coverage(streamlined, tiles[:n_images],
-                                      bundle.signal.in_bits).items()}
+                                      bundle.in_bits).items()}
     return {"bit_exact": all(v == 0 for v in stages.values()), "stages": stages,
             "images": len(tiles), "output_range": [lo, hi],
             "thresholds_exercised": coverage, "thresholds_exercised_camera_only": camera_only}
@@ -480,13 +486,18 @@ def sample_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
     from scipy.ndimage import gaussian_filter
 
     th, tw = bundle.tile_shape
-    top = (1 << bundle.signal.in_bits) - 1
-    tables = bundle.tables(simulated_camera_noise())
+    top = (1 << bundle.in_bits) - 1
     frames = bundle.frames
-    if frames == 1:
+    if bundle.is_wiener:  # demodulated channels of simulated 9-frame groups
+        from fluorofpga.simhw import wiener_camera_tiles
+
+        tiles = wiener_camera_tiles(bundle, n, seed + 1000)
+    elif frames == 1:
+        tables = bundle.tables(simulated_camera_noise())
         src = SimulatedCameraSource(n, (max(th, 256), max(tw, 256)), seed=seed + 1000)
         tiles = [tables.encode(frame)[:th, :tw] for _, frame in src]
     else:
+        tables = bundle.tables(simulated_camera_noise())
         tiles = [tables.encode(group)[:, :th, :tw]
                  for group in _sim_camera_groups(n, frames, (th, tw), seed + 1000)]
     rng = np.random.default_rng(seed + 2000)
@@ -1083,8 +1094,10 @@ def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str, per: int = 9,
 
 
 def _sim_optics(path: Path, meta: Any, na: float | None, wavelength_nm: float | None,
-                pixel_size_um: float | None) -> tuple[dict[str, float], dict[str, str]]:
-    """NA, wavelength (nm) and pixel size (nm) from the command line, else the file."""
+                pixel_size_um: float | None, fallback: dict[str, float] | None = None,
+                ) -> tuple[dict[str, float], dict[str, str]]:
+    """NA, wavelength (nm) and pixel size (nm) from the command line, else the file, else
+    ``fallback`` (a hardware Wiener bundle's design optics, ``pixel_size_nm`` in nm)."""
     from fluorofpga.microscope import read_ome_optics
 
     stated = read_ome_optics(path)
@@ -1102,6 +1115,9 @@ def _sim_optics(path: Path, meta: Any, na: float | None, wavelength_nm: float | 
             optics[key], source[key] = float(value), "command line"
         elif in_file.get(key) is not None:
             optics[key], source[key] = float(in_file[key]), "file metadata"
+        elif fallback is not None:
+            value = fallback["pixel_size_nm"] / 1e3 if key == "pixel_size_um" else fallback[key]
+            optics[key], source[key] = float(value), "bundle design"
     wanted = (("na", "the objective NA", "--na NA"),
               ("wavelength_nm", "the emission wavelength", "--wavelength NM (nm)"),
               ("pixel_size_um", "the pixel size", "--pixel-size UM (camera pixel in the "
@@ -1248,7 +1264,17 @@ def sim(
     if frames is not None and frames not in (3, SIM_FRAMES):
         raise ValueError(f"--frames {frames}: SIM reconstructs from 9 raw frames (3 angles × "
                          "3 phases) or, with a learned model, 3")
-    if model is not None:
+    hw_bundle = load_bundle(model) if model is not None else None
+    if hw_bundle is not None and hw_bundle.is_wiener:
+        if wiener_w != SIM_WIENER_W:
+            raise ValueError(f"--wiener: bundle {hw_bundle.name} was compiled with w = "
+                             f"{hw_bundle.manifest['reconstruction']['wiener_w']:g}; build "
+                             "another with `fluorofpga sim-bundle --wiener W`")
+        if frames == 3:
+            raise ValueError(f"--frames 3: bundle {hw_bundle.name} reconstructs 9 raw frames "
+                             "(3 angles × 3 phases)")
+        wiener_w = float(hw_bundle.manifest["reconstruction"]["wiener_w"])
+    elif model is not None:
         unused = [flag for flag, given in (
             ("--params", params is not None), ("--save-params", save_params is not None),
             ("--wiener", wiener_w != SIM_WIENER_W)) if given]
@@ -1261,7 +1287,7 @@ def sim(
                             progress=progress)
     needs_model = [what for what, asked in (
         ("--frames 3", frames == 3), (f"--backend {backend}", backend != "emulate")) if asked]
-    if needs_model:
+    if needs_model and hw_bundle is None:
         raise SimUnavailable(f"{' '.join(needs_model)}: {SIM_NEEDS_MODEL}")
     if not (np.isfinite(wiener_w) and wiener_w > 0):
         raise ValueError(f"--wiener {wiener_w!r}: the Wiener parameter must be > 0 (default "
@@ -1284,8 +1310,16 @@ def sim(
 
     raw, meta = read_image_meta(in_path)
     stacks = _sim_raw_stacks(in_path, raw, meta.axes)
-    optics, optics_source = _sim_optics(in_path, meta, na, wavelength_nm, pixel_size_um)
+    design = None if hw_bundle is None else hw_bundle.manifest["reconstruction"]
+    optics, optics_source = _sim_optics(in_path, meta, na, wavelength_nm, pixel_size_um,
+                                        design)
     frame_shape = stacks.shape[2:]
+    if hw_bundle is not None:
+        from fluorofpga.host.wienerrestore import check_design, check_optics
+
+        check_optics({**design, "bundle": hw_bundle.name}, optics)
+        if stored is not None:
+            check_design(stored, {**design, "bundle": hw_bundle.name})
     camera = None
     if cal is not None:
         cal.check_shape(frame_shape)
@@ -1306,47 +1340,70 @@ def sim(
         lambda t: f" (stack {t}, frames {SIM_FRAMES * t}-{SIM_FRAMES * t + SIM_FRAMES - 1})")
     out = np.empty((n, 2 * frame_shape[0], 2 * frame_shape[1]), np.float32)
     rows, notes, est_s, rec_s, used = [], [], [], [], []
-    for t, stack in enumerate(stacks):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FrameOrderWarning)
-            warnings.simplefilter("always", WeakPatternWarning)
-            t0 = time.perf_counter()
-            try:
-                if stored is None:
-                    p = estimate_parameters(stack, camera=camera, n_angles=SIM_ANGLES,
-                                            n_phases=SIM_PHASES, reorder=reorder, **optics)
+    resources, hw_info = contextlib.ExitStack(), {}
+    if hw_bundle is None:
+        def reconstruct(stack: np.ndarray, p: Any) -> np.ndarray:
+            return wiener_sim(stack, p, camera=camera, reorder=reorder, wiener_w=wiener_w,
+                              **optics)
+    else:  # the bundle's demodulation and filter, on its accelerator
+        from fluorofpga.microscope.sim_params import frame_permutation
+
+        if cal is not None:  # photons, as the classical reconstruction gives
+            zero, scale, add = camera.offset_adu, cal.gain_e_per_adu / (cal.qe or 1.0), 0.0
+        else:  # input units: a zero level subtracted (code range) and added back
+            zero = _zero_level(stacks)
+            scale, add = 1.0, zero
+        acc = resources.enter_context(open_accelerator(hw_bundle, backend, progress))
+        restorer = hw_bundle.wiener_restorer(acc, zero)
+        hw_info = {"hw_bundle": hw_bundle.name, "backend": backend, "zero_level_adu": zero,
+                   "counts": restorer.counts}
+
+        def reconstruct(stack: np.ndarray, p: Any) -> np.ndarray:
+            perm = list(frame_permutation(SIM_ANGLES, SIM_PHASES, p.frame_order))
+            image = restorer(stack[perm], p) * scale + add
+            hw_info["input_step_adu"] = restorer.step
+            return image
+    with resources:
+        for t, stack in enumerate(stacks):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", FrameOrderWarning)
+                warnings.simplefilter("always", WeakPatternWarning)
+                t0 = time.perf_counter()
+                try:
+                    if stored is None:
+                        p = estimate_parameters(stack, camera=camera, n_angles=SIM_ANGLES,
+                                                n_phases=SIM_PHASES, reorder=reorder, **optics)
+                    else:
+                        p = stored
+                        if t in (0, n - 1):
+                            check = check_parameters(stack, stored, camera=camera, **optics)
+                            if not check.ok:
+                                raise SimParametersMismatch(
+                                    f"{params} does not fit {in_path}{label(t)}: "
+                                    + "; ".join(check.reasons)
+                                    + ". The pattern moved or these are another pattern's "
+                                    "parameters: re-estimate (leave out --params)")
+                    t1 = time.perf_counter()
+                    out[t] = reconstruct(stack, p)
+                    t2 = time.perf_counter()
+                except ValueError as e:
+                    if stored is not None and isinstance(e, FrameOrderError):
+                        e.args = (f"{e}; {params} was estimated on a {stored.frame_order} stack: "
+                                  "leave out --params to estimate the parameters from this one",
+                                  *e.args[1:])
+                    if n > 1 and not isinstance(e, SimParametersMismatch):
+                        e.args = (f"{in_path}{label(t)}: {e}", *e.args[1:])
+                    raise
+            for w in caught:
+                if issubclass(w.category, (FrameOrderWarning, WeakPatternWarning)):
+                    notes.append(f"{str(w.message)}{label(t)}")
                 else:
-                    p = stored
-                    if t in (0, n - 1):
-                        check = check_parameters(stack, stored, camera=camera, **optics)
-                        if not check.ok:
-                            raise SimParametersMismatch(
-                                f"{params} does not fit {in_path}{label(t)}: "
-                                + "; ".join(check.reasons)
-                                + ". The pattern moved or these are another pattern's "
-                                "parameters: re-estimate (leave out --params)")
-                t1 = time.perf_counter()
-                out[t] = wiener_sim(stack, p, camera=camera, reorder=reorder,
-                                    wiener_w=wiener_w, **optics)
-                t2 = time.perf_counter()
-            except ValueError as e:
-                if stored is not None and isinstance(e, FrameOrderError):
-                    e.args = (f"{e}; {params} was estimated on a {stored.frame_order} stack: "
-                              "leave out --params to estimate the parameters from this one",
-                              *e.args[1:])
-                if n > 1 and not isinstance(e, SimParametersMismatch):
-                    e.args = (f"{in_path}{label(t)}: {e}", *e.args[1:])
-                raise
-        for w in caught:
-            if issubclass(w.category, (FrameOrderWarning, WeakPatternWarning)):
-                notes.append(f"{str(w.message)}{label(t)}")
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        est_s.append(t1 - t0)
-        rec_s.append(t2 - t1)
-        rows.append(_sim_param_rows(p, optics))
-        used.append(p)
-        progress("sim", t + 1, n, "")
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            est_s.append(t1 - t0)
+            rec_s.append(t2 - t1)
+            rows.append(_sim_param_rows(p, optics))
+            used.append(p)
+            progress("sim", t + 1, n, "")
 
     out_axes = "YX" if n == 1 else "TYX"
     units = ("input units (camera offset not subtracted: no calibration)" if cal is None
@@ -1372,8 +1429,16 @@ def sim(
         "estimate_s": est_s, "reconstruct_s": rec_s,
         "seconds_per_reconstruction": float(np.mean(np.add(est_s, rec_s))),
         "saved_params": str(save_params) if save_params is not None else None,
-        "wiener_w": float(wiener_w),
+        "wiener_w": float(wiener_w), **hw_info,
     }
+
+
+def _zero_level(planes: np.ndarray) -> float:
+    """A zero level for linear codes without a calibration: the 0.1th percentile of the
+    frames, at or below the camera's dark level (a noise model does not separate the
+    offset from the read noise). Any such value only shifts the code range of the linear
+    reconstruction, which adds it back."""
+    return float(np.percentile(planes, 0.1))
 
 
 def _learned_sim_optics(

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from fluorofpga.microscope.signal import NoiseModel, SignalSpec, SignalTables
+from fluorofpga.microscope.sim_linear import LinearSimCodes
 
 from .accelerator import Accelerator, BoardNotFound
 from .restore import FrameRestorer
 from .simrestore import SimRestorer
+from .wienerrestore import WienerSimRestorer
 
 MANIFEST = "manifest.json"
 FORMAT = "fluorofpga-bundle"
@@ -56,9 +58,32 @@ class Bundle:
         return str(self.manifest["name"])
 
     @property
+    def is_wiener(self) -> bool:
+        """A classical Wiener-SIM bundle (signal ``linear-sim``: demodulation + filter)."""
+        return self.manifest["signal"].get("kind") == "linear-sim"
+
+    @property
     def signal(self) -> SignalSpec:
         """The signal representation the network works in (manifest ``signal``)."""
+        if self.is_wiener:
+            raise BundleError(f"bundle {self.name} is a Wiener-SIM bundle: its codes are "
+                              "linear (Bundle.linear_codes), not a GAT signal")
         return SignalSpec.from_dict(self.manifest["signal"])
+
+    @property
+    def linear_codes(self) -> LinearSimCodes:
+        """The integer representation of a Wiener-SIM bundle."""
+        return LinearSimCodes.from_dict(self.manifest["signal"])
+
+    @property
+    def in_bits(self) -> int:
+        """Bits of the accelerator's input codes."""
+        return int(self.manifest["input"].get("bits", 8))
+
+    @property
+    def out_bits(self) -> int:
+        """Bits of the accelerator's output codes."""
+        return int(self.manifest["output"].get("bits", 8))
 
     @property
     def task(self) -> str:
@@ -112,9 +137,7 @@ class Bundle:
             from .emulate import EmulatedAccelerator, load_hw_graph
 
             graph = load_hw_graph(self.file("hw_layers"))
-            acc = EmulatedAccelerator(
-                graph, self.signal.in_bits, self.signal.out_bits, self.tile_shape
-            )
+            acc = EmulatedAccelerator(graph, self.in_bits, self.out_bits, self.tile_shape)
             if graph.tile_shape != self.tile_shape:
                 raise BundleError(
                     f"{self.path}: hardware graph tile {graph.tile_shape} != manifest "
@@ -163,8 +186,24 @@ class Bundle:
         if self.task != "sim":
             raise BundleError(f"bundle {self.name} is a {self.task} bundle, not a SIM "
                               "reconstructor (its manifest task is not 'sim')")
+        if self.is_wiener:
+            raise BundleError(f"bundle {self.name} is a Wiener-SIM bundle: it needs the "
+                              "pattern parameters (Bundle.wiener_restorer)")
         return SimRestorer(accelerator, self.tables(noise, adc_max), self.halo, self.frames,
                            self.upscale, calibration, dtype)
+
+
+    def wiener_restorer(self, accelerator: Accelerator, zero_adu: float,
+                        step: float | None = None, adc_max: int = 65535
+                        ) -> WienerSimRestorer:
+        """``restorer(raw (9, Y, X) group, params) -> (2Y, 2X)`` ADU above ``zero_adu``
+        for a Wiener-SIM bundle (:class:`~fluorofpga.host.wienerrestore.WienerSimRestorer`).
+        """
+        if not self.is_wiener:
+            raise BundleError(f"bundle {self.name} is not a Wiener-SIM bundle")
+        design = {**self.manifest["reconstruction"], "bundle": self.name}
+        return WienerSimRestorer(accelerator, self.linear_codes, design, self.halo,
+                                 zero_adu, step, adc_max)
 
 
 def default_bundle_path() -> Path:
@@ -226,7 +265,8 @@ def _check_bundle_file(bundle: Path, key: str, rel: Any, sha256: Any) -> None:
                           f"{_RECREATE}")  # fmt: skip
 
 
-def _check_task(mpath: Path, manifest: dict[str, Any], signal: SignalSpec) -> None:
+def _check_task(mpath: Path, manifest: dict[str, Any], signal: SignalSpec | LinearSimCodes
+                ) -> None:
     """The manifest's task agrees with its input frames, upscaling and signal kind."""
     task = manifest.get("task", "denoise")
     if task not in TASKS:
@@ -241,6 +281,14 @@ def _check_task(mpath: Path, manifest: dict[str, Any], signal: SignalSpec) -> No
         raise BundleError(f"{mpath}: a denoise bundle takes 1 frame at upscale 1 in the "
                           f"gat-residual signal; got {frames} frames, upscale {upscale}, "
                           f"{signal.kind}")
+    if isinstance(signal, LinearSimCodes):
+        rec = manifest.get("reconstruction")
+        if (task != "sim" or upscale != 2 or not isinstance(rec, dict)
+                or not isinstance(rec.get("angles"), list) or frames != 3 * len(rec["angles"])):
+            raise BundleError(f"{mpath}: a Wiener-SIM bundle (linear-sim signal) is a SIM "
+                              "task of 3 frames per angle to a 2x grid, with its design "
+                              "pattern under 'reconstruction'")
+        return
     if task == "sim" and (not isinstance(frames, int) or frames < 1 or upscale != 2
                           or signal.kind != "gat-direct"):
         raise BundleError(f"{mpath}: a SIM bundle takes raw frames (>= 1) to a 2x grid in "
@@ -283,8 +331,11 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         if key not in manifest:
             raise BundleError(f"{mpath}: manifest lacks {key!r}")
     try:
-        signal = SignalSpec.from_dict(manifest["signal"])
-    except (TypeError, ValueError) as e:
+        sig = manifest["signal"]
+        signal: SignalSpec | LinearSimCodes = (
+            LinearSimCodes.from_dict(sig) if isinstance(sig, dict)
+            and sig.get("kind") == "linear-sim" else SignalSpec.from_dict(sig))
+    except (TypeError, ValueError, KeyError) as e:
         raise BundleError(f"{mpath}: bad signal representation: {e}") from None
     _check_task(mpath, manifest, signal)
     files, digests = manifest["files"], manifest.get("sha256") or {}

@@ -1,0 +1,154 @@
+"""Classical Wiener SIM through the accelerator: the host's half of a Wiener-SIM bundle.
+
+A Wiener-SIM bundle (``task: "sim"``, signal ``linear-sim``, see
+:mod:`fluorofpga.microscope.sim_linear`) holds the shift-invariant filter of the
+generalised Wiener reconstruction, compiled for one design pattern (optics, pattern
+frequencies, Wiener ``w``). Per group of 9 raw frames (3 angles × 3 phases, angle-major):
+
+1. each raw frame: the per-pixel part of the calibration (hot pixels, offset and gain
+   maps), then linear input codes ``(ADU − zero)/step + in_zero`` (8 bits; the step is
+   chosen on the first group so its 99.99th percentile has 10 % headroom, then kept);
+2. the demodulation (:func:`~fluorofpga.microscope.sim_linear.demodulate_int`, the
+   reference of the ``sim_demod`` RTL kernel) with registers from the *measured*
+   parameters: phases, modulation and exact frequencies enter here, at run time;
+3. the accelerator (the filter), tile by tile with halo;
+4. output codes back to ADU above zero, rearranged onto the 2× grid.
+
+Parameters must stay within :data:`~fluorofpga.microscope.sim_linear.DESIGN_TOLERANCE`
+of the design frequencies (else :class:`~fluorofpga.microscope.SimParametersMismatch`
+naming the rebuild command). Nothing clips silently: saturated input pixels are passed
+through on their 2×2 block (``saturated``), input codes at the top (``above_range``),
+demodulated channels that saturated (``channel_saturated``) and output codes at their
+limits (``residual_at_limit``) are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fluorofpga.microscope.sim import AngleParameters, depth_to_space
+from fluorofpga.microscope.sim_linear import (
+    DESIGN_TOLERANCE,
+    DemodRegisters,
+    LinearSimCodes,
+    demodulate_int,
+)
+from fluorofpga.microscope.sim_params import SimParametersMismatch
+
+from .accelerator import Accelerator
+from .tiling import process_tiled
+
+__all__ = ["WienerSimRestorer", "check_design", "check_optics"]
+
+
+_REBUILD = ("build a bundle for this pattern: `fluorofpga sim-bundle --params P.json` "
+            "with the parameters saved by `fluorofpga sim --save-params P.json`")
+
+
+def check_optics(design: dict[str, Any], optics: dict[str, float]) -> None:
+    """Raise ``SimParametersMismatch`` unless ``optics`` (NA, wavelength and pixel size in
+    nm) are those the bundle's filter was compiled for (0.1 %)."""
+    name = design.get("bundle", "this Wiener bundle")
+    for key in ("na", "wavelength_nm", "pixel_size_nm"):
+        want, got = float(design[key]), optics.get(key)
+        if got is not None and abs(float(got) - want) > 1e-3 * want:
+            raise SimParametersMismatch(
+                f"{name} was compiled for {key} = {want:g}, the data has {float(got):g}; "
+                + _REBUILD)
+
+
+def check_design(params: Sequence[AngleParameters], design: dict[str, Any]) -> None:
+    """Raise ``SimParametersMismatch`` unless ``params`` fit the pattern the bundle's
+    filter was compiled for (frequencies within ``DESIGN_TOLERANCE``)."""
+    name = design.get("bundle", "this Wiener bundle")
+    rebuild = _REBUILD
+    angles = design["angles"]
+    if len(params) != len(angles):
+        raise SimParametersMismatch(f"{name} was compiled for {len(angles)} angles, the "
+                                    f"parameters have {len(params)}; " + rebuild)
+    for a, (p, d) in enumerate(zip(params, angles, strict=True)):
+        k = np.hypot(d["kx"], d["ky"])
+        off = float(np.hypot(p.kx - d["kx"], p.ky - d["ky"]) / k)
+        if off > DESIGN_TOLERANCE:
+            raise SimParametersMismatch(
+                f"angle {a}: the measured pattern frequency ({p.kx:.5f}, {p.ky:.5f}) "
+                f"cycles/pixel is {100 * off:.2f} % away from the one {name} was compiled "
+                f"for ({d['kx']:.5f}, {d['ky']:.5f}; tolerance "
+                f"{100 * DESIGN_TOLERANCE:.1f} %); " + rebuild)
+
+
+class WienerSimRestorer:
+    """``restorer(group, params) -> (2Y, 2X)`` float64 ADU above the zero level.
+
+    Args:
+        accelerator: the bundle's filter (9 channels in, 4 sub-pixels out).
+        codes: the bundle's integer representation.
+        design: the manifest's ``reconstruction`` entry (design pattern and optics).
+        halo: tile overlap (the filter's radius).
+        zero_adu: the camera's zero level (offset) of the (uniform) frames.
+        step: input step in ADU per code; ``None``: chosen on the first group.
+        adc_max: ADC saturation value.
+
+    Attributes:
+        counts: ``pixels``, ``saturated``, ``above_range``, ``channel_saturated``,
+            ``residual_at_limit``, accumulated over all groups.
+    """
+
+    def __init__(self, accelerator: Accelerator, codes: LinearSimCodes,
+                 design: dict[str, Any], halo: int, zero_adu: float,
+                 step: float | None = None, adc_max: int = 65535) -> None:
+        n = 3 * len(design["angles"])
+        if accelerator.in_channels != n or accelerator.out_channels != 4:
+            raise ValueError(f"accelerator takes {accelerator.in_channels} and returns "
+                             f"{accelerator.out_channels} values per pixel; a Wiener SIM "
+                             f"bundle needs {n} in and 4 out")
+        self.accelerator = accelerator
+        self.codes = codes
+        self.design = design
+        self.halo = int(halo)
+        self.zero_adu = float(zero_adu)
+        self.step = None if step is None else float(step)
+        self.adc_max = int(adc_max)
+        self.frames = n
+        self.counts = {"pixels": 0, "saturated": 0, "above_range": 0,
+                       "channel_saturated": 0, "residual_at_limit": 0}
+
+    def encode(self, group: np.ndarray) -> np.ndarray:
+        """Linear input codes of a raw ``(9, Y, X)`` group (the step fixed on first use)."""
+        group = np.asarray(group)
+        if group.dtype.kind != "u" or group.ndim != 3 or group.shape[0] != self.frames:
+            raise ValueError(f"expected {self.frames} raw frames as an unsigned-integer "
+                             f"(P, Y, X) array (raw ADU), got {group.dtype} with shape "
+                             f"{group.shape}")
+        above = group.astype(np.float64) - self.zero_adu
+        if self.step is None:
+            self.step = self.codes.step_for(above)
+        return self.codes.encode(above, self.step)
+
+    def _run_tile(self, tile: np.ndarray) -> np.ndarray:
+        out = self.accelerator.run(np.ascontiguousarray(np.moveaxis(tile, 0, -1)))
+        return np.moveaxis(out, -1, 0)
+
+    def __call__(self, group: np.ndarray, params: Sequence[AngleParameters]) -> np.ndarray:
+        """Reconstruct one raw group with the (measured) parameters ``params``."""
+        check_design(params, self.design)
+        q = self.encode(group)
+        regs = DemodRegisters.from_parameters(params, self.codes)
+        channels, saturated = demodulate_int(q, regs)
+        o = process_tiled(channels, self._run_tile, self.accelerator.tile_shape, self.halo)
+        image = depth_to_space(self.codes.decode(o, float(self.step)))
+        group = np.asarray(group)
+        sat = (group >= self.adc_max).any(axis=0)
+        if sat.any():  # the saturated value (above zero), passed through on its 2x2 block
+            image[np.kron(sat, np.ones((2, 2))).astype(bool)] = self.adc_max - self.zero_adu
+        c = self.counts
+        c["pixels"] += int(o.size)
+        c["saturated"] += 4 * int(np.count_nonzero(sat))
+        c["above_range"] += int(np.count_nonzero((q == self.codes.code_max).any(axis=0)
+                                                 & ~sat))
+        c["channel_saturated"] += saturated
+        c["residual_at_limit"] += int(np.count_nonzero((o == 0) | (o == self.codes.code_max)))
+        return image

@@ -1,0 +1,205 @@
+"""Classical Wiener SIM in hardware: building its bundle and feeding it data.
+
+``fluorofpga sim-bundle --params P.json --out DIR`` turns the parameters of an
+instrument's pattern (saved by ``fluorofpga sim --save-params``) into a bundle: the
+real-space Wiener filter of :mod:`fluorofpga.microscope.sim_linear` is designed for that
+pattern and optics, quantized into a one-layer Brevitas network
+(:mod:`fluorofpga.quantize.wiener`), exported to QONNX, compiled by FINN like every other
+bundle and checked bit-exact along the chain. The demodulation (the position-dependent
+half) is our own RTL kernel, ``hw/rtl/sim_demod.sv``, whose registers the host sets from
+the measured parameters at run time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fluorofpga import __version__
+from fluorofpga.host import Bundle, load_bundle
+from fluorofpga.host.bundle import FORMAT, MANIFEST_VERSION
+
+__all__ = ["WIENER_ORDER", "make_wiener_bundle", "wiener_camera_tiles"]
+
+#: the raw frames of a 9-frame Wiener-SIM bundle, in input order
+WIENER_ORDER = "3 angles x 3 phases, angle-major: frame 3a + j = phase j of angle a"
+
+
+def _progress_noop(stage: str, done: int, total: int, message: str = "") -> None:
+    return None
+
+
+def _design(params: Any, wiener_w: float, kernel: int, codes: Any) -> dict[str, Any]:
+    """The manifest's ``reconstruction`` entry."""
+    from fluorofpga.microscope.sim_linear import DESIGN_TOLERANCE
+
+    return {
+        "kind": "wiener", "apodization": "otf", "wiener_w": float(wiener_w),
+        "kernel": int(kernel), "na": params.na, "wavelength_nm": params.wavelength_nm,
+        "pixel_size_nm": params.pixel_size_nm, "n_phases": params.n_phases,
+        "frame_shape": list(params.frame_shape),
+        "angles": [{"kx": p.kx, "ky": p.ky, "phase_rad": p.phase_rad,
+                    "modulation": p.modulation} for p in params],
+        "tolerance": DESIGN_TOLERANCE,
+        "demodulation": {"kernel": "hw/rtl/sim_demod.sv",
+                         "reference": "fluorofpga.microscope.sim_linear.demodulate_int",
+                         "registers": "set at run time from the measured parameters"},
+    }
+
+
+def make_wiener_bundle(
+    out_dir: str | Path,
+    params: Any,
+    *,
+    wiener_w: float = 0.05,
+    kernel: int = 11,
+    board: str = "kv260",
+    tile: int = 128,
+    target_mpix_per_s: float = 32.0,
+    name: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Any = _progress_noop,
+) -> Bundle:
+    """Design, quantize, compile and verify a Wiener-SIM bundle for one pattern.
+
+    Args:
+        out_dir: the bundle folder (must not exist or be empty, unless ``overwrite``
+            and it holds a bundle).
+        params: ``SimParameters`` of the instrument (optics, 3 angles × 3 phases).
+        wiener_w: Wiener parameter ``w`` (as ``fluorofpga sim --wiener``).
+        kernel: filter side in camera pixels (odd; 11: within 0.0–1.8 dB of the FFT
+            Wiener on held-out data, ``benchmarks/sim.py``).
+        board, tile, target_mpix_per_s: FINN build (camera pixels per second: 30
+            reconstructions/s of a 1024² camera are 31.5 Mpixel/s).
+        name: bundle name (default ``wiener9-k<K>``).
+        seed: seed of the verification tiles.
+        overwrite: replace an earlier bundle in ``out_dir``.
+        progress: ``progress(stage, done, total, message)``.
+    """
+    from fluorofpga.app import (
+        _check_bundle_output,
+        _compile_hw,
+        _seal_and_verify,
+        bundle_build_config,
+    )
+    from fluorofpga.boards import load_board
+    from fluorofpga.microscope import SimParameters
+    from fluorofpga.microscope.sim_linear import (
+        LinearSimCodes,
+        design_wiener_filters,
+        fit_output_gain,
+        integer_weights,
+    )
+    from fluorofpga.quantize import export_to_qonnx
+    from fluorofpga.quantize.wiener import save_wiener_filter, wiener_filter_model
+
+    if not isinstance(params, SimParameters):
+        raise TypeError("params must be SimParameters (fluorofpga sim --save-params)")
+    if len(params) != 3 or params.n_phases != 3:
+        raise ValueError(f"a Wiener-SIM bundle reconstructs 3 angles × 3 phases; these "
+                         f"parameters have {len(params)} × {params.n_phases}")
+    load_board(board)
+    out = Path(out_dir)
+    _check_bundle_output(out, overwrite)
+    t0 = time.perf_counter()
+    optics = {"na": params.na, "wavelength_nm": params.wavelength_nm,
+              "pixel_size_nm": params.pixel_size_nm}
+    progress("design", 0, 1, "Wiener filter")
+    weights = design_wiener_filters(list(params), wiener_w=wiener_w, kernel=kernel, **optics)
+    codes = fit_output_gain(weights, LinearSimCodes())
+    w_int, bias = integer_weights(weights, codes)
+    model = wiener_filter_model(w_int, bias)
+    progress("design", 1, 1, f"{kernel}x{kernel}, output gain {codes.out_gain:.3f}")
+    work = out.absolute().with_name(f".{out.absolute().name}.partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    design = _design(params, wiener_w, kernel, codes)
+    save_wiener_filter(work / "quant.pt", model, design=design)
+    qonnx_path = export_to_qonnx(model, work / "model.qonnx.onnx", (tile, tile))
+    hw_cfg = bundle_build_config(board, tile, model.config.halo, target_mpix_per_s)
+    result = _compile_hw(qonnx_path, work, hw_cfg, progress)
+    cfg = model.config
+    manifest = {
+        "format": FORMAT, "version": MANIFEST_VERSION,
+        "name": name or f"wiener9-k{kernel}", "task": "sim",
+        "created_by": f"fluorofpga {__version__}",
+        "network": {"arch": "WienerFilter", "kernel": kernel, "depth": 1,
+                    "receptive_field": cfg.receptive_field, "params": cfg.params,
+                    "macs_per_pixel": cfg.macs_per_pixel,
+                    "weights": "designed (generalised Wiener, real space), not trained"},
+        "recipe": {"name": "w8a8", "weight_bits": 8, "io_bits": 8, "per_channel": True},
+        "signal": codes.to_dict(),
+        "input": {"bits": 8, "signed": False, "frames": 9, "order": WIENER_ORDER,
+                  "axes": "PYX", "layout": "channels-last tiles",
+                  "meaning": "demodulated channels c0, Re z, Im z per angle (sim_demod "
+                             "output; the host or the kernel computes them from linear "
+                             "raw-frame codes)"},
+        "output": {"bits": 8, "signed": False, "upscale": 2, "axes": "YX",
+                   "meaning": "linear code of each sub-pixel (out_gain per input code, "
+                              "out_zero at zero signal)",
+                   "subpixels": "channel 2*dy+dx is fine pixel (2y+dy, 2x+dx)",
+                   "units": "ADU of the raw frames (a uniform region: the widefield value)"},
+        "reconstruction": design,
+        "tile": {"height": tile, "width": tile, "halo": cfg.halo},
+        "board": board, "build": hw_cfg.to_dict(), "estimates": result.estimates,
+        "files": {"quant_checkpoint": "quant.pt", "qonnx": "model.qonnx.onnx",
+                  "hw_layers": "hw/hw_layers.json", "finn_build": "finn"},
+        "training": {"steps": 0, "data": "none: the weights are the designed Wiener filter"},
+    }
+    _seal_and_verify(work, manifest, seed, t0, progress)
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    return load_bundle(out)
+
+
+def design_parameters(bundle: Bundle) -> Any:
+    """The design pattern of a Wiener-SIM bundle as ``SimParameters``."""
+    from fluorofpga.microscope import AngleParameters, SimParameters
+
+    d = bundle.manifest["reconstruction"]
+    angles = [AngleParameters(a["kx"], a["ky"], a["phase_rad"], a["modulation"])
+              for a in d["angles"]]
+    return SimParameters(angles, na=d["na"], wavelength_nm=d["wavelength_nm"],
+                         pixel_size_nm=d["pixel_size_nm"], n_phases=d["n_phases"],
+                         frame_shape=tuple(d["frame_shape"]))
+
+
+def wiener_camera_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
+    """``n`` accelerator input tiles (demodulated channels, ``(9, th, tw)`` uint8) of
+    simulated 9-frame SIM groups with the bundle's design pattern, 20 to 2000 photons,
+    encoded and demodulated as the host does."""
+    from fluorofpga.microscope import SCMOSCamera, SimPattern, render_specimen, simulate_sim
+    from fluorofpga.microscope.sim_linear import DemodRegisters, demodulate_int
+
+    params = design_parameters(bundle)
+    codes = bundle.linear_codes
+    th, tw = bundle.tile_shape
+    cutoff = 2 * params.na / params.wavelength_nm * params.pixel_size_nm
+    pattern = SimPattern(
+        angles_rad=tuple(p.angle_rad for p in params),
+        phases_rad=tuple(tuple(p.phase_rad + 2 * np.pi * j / 3 for j in range(3))
+                         for p in params),
+        k_fraction=float(np.mean([p.k_cycles_per_px for p in params]) / cutoff),
+        modulation=float(np.mean([p.modulation for p in params])))
+    regs = DemodRegisters.from_parameters(list(params), codes)
+    rng = np.random.default_rng(seed)
+    camera = SCMOSCamera()
+    tiles = []
+    for i in range(n):
+        specimen = render_specimen((2 * th, 2 * tw), rng, filaments=th // 6, puncta=th,
+                                   nuclei=1)
+        peak = float(20.0 * 100.0 ** (i / max(n - 1, 1)))
+        raw = simulate_sim(specimen, pattern, peak_photons=peak, camera=camera, rng=rng,
+                           na=params.na, wavelength_nm=params.wavelength_nm,
+                           pixel_size_nm=params.pixel_size_nm).raw
+        above = raw.astype(np.float64) - camera.offset_adu
+        q = codes.encode(above, codes.step_for(above))
+        tiles.append(demodulate_int(q, regs)[0])
+    return tiles
