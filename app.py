@@ -1020,12 +1020,20 @@ def compile_bundle(
     work = out.absolute().with_name(f".{out.absolute().name}.partial")
     if work.exists():
         shutil.rmtree(work)
+    extra, signal = None, None
+    if bundle.is_wiener:  # linear codes in and out, and the demodulation kernel
+        from types import SimpleNamespace
+
+        from fluorofpga.hw.compile import demod_resources
+
+        signal = SimpleNamespace(in_bits=bundle.in_bits, out_bits=bundle.out_bits)
+        extra = demod_resources(bundle.frames // 3)
     result = compile_for_camera(
         bundle.file("qonnx"), work, board=board, fps=fps, frame=frame,
-        tile=bundle.tile_shape[0], halo=bundle.halo, signal=bundle.signal,
+        tile=bundle.tile_shape[0], halo=bundle.halo, signal=signal or bundle.signal,
         max_utilisation=max_utilisation, bitfile=bitfile,
         progress=lambda msg: progress("compile", 0, 0, msg),
-        frames=bundle.frames, upscale=bundle.upscale)
+        frames=bundle.frames, upscale=bundle.upscale, extra_kernels=extra)
     if out.exists():
         shutil.rmtree(out)
     work.rename(out)

@@ -382,7 +382,7 @@ def sim_bundle(
                                 "(`fluorofpga sim RAW.tif OUT.tif --save-params P.json`)"),
     out: Path = typer.Option(..., "--out", help="bundle directory to create"),
     wiener: float = typer.Option(0.05, "--wiener", help="Wiener parameter w"),
-    kernel: int = typer.Option(11, min=3, help="filter side, camera pixels (odd)"),
+    kernel: int = typer.Option(9, min=3, help="filter side, camera pixels (odd)"),
     board: str = typer.Option("kv260", help="target board (see `fluorofpga boards`)"),
     tile: int = typer.Option(128, min=16, help="compiled tile side, pixels"),
     target_mpix: float = typer.Option(32.0, help="throughput target for folding, camera "

@@ -56,7 +56,7 @@ def make_wiener_bundle(
     params: Any,
     *,
     wiener_w: float = 0.05,
-    kernel: int = 11,
+    kernel: int = 9,
     board: str = "kv260",
     tile: int = 128,
     target_mpix_per_s: float = 32.0,
@@ -72,7 +72,7 @@ def make_wiener_bundle(
             and it holds a bundle).
         params: ``SimParameters`` of the instrument (optics, 3 angles × 3 phases).
         wiener_w: Wiener parameter ``w`` (as ``fluorofpga sim --wiener``).
-        kernel: filter side in camera pixels (odd; 11: within 0.0–1.8 dB of the FFT
+        kernel: filter side in camera pixels (odd; 9: within ~1 dB of the FFT
             Wiener on held-out data, ``benchmarks/sim.py``).
         board, tile, target_mpix_per_s: FINN build (camera pixels per second: 30
             reconstructions/s of a 1024² camera are 31.5 Mpixel/s).

@@ -11,7 +11,9 @@ frequencies, Wiener ``w``). Per group of 9 raw frames (3 angles × 3 phases, ang
 2. the demodulation (:func:`~fluorofpga.microscope.sim_linear.demodulate_int`, the
    reference of the ``sim_demod`` RTL kernel) with registers from the *measured*
    parameters: phases, modulation and exact frequencies enter here, at run time;
-3. the accelerator (the filter), tile by tile with halo;
+3. the accelerator (the filter), tile by tile with halo, on the frame surrounded by
+   ``halo`` pixels of zero-signal codes (the hardware's own zero padding would read as a
+   strong negative signal in the offset channels);
 4. output codes back to ADU above zero, rearranged onto the 2× grid.
 
 Parameters must stay within :data:`~fluorofpga.microscope.sim_linear.DESIGN_TOLERANCE`
@@ -128,6 +130,24 @@ class WienerSimRestorer:
             self.step = self.codes.step_for(above)
         return self.codes.encode(above, self.step)
 
+    def _padded(self, channels: np.ndarray) -> np.ndarray:
+        """The channels with ``halo`` pixels of *zero signal* around the frame.
+
+        The accelerator pads frame borders with code 0, which for the demodulated
+        channels (zero points ``wide_zero`` and 128) would be a strong negative signal;
+        padding with each channel's zero code makes the borders those of a zero-padded
+        convolution (as :func:`~fluorofpga.microscope.sim_linear.wiener_realspace`).
+        """
+        h = self.halo
+        if not h:
+            return channels
+        c, y, x = channels.shape
+        zeros = np.tile([self.codes.wide_zero, 128, 128], c // 3).astype(np.uint8)
+        out = np.empty((c, y + 2 * h, x + 2 * h), np.uint8)
+        out[:] = zeros[:, None, None]
+        out[:, h:-h, h:-h] = channels
+        return out
+
     def _run_tile(self, tile: np.ndarray) -> np.ndarray:
         out = self.accelerator.run(np.ascontiguousarray(np.moveaxis(tile, 0, -1)))
         return np.moveaxis(out, -1, 0)
@@ -138,7 +158,10 @@ class WienerSimRestorer:
         q = self.encode(group)
         regs = DemodRegisters.from_parameters(params, self.codes)
         channels, saturated = demodulate_int(q, regs)
-        o = process_tiled(channels, self._run_tile, self.accelerator.tile_shape, self.halo)
+        o = process_tiled(self._padded(channels), self._run_tile,
+                          self.accelerator.tile_shape, self.halo)
+        if self.halo:
+            o = o[:, self.halo:-self.halo, self.halo:-self.halo]
         image = depth_to_space(self.codes.decode(o, float(self.step)))
         group = np.asarray(group)
         sat = (group >= self.adc_max).any(axis=0)

@@ -70,7 +70,7 @@ def acquisition() -> dict:
 
 
 def test_real_space_wiener_is_the_fft_wiener(acquisition: dict) -> None:
-    """The streaming decomposition (demodulation + 11x11 filter) reproduces the FFT
+    """The streaming decomposition (demodulation + 9x9 filter) reproduces the FFT
     Wiener away from the borders, and both beat widefield against the truth."""
     cam = acquisition["camera"]
     photons = (acquisition["raw"].astype(float) - cam.offset_adu) * cam.gain_e_per_adu / cam.qe
@@ -151,7 +151,7 @@ def test_bundle_is_bit_exact_along_the_chain_with_full_range_tiles(built: dict) 
     assert v["output_range"] == [0, 255]  # full-range tiles reach both ends
     assert all(f == 1.0 for f in v["thresholds_exercised"].values())
     assert bundle.is_wiener and bundle.frames == 9 and bundle.upscale == 2
-    assert bundle.manifest["network"]["macs_per_pixel"] == 9 * 4 * 11 * 11
+    assert bundle.manifest["network"]["macs_per_pixel"] == 9 * 4 * 9 * 9
     with pytest.raises(BundleError, match="linear"):
         _ = bundle.signal
 
@@ -172,7 +172,7 @@ def test_sim_model_reconstructs_like_the_classical_wiener(built: dict,
     wide = interior(widefield_from_raw(acquisition["raw"], acquisition["camera"]), b)
     got, ref = fitted_psnr(truth, interior(hw, b)), fitted_psnr(truth, interior(classical, b))
     assert got > fitted_psnr(truth, wide) + 2  # super-resolution, not widefield
-    # the 11x11 truncation, 8-bit codes and 8-bit weights cost 2.5 dB here (README)
+    # the 9x9 truncation, 8-bit codes and 8-bit weights cost 2.5 dB here (README)
     assert got > ref - 3.0
     # input units: a uniform region has the widefield value (offset included)
     assert abs(np.median(hw) / np.median(classical) - 1) < 0.05
