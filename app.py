@@ -1359,7 +1359,7 @@ def sim(
         if cal is not None:  # photons, as the classical reconstruction gives
             zero, scale, add = camera.offset_adu, cal.gain_e_per_adu / (cal.qe or 1.0), 0.0
         else:  # input units: a zero level subtracted (code range) and added back
-            zero = _zero_level(stacks)
+            zero = float(np.percentile(stacks, 0.1))
             scale, add = 1.0, zero
         acc = resources.enter_context(open_accelerator(hw_bundle, backend, progress))
         restorer = hw_bundle.wiener_restorer(acc, zero)
@@ -1439,14 +1439,6 @@ def sim(
         "saved_params": str(save_params) if save_params is not None else None,
         "wiener_w": float(wiener_w), **hw_info,
     }
-
-
-def _zero_level(planes: np.ndarray) -> float:
-    """A zero level for linear codes without a calibration: the 0.1th percentile of the
-    frames, at or below the camera's dark level (a noise model does not separate the
-    offset from the read noise). Any such value only shifts the code range of the linear
-    reconstruction, which adds it back."""
-    return float(np.percentile(planes, 0.1))
 
 
 def _learned_sim_optics(
@@ -1722,19 +1714,27 @@ def _stream_sim(
     )
     from fluorofpga.microscope.signal import PixelMaps
 
-    bundle = None
-    if bundle_path is not None:  # a learned SIM bundle on the accelerator
+    bundle, hw_bundle = None, None
+    if bundle_path is not None:  # a SIM bundle on the accelerator
         bundle = load_bundle(bundle_path)
         if bundle.task != "sim":
             raise ValueError(f"--model {bundle_path}: bundle {bundle.name} is a {bundle.task} "
                              "bundle; --sim needs a SIM bundle (`fluorofpga train --task "
                              "sim`) or none (classical Wiener on the CPU)")
-        if params is not None:
+        if bundle.is_wiener:  # the classical reconstruction, its filter on the accelerator
+            hw_bundle, bundle = bundle, None
+            if wiener_w != SIM_WIENER_W:
+                raise ValueError(f"--wiener: bundle {hw_bundle.name} was compiled with w = "
+                                 f"{hw_bundle.manifest['reconstruction']['wiener_w']:g}")
+            wiener_w = float(hw_bundle.manifest["reconstruction"]["wiener_w"])
+        elif params is not None:
             raise ValueError("--params: parameters of the classical reconstruction; a learned "
                              "SIM bundle (--model) estimates none")
-    elif backend != "emulate":
+    if bundle_path is None and backend != "emulate":
         raise SimUnavailable(f"--backend {backend} with --sim: {SIM_NEEDS_MODEL}")
     phases = SIM_PHASES if bundle is None else bundle.frames // SIM_ANGLES
+    design = None if hw_bundle is None else {**hw_bundle.manifest["reconstruction"],
+                                             "bundle": hw_bundle.name}
     per = SIM_ANGLES * phases
     if not (np.isfinite(wiener_w) and wiener_w > 0):
         raise ValueError(f"--wiener {wiener_w!r}: the Wiener parameter must be > 0")
@@ -1750,12 +1750,12 @@ def _stream_sim(
         given = (("--na NA", na), ("--wavelength NM", wavelength_nm),
                  ("--pixel-size UM", pixel_size_um))
         missing = [flag for flag, value in given if value is None]
-        if missing:
+        if missing and design is None:
             raise ValueError(f"--sim needs the optics of the {source} camera: give "
                              f"{', '.join(missing)} (objective NA, emission wavelength in nm, "
                              "camera pixel in the sample plane in µm)")
         optics, optics_source = _sim_optics(Path(source), ImageMeta("TYX"), na, wavelength_nm,
-                                            pixel_size_um)
+                                            pixel_size_um, design)
     sink_kind = _check_sink(sink, overwrite, [p for p in (path, calibration, params) if p])
     stored = SimParameters.load(params) if params is not None else None
     cal = load_calibration(calibration) if calibration is not None else None
@@ -1779,7 +1779,7 @@ def _stream_sim(
         frame_shape, meta_in = src.frame_shape, src.meta
         if not learned:
             optics, optics_source = _sim_optics(path, meta_in or ImageMeta("TYX"), na,
-                                                wavelength_nm, pixel_size_um)
+                                                wavelength_nm, pixel_size_um, design)
     notes: list[str] = []
     if learned:
         optics, notes = _learned_sim_optics(na, wavelength_nm, pixel_size_um, meta_in)
@@ -1814,9 +1814,22 @@ def _stream_sim(
     expected = None if n_raw is None else n_raw // per
     grouper = SimGrouper(src, max_frames=frames, phases=phases)
     if bundle is None:
+        hardware = None
+        if hw_bundle is not None:
+            from fluorofpga.host.wienerrestore import check_design, check_optics
+
+            check_optics(design, optics)
+            if stored is not None:
+                check_design(stored, design)
+            hardware = hw_bundle.wiener_restorer(
+                open_accelerator(hw_bundle, backend),
+                None if camera is None else camera.offset_adu)
         recon: Any = SimReconstructor(**optics, params=stored, camera=camera, pixel_maps=maps,
-                                      wiener_w=wiener_w, check_every=check_every)
-        computed_on = SIM_STREAM_ON
+                                      wiener_w=wiener_w, check_every=check_every,
+                                      hardware=hardware)
+        computed_on = SIM_STREAM_ON if hw_bundle is None else (
+            f"the {backend} accelerator: classical Wiener bundle {hw_bundle.name} "
+            "(parameter estimation on the CPU)")
     else:
         recon = _LearnedSimStream(bundle, open_accelerator(bundle, backend), cal,
                                   camera if source == "sim" else None)
@@ -1829,7 +1842,7 @@ def _stream_sim(
                                             queue_size=queue_size, drop_policy=drop,
                                             progress=progress), out, on_start)
     finally:
-        if bundle is not None:
+        if bundle is not None or hw_bundle is not None:
             recon.close()
     first = grouper.first_indices
     units = ("ADU of the raw frames (learned reconstruction: a uniform region has the "

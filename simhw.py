@@ -203,3 +203,53 @@ def wiener_camera_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
         q = codes.encode(above, codes.step_for(above))
         tiles.append(demodulate_int(q, regs)[0])
     return tiles
+
+
+def emulate_wiener(raw: np.ndarray, params: Any, zero_adu: float, *, wiener_w: float = 0.05,
+                   kernel: int = 9) -> tuple[np.ndarray, dict[str, int]]:
+    """What a Wiener-SIM bundle designed for ``params`` returns for ``raw``, without a
+    FINN build: the same design, quantized layer and host code
+    (:class:`~fluorofpga.host.wienerrestore.WienerSimRestorer`), the filter run by the
+    Brevitas layer, which the chain of custody proves equal to the compiled hardware.
+
+    Args:
+        raw: ``(9, Y, X)`` unsigned raw frames, angle-major.
+        params: one ``AngleParameters`` per angle (with optics: ``SimParameters``).
+        zero_adu: the camera's zero level.
+        wiener_w, kernel: as :func:`make_wiener_bundle`.
+
+    Returns:
+        ``(2Y, 2X)`` ADU above ``zero_adu``, and the restorer's counts.
+    """
+    import torch
+
+    from fluorofpga.host import Accelerator
+    from fluorofpga.host.wienerrestore import WienerSimRestorer
+    from fluorofpga.microscope.sim_linear import (
+        LinearSimCodes,
+        design_wiener_filters,
+        fit_output_gain,
+        integer_weights,
+    )
+    from fluorofpga.quantize.wiener import wiener_filter_model
+
+    optics = {"na": params.na, "wavelength_nm": params.wavelength_nm,
+              "pixel_size_nm": params.pixel_size_nm}
+    weights = design_wiener_filters(list(params), wiener_w=wiener_w, kernel=kernel, **optics)
+    codes = fit_output_gain(weights, LinearSimCodes())
+    model = wiener_filter_model(*integer_weights(weights, codes))
+    halo = model.config.halo
+    tile = (raw.shape[1] + 2 * halo, raw.shape[2] + 2 * halo)
+
+    class _Layer(Accelerator):
+        name = "brevitas"
+
+        def _compute(self, x: np.ndarray) -> np.ndarray:
+            batch = torch.from_numpy(np.moveaxis(x, -1, 0)[None].astype(np.int64))
+            return np.moveaxis(model.forward_int(batch).numpy()[0], 0, -1).astype(np.uint8)
+
+    design = _design(params, wiener_w, kernel, codes)
+    with _Layer(tile, in_channels=3 * len(params), out_channels=4) as acc:
+        restore = WienerSimRestorer(acc, codes, design, halo, zero_adu)
+        image = restore(raw, list(params))
+    return image, restore.counts

@@ -193,7 +193,7 @@ class Bundle:
                            self.upscale, calibration, dtype)
 
 
-    def wiener_restorer(self, accelerator: Accelerator, zero_adu: float,
+    def wiener_restorer(self, accelerator: Accelerator, zero_adu: float | None,
                         step: float | None = None, adc_max: int = 65535
                         ) -> WienerSimRestorer:
         """``restorer(raw (9, Y, X) group, params) -> (2Y, 2X)`` ADU above ``zero_adu``

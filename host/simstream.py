@@ -329,6 +329,11 @@ class SimReconstructor:
         camera: ``SCMOSCamera`` converting ADU to photons (None: input units).
         pixel_maps: ``PixelMaps`` of a calibration, applied to every frame first.
         wiener_w: Wiener parameter (> 0).
+        hardware: a Wiener-SIM bundle's restorer
+            (:class:`~fluorofpga.host.wienerrestore.WienerSimRestorer`): the
+            reconstruction runs through its demodulation and accelerator instead of
+            ``wiener_sim`` (same units; parameters estimated and checked as above, and
+            checked against the bundle's design).
         check_every: check the parameters for drift every this many groups (group 0
             too when they were loaded); 0 never.
         follow_drift: replace drifted parameters by the re-estimated ones (else keep
@@ -349,6 +354,7 @@ class SimReconstructor:
         self, *, na: float, wavelength_nm: float, pixel_size_nm: float,
         params: Any = None, camera: Any = None, pixel_maps: Any = None,
         wiener_w: float = 0.05, check_every: int = 10, follow_drift: bool = True,
+        hardware: Any = None,
     ) -> None:
         if not (np.isfinite(wiener_w) and wiener_w > 0):
             raise ValueError(f"wiener_w must be > 0, got {wiener_w!r}")
@@ -368,6 +374,7 @@ class SimReconstructor:
         self.notes: Counter[str] = Counter()
         self.reconstructions = 0
         self.reconstruct_ms = 0.0
+        self.hardware = hardware
 
     def _prepare(self, stack: np.ndarray) -> np.ndarray:
         stack = np.asarray(stack)
@@ -440,8 +447,13 @@ class SimReconstructor:
                     group > 0 or self.loaded):
                 self._check(stack, group)
             t0 = time.perf_counter()
-            image = wiener_sim(stack, self.params, camera=self.camera, wiener_w=self.wiener_w,
-                               reorder=False, **self.optics)
+            if self.hardware is None:
+                image = wiener_sim(stack, self.params, camera=self.camera,
+                                   wiener_w=self.wiener_w, reorder=False, **self.optics)
+            else:  # ADU above the zero level -> the units wiener_sim gives
+                image = self.hardware(stack, self.params)
+                image = (image * (self.camera.gain_e_per_adu / self.camera.qe)
+                         if self.camera is not None else image + self.hardware.zero_adu)
             self.reconstruct_ms += (time.perf_counter() - t0) * 1e3
         self._note(caught)
         return image.astype(np.float32)
@@ -463,8 +475,17 @@ class SimReconstructor:
             "drift_events": [c.to_dict() for c in self.drift_events],
             "notes": dict(self.notes),
             "wiener_w": self.wiener_w,
-            "computed_on": "cpu",
+            "computed_on": "cpu" if self.hardware is None else "accelerator",
+            **({} if self.hardware is None else {
+                "counts": dict(self.hardware.counts),
+                "input_step_adu": self.hardware.step,
+                "zero_level_adu": self.hardware.zero_adu}),
         }
+
+    def close(self) -> None:
+        """Release the accelerator of a hardware reconstruction."""
+        if self.hardware is not None:
+            self.hardware.close()
 
 
 class SimulatedSimCameraSource:

@@ -90,7 +90,9 @@ class WienerSimRestorer:
         codes: the bundle's integer representation.
         design: the manifest's ``reconstruction`` entry (design pattern and optics).
         halo: tile overlap (the filter's radius).
-        zero_adu: the camera's zero level (offset) of the (uniform) frames.
+        zero_adu: the camera's zero level (offset) of the (uniform) frames; ``None``:
+            the 0.1th percentile of the first group (at or below the dark level; a
+            linear reconstruction only needs the codes to start below the signal), kept.
         step: input step in ADU per code; ``None``: chosen on the first group.
         adc_max: ADC saturation value.
 
@@ -100,7 +102,7 @@ class WienerSimRestorer:
     """
 
     def __init__(self, accelerator: Accelerator, codes: LinearSimCodes,
-                 design: dict[str, Any], halo: int, zero_adu: float,
+                 design: dict[str, Any], halo: int, zero_adu: float | None,
                  step: float | None = None, adc_max: int = 65535) -> None:
         n = 3 * len(design["angles"])
         if accelerator.in_channels != n or accelerator.out_channels != 4:
@@ -111,7 +113,7 @@ class WienerSimRestorer:
         self.codes = codes
         self.design = design
         self.halo = int(halo)
-        self.zero_adu = float(zero_adu)
+        self.zero_adu = None if zero_adu is None else float(zero_adu)
         self.step = None if step is None else float(step)
         self.adc_max = int(adc_max)
         self.frames = n
@@ -125,6 +127,8 @@ class WienerSimRestorer:
             raise ValueError(f"expected {self.frames} raw frames as an unsigned-integer "
                              f"(P, Y, X) array (raw ADU), got {group.dtype} with shape "
                              f"{group.shape}")
+        if self.zero_adu is None:
+            self.zero_adu = float(np.percentile(group, 0.1))
         above = group.astype(np.float64) - self.zero_adu
         if self.step is None:
             self.step = self.codes.step_for(above)
@@ -152,6 +156,10 @@ class WienerSimRestorer:
         out = self.accelerator.run(np.ascontiguousarray(np.moveaxis(tile, 0, -1)))
         return np.moveaxis(out, -1, 0)
 
+    def close(self) -> None:
+        """Release the accelerator."""
+        self.accelerator.close()
+
     def __call__(self, group: np.ndarray, params: Sequence[AngleParameters]) -> np.ndarray:
         """Reconstruct one raw group with the (measured) parameters ``params``."""
         check_design(params, self.design)
@@ -166,7 +174,8 @@ class WienerSimRestorer:
         group = np.asarray(group)
         sat = (group >= self.adc_max).any(axis=0)
         if sat.any():  # the saturated value (above zero), passed through on its 2x2 block
-            image[np.kron(sat, np.ones((2, 2))).astype(bool)] = self.adc_max - self.zero_adu
+            image[np.kron(sat, np.ones((2, 2))).astype(bool)] = (
+                self.adc_max - float(self.zero_adu or 0.0))
         c = self.counts
         c["pixels"] += int(o.size)
         c["saturated"] += 4 * int(np.count_nonzero(sat))
