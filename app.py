@@ -982,6 +982,22 @@ def parse_frame(frame: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def compile_inputs(bundle: Bundle) -> dict[str, Any]:
+    """What :func:`~fluorofpga.hw.compile.compile_for_camera` needs to know of a bundle
+    besides its QONNX: tile, halo, code widths, raw frames per input, upscaling and, for a
+    Wiener-SIM bundle, the resources of its demodulation and linear pixel-in kernels."""
+    from types import SimpleNamespace
+
+    from fluorofpga.hw.compile import demod_resources
+
+    wiener = bundle.is_wiener
+    signal = (SimpleNamespace(in_bits=bundle.in_bits, out_bits=bundle.out_bits) if wiener
+              else bundle.signal)
+    return {"tile": bundle.tile_shape[0], "halo": bundle.halo, "signal": signal,
+            "frames": bundle.frames, "upscale": bundle.upscale,
+            "extra_kernels": demod_resources(bundle.frames // 3) if wiener else None}
+
+
 def compile_bundle(
     out: str | Path,
     board: str,
@@ -1020,20 +1036,10 @@ def compile_bundle(
     work = out.absolute().with_name(f".{out.absolute().name}.partial")
     if work.exists():
         shutil.rmtree(work)
-    extra, signal = None, None
-    if bundle.is_wiener:  # linear codes in and out, and the demodulation kernel
-        from types import SimpleNamespace
-
-        from fluorofpga.hw.compile import demod_resources
-
-        signal = SimpleNamespace(in_bits=bundle.in_bits, out_bits=bundle.out_bits)
-        extra = demod_resources(bundle.frames // 3)
     result = compile_for_camera(
         bundle.file("qonnx"), work, board=board, fps=fps, frame=frame,
-        tile=bundle.tile_shape[0], halo=bundle.halo, signal=signal or bundle.signal,
         max_utilisation=max_utilisation, bitfile=bitfile,
-        progress=lambda msg: progress("compile", 0, 0, msg),
-        frames=bundle.frames, upscale=bundle.upscale, extra_kernels=extra)
+        progress=lambda msg: progress("compile", 0, 0, msg), **compile_inputs(bundle))
     if out.exists():
         shutil.rmtree(out)
     work.rename(out)

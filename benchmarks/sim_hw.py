@@ -10,8 +10,10 @@
    (3-frame SIM group of the simulated camera) and one full-range random tile: words
    compared with the host emulator, cycles per tile against FINN's estimate.
 
-Run: ``cd benchmarks && ../.venv/bin/python sim_hw.py [--model PATH] [--no-rtl]`` (about
-10 minutes on 2 cores). Writes ``results/sim_hw.json`` and ``results/sim_hw.md``.
+Run: ``cd benchmarks && ../.venv/bin/python sim_hw.py [--model PATH] [--no-rtl]
+[--results NAME]`` (about 10 minutes on 2 cores). Writes ``results/sim_hw.json`` and
+``results/sim_hw.md`` (the classical Wiener bundle: ``--model ../host/bundles/wiener9
+--results sim_hw_wiener9``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from results_io import write_results
 
+from fluorofpga.app import compile_inputs
 from fluorofpga.boards import list_boards
 from fluorofpga.host import default_sim_bundle_path, load_bundle
 from fluorofpga.host.tiling import plan_tiles
@@ -41,9 +44,7 @@ def compile_rows(bundle, work: Path) -> list[dict]:
     for board in list_boards():
         t0 = time.perf_counter()
         res = compile_for_camera(bundle.file("qonnx"), work / board, board=board,
-                                 fps=FPS, frame=CAMERA, tile=tile, halo=halo,
-                                 signal=bundle.signal, frames=bundle.frames,
-                                 upscale=bundle.upscale).report
+                                 fps=FPS, frame=CAMERA, **compile_inputs(bundle)).report
         tiles_per_s = res["estimated"]["tiles_per_s"]
         rows.append({
             "board": board, "mpix_per_s": res["estimated"]["mpix_per_s"],
@@ -83,12 +84,17 @@ def rtl_run(bundle, work: Path) -> dict:
 
 def table(res: dict) -> str:
     m = res["manifest"]
+    net = m["network"]
+    wiener = net["arch"] == "WienerFilter"
+    shape = (f"a designed {net['kernel']}x{net['kernel']} Wiener filter, 9 -> 4 channels"
+             if wiener else f"{net['channels']} channels x {net['depth']} layers")
     lines = [
-        "# The learned 3-frame SIM bundle in hardware", "",
-        f"Bundle {m['name']} ({m['recipe']['name']}, {m['network']['channels']} channels x "
-        f"{m['network']['depth']} layers, {m['network']['macs_per_pixel']} MACs per camera "
-        f"pixel), tile {m['tile']['height']}² (halo {m['tile']['halo']}). Target: a "
-        f"{CAMERA[0]}x{CAMERA[1]} camera at {FPS:g} reconstructions/s (3 raw frames each).",
+        "# The " + ("classical Wiener-SIM bundle (9 raw frames)" if wiener else
+                    "learned 3-frame SIM bundle") + " in hardware", "",
+        f"Bundle {m['name']} ({m['recipe']['name']}, {shape}, {net['macs_per_pixel']} MACs "
+        f"per camera pixel), tile {m['tile']['height']}² (halo {m['tile']['halo']}). Target: "
+        f"a {CAMERA[0]}x{CAMERA[1]} camera at {FPS:g} reconstructions/s "
+        f"({m['frames']} raw frames each).",
         "", "| board | Mpixel/s | reconstructions/s at 512² / 1024² / 2048² | target | "
         "LUT | BRAM_18K | DSP | bottleneck |", "|---|---:|---|---|---:|---:|---:|---|"]
     for r in res["compile"]:
@@ -108,9 +114,14 @@ def table(res: dict) -> str:
         for run in r["runs"]:
             lines.append(f"| {run['tile']} | {run['identical']} | {run['cycles']} | "
                          f"{run['cycles'] / r['estimated_cycles'] - 1:+.1%} |")
-    lines += ["", "The pixel-in tables of the three raw frames and the output table run on "
-              "the host in this release; their memories are counted (sim_pixel_in: three "
-              "65 536-entry tables)."]
+    if wiener:
+        lines += ["", "The demodulation (hw/rtl/sim_demod.sv) and the linear pixel-in of the "
+                  "nine raw frames are counted by our estimate (sim_demod, sim_pixel_in); the "
+                  "network above is FINN's, simulated alone."]
+    else:
+        lines += ["", "The pixel-in tables of the three raw frames and the output table run "
+                  "on the host in this release; their memories are counted (sim_pixel_in: "
+                  "three 65 536-entry tables)."]
     return "\n".join(lines) + "\n"
 
 
@@ -118,16 +129,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(default_sim_bundle_path()))
     ap.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation")
+    ap.add_argument("--results", default="sim_hw", help="results name (benchmarks/results/)")
     args = ap.parse_args()
     bundle = load_bundle(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        res = {"manifest": {k: bundle.manifest[k] for k in ("name", "recipe", "network",
-                                                            "tile")},
+        res = {"manifest": {**{k: bundle.manifest[k] for k in ("name", "recipe", "network",
+                                                               "tile")},
+                            "frames": bundle.frames},
                "camera": list(CAMERA), "fps": FPS,
                "compile": compile_rows(bundle, work / "compile"),
                "rtl": None if args.no_rtl else rtl_run(bundle, work / "rtl")}
-    write_results("sim_hw", res, table(res))
+    write_results(args.results, res, table(res))
 
 
 if __name__ == "__main__":
