@@ -1058,11 +1058,10 @@ SIM_FRAMES = SIM_ANGLES * SIM_PHASES
 #: Backends of ``sim``: the classical reconstruction runs on the CPU ("emulate");
 #: the hardware ones need a SIM bundle (issue 9).
 SIM_BACKENDS = ("emulate", "rtlsim", "pynq")
-SIM_NOT_YET = ("not available yet: needs a SIM bundle (learned 3-frame reconstructor / "
-               "hardware Wiener), see issue 9")
-SIM_NEEDS_MODEL = ("needs a SIM bundle (--model): 3-frame SIM and hardware backends run a "
-                   "learned reconstructor (`fluorofpga train --task sim`); the classical "
-                   "9-frame reconstruction runs on the CPU")
+SIM_NEEDS_MODEL = ("needs a SIM bundle (--model): 3-frame SIM runs a learned reconstructor "
+                   "(`fluorofpga train --task sim`), hardware backends a SIM bundle (that, or "
+                   "a classical Wiener bundle from `fluorofpga sim-bundle`); without one the "
+                   "classical 9-frame reconstruction runs on the CPU")
 #: widefield cut-off 2NA/λ in cycles per camera pixel that the learned SIM networks were
 #: trained on (models.SimTriplets): outside it the result is an extrapolation
 SIM_TRAINED_CUTOFF = (0.25, 0.48)
