@@ -341,7 +341,7 @@ def demodulate_int(codes: np.ndarray, regs: DemodRegisters) -> tuple[np.ndarray,
     Returns:
         ``(3·A, H, W)`` uint8 channels ``c0, Re z, Im z`` per angle (zero points
         ``wide_zero``, 128, 128), and
-        how many channel values saturated at 0 or 255.
+        how many channel values were clipped (fell outside 0..255 before clipping).
     """
     q = np.asarray(codes)
     n = len(regs.phase0)
