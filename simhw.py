@@ -23,7 +23,8 @@ from fluorofpga import __version__
 from fluorofpga.host import Bundle, load_bundle
 from fluorofpga.host.bundle import FORMAT, MANIFEST_VERSION
 
-__all__ = ["WIENER_ORDER", "make_wiener_bundle", "wiener_camera_tiles"]
+__all__ = ["WIENER_ORDER", "design_parameters", "emulate_wiener", "make_wiener_bundle",
+           "wiener_camera_tiles", "wiener_raw_codes"]
 
 #: the raw frames of a 9-frame Wiener-SIM bundle, in input order
 WIENER_ORDER = "3 angles x 3 phases, angle-major: frame 3a + j = phase j of angle a"
@@ -175,8 +176,17 @@ def wiener_camera_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
     """``n`` accelerator input tiles (demodulated channels, ``(9, th, tw)`` uint8) of
     simulated 9-frame SIM groups with the bundle's design pattern, 20 to 2000 photons,
     encoded and demodulated as the host does."""
-    from fluorofpga.microscope import SCMOSCamera, SimPattern, render_specimen, simulate_sim
     from fluorofpga.microscope.sim_linear import DemodRegisters, demodulate_int
+
+    regs = DemodRegisters.from_parameters(list(design_parameters(bundle)), bundle.linear_codes)
+    return [demodulate_int(q, regs)[0] for q in wiener_raw_codes(bundle, n, seed)]
+
+
+def wiener_raw_codes(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
+    """``n`` tiles of linear raw-frame codes ``(9, th, tw)`` uint8 (the demodulation's
+    input) of simulated 9-frame SIM groups with the bundle's design pattern, 20 to 2000
+    photons, encoded as the host does (step from the group itself)."""
+    from fluorofpga.microscope import SCMOSCamera, SimPattern, render_specimen, simulate_sim
 
     params = design_parameters(bundle)
     codes = bundle.linear_codes
@@ -188,7 +198,6 @@ def wiener_camera_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
                          for p in params),
         k_fraction=float(np.mean([p.k_cycles_per_px for p in params]) / cutoff),
         modulation=float(np.mean([p.modulation for p in params])))
-    regs = DemodRegisters.from_parameters(list(params), codes)
     rng = np.random.default_rng(seed)
     camera = SCMOSCamera()
     tiles = []
@@ -200,8 +209,7 @@ def wiener_camera_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
                            na=params.na, wavelength_nm=params.wavelength_nm,
                            pixel_size_nm=params.pixel_size_nm).raw
         above = raw.astype(np.float64) - camera.offset_adu
-        q = codes.encode(above, codes.step_for(above))
-        tiles.append(demodulate_int(q, regs)[0])
+        tiles.append(codes.encode(above, codes.step_for(above)))
     return tiles
 
 

@@ -47,6 +47,7 @@ from fluorofpga.hw.demod_kernel import (
     demod_stimulus,
     pack_codes,
     random_registers,
+    unpack_codes,
 )
 from fluorofpga.microscope.sim_linear import DemodRegisters
 
@@ -414,4 +415,29 @@ async def demod_throughput(dut: Any) -> None:
     tb.measure("demod_throughput", values)
     assert steady == n, f"output not one pixel per clock once started: {values}"
     assert n / cycles >= 0.99, values
+    await tb.check_idle()
+
+
+@cocotb.test(name="demod_job_tiles")
+async def demod_job_tiles(dut: Any) -> None:
+    """The job's own tiles (``run_demod_on_tiles``), outputs written back; a job without
+    tiles has nothing to do here."""
+    tb = await _start(dut)
+    if "tiles" not in tb.job:
+        return
+    with np.load(tb.job["tiles"]) as data:
+        regs = [DemodRegisters(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in d.items()})
+                for d in json.loads(str(data["registers"]))]
+        tiles = [(data[f"codes{i}"], r) for i, r in enumerate(regs)]
+    outputs = {}
+    for i, (codes, r) in enumerate(tiles):
+        await tb.load(r, codes.shape[2])
+        await tb.send(codes)
+        words, _ = demod_reference(codes, r)
+        frame = await with_timeout(tb.out.recv(), (20 * len(words) + 1000) * CLOCK_NS, "ns")
+        got = [int(w) for w in frame.tdata]
+        assert_same_pixels(got, words, codes.shape[1:], f"job tile {i}")
+        outputs[f"out{i}"] = unpack_codes(got, codes.shape[1:])
+    np.savez(tb.job["tiles_out"], **outputs)
     await tb.check_idle()

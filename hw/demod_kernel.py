@@ -30,6 +30,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -340,6 +341,7 @@ def run_demod_tests(
     seed: int = 0,
     throughput_pixels: int = 4096,
     simulator: str = "verilator",
+    extra_job: dict[str, Any] | None = None,
 ) -> KernelRun:
     """Run the cocotb tests of :mod:`fluorofpga.hw.cocotb_demod` in one simulation.
 
@@ -350,6 +352,7 @@ def run_demod_tests(
         seed: seed of registers, codes, idle and backpressure patterns.
         throughput_pixels: pixels of each of the two tiles of the throughput test.
         simulator: cocotb simulator name (``verilator``; ``icarus`` works too).
+        extra_job: more entries of the job (:func:`run_demod_on_tiles`).
 
     Returns:
         The :class:`~fluorofpga.hw.pixel_kernels.KernelRun` (``kernel`` = ``sim_demod``;
@@ -368,7 +371,7 @@ def run_demod_tests(
     test_dir.mkdir(parents=True)
     measurements = test_dir / "measurements.json"
     job = {"seed": seed, "throughput_pixels": throughput_pixels,
-           "measurements": str(measurements)}
+           "measurements": str(measurements), **(extra_job or {})}
     job_file = test_dir / "job.json"
     job_file.write_text(json.dumps(job))
     log = test_dir / "sim.log"
@@ -397,3 +400,25 @@ def run_demod_tests(
         raise KernelRunError(f"{TOPLEVEL}: no cocotb test ran; see {log}")
     data = json.loads(measurements.read_text()) if measurements.is_file() else {}
     return KernelRun(TOPLEVEL, outcomes, data, log)
+
+
+def run_demod_on_tiles(work_dir: str | Path, tiles: Sequence[tuple[np.ndarray, DemodRegisters]],
+                       simulator: str = "verilator") -> list[np.ndarray]:
+    """The kernel's output channels for given tiles: each ``(codes (9, H, W) uint8,
+    registers)`` is loaded and streamed in turn (no idle, no backpressure) and its output
+    words are returned as ``(9, H, W)`` uint8 — what the RTL computes, for chaining with the
+    next stage's simulation (the run also checks them against ``demodulate_int``).
+    """
+    work = Path(work_dir).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    job_in, job_out = work / "job_tiles.npz", work / "job_tiles_out.npz"
+    np.savez(job_in, **{f"codes{i}": np.ascontiguousarray(c, dtype=np.uint8)
+                        for i, (c, _) in enumerate(tiles)},
+             registers=np.array(json.dumps([r.to_dict() for _, r in tiles])))
+    if job_out.exists():
+        job_out.unlink()
+    run = run_demod_tests(work, tests="job_tiles", simulator=simulator,
+                          extra_job={"tiles": str(job_in), "tiles_out": str(job_out)})
+    run.check()
+    with np.load(job_out) as data:
+        return [data[f"out{i}"] for i in range(len(tiles))]

@@ -647,7 +647,7 @@ def simulate_accelerator(
                          "stitched simulation")
     dtype = np.uint32 if design.out_bits > 16 else np.uint16 if design.out_bits > 8 \
         else np.uint8
-    words = np.array(res["words"], dtype=np.int64)
+    words = np.array(res["words"], dtype=object if design.out_bits > 63 else np.int64)
     if design.out_channels > 1:
         words = unpack_channels(words.reshape(n, h, w, design.out_beats),
                                 design.out_value_bits,
@@ -668,17 +668,26 @@ def simulate_accelerator(
 
 def pack_channels(values: np.ndarray, bits: int) -> np.ndarray:
     """``(..., C)`` unsigned values -> one stream word per pixel, channel 0 in the least
-    significant ``bits`` (FINN's packing of a folded stream), as int64 (≤ 63 bits)."""
+    significant ``bits`` (FINN's packing of a folded stream): int64 up to 63 bits, Python
+    integers (object array) for wider words (a 9-frame bundle streams 72-bit pixels)."""
     v = np.asarray(values).astype(np.int64)
-    if v.shape[-1] * bits > 63 or int(v.max(initial=0)) >> bits:
-        raise ValueError(f"{v.shape[-1]} channels of {bits} bits do not pack into a word")
-    shifts = np.arange(v.shape[-1], dtype=np.int64) * bits
+    if v.min(initial=0) < 0 or int(v.max(initial=0)) >> bits:
+        raise ValueError(f"values do not fit {bits}-bit unsigned channels")
+    wide = v.shape[-1] * bits > 63
+    v = v.astype(object) if wide else v
+    shifts = np.array([i * bits for i in range(v.shape[-1])],
+                      dtype=object if wide else np.int64)
     return np.bitwise_or.reduce(v << shifts, axis=-1)
 
 
 def unpack_channels(words: np.ndarray, bits: int, channels: int) -> np.ndarray:
     """Inverse of :func:`pack_channels`: words -> ``(..., channels)`` int64."""
-    w = np.asarray(words).astype(np.int64)[..., None]
+    w = np.asarray(words)
+    if w.dtype == object or channels * bits > 63:
+        w = w.astype(object)[..., None]
+        shifts = np.array([i * bits for i in range(channels)], dtype=object)
+        return ((w >> shifts) & ((1 << bits) - 1)).astype(np.int64)
+    w = w.astype(np.int64)[..., None]
     return (w >> (np.arange(channels, dtype=np.int64) * bits)) & ((1 << bits) - 1)
 
 
