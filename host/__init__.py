@@ -43,7 +43,7 @@ Streaming (:mod:`.stream`, :mod:`.display`)
     stream cleanly. ``live_display(total)``: ``rich`` panel in a terminal, ipywidgets
     progress in Jupyter (text without ipywidgets).
 
-Live SIM (:mod:`.simstream`; the reconstruction runs on the CPU until a SIM bundle exists)
+Live SIM (:mod:`.simstream`)
     ``SimGrouper(source, max_frames)`` - raw frames ``(index, frame[, position])`` in,
     complete angle-major groups ``(group, (9, Y, X))`` out; a lost frame, frames out of
     order or a stream ending mid-group discard the group as a ``GroupEvent`` (kind,
@@ -51,6 +51,14 @@ Live SIM (:mod:`.simstream`; the reconstruction runs on the CPU until a SIM bund
     classical Wiener (``wiener_sim``) of one group with fixed parameters (loaded, or
     estimated from the first group), drift checked every N groups.
     ``SimulatedSimCameraSource`` - raw SIM frames of the forward model with positions.
+    ``SimReconstructor(..., hardware=restorer)`` runs the same Wiener through a
+    Wiener-SIM bundle instead (below).
+Wiener SIM through a bundle (:mod:`.wienerrestore`)
+    ``WienerSimRestorer`` (``Bundle.wiener_restorer(acc, zero_adu)``) - a raw 9-frame
+    group and its measured parameters in, the 2x image (ADU above zero) out: linear
+    codes, ``demodulate_int`` with registers from the parameters, the bundle's filter on
+    the accelerator; ``check_design`` / ``check_optics`` refuse parameters or optics the
+    bundle was not compiled for. ``Bundle.is_wiener``, ``Bundle.linear_codes``.
 
 Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
     ``load_bundle(path=None)`` -> ``Bundle`` (default: the shipped pre-trained one;

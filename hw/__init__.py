@@ -29,6 +29,11 @@ Public API:
     run_kernel_tests -> KernelRun, KernelRunError
                                     rung 5 for those kernels: their cocotb tests in one
                                     simulation (Verilator, or Icarus)
+SIM demodulation kernel (``fluorofpga.hw.demod_kernel``, ``hw/rtl/sim_demod.sv``):
+    demod_config_words, pack_codes, unpack_codes, run_demod_tests, run_demod_on_tiles
+                                    its register and pixel words and cocotb runs, with
+                                    microscope.sim_linear.demodulate_int as the reference;
+    compile.demod_resources         its resources in ``fluorofpga compile`` reports
 Transformations (``fluorofpga.hw.transforms``): IntegerInput, RemoveIdentityThresholds,
 IntegerOutput, SingleChannelTransposeToReshape, Unspecialize.
 The Vivado-less workarounds for finn-plus live only in ``fluorofpga.hw.finn_compat``.

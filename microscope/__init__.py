@@ -52,6 +52,15 @@ Structured illumination (``sim``, ``sim_recon``; wave vectors in cycles per came
     (versioned JSON with the optics, frame shape and layout; ``check_compatible`` raises
     ``SimParametersMismatch``, unreadable files ``SimParametersError``).
 
+Streaming Wiener SIM (``sim_linear``; the form a Wiener-SIM bundle's hardware runs)
+    ``wiener_realspace(photons, params, ...)``: the Wiener reconstruction as a per-pixel
+    demodulation plus one 9 -> 4 channel K x K filter (float reference);
+    ``design_wiener_filters`` (the filter), ``demodulate_float``;
+    ``LinearSimCodes`` (8-bit linear codes: ``step_for``, ``encode``, ``decode``),
+    ``DemodRegisters.from_parameters(params, codes)`` / ``.at(y0, x0)`` and
+    ``demodulate_int(codes, regs)`` (bit-exact reference of ``hw/rtl/sim_demod.sv``),
+    ``fit_output_gain``, ``integer_weights`` (the quantized layer's weights and bias).
+
 Camera with per-pixel maps (``camera``)
     ``SCMOSSensor`` - per-pixel offset/gain/read-noise maps, QE, dark current, hot pixels,
         12/16-bit ADC, rolling-shutter row timing; ``SCMOSSensor.random(shape, rng)``.

@@ -8,6 +8,9 @@ Public API:
     calibrate, quantize_from_float  activation-range calibration and QAT from a float model
     export_to_qonnx(model, path, tile_shape)   QONNX file for a fixed tile
     run_qonnx_int(model, x_int)     qonnx ``execute_onnx`` on integer pixels -> integer pixels
+    wiener.wiener_filter_model(W, b)           a Wiener-SIM bundle's designed filter as a
+                                    one-layer Brevitas network (8-bit weights, fixed-scale
+                                    8-bit codes); load_wiener_filter / save_wiener_filter
     untrained_qonnx(cfg, recipe, tile, path)   an untrained, calibrated net's QONNX (hardware
                                     cost and verification of an architecture)
 """
