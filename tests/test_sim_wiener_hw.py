@@ -247,3 +247,29 @@ def test_hardware_path_from_raw_codes_is_the_hosts(built: dict, verilator: str,
         want = emu.run(np.ascontiguousarray(np.moveaxis(channels, 0, -1)))
     np.testing.assert_array_equal(got, want)
     assert got.min() < got.max()  # a real image, not a constant
+
+
+def test_sim_bundle_bad_input_is_one_error_and_writes_nothing(built: dict,
+                                                              tmp_path: Path) -> None:
+    params = built["folder"] / "p.json"
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    cases = [
+        (["--params", str(tmp_path / "missing.json")], "missing.json"),
+        (["--params", str(bad_json)], "bad.json"),
+        (["--params", str(params), "--kernel", "8"], "odd"),
+        (["--params", str(params), "--wiener", "-1"], "wiener_w"),
+        (["--params", str(params), "--board", "nosuchboard"], "nosuchboard"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "b"
+        r = runner.invoke(app, ["sim-bundle", *args, "--out", str(out), "--tile", "32"])
+        assert r.exit_code != 0, args
+        assert message in " ".join(r.stderr.split()), (args, r.output)
+        assert not out.exists()
+        assert not any(p.name.startswith(".b") for p in tmp_path.iterdir())
+    # an existing bundle is replaced only with --overwrite
+    r = runner.invoke(app, ["sim-bundle", "--params", str(params), "--out",
+                            str(built["bundle"]), "--tile", "32"])
+    assert r.exit_code != 0 and "overwrite" in " ".join(r.stderr.split())
+    assert load_bundle(built["bundle"]).manifest["verification"]["bit_exact"]
