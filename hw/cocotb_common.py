@@ -25,3 +25,24 @@ def random_bools(p: float, rng: random.Random) -> Iterator[bool]:
     """An endless stream of ``True`` with probability ``p`` (pause / idle patterns)."""
     while True:
         yield rng.random() < p
+
+
+class JobBench:
+    """Mixin of the kernel testbenches: ``self.job`` (the JSON job, with a
+    ``measurements`` file path) and ``self.seed`` are set by the bench."""
+
+    job: dict[str, Any]
+    seed: int
+
+    def rng(self, name: str) -> Any:
+        """A numpy generator seeded by the job's seed and ``name`` (a test's name)."""
+        import numpy as np
+
+        return np.random.default_rng([self.seed, *name.encode()])
+
+    def measure(self, test: str, values: dict[str, Any]) -> None:
+        """Record measurements of a test in the job's measurements file."""
+        path = Path(self.job["measurements"])
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data[test] = values
+        path.write_text(json.dumps(data, indent=1))

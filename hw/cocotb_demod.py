@@ -20,7 +20,6 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import cocotb
@@ -29,7 +28,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from fluorofpga.hw.cocotb_common import load_job
+from fluorofpga.hw.cocotb_common import JobBench, load_job
 from fluorofpga.hw.cocotb_pixel import (
     CLOCK_NS,
     PAUSES,
@@ -64,7 +63,7 @@ def _high(signal: Any) -> bool:
     return str(signal.value) == "1"
 
 
-class DemodTB:
+class DemodTB(JobBench):
     """Testbench of ``sim_demod``: clock, pixel and register sources, output sink, and a
     monitor counting handshakes and recording ``sat_count`` after every tile's last beat."""
 
@@ -114,17 +113,6 @@ class DemodTB:
                     if self.first[p] < 0:
                         self.first[p] = self.cycle
                     after_tlast |= p == "m_axis" and _high(self.dut.m_axis_tlast)
-
-    def rng(self, name: str) -> np.random.Generator:
-        """A generator seeded by the job's seed and ``name``."""
-        return np.random.default_rng([self.seed, *name.encode()])
-
-    def measure(self, test: str, values: dict[str, Any]) -> None:
-        """Record measurements of a test in the job's measurements file."""
-        path = Path(self.job["measurements"])
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        data[test] = values
-        path.write_text(json.dumps(data, indent=1))
 
     def set_idle_generator(self, factory: PauseFactory) -> None:
         """Idle cycles on the pixel and register inputs (independent patterns)."""

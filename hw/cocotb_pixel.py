@@ -16,11 +16,9 @@ stalls. Every test ends by checking that nothing is left in flight.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import cocotb
@@ -29,7 +27,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from fluorofpga.hw.cocotb_common import load_job
+from fluorofpga.hw.cocotb_common import JobBench, load_job
 from fluorofpga.hw.pixel_kernels import (
     JOB_ENV,
     Camera,
@@ -79,7 +77,7 @@ def pause_factory(kind: str, rng: random.Random) -> PauseFactory:
     raise ValueError(f"unknown pause kind {kind!r}; known: {PAUSES}")
 
 
-class _Setup:
+class _Setup(JobBench):
     """The job's data: parameters, spec, cameras' tables, frame shape, seed."""
 
     def __init__(self) -> None:
@@ -91,17 +89,6 @@ class _Setup:
         self.tables = [c.tables(self.spec) for c in self.cameras]
         self.frame = tuple(job["frame"])
         self.seed = int(job["seed"])
-
-    def rng(self, name: str) -> np.random.Generator:
-        """A generator seeded by the job's seed and the test's name."""
-        return np.random.default_rng([self.seed, *name.encode()])
-
-    def measure(self, test: str, values: dict[str, Any]) -> None:
-        """Record measurements of a test in the job's measurements file."""
-        path = Path(self.job["measurements"])
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        data[test] = values
-        path.write_text(json.dumps(data, indent=1))
 
 
 class TableDriver:

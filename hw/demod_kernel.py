@@ -46,7 +46,7 @@ from fluorofpga.microscope.sim_linear import (
     sine_tables,
 )
 
-from .pixel_kernels import RTL_DIR, KernelRun, KernelRunError, _read_results
+from .pixel_kernels import RTL_DIR, KernelRun, run_cocotb_tests
 
 __all__ = [
     "ANGLES",
@@ -361,7 +361,6 @@ def run_demod_tests(
     Raises:
         KernelRunError: the simulation produced no results (it crashed; see its log).
     """
-    from cocotb_tools.runner import get_runner
 
     build_dir = build_demod_kernel(work_dir, simulator)
     run = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{tests or 'all'}_seed{seed}")
@@ -372,34 +371,8 @@ def run_demod_tests(
     measurements = test_dir / "measurements.json"
     job = {"seed": seed, "throughput_pixels": throughput_pixels,
            "measurements": str(measurements), **(extra_job or {})}
-    job_file = test_dir / "job.json"
-    job_file.write_text(json.dumps(job))
-    log = test_dir / "sim.log"
-    results = test_dir / "results.xml"
-    crash = ""
-    try:
-        get_runner(simulator).test(
-            test_module=COCOTB_MODULE,
-            hdl_toplevel=TOPLEVEL,
-            hdl_toplevel_lang="verilog",
-            build_dir=str(build_dir),
-            test_dir=str(test_dir),
-            extra_env={JOB_ENV: str(job_file)},
-            log_file=str(log),
-            results_xml=str(results),
-            seed=seed,
-            test_filter=f"\\.demod_({tests or '.*'})",
-        )
-    except (RuntimeError, SystemExit) as err:  # cocotb's runner: failed tests or a crash
-        crash = f"{type(err).__name__}: {err}"
-    if not results.is_file():
-        raise KernelRunError(f"{TOPLEVEL}: the simulation gave no results ({crash}); "
-                             f"see {log}")
-    outcomes = _read_results(results)
-    if not outcomes:
-        raise KernelRunError(f"{TOPLEVEL}: no cocotb test ran; see {log}")
-    data = json.loads(measurements.read_text()) if measurements.is_file() else {}
-    return KernelRun(TOPLEVEL, outcomes, data, log)
+    return run_cocotb_tests(TOPLEVEL, build_dir, test_dir, job, seed,
+                            f"\\.demod_({tests or '.*'})", simulator, COCOTB_MODULE, JOB_ENV)
 
 
 def run_demod_on_tiles(work_dir: str | Path, tiles: Sequence[tuple[np.ndarray, DemodRegisters]],

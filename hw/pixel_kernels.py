@@ -484,7 +484,6 @@ def run_kernel_tests(
     Raises:
         KernelRunError: the simulation produced no results (it crashed; see its log).
     """
-    from cocotb_tools.runner import get_runner
 
     from fluorofpga.microscope.signal import SignalSpec
 
@@ -509,6 +508,22 @@ def run_kernel_tests(
         "seed": seed,
         "measurements": str(test_dir / "measurements.json"),
     }
+    return run_cocotb_tests(kernel, build_dir, test_dir, job, seed,
+                            f"\\.{kernel}_({tests or '.*'})", simulator)
+
+
+def run_cocotb_tests(toplevel: str, build_dir: Path, test_dir: Path, job: dict[str, Any],
+                     seed: int, test_filter: str, simulator: str = "verilator",
+                     module: str = COCOTB_MODULE, job_env: str = JOB_ENV) -> KernelRun:
+    """Run the cocotb tests of ``module`` matching ``test_filter`` on a built kernel.
+
+    ``job`` (with a ``measurements`` file path) is written to ``test_dir/job.json`` and
+    named by ``job_env`` in the simulator's environment. Returns the
+    :class:`KernelRun`; raises :class:`KernelRunError` when the simulation gave no
+    results (it crashed) or ran no test.
+    """
+    from cocotb_tools.runner import get_runner
+
     job_file = test_dir / "job.json"
     job_file.write_text(json.dumps(job))
     log = test_dir / "sim.log"
@@ -516,27 +531,28 @@ def run_kernel_tests(
     crash = ""
     try:
         get_runner(simulator).test(
-            test_module=COCOTB_MODULE,
-            hdl_toplevel=kernel,
+            test_module=module,
+            hdl_toplevel=toplevel,
             hdl_toplevel_lang="verilog",
             build_dir=str(build_dir),
             test_dir=str(test_dir),
-            extra_env={JOB_ENV: str(job_file)},
+            extra_env={job_env: str(job_file)},
             log_file=str(log),
             results_xml=str(results),
             seed=seed,
-            test_filter=f"\\.{kernel}_({tests or '.*'})",
+            test_filter=test_filter,
         )
     except (RuntimeError, SystemExit) as err:  # cocotb's runner: failed tests or a crash
         crash = f"{type(err).__name__}: {err}"
     if not results.is_file():
-        raise KernelRunError(f"{kernel}: the simulation gave no results ({crash}); see {log}")
+        raise KernelRunError(f"{toplevel}: the simulation gave no results ({crash}); "
+                             f"see {log}")
     outcomes = _read_results(results)
     if not outcomes:
-        raise KernelRunError(f"{kernel}: no cocotb test ran; see {log}")
+        raise KernelRunError(f"{toplevel}: no cocotb test ran; see {log}")
     meas_file = Path(job["measurements"])
     measurements = json.loads(meas_file.read_text()) if meas_file.is_file() else {}
-    return KernelRun(kernel, outcomes, measurements, log)
+    return KernelRun(toplevel, outcomes, measurements, log)
 
 
 def _read_results(xml_file: Path) -> dict[str, str]:
