@@ -143,6 +143,28 @@ def test_notebook_3_sim_live(deployed):
     assert learned.shape == (out3, 128, 128) and np.isfinite(learned).all()
 
 
+def test_notebook_3_with_a_deployed_wiener_bundle(deployed, tmp_path):
+    """`deploy --sim-model` with the classical Wiener bundle: notebook 3 streams 9-frame
+    groups through it (its demodulation and emulated filter on the ARM)."""
+    import tifffile
+
+    from fluorofpga.host import default_bundle_path
+
+    out = tmp_path / "deploy"
+    record = app.deploy("kv260", out, deployed / "bundle",
+                        sim_bundle_path=default_bundle_path().parent / "wiener9")
+    assert record["sim_bundle"] == "wiener9-k9"
+    nb, text = _execute(out / "notebooks" / "3_sim_live.ipynb")
+    assert "computed on the emulate accelerator: classical Wiener bundle wiener9-k9" in text
+    found = re.search(r"(\d+)/(\d+) groups of 9 raw frames; dropped (\d+)", text)
+    assert found, text
+    done, complete, dropped = (int(g) for g in found.groups())
+    assert done >= 1 and done + dropped == complete
+    images = tifffile.imread(out / "notebooks" / "sim3_live.tif")
+    assert images.shape == (done, 128, 128) and np.isfinite(images).all()
+    assert "clean-up done" in text
+
+
 def test_notebook_4_benchmark_dma(deployed):
     _, text = _execute(deployed / "notebooks" / "4_benchmark_dma.ipynb")
     assert "64 tiles in" in text and "MB/s through the DMA" in text and "Mpixel/s" in text
