@@ -273,3 +273,21 @@ def test_sim_bundle_bad_input_is_one_error_and_writes_nothing(built: dict,
                             str(built["bundle"]), "--tile", "32"])
     assert r.exit_code != 0 and "overwrite" in " ".join(r.stderr.split())
     assert load_bundle(built["bundle"]).manifest["verification"]["bit_exact"]
+
+
+def test_a_phase_major_stack_is_reordered_for_the_hardware_too(built: dict,
+                                                              acquisition: dict) -> None:
+    """The estimation finds a phase-major stack (a note) and the bundle's demodulation
+    gets the frames in its angle-major order: the same image as from the angle-major file."""
+    folder = built["folder"]
+    raw = acquisition["raw"]
+    swapped = folder / "phase_major.tif"
+    tifffile.imwrite(swapped, np.stack([raw[3 * a + j] for j in range(3) for a in range(3)]))
+    outs = []
+    for name, src in (("am.tif", built["raw"]), ("pm.tif", swapped)):
+        r = runner.invoke(app, ["sim", str(src), str(folder / name), *FLAGS, "--model",
+                                str(built["bundle"]), "--overwrite"])
+        assert r.exit_code == 0, r.output
+        outs.append(tifffile.imread(folder / name))
+    assert "phase-major" in " ".join(r.stderr.split())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-3 * float(outs[0].max()))
