@@ -1294,7 +1294,7 @@ def sim(
         if unused:
             raise ValueError(f"{', '.join(unused)}: options of the classical reconstruction; "
                              "a learned SIM bundle (--model) estimates no parameters")
-        return _sim_learned(in_path, out_path, model, frames=frames, na=na,
+        return _sim_learned(in_path, out_path, hw_bundle, frames=frames, na=na,
                             wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um,
                             calibration=calibration, backend=backend, overwrite=overwrite,
                             progress=progress)
@@ -1479,9 +1479,10 @@ def _learned_sim_optics(
 
 
 def _sim_learned(
-    in_path: str | Path, out_path: str | Path, model: str | Path, *, frames: int | None,
-    na: float | None, wavelength_nm: float | None, pixel_size_um: float | None,
-    calibration: str | Path | None, backend: str, overwrite: bool, progress: Progress,
+    in_path: str | Path, out_path: str | Path, model: str | Path | Bundle, *,
+    frames: int | None, na: float | None, wavelength_nm: float | None,
+    pixel_size_um: float | None, calibration: str | Path | None, backend: str,
+    overwrite: bool, progress: Progress,
 ) -> dict[str, Any]:
     """``sim --model``: a learned SIM bundle's reconstruction of raw groups (see :func:`sim`).
 
@@ -1499,10 +1500,11 @@ def _sim_learned(
         raise ImageFormatError(f"{out_path}: unknown output suffix (use .tif, .tiff or .zarr)")
     inputs = [p for p in (in_path, calibration) if p is not None]
     check_output(out_path, overwrite, inputs)
-    bundle = load_bundle(model)
+    bundle = model if isinstance(model, Bundle) else load_bundle(model)
     if bundle.task != "sim":
-        raise ValueError(f"{model}: bundle {bundle.name} is a {bundle.task} bundle, not a SIM "
-                         "reconstructor (train one with `fluorofpga train --task sim`)")
+        raise ValueError(f"{bundle.path}: bundle {bundle.name} is a {bundle.task} bundle, "
+                         "not a SIM reconstructor (train one with `fluorofpga train --task "
+                         "sim`)")
     per = bundle.frames
     if frames is not None and frames != per:
         raise ValueError(f"--frames {frames}: bundle {bundle.name} reconstructs from {per} "
