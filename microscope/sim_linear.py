@@ -160,7 +160,8 @@ def design_wiener_filters(
       ``H`` over one period of the camera grid centred on the band, weighted by where the
       signal is — a specimen spectrum ``1/(|f|² + 0.05²)`` through the band's OTF, plus a
       white floor of 1 % (the noise everywhere in the period, where the ideal response is
-      0). On held-out scenes at 2000 photons this 9 × 9 kernel is 0.5 dB from the FFT
+      0) — with the zero frequency held (every band reaches it: the image's mean).
+      On held-out scenes at 2000 photons this 9 × 9 kernel is 0.5 dB from the FFT
       Wiener where the truncated one is 1.7 dB away (and the truncated 11 × 11 1.2 dB).
     * ``"truncated"``: the ideal kernel sampled at the ``K × K`` offsets.
 
@@ -214,14 +215,17 @@ def design_wiener_filters(
             return out[:, ::-1, ::-1]  # h(p − q + δ): correlation orientation
         u = (np.arange(samples) - samples // 2) / samples  # one period around the band
         fy, fx = np.meshgrid(u - ky, u - kx, indexing="ij")
+        # plus the zero frequency itself, held exactly (the image's mean intensity)
+        fy, fx = np.append(fy.ravel(), 0.0), np.append(fx.ravel(), 0.0)
         h_f, otf_b = target(fx, fy, kx, ky)
         weight = otf_b**2 / (fx**2 + fy**2 + 0.05**2)
-        root = np.sqrt(weight / weight.max() + 0.01).ravel()
+        root = np.sqrt(weight / weight.max() + 0.01)
+        root[-1] = 100.0
         ty, tx = np.meshgrid(taps, taps, indexing="ij")
         basis = np.exp(-2j * np.pi * (fy.reshape(-1, 1) * ty.ravel() + fx.reshape(-1, 1)
                                       * tx.ravel()))
         for i, (oy, ox) in enumerate(offsets):
-            want = h_f.ravel() * np.exp(2j * np.pi * (fy.ravel() * oy + fx.ravel() * ox))
+            want = h_f * np.exp(2j * np.pi * (fy * oy + fx * ox))
             c, *_ = np.linalg.lstsq(basis * root[:, None], want * root, rcond=None)
             out[i] = c.reshape(kernel, kernel)
         return out[:, ::-1, ::-1]  # h(p − q + δ): correlation orientation
@@ -418,23 +422,47 @@ def fit_output_gain(weights: np.ndarray, codes: LinearSimCodes, weight_bits: int
     integer-domain weight sits just below a power-of-two boundary times
     ``2^(bits−1) − 1``: 8-bit weights with power-of-two scales then use their whole range
     (up to 1.5 more bits of weight precision, for up to 2× coarser output codes)."""
-    top = float(np.abs(integer_weights(weights, replace(codes, out_gain=1.0))[0]).max())
+    n = weights.shape[1] // 3
+    gains = np.tile([codes.wide_gain, codes.channel_gain, codes.channel_gain], n)
+    top = float(np.abs(weights / gains[None, :, None, None]).max())
     levels = (1 << (weight_bits - 1)) - 1.5  # margin: float rounding of the scale
     exponent = np.floor(np.log2(codes.out_gain * top / levels))
     return replace(codes, out_gain=float(levels * 2.0**exponent / top))
 
 
-def integer_weights(weights: np.ndarray, codes: LinearSimCodes) -> tuple[np.ndarray, np.ndarray]:
+def integer_weights(weights: np.ndarray, codes: LinearSimCodes, weight_bits: int = 8
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Float weights and bias of the quantized filter layer on integer codes.
 
     With channel codes ``γ_c v + zero_c`` (widefield: ``wide_gain``, ``wide_zero``; band:
     ``channel_gain``, 128) and output codes ``γ_out R + out_zero``, the layer computes
-    ``out = Σ W · code + b`` with ``W = γ_out h / γ_c`` and
+    ``out = Σ W · code + b`` with ``W = γ_out h / γ_c`` — already on the grid of the
+    layer's ``weight_bits`` power-of-two weights, each kernel's sum kept — and
     ``b = out_zero − Σ W zero_c`` (per output channel).
     """
     n = weights.shape[1] // 3
     gains = np.tile([codes.wide_gain, codes.channel_gain, codes.channel_gain], n)
     zeros = np.tile([codes.wide_zero, CHANNEL_ZERO, CHANNEL_ZERO], n)
-    w = codes.out_gain * weights / gains[None, :, None, None]
+    w = _round_keeping_sums(codes.out_gain * weights / gains[None, :, None, None], weight_bits)
     b = codes.out_zero - np.einsum("dckl,c->d", w, zeros.astype(np.float64))
     return w, b
+
+
+def _round_keeping_sums(w: np.ndarray, bits: int) -> np.ndarray:
+    """Weights on the ``bits``-bit grid of their output channel's power-of-two scale (as
+    the quantized layer's), each ``K × K`` kernel's sum kept: plain rounding moves a
+    kernel's DC gain, i.e. the image's mean intensity, by up to a few per cent; the
+    difference is given to the taps whose rounding was closest to going the other way."""
+    levels = (1 << (bits - 1)) - 1
+    out = np.empty_like(w)
+    for d in range(w.shape[0]):
+        scale = 2.0 ** np.ceil(np.log2(np.abs(w[d]).max() / levels))
+        for c in range(w.shape[1]):
+            x = (w[d, c] / scale).ravel()
+            q = np.clip(np.rint(x), -levels, levels)
+            missing = int(np.rint(x.sum() - q.sum()))
+            order = np.argsort(q - x) if missing > 0 else np.argsort(x - q)
+            for i in order[:abs(missing)]:
+                q[i] = np.clip(q[i] + np.sign(missing), -levels, levels)
+            out[d, c] = (q * scale).reshape(w.shape[2:])
+    return out
