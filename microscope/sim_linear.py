@@ -161,7 +161,7 @@ def design_wiener_filters(
       signal is — a specimen spectrum ``1/(|f|² + 0.05²)`` through the band's OTF, plus a
       white floor of 1 % (the noise everywhere in the period, where the ideal response is
       0) — with the zero frequency held (every band reaches it: the image's mean).
-      On held-out scenes at 2000 photons this 9 × 9 kernel is 0.5 dB from the FFT
+      On validation scenes at 2000 photons this 9 × 9 kernel is 0.9 dB from the FFT
       Wiener where the truncated one is 1.7 dB away (and the truncated 11 × 11 1.2 dB).
     * ``"truncated"``: the ideal kernel sampled at the ``K × K`` offsets.
 
