@@ -1243,8 +1243,12 @@ def sim(
     With ``model`` (a SIM bundle, e.g. the learned 3-frame reconstructor) the raw frames
     are grouped by the bundle's ``frames`` (3: angle-major, one phase per angle) and
     reconstructed by its network on ``backend`` (``emulate``, ``rtlsim``, ``pynq``); no
-    parameters are estimated, optics are optional (:func:`_sim_learned`). ``frames=3`` or
-    a hardware backend without ``model`` raise :class:`SimUnavailable` before any work.
+    parameters are estimated, optics are optional (:func:`_sim_learned`). With a
+    classical Wiener-SIM bundle (``fluorofpga sim-bundle``) the reconstruction above runs
+    through the bundle's demodulation and filter on ``backend`` instead of ``wiener_sim``:
+    parameters estimated (or loaded) as above and checked against the bundle's design,
+    optics defaulting to the design's, ``wiener_w`` the bundle's. ``frames=3`` or a
+    hardware backend without ``model`` raise :class:`SimUnavailable` before any work.
 
     Returns:
         summary: paths, shapes, optics and where they came from, per-stack parameters
