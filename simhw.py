@@ -52,6 +52,24 @@ def _design(params: Any, wiener_w: float, kernel: int, codes: Any) -> dict[str, 
     }
 
 
+def design_layer(params: Any, wiener_w: float, kernel: int) -> tuple[Any, Any]:
+    """The quantized filter layer of a Wiener-SIM bundle for ``params`` (``SimParameters``
+    with their optics) and its integer representation ``LinearSimCodes``."""
+    from fluorofpga.microscope.sim_linear import (
+        LinearSimCodes,
+        design_wiener_filters,
+        fit_output_gain,
+        integer_weights,
+    )
+    from fluorofpga.quantize.wiener import wiener_filter_model
+
+    weights = design_wiener_filters(list(params), wiener_w=wiener_w, kernel=kernel,
+                                    na=params.na, wavelength_nm=params.wavelength_nm,
+                                    pixel_size_nm=params.pixel_size_nm)
+    codes = fit_output_gain(weights, LinearSimCodes())
+    return wiener_filter_model(*integer_weights(weights, codes)), codes
+
+
 def make_wiener_bundle(
     out_dir: str | Path,
     params: Any,
@@ -90,14 +108,8 @@ def make_wiener_bundle(
     )
     from fluorofpga.boards import load_board
     from fluorofpga.microscope import SimParameters
-    from fluorofpga.microscope.sim_linear import (
-        LinearSimCodes,
-        design_wiener_filters,
-        fit_output_gain,
-        integer_weights,
-    )
     from fluorofpga.quantize import export_to_qonnx
-    from fluorofpga.quantize.wiener import save_wiener_filter, wiener_filter_model
+    from fluorofpga.quantize.wiener import save_wiener_filter
 
     if not isinstance(params, SimParameters):
         raise TypeError("params must be SimParameters (fluorofpga sim --save-params)")
@@ -108,13 +120,8 @@ def make_wiener_bundle(
     out = Path(out_dir)
     _check_bundle_output(out, overwrite)
     t0 = time.perf_counter()
-    optics = {"na": params.na, "wavelength_nm": params.wavelength_nm,
-              "pixel_size_nm": params.pixel_size_nm}
     progress("design", 0, 1, "Wiener filter")
-    weights = design_wiener_filters(list(params), wiener_w=wiener_w, kernel=kernel, **optics)
-    codes = fit_output_gain(weights, LinearSimCodes())
-    w_int, bias = integer_weights(weights, codes)
-    model = wiener_filter_model(w_int, bias)
+    model, codes = design_layer(params, wiener_w, kernel)
     progress("design", 1, 1, f"{kernel}x{kernel}, output gain {codes.out_gain:.3f}")
     work = out.absolute().with_name(f".{out.absolute().name}.partial")
     if work.exists():
@@ -233,19 +240,8 @@ def emulate_wiener(raw: np.ndarray, params: Any, zero_adu: float, *, wiener_w: f
 
     from fluorofpga.host import Accelerator
     from fluorofpga.host.wienerrestore import WienerSimRestorer
-    from fluorofpga.microscope.sim_linear import (
-        LinearSimCodes,
-        design_wiener_filters,
-        fit_output_gain,
-        integer_weights,
-    )
-    from fluorofpga.quantize.wiener import wiener_filter_model
 
-    optics = {"na": params.na, "wavelength_nm": params.wavelength_nm,
-              "pixel_size_nm": params.pixel_size_nm}
-    weights = design_wiener_filters(list(params), wiener_w=wiener_w, kernel=kernel, **optics)
-    codes = fit_output_gain(weights, LinearSimCodes())
-    model = wiener_filter_model(*integer_weights(weights, codes))
+    model, codes = design_layer(params, wiener_w, kernel)
     halo = model.config.halo
     tile = (raw.shape[1] + 2 * halo, raw.shape[2] + 2 * halo)
 

@@ -146,7 +146,7 @@ class WienerSimRestorer:
         if not h:
             return channels
         c, y, x = channels.shape
-        zeros = np.tile([self.codes.wide_zero, 128, 128], c // 3).astype(np.uint8)
+        zeros = self.codes.channel_zeros(c // 3)
         out = np.empty((c, y + 2 * h, x + 2 * h), np.uint8)
         out[:] = zeros[:, None, None]
         out[:, h:-h, h:-h] = channels

@@ -100,6 +100,14 @@ class LinearSimCodes:
         """Largest code."""
         return (1 << self.bits) - 1
 
+    def channel_gains(self, angles: int) -> np.ndarray:
+        """Code per input code of each demodulated channel (``c0, Re z, Im z`` per angle)."""
+        return np.tile([self.wide_gain, self.channel_gain, self.channel_gain], angles)
+
+    def channel_zeros(self, angles: int) -> np.ndarray:
+        """Code of zero signal of each demodulated channel (uint8)."""
+        return np.tile([self.wide_zero, CHANNEL_ZERO, CHANNEL_ZERO], angles).astype(np.uint8)
+
     def to_dict(self) -> dict[str, Any]:
         """Manifest form (``kind: "linear-sim"``)."""
         return {"kind": "linear-sim", **asdict(self)}
@@ -422,8 +430,7 @@ def fit_output_gain(weights: np.ndarray, codes: LinearSimCodes, weight_bits: int
     integer-domain weight sits just below a power-of-two boundary times
     ``2^(bits−1) − 1``: 8-bit weights with power-of-two scales then use their whole range
     (up to 1.5 more bits of weight precision, for up to 2× coarser output codes)."""
-    n = weights.shape[1] // 3
-    gains = np.tile([codes.wide_gain, codes.channel_gain, codes.channel_gain], n)
+    gains = codes.channel_gains(weights.shape[1] // 3)
     top = float(np.abs(weights / gains[None, :, None, None]).max())
     levels = (1 << (weight_bits - 1)) - 1.5  # margin: float rounding of the scale
     exponent = np.floor(np.log2(codes.out_gain * top / levels))
@@ -441,8 +448,7 @@ def integer_weights(weights: np.ndarray, codes: LinearSimCodes, weight_bits: int
     ``b = out_zero − Σ W zero_c`` (per output channel).
     """
     n = weights.shape[1] // 3
-    gains = np.tile([codes.wide_gain, codes.channel_gain, codes.channel_gain], n)
-    zeros = np.tile([codes.wide_zero, CHANNEL_ZERO, CHANNEL_ZERO], n)
+    gains, zeros = codes.channel_gains(n), codes.channel_zeros(n)
     w = _round_keeping_sums(codes.out_gain * weights / gains[None, :, None, None], weight_bits)
     b = codes.out_zero - np.einsum("dckl,c->d", w, zeros.astype(np.float64))
     return w, b
