@@ -21,12 +21,21 @@ import contextlib
 import os
 import platform
 import time
+from collections import deque
 
 import numpy as np
 import torch
 from results_io import write_results  # sibling module: scripts run from benchmarks/
 
-from fluorofpga.host import Accelerator, FrameRestorer, load_bundle, plan_tiles, process_tiled
+from fluorofpga.host import (
+    Accelerator,
+    AcceleratorBusy,
+    FrameRestorer,
+    StreamPipeline,
+    load_bundle,
+    plan_tiles,
+    process_tiled,
+)
 from fluorofpga.microscope import NoiseModel, SCMOSSensor, calibrate
 from fluorofpga.models import int_to_tensor, load_float_model
 
@@ -91,6 +100,77 @@ def host_overhead(bundle, repeats: int) -> dict:
     return out
 
 
+class TimedPL(Loopback):
+    """The loopback as a PL at ``mpix_s``: tiles queue in the device (two in flight, as
+    the PYNQ driver sends them) and each is ready a tile's time after the previous one;
+    :meth:`wait` sleeps until then (as the driver waits for the DMA: the GIL is free)."""
+
+    name = "timed-pl"
+    max_in_flight = 2
+
+    def __init__(self, tile_shape: tuple[int, int], zero: int, mpix_s: float) -> None:
+        super().__init__(tile_shape, zero)
+        self.seconds = tile_shape[0] * tile_shape[1] / (mpix_s * 1e6)
+        self._ready: deque[tuple[float, np.ndarray]] = deque()
+        self._free_at = 0.0
+
+    def submit(self, tile: np.ndarray) -> None:
+        """Queue ``tile``: ready when the PL is through the ones before it, plus its time."""
+        if len(self._ready) >= self.max_in_flight:
+            raise AcceleratorBusy(self.name)
+        tile = self._validate(tile)
+        self._free_at = max(time.perf_counter(), self._free_at) + self.seconds
+        self._ready.append((self._free_at, tile))
+        self._in_flight = True
+
+    def wait(self) -> np.ndarray:
+        """The oldest tile's output, once the PL would have finished it."""
+        ready, tile = self._ready.popleft()
+        self._in_flight = bool(self._ready)
+        delay = ready - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        return self._check_output(self._compute(tile))
+
+
+class NullSink:
+    """Takes frames and keeps nothing."""
+
+    def write(self, index: int, frame: np.ndarray) -> None:
+        """Discard ``frame``."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def staged_stream(bundle, mpix_s: float, size: int, frames: int, repeats: int) -> dict:
+    """Frames/s of a stream through a PL-timed accelerator, stages overlapped or not.
+
+    One thread of table work per stage (``threads=1``); the same frames, a sink that
+    keeps nothing, ``block`` policy (nothing dropped). Best of ``repeats`` runs each,
+    in turns.
+    """
+    noise = NoiseModel.from_camera(0.46, 100.0, 1.6)
+    rng = np.random.default_rng(3)
+    raw = [rng.integers(90, 3000, (size, size)).astype(np.uint16) for _ in range(4)]
+    acc = TimedPL(bundle.tile_shape, bundle.signal.residual_zero, mpix_s)
+    restorer = FrameRestorer(acc, bundle.tables(noise), bundle.halo)
+    pl_ms = 1e3 * len(plan_tiles((size, size), acc.tile_shape, bundle.halo)) * acc.seconds
+    best: dict = {}
+    stages: dict = {}
+    for _ in range(repeats):
+        for staged in (False, True):
+            stats = StreamPipeline(((k, raw[k % 4]) for k in range(frames)), restorer,
+                                   NullSink(), queue_size=2, drop_policy="block",
+                                   staged=staged).run()
+            key = "staged" if staged else "one thread"
+            if stats.fps > best.get(key, 0.0):
+                best[key], stages[key] = stats.fps, stats.stage_ms_mean
+    return {"size": size, "frames": frames, "pl_mpix_s": mpix_s,
+            "pl_ms_per_frame": pl_ms, "fps": best, "stage_ms_mean": stages,
+            "pl_only_fps": 1e3 / pl_ms}
+
+
 def emulator_vs_torch(bundle, repeats: int, one_thread: bool = False) -> dict:
     """Frames/s of the emulator and of the float PyTorch twin, 512², same frames, in turns.
 
@@ -122,6 +202,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None)
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--pl-mpix", type=float, default=39.7,
+                    help="PL speed of the stream measurement, Mpixel/s (default: FINN's "
+                         "KV260 estimate of the shipped denoiser, benchmarks/results/compile.md)")
     args = ap.parse_args()
     bundle = load_bundle(args.bundle)
     load = {"before": os.getloadavg()[0]}  # 1-minute load average: others' jobs share the CPU
@@ -131,6 +214,8 @@ def main() -> None:
     load["after emulator"] = os.getloadavg()[0]
     single = emulator_vs_torch(bundle, args.repeats, one_thread=True)
     load["after one thread"] = os.getloadavg()[0]
+    stream = staged_stream(bundle, args.pl_mpix, 1024, 30, 3)
+    load["after stream"] = os.getloadavg()[0]
     cols = list(next(iter(overhead.values())))
     lines = ["Host work per frame around a zero-cost loopback accelerator, best of "
              f"{args.repeats} (median in brackets), timed in turns on a shared machine.", "",
@@ -148,11 +233,20 @@ def main() -> None:
               f"{single['emulator_fps']:.2f} frames/s vs PyTorch {single['torch_float_fps']:.2f} "
               f"frames/s: ratio {single['ratio']:.2f} (of medians "
               f"{single['ratio_of_medians']:.2f}).", "",
+              f"Stream of {stream['frames']} frames of {stream['size']}² through a PL at "
+              f"{stream['pl_mpix_s']:g} Mpixel/s ({stream['pl_ms_per_frame']:.1f} ms per frame "
+              f"with halos: at most {stream['pl_only_fps']:.1f} frames/s), one thread per "
+              f"stage: pack, accelerate and unpack one after another "
+              f"{stream['fps']['one thread']:.1f} frames/s; on their own threads "
+              f"{stream['fps']['staged']:.1f} frames/s (best of 3). Stage means (ms, staged): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in stream["stage_ms_mean"]["staged"].items())
+              + ".", "",
               f"Load average (1 min) on the {os.cpu_count()} CPUs while measuring: " + ", ".join(
                   f"{v:.1f} {k}" for k, v in load.items()) + "."]
     write_results("host", {"bundle": bundle.name, "overhead_ms": overhead,
                            "emulator_vs_torch": speed,
                            "emulator_vs_torch_one_thread": single, "repeats": args.repeats,
+                           "stream": stream,
                            "load_average_1min": load,
                            "machine": platform.processor() or platform.machine(),
                            "cpus": os.cpu_count()},

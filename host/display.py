@@ -27,6 +27,7 @@ def stats_rows(stats: StreamStats, total: int | None = None, unit: str = "frames
     done = f"{stats.frames_out}" + (f" / {total}" if total else "")
     shown = stats.dropped_indices[-8:]
     more = "..., " if len(stats.dropped_indices) > len(shown) else ""
+    stages = stats.stage_ms_mean or {"process": stats.process_ms_mean}  # they overlap
     return [
         (f"{unit} out", done),
         (f"{unit} in", str(stats.frames_in)),
@@ -35,8 +36,9 @@ def stats_rows(stats: StreamStats, total: int | None = None, unit: str = "frames
         ("fps (rolling)", f"{stats.fps:.1f} ({stats.fps_rolling:.1f})"),
         ("latency p50 / p95 / p99", f"{stats.latency_ms_p50:.1f} / {stats.latency_ms_p95:.1f}"
                                     f" / {stats.latency_ms_p99:.1f} ms"),
-        ("read / process / write", f"{stats.read_ms_mean:.1f} / {stats.process_ms_mean:.1f} / "
-                                   f"{stats.write_ms_mean:.1f} ms per {unit[:-1]}"),
+        (" / ".join(["read", *stages, "write"]),
+         " / ".join(f"{v:.1f}" for v in (stats.read_ms_mean, *stages.values(),
+                                         stats.write_ms_mean)) + f" ms per {unit[:-1]}"),
         ("queued", str(stats.queued)),
         ("elapsed", f"{stats.seconds:.1f} s"),
     ]

@@ -11,6 +11,8 @@ pass through unchanged and are counted; nothing is clipped silently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from fluorofpga.microscope.signal import CodeCounts, PixelMaps, SignalTables
 from .accelerator import Accelerator
 from .tiling import process_tiled
 
-__all__ = ["OUTPUT_DTYPES", "FrameRestorer"]
+__all__ = ["OUTPUT_DTYPES", "FrameRestorer", "Packed"]
 
 #: Output dtypes a restorer can write.
 OUTPUT_DTYPES = ("uint16", "float32")
@@ -109,24 +111,66 @@ class FrameRestorer:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """Restore one raw ``(Y, X)`` frame; returns ``uint16`` or ``float32`` ADU."""
+        return self.unpack(self.accelerate(self.pack(frame, reuse=True), reuse=True))
+
+    # -- the three stages of a frame (a stream runs them on their own threads) -------------
+
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """``[("pack", pack), ("accelerate", accelerate), ("unpack", unpack)]``.
+
+        :class:`~fluorofpga.host.StreamPipeline` runs each on its own thread with a
+        bounded queue between them, so frame n+1 is packed and frame n−1 unpacked while
+        the accelerator works on frame n. Each frame in flight has its own work arrays.
+        """
+        return [("pack", self.pack), ("accelerate", self.accelerate), ("unpack", self.unpack)]
+
+    def pack(self, frame: np.ndarray, reuse: bool = False) -> Packed:
+        """Pixel-in of one raw frame: the per-pixel maps, then the input codes.
+
+        ``reuse``: write into this restorer's work arrays (one frame at a time) rather
+        than new ones (frames in flight on several threads).
+        """
         frame = self._check(frame)
         uniform = frame
         if self.maps is not None:
-            uniform = self.maps.to_uniform(frame, out=self._buffer("uniform", frame.shape,
-                                                                   np.uint16),
-                                           threads=self.threads)
+            uniform = self.maps.to_uniform(
+                frame, out=self._buffer("uniform", frame.shape, np.uint16) if reuse else None,
+                threads=self.threads)
+        q = self.tables.encode(
+            uniform, out=self._buffer("q", frame.shape, self.tables.in_lut.dtype)
+            if reuse else None, threads=self.threads)
+        return Packed(frame, uniform, q)
+
+    def accelerate(self, packed: Packed, reuse: bool = False) -> Packed:
+        """The accelerator on a packed frame, tile by tile (``packed.r``: its output codes)."""
         acc = self.accelerator
-        q = self.tables.encode(uniform, out=self._buffer("q", uniform.shape,
-                                                         self.tables.in_lut.dtype),
-                               threads=self.threads)
-        r = process_tiled(q, acc, acc.tile_shape, self.halo, out=self._buffer(
-            "r", q.shape, np.uint8 if acc.out_bits <= 8 else np.uint16))
+        dtype = np.uint8 if acc.out_bits <= 8 else np.uint16
+        out = self._buffer("r", packed.q.shape, dtype) if reuse else None
+        packed.r = process_tiled(packed.q, acc, acc.tile_shape, self.halo, out=out)
+        return packed
+
+    def unpack(self, packed: Packed) -> np.ndarray:
+        """Pixel-out of an accelerated frame: ``uint16`` or ``float32`` ADU (a new array);
+        pass-through and clipped pixels added to :attr:`counts`."""
+        if packed.r is None:
+            raise ValueError("unpack() needs a frame that went through accelerate()")
         counts = CodeCounts()
         if self.maps is None:  # one lookup straight to the output dtype
-            out = self.tables.decode(uniform, q, r, counts, self.dtype.name,
-                                     threads=self.threads)
+            out = self.tables.decode(packed.uniform, packed.q, packed.r, counts,
+                                     self.dtype.name, threads=self.threads)
         else:  # the table in float64, the maps undone, then the output dtype
-            out = self.maps.decode(self.tables, frame, uniform, q, r, counts,
-                                   self.dtype.name, threads=self.threads)
+            out = self.maps.decode(self.tables, packed.frame, packed.uniform, packed.q,
+                                   packed.r, counts, self.dtype.name, threads=self.threads)
         self.counts.add(counts)
         return out
+
+
+@dataclass
+class Packed:
+    """One frame between the stages: the raw frame, its uniform-sensor ADU, its input
+    codes and (after :meth:`FrameRestorer.accelerate`) the accelerator's output codes."""
+
+    frame: np.ndarray
+    uniform: np.ndarray
+    q: np.ndarray
+    r: np.ndarray | None = None

@@ -1,9 +1,13 @@
-"""Streaming pipeline: source -> bounded queue -> process -> sink.
+"""Streaming pipeline: source -> bounded queue -> pack -> accelerate -> unpack -> sink.
 
 A producer thread reads ``(index, frame)`` pairs from the source into a bounded
-:class:`queue.Queue`; the calling thread takes them out, applies ``process`` (pack,
-accelerator, unpack: a :class:`~fluorofpga.host.FrameRestorer`) and writes the result
-to the sink. When processing is slower than the source, the drop policy decides:
+:class:`queue.Queue`. ``process`` is one callable, or offers ``stages()``: named steps
+(a :class:`~fluorofpga.host.FrameRestorer` has pack, accelerate and unpack). Each stage
+but the last runs on its own thread, with a bounded queue (one frame) to the next, so
+frame n+1 is packed and frame n−1 unpacked while the accelerator works on frame n; the
+calling thread runs the last stage and writes the result to the sink. Frames are only
+ever dropped at the first queue, before any work on them. When processing is slower than
+the source, the drop policy decides:
 
 - ``"block"`` (a file): the producer waits for room; nothing is dropped.
 - ``"drop-oldest"`` (a live camera, the usual choice): a frame arriving at a full queue
@@ -15,12 +19,13 @@ Every dropped frame is counted in :attr:`StreamStats.dropped` and its source ind
 listed in :attr:`StreamStats.dropped_indices`. Nothing is dropped silently. (The names
 with underscores, ``drop_oldest`` / ``drop_newest``, are accepted too.)
 
-:class:`StreamStats` also carries per-stage timing (read, process, write), the overall
-and rolling frame rate and latency percentiles (p50/p95/p99 from a log-spaced
+:class:`StreamStats` also carries per-stage timing (read, each processing stage, write),
+the overall and rolling frame rate and latency percentiles (p50/p95/p99 from a log-spaced
 histogram: memory stays constant however long the stream runs).
 
-Errors in ``process``, in the sink or in the source stop the producer and are
-re-raised from :meth:`StreamPipeline.run`. The sink is closed in every case (a sink
+Errors in any stage, in the sink or in the source stop the producer and the stages and
+are re-raised from :meth:`StreamPipeline.run` (frames already past a failing stage are
+still written first). The sink is closed in every case (a sink
 with ``abort()`` is aborted after an error, leaving clearly marked partial output).
 :meth:`StreamPipeline.stop` ends a stream early but cleanly (the frames already read
 are processed and the sink is closed normally).
@@ -60,7 +65,6 @@ _JOIN_TIMEOUT_S = 5.0  # how long to wait for the producer after an error
 ROLLING_FRAMES = 30
 #: How often (s) the latency percentiles are recomputed while streaming.
 _PERCENTILE_EVERY_S = 0.25
-STAGES = ("read", "process", "write")
 
 
 def normalize_drop_policy(policy: str) -> str:
@@ -133,6 +137,27 @@ class LatencyHistogram:
         return float(min(max(centre, self.min), self.max))
 
 
+class _Aborted(Exception):
+    """Internal: another thread's error stopped the stream."""
+
+
+def _stages_of(process: Any) -> list[tuple[str, Callable[[Any], Any]]]:
+    """``process.stages()`` checked (names unique, not ``read``/``write``), or
+    ``[("process", process)]`` for a plain callable."""
+    stages = getattr(process, "stages", None)
+    if not callable(stages):
+        if not callable(process):
+            raise TypeError(f"process must be callable, got {type(process).__name__}")
+        return [("process", process)]
+    found = [(str(name), fn) for name, fn in stages()]
+    names = [name for name, _ in found]
+    if not found or len(set(names)) != len(names) or {"read", "write"} & set(names) or (
+            not all(callable(fn) for _, fn in found)):
+        raise ValueError(f"process.stages() must give uniquely named callables (not read or "
+                         f"write), got {names}")
+    return found
+
+
 @dataclass
 class StreamStats:
     """Counters of one pipeline run.
@@ -152,8 +177,11 @@ class StreamStats:
         latency_ms_p50, latency_ms_p95, latency_ms_p99: Its percentiles, ms.
         read_ms_mean: Mean time the source took to give a frame (waiting for the camera
             included), ms.
-        process_ms_mean: Mean time of ``process`` per frame, ms.
+        process_ms_mean: Mean processing time per frame (all stages), ms.
         write_ms_mean: Mean time of ``sink.write`` per frame, ms.
+        stage_ms_mean: Mean time per frame of each processing stage (``{"process": …}``
+            for a single callable; ``pack`` / ``accelerate`` / ``unpack`` for a
+            restorer), ms. Stages overlap: the frame rate follows the slowest, not the sum.
         queued: Frames waiting between source and processing right now.
         stopped_early: :meth:`StreamPipeline.stop` ended the stream before the source did.
 
@@ -176,6 +204,7 @@ class StreamStats:
     read_ms_mean: float = 0.0
     process_ms_mean: float = 0.0
     write_ms_mean: float = 0.0
+    stage_ms_mean: dict[str, float] = field(default_factory=dict)
     queued: int = 0
     stopped_early: bool = False
 
@@ -199,13 +228,17 @@ class StreamPipeline:
 
     Args:
         source: Iterable of ``(index, frame)`` pairs (see :mod:`.sources`).
-        process: Frame in, frame out (for example a :class:`~fluorofpga.host.FrameRestorer`).
+        process: Frame in, frame out (for example a :class:`~fluorofpga.host.FrameRestorer`);
+            if it has ``stages()`` (``[(name, fn), ...]``, each fn taking the previous
+            one's result), they run as a pipeline of threads.
         sink: Object with ``write(index, frame)`` and ``close()`` (see :mod:`.sinks`).
         queue_size: Frames buffered between source and processing (>= 1).
         drop_policy: ``"block"``, ``"drop-oldest"`` or ``"drop-newest"`` (see the
             module docstring).
         progress: Called with the live :class:`StreamStats` after every output
             frame (read it, do not modify it), e.g. a :mod:`.display`.
+        staged: run ``process.stages()`` on their own threads (default); False calls
+            ``process`` itself on the calling thread.
 
     A pipeline runs once; :meth:`run` closes the sink.
     """
@@ -218,6 +251,7 @@ class StreamPipeline:
         queue_size: int = 4,
         drop_policy: str = "drop-newest",
         progress: Callable[[StreamStats], None] | None = None,
+        staged: bool = True,
     ) -> None:
         policy = normalize_drop_policy(drop_policy)
         if int(queue_size) != queue_size or queue_size < 1:
@@ -230,7 +264,6 @@ class StreamPipeline:
         self.progress = progress
         self.stats = StreamStats(drop_policy=policy)
         self.latency = LatencyHistogram()
-        self._stage_ms = dict.fromkeys(STAGES, 0.0)
         self._done_times: deque[float] = deque(maxlen=ROLLING_FRAMES)
         self._ran = False
         self._lock = threading.Lock()
@@ -238,6 +271,11 @@ class StreamPipeline:
         self._stop_requested = False
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.queue_size)
         self._source_error: BaseException | None = None
+        self.stages = _stages_of(process) if staged else [("process", process)]
+        self._stage_ms = {"read": 0.0, "write": 0.0, **{name: 0.0 for name, _ in self.stages}}
+        # one bounded queue (a frame) in front of every stage but the first
+        self._queues = [self._queue] + [queue.Queue(maxsize=1) for _ in self.stages[1:]]
+        self._stage_error: BaseException | None = None
 
     def stop(self) -> None:
         """End the stream early but cleanly: no new frame is read; those read are finished.
@@ -254,11 +292,13 @@ class StreamPipeline:
         """An error stops the stream (not a clean :meth:`stop`)."""
         return self._stop.is_set() and not self._stop_requested
 
-    def _put_blocking(self, item: object) -> bool:
-        """Put ``item``, waiting for room; False if the stream is aborted meanwhile."""
+    def _put_blocking(self, item: object, target: queue.Queue[Any] | None = None) -> bool:
+        """Put ``item`` (into the first queue, or ``target``), waiting for room; False if
+        the stream is aborted meanwhile."""
+        target = self._queue if target is None else target
         while not self._aborting():
             try:
-                self._queue.put(item, timeout=_POLL_S)
+                target.put(item, timeout=_POLL_S)
                 return True
             except queue.Full:
                 continue
@@ -350,40 +390,92 @@ class StreamPipeline:
         stats.latency_ms_p95 = hist.percentile(95)
         stats.latency_ms_p99 = hist.percentile(99)
 
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        """Next item of ``q``; ``_Aborted`` if the stream is aborted meanwhile."""
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._aborting():
+                    raise _Aborted from None
+
+    def _run_stage(self, k: int) -> None:
+        """Thread of stage ``k`` (not the last): queue ``k`` -> fn -> queue ``k + 1``.
+
+        After an error here the source stops, the frames already past this stage still
+        reach the sink, and the ones before it are discarded; :meth:`run` then raises it.
+        """
+        name, fn = self.stages[k]
+        source, target = self._queues[k], self._queues[k + 1]
+        failed = False
+        try:
+            while True:
+                item = self._get(source)
+                if item is not _END:
+                    if failed:
+                        continue  # after an error: drain to the end marker
+                    index, payload, t_in = item
+                    t0 = time.perf_counter()
+                    try:
+                        item = (index, fn(payload), t_in)
+                    except BaseException as exc:  # re-raised by run() in the calling thread
+                        with self._lock:
+                            if self._stage_error is None:
+                                self._stage_error = exc
+                        failed = True
+                        self._stop_requested = True  # no new frames; the rest drains
+                        self._stop.set()
+                        continue
+                    with self._lock:
+                        self._stage_ms[name] += (time.perf_counter() - t0) * 1e3
+                if not self._put_blocking(item, target) or item is _END:
+                    return
+        except _Aborted:  # the calling thread failed: it is shutting the stream down
+            return
+
     def run(self) -> StreamStats:
         """Stream every frame; return the counters once the source is exhausted.
 
         Raises:
             RuntimeError: The pipeline already ran.
-            Exception: Whatever ``process``, the sink or the source raised; the
-                producer is stopped and the sink aborted (or closed) first.
+            Exception: Whatever a processing stage, the sink or the source raised; the
+                producer and the stages are stopped and the sink aborted (or closed) first.
         """
         if self._ran:
             raise RuntimeError("this StreamPipeline already ran; create a new one")
         self._ran = True
         stats = self.stats
-        producer = threading.Thread(target=self._produce, name="fluorofpga-source", daemon=True)
+        threads = [threading.Thread(target=self._produce, name="fluorofpga-source",
+                                    daemon=True)]
+        threads += [threading.Thread(target=self._run_stage, args=(k,), daemon=True,
+                                     name=f"fluorofpga-{name}")
+                    for k, (name, _) in enumerate(self.stages[:-1])]
+        last, process = self.stages[-1]
         t_start = time.perf_counter()
-        producer.start()
+        for thread in threads:
+            thread.start()
         next_percentiles = t_start
         try:
             while True:
-                item = self._queue.get()
+                item = self._get(self._queues[-1])
                 if item is _END:
                     break
-                index, frame, t_in = item
+                index, payload, t_in = item
                 t0 = time.perf_counter()
-                out = self.process(frame)
+                out = process(payload)
                 t1 = time.perf_counter()
                 self.sink.write(index, out)
                 t2 = time.perf_counter()
                 latency_ms = (t2 - t_in) * 1e3
                 self.latency.add(latency_ms)
-                self._stage_ms["process"] += (t1 - t0) * 1e3
-                self._stage_ms["write"] += (t2 - t1) * 1e3
                 self._done_times.append(t2)
                 stats.frames_out += 1
-                stats.process_ms_mean = self._stage_ms["process"] / stats.frames_out
+                with self._lock:
+                    self._stage_ms[last] += (t1 - t0) * 1e3
+                    self._stage_ms["write"] += (t2 - t1) * 1e3
+                    stats.stage_ms_mean = {name: self._stage_ms[name] / stats.frames_out
+                                           for name, _ in self.stages}
+                stats.process_ms_mean = sum(stats.stage_ms_mean.values())
                 stats.write_ms_mean = self._stage_ms["write"] / stats.frames_out
                 stats.latency_ms_mean = self.latency.mean
                 stats.latency_ms_max = self.latency.max
@@ -394,11 +486,14 @@ class StreamPipeline:
                 self._update_timing(t_start, t2)
                 if self.progress is not None:
                     self.progress(stats)
-            producer.join()
+            for thread in threads:
+                thread.join()
+            if self._stage_error is not None:
+                raise self._stage_error
             if self._source_error is not None:
                 raise self._source_error
         except BaseException:
-            self._shutdown(producer)
+            self._shutdown(threads)
             raise
         stats.stopped_early = self._stop_requested
         stats.queued = 0
@@ -407,22 +502,24 @@ class StreamPipeline:
         self._update_timing(t_start, time.perf_counter())
         return stats
 
-    def _shutdown(self, producer: threading.Thread) -> None:
-        """Stop the producer and abort the sink while an error propagates.
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
+        """Stop the producer and the stages and abort the sink while an error propagates.
 
         A sink with ``abort()`` (``TiffSink``, ``OmeZarrSink``, ``ZmqSink``) keeps what
         it wrote as clearly marked partial output instead of completing it.
         """
         self._stop_requested = False
         self._stop.set()
-        producer.join(timeout=_JOIN_TIMEOUT_S)
-        if producer.is_alive():
-            warnings.warn(
-                f"source thread did not stop within {_JOIN_TIMEOUT_S} s (blocked in the "
-                "source?); it is left running as a daemon",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        deadline = time.perf_counter() + _JOIN_TIMEOUT_S
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.perf_counter()))
+            if thread.is_alive():
+                warnings.warn(
+                    f"thread {thread.name} did not stop within {_JOIN_TIMEOUT_S} s (blocked "
+                    "in the source or a stage?); it is left running as a daemon",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         self._update_percentiles()
         try:
             getattr(self.sink, "abort", self.sink.close)()

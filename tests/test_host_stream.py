@@ -620,3 +620,147 @@ def test_notebook_display_uses_ipywidgets_and_falls_back_to_text(monkeypatch, ca
     assert widget.bar.value == 3 and widget.bar.max == 3 and "dropped" in widget.label.value
     monkeypatch.setattr(disp, "_in_jupyter", lambda: False)
     assert isinstance(disp.live_display(), disp.RichDisplay)
+
+
+# -- staged pipeline (pack / accelerate / unpack on their own threads) -------------------------
+
+
+class ThreeStages:
+    """Stages that only finish when the next frame is in the previous stage: a pipeline
+    that ran the stages one frame at a time would wait for ever (the events time out)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.entered = {name: [threading.Event() for _ in range(n + 1)]
+                        for name in ("a", "b", "c")}
+        self.overlapped = []
+
+    def _step(self, name, after, item):
+        k, value = item
+        self.entered[name][k].set()
+        if after is not None and k + 1 < self.n:  # the next frame reaches the stage before
+            self.overlapped.append(self.entered[after][k + 1].wait(5.0))
+        return k, value + 1
+
+    def stages(self):
+        return [("a", lambda f: self._step("a", None, (int(f[0, 0]), f))),
+                ("b", lambda it: self._step("b", "a", it)),
+                ("c", lambda it: self._step("c", "b", it)[1])]
+
+
+def test_stages_run_concurrently_on_their_own_threads():
+    proc = ThreeStages(6)
+    sink = MemorySink()
+    stats = StreamPipeline(frames(6), proc, sink, queue_size=2, drop_policy="block").run()
+    assert proc.overlapped and all(proc.overlapped)  # frame k+1 was in a while k was in b
+    assert sink.indices == list(range(6))
+    assert [int(f[0, 0]) for f in sink.frames] == [k + 3 for k in range(6)]
+    assert set(stats.stage_ms_mean) == {"a", "b", "c"}
+    assert stats.process_ms_mean == pytest.approx(sum(stats.stage_ms_mean.values()))
+
+
+def test_staged_false_calls_the_process_itself():
+    class Both(ThreeStages):
+        def __call__(self, frame):
+            return frame + 10
+
+    sink = MemorySink()
+    stats = StreamPipeline(frames(3), Both(3), sink, drop_policy="block", staged=False).run()
+    assert [int(f[0, 0]) for f in sink.frames] == [10, 11, 12]
+    assert set(stats.stage_ms_mean) == {"process"}
+
+
+@pytest.mark.parametrize("failing", ["a", "b", "c"])
+def test_an_error_in_any_stage_propagates_stops_the_source_and_aborts_the_sink(failing):
+    source_closed = threading.Event()
+
+    def endless():
+        k = 0
+        try:
+            while True:
+                yield k, np.zeros((4, 4), np.uint16)
+                k += 1
+                time.sleep(0.001)
+        finally:
+            source_closed.set()
+
+    class Failing:
+        seen = 0
+
+        def step(self, name, x):
+            if name == failing:
+                self.seen += 1
+                if self.seen == 4:
+                    raise ZeroDivisionError(f"boom in {name}")
+            return x
+
+        def stages(self):
+            return [(n, lambda x, n=n: self.step(n, x)) for n in ("a", "b", "c")]
+
+    class AbortSink(MemorySink):
+        aborted = False
+
+        def abort(self):
+            self.aborted = True
+            self.closed = True
+
+    sink = AbortSink()
+    with pytest.raises(ZeroDivisionError, match=f"boom in {failing}"):
+        StreamPipeline(endless(), Failing(), sink, queue_size=2, drop_policy="block").run()
+    assert source_closed.wait(1.0)
+    assert sink.aborted and sink.indices == [0, 1, 2]
+    assert not [t for t in threading.enumerate() if t.name.startswith("fluorofpga-")
+                and t.name[11:] in ("a", "b", "source")]
+
+
+def test_staged_drops_only_at_the_first_queue_and_counts_them():
+    class Slow:
+        def stages(self):
+            return [("pack", lambda f: f), ("accelerate", slow(0.01)), ("unpack", lambda f: f)]
+
+    sink = MemorySink()
+    stats = StreamPipeline(frames(40), Slow(), sink, queue_size=1,
+                           drop_policy="drop-oldest").run()
+    assert stats.dropped > 0 and stats.frames_in == 40
+    assert stats.frames_in == stats.frames_out + stats.dropped
+    kept = [k for k in range(40) if k not in set(stats.dropped_indices)]
+    assert sink.indices == kept and 39 in kept  # drop-oldest keeps the newest frame
+
+
+def test_bad_stages_are_refused():
+    class Bad:
+        def stages(self):
+            return [("read", lambda f: f)]
+
+    with pytest.raises(ValueError, match="uniquely named"):
+        StreamPipeline(frames(1), Bad(), MemorySink())
+    with pytest.raises(TypeError, match="callable"):
+        StreamPipeline(frames(1), object(), MemorySink())
+
+
+def test_a_restorer_streams_in_three_stages_bit_identical_to_calling_it():
+    from fluorofpga.host import Accelerator, FrameRestorer
+    from fluorofpga.microscope import NoiseModel, SignalSpec, SignalTables
+
+    spec = SignalSpec()
+
+    class Halve(Accelerator):
+        name = "halve"
+
+        def __init__(self):
+            super().__init__((16, 16), spec.in_bits, spec.out_bits)
+
+        def _compute(self, tile):
+            return (tile // 2 + 64).astype(np.uint8)
+
+    tables = SignalTables(spec, NoiseModel.from_camera(2.0, 100.0, 1.5), adc_max=4095)
+    rng = np.random.default_rng(4)
+    raw = [rng.integers(0, 4096, (45, 70)).astype(np.uint16) for _ in range(7)]
+    staged = FrameRestorer(Halve(), tables, halo=2, dtype="float32")
+    plain = FrameRestorer(Halve(), tables, halo=2, dtype="float32")
+    sink = MemorySink()
+    stats = StreamPipeline(enumerate(raw), staged, sink, drop_policy="block").run()
+    assert set(stats.stage_ms_mean) == {"pack", "accelerate", "unpack"}
+    for got, frame in zip(sink.frames, raw, strict=True):
+        assert np.array_equal(got, plain(frame))
+    assert staged.counts == plain.counts and staged.counts.saturated > 0
