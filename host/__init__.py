@@ -17,7 +17,9 @@ Restoration (:mod:`.restore`)
     pixel-in table (ADU -> GAT code), accelerator tile by tile, pixel-out (residual ->
     clean code -> ADU); ``.counts`` (saturated / above-range pixels passed through,
     residual codes at their limits, clipped outputs). The tables are
-    ``fluorofpga.microscope.signal.SignalTables``.
+    ``fluorofpga.microscope.signal.SignalTables``. ``.stages()``: ``pack`` ->
+    ``accelerate`` -> ``unpack`` (a ``Packed`` frame between them), run on their own
+    threads by ``StreamPipeline``.
 Tiling (:mod:`.tiling`, pure numpy)
     ``Tile``, ``plan_tiles(frame_shape, tile_shape, halo)``,
     ``tile(frame, plan)``, ``stitch(outputs, plan, frame_shape)``,
@@ -36,9 +38,11 @@ Sinks (:mod:`.sinks`), ``write(index, frame)`` / ``close()`` / ``abort()``
     calibration per message), ``open_sink(target)``, ``BackgroundSink`` (writes on its
     own thread behind a bounded queue that never drops), ``KeepOpen``.
 Streaming (:mod:`.stream`, :mod:`.display`)
-    ``StreamPipeline(source, process, sink, queue_size, drop_policy, progress)``
+    ``StreamPipeline(source, process, sink, queue_size, drop_policy, progress, staged)``
     ``.run() -> StreamStats`` (frames in/out, dropped and their indices, fps and
-    rolling fps, latency mean/max/p50/p95/p99, read/process/write ms per frame);
+    rolling fps, latency mean/max/p50/p95/p99, read/process/write ms per frame and
+    ``stage_ms_mean`` per stage); a ``process`` with ``stages()`` runs as a pipeline
+    of threads, bounded queues between them, frames dropped only before the first;
     ``drop_policy``: ``block``, ``drop-oldest``, ``drop-newest``; ``.stop()`` ends a
     stream cleanly. ``live_display(total)``: ``rich`` panel in a terminal, ipywidgets
     progress in Jupyter (text without ipywidgets).
@@ -73,6 +77,9 @@ Bundles and backends (:mod:`.bundle`, :mod:`.emulate`)
     ``PynqAccelerator`` (:mod:`.pynq_backend`) - the bitstream on a PYNQ board: AXI DMA
     with two tiles in flight, named kernel registers, ``load_tables``, ``reset()`` after
     a DMA error or timeout (``pynq`` imported lazily; tests: ``tests/pynq_standin.py``).
+    Denoiser and SIM bundles alike: a SIM bundle streams channels-last tiles (``frames``
+    codes in, ``upscale²`` out; the kernel's ``REG_CHANNELS`` checked), its tables stay
+    on the host.
 
 Typical use::
 
@@ -101,7 +108,7 @@ from .display import live_display
 from .emulate import EmulatedAccelerator, HwGraph, load_hw_graph, run_hw_graph
 from .netstream import ZmqSink, ZmqSource
 from .pynq_backend import PynqAccelerator
-from .restore import OUTPUT_DTYPES, FrameRestorer
+from .restore import OUTPUT_DTYPES, FrameRestorer, Packed
 from .simstream import GroupEvent, SimGrouper, SimReconstructor, SimulatedSimCameraSource
 from .sinks import BackgroundSink, KeepOpen, MemorySink, OmeZarrSink, TiffSink, open_sink
 from .sources import (
@@ -144,6 +151,7 @@ __all__ = [
     "OUTPUT_DTYPES",
     "KeepOpen",
     "MemorySink",
+    "Packed",
     "SimulatedCameraSource",
     "SimulatedSimCameraSource",
     "GroupEvent",
