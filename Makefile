@@ -39,9 +39,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 $(BOARD_STAMP): pyproject.toml
 	test -x $(BOARD_VENV)/bin/python || $(PYTHON) -m venv $(BOARD_VENV)
 	$(BOARD_VENV)/bin/pip install --quiet --upgrade pip
-	# nbclient + ipykernel: tests/test_host_notebooks.py executes the board notebooks
+	# nbclient + ipykernel: tests/test_host_notebooks.py executes the board notebooks;
+	# ipywidgets: their live progress widget (PYNQ images ship it)
 	$(BOARD_VENV)/bin/pip install --quiet "numpy<2" tifffile scikit-image scipy matplotlib typer rich pyzmq pytest "pynq==4.0.*" \
-		nbclient ipykernel
+		nbclient ipykernel "ipywidgets==8.1.*"
 	$(BOARD_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(BOARD_STAMP)
 

@@ -593,7 +593,6 @@ def test_rich_display_draws_the_live_numbers():
 
 def test_notebook_display_uses_ipywidgets_and_falls_back_to_text(monkeypatch, capsys):
     import sys
-    import types
 
     from fluorofpga.host import display as disp
 
@@ -605,19 +604,21 @@ def test_notebook_display_uses_ipywidgets_and_falls_back_to_text(monkeypatch, ca
                    progress=text).run()
     assert "[stream] 3/3 frames in 3  out 3  dropped 0" in capsys.readouterr().out
 
-    class Widget:
-        def __init__(self, *children, **kw):
-            self.__dict__.update(kw)
-            self.children = children
-
-    fake = types.ModuleType("ipywidgets")
-    fake.IntProgress = fake.HTML = fake.VBox = Widget
-    monkeypatch.setitem(sys.modules, "ipywidgets", fake)
+    monkeypatch.delitem(sys.modules, "ipywidgets")  # the real one (dev extra, board venv)
     widget = disp.live_display(total=3, refresh_s=0.0)
     assert isinstance(widget, disp.NotebookDisplay)
+    import ipywidgets
+
+    assert isinstance(widget.widget, ipywidgets.VBox)
+    assert isinstance(widget.bar, ipywidgets.IntProgress)
     StreamPipeline(frames(3), lambda f: f, MemorySink(), drop_policy="block",
                    progress=widget).run()
     assert widget.bar.value == 3 and widget.bar.max == 3 and "dropped" in widget.label.value
+    assert "<b>frames out</b>: 3 / 3" in widget.label.value
+    endless = disp.NotebookDisplay(total=None, refresh_s=0.0)  # a live camera: no total
+    StreamPipeline(frames(5), lambda f: f, MemorySink(), drop_policy="block",
+                   progress=endless).run()
+    assert endless.bar.value == endless.bar.max == 5
     monkeypatch.setattr(disp, "_in_jupyter", lambda: False)
     assert isinstance(disp.live_display(), disp.RichDisplay)
 
