@@ -318,6 +318,7 @@ def sim(
     """Classical 2-D SIM (3 angles x 3 phases, Wiener) onto the 2x grid; bad input writes
     nothing."""
     from fluorofpga import app as facade
+    from fluorofpga.host import AcceleratorError
 
     try:
         with _Bars() as bars:
@@ -327,7 +328,7 @@ def sim(
                            backend=backend, reorder=reorder, wiener_w=wiener,
                            overwrite=overwrite,
                            progress=bars)
-    except (ValueError, OSError) as e:
+    except (AcceleratorError, ValueError, OSError) as e:  # AcceleratorError: no board, ...
         _fail(str(e))
     if "bundle" in r:
         _print_learned_sim(r)

@@ -2,8 +2,27 @@
 
 The overlay is the bundle's bitstream (``files["bitstream"]``, its ``.hwh`` beside it) with
 an AXI DMA (:data:`DMA_NAME`, simple register mode) in front of our kernel
-(:data:`KERNEL_NAME`): MM2S streams input codes into the kernel, S2MM brings the residual
-codes back. ``pynq`` is imported lazily, so importing :mod:`fluorofpga.host` never needs it.
+(:data:`KERNEL_NAME`): MM2S streams input codes into the kernel, S2MM brings the output
+codes back (the denoiser's residual codes, a SIM bundle's sub-pixel codes). ``pynq`` is
+imported lazily, so importing :mod:`fluorofpga.host` never needs it.
+
+Tiles and DMA packing. A 1-channel bundle (the denoiser) streams ``(th, tw)`` tiles; a SIM
+bundle streams channels-last tiles ``(th, tw, C)``: ``C_in`` = the bundle's ``frames``
+(the learned 3-frame bundle: 3 GAT codes of the raw frames; a Wiener-SIM bundle: the 9
+demodulated channels the host computes) and ``C_out`` = ``upscale²`` (4 sub-pixels). The
+buffers hold ``th·tw·C`` codes, pixel-major and channel-minor (row-major ``(th, tw, C)``),
+one byte per code (two, little-endian, above 8 bits). That is FINN's stream order: a
+pixel's channels travel in one word (or one word per beat when the first / last layer
+folds them), channel 0 in the least significant bits (``hw.stitch.pack_channels``), so
+with 8-bit codes (every shipped bundle) the little-endian AXI stream's bytes are exactly
+these bytes in memory (codes of 9..15 bits would need the board design to pad FINN's
+packed values to 16-bit lanes); the emulator and the ``rtlsim`` backend take and return
+the same ``(th, tw, C)`` tiles.
+
+Transfers are split at the DMA's maximum length, rounded down to whole pixels (and to the
+DMA's address alignment): each MM2S transfer ends on a pixel boundary, and the kernel's
+output packet (``REG_PACKET_BYTES``) is a whole number of output pixels, so each S2MM
+transfer of that length ends on the kernel's TLAST.
 
 Device I/O follows PYNQ's own driver: buffers from ``pynq.allocate`` (allocated once: two
 input and two output buffers, so tile n+1 is sent while the PL works on tile n),
@@ -31,19 +50,35 @@ name                   offset  meaning
 ``REG_TILES_DONE``     0x018   R: tiles completed since the last reset
 ``REG_IN_LUT_COUNT``   0x01C   W: entries just written to the pixel-in table (commits it)
 ``REG_OUT_LUT_COUNT``  0x020   W: entries just written to the pixel-out table (commits it)
+``REG_CHANNELS``       0x024   R: values per pixel, ``in_channels | out_channels << 8``
+                               (``0x0101`` for a 1-channel kernel, ``0x0403`` for the
+                               learned 3-frame SIM bundle, ``0x0409`` for a Wiener-SIM
+                               bundle). A kernel from before this register reads 0
+                               (its AXI4-Lite register file returns 0 for an undecoded
+                               word, as ``tests/pynq_standin.py`` models): those kernels
+                               stream 1-channel tiles only, so 0 is taken as 1 -> 1
+                               (accepted for a 1-channel bundle, refused for a SIM one)
 ``REG_IN_LUT``         0x40000 window: pixel-in table, one word per ADU 0..65535:
                                ``code | saturated << in_bits`` (``pixel_in.sv`` format)
 ``REG_OUT_LUT``        0x80000 window: pixel-out table, one float32 word per clean code
                                (``out_lut``, ``pixel_out.sv`` with ``OUT_FLOAT=1``)
 =====================  ======  =========================================================
 
-In this release the data path carries codes (input codes in, residual codes out: the
-pixel kernels pass through and the host applies the tables, as ``FrameRestorer`` does);
-the tables are loaded for the frame mode of the kernels.
+The driver checks ``REG_ID``, ``REG_TILE``, ``REG_BITS`` and ``REG_CHANNELS`` against the
+bundle before it streams a tile, so a bitstream of another bundle is refused at open.
+
+In this release the data path carries codes (input codes in, output codes out: the
+pixel kernels pass through and the host applies the tables, as ``FrameRestorer``,
+``SimRestorer`` and ``WienerSimRestorer`` do); a 1-channel kernel's tables are loaded for
+the frame mode of its kernels. A SIM kernel has no table memories (no SIM pixel kernels
+are built: one pixel-in table per raw frame, and the Wiener bundle's linear codes and
+demodulation, live on the host), so :meth:`PynqAccelerator.load_tables` refuses a
+multi-channel accelerator rather than write a denoiser's table where none is used.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -83,6 +118,7 @@ REG_PACKET_BYTES = 0x014
 REG_TILES_DONE = 0x018
 REG_IN_LUT_COUNT = 0x01C
 REG_OUT_LUT_COUNT = 0x020
+REG_CHANNELS = 0x024
 REG_IN_LUT = 0x40000
 REG_OUT_LUT = 0x80000
 #: Bytes of the kernel's register space.
@@ -201,7 +237,11 @@ class PynqAccelerator(Accelerator):
     Args:
         bitstream: path of the ``.bit`` (the ``.hwh`` of the same name beside it).
         tile_shape, in_bits, out_bits: from the bundle manifest.
-        tables: optional ``SignalTables`` loaded into the kernel's tables (:meth:`load_tables`).
+        in_channels, out_channels: values per pixel in and out (1, 1 for the denoiser; a
+            SIM bundle's ``frames`` and ``upscale²``): tiles are then channels-last
+            ``(th, tw, C)`` (see the module docstring for the DMA packing).
+        tables: optional ``SignalTables`` loaded into the kernel's tables (:meth:`load_tables`;
+            1-channel kernels only).
         timeout_s: seconds a tile may take before the DMA counts as hung.
         max_transfer_bytes: cap of one DMA transfer; default the DMA's own maximum
             (PYNQ's ``buffer_max_size``, from the IP parameter ``c_sg_length_width``).
@@ -211,6 +251,12 @@ class PynqAccelerator(Accelerator):
     Up to :attr:`max_in_flight` (2) tiles may be in flight: ``submit(a); submit(b);
     wait() -> a; submit(c); wait() -> b ...`` keeps the PL busy while the host packs the
     next tile. :meth:`run` (one tile) works as for every backend.
+
+    Attributes:
+        max_transfer_bytes: the DMA's maximum transfer, rounded down to its alignment.
+        send_bytes: bytes of each MM2S transfer but a tile's last (whole input pixels).
+        packet_bytes: the kernel's output packet (``REG_PACKET_BYTES``) and the length of
+            each S2MM transfer but a tile's last (whole output pixels).
     """
 
     name = "pynq"
@@ -227,8 +273,11 @@ class PynqAccelerator(Accelerator):
         max_transfer_bytes: int | None = None,
         download: bool = True,
         device: Any = None,
+        in_channels: int = 1,
+        out_channels: int = 1,
     ) -> None:
-        super().__init__(tile_shape, in_bits, out_bits)
+        super().__init__(tile_shape, in_bits, out_bits, in_channels=in_channels,
+                         out_channels=out_channels)
         self.timeout_s = float(timeout_s)
         self._buffers: list[Any] = []
         self._queue: deque[_InFlight] = deque()
@@ -263,34 +312,65 @@ class PynqAccelerator(Accelerator):
                                    f"{align} B")
         th, tw = self.tile_shape
         in_dtype, out_dtype = _unsigned_dtype(self.in_bits), _unsigned_dtype(self.out_bits)
-        for dtype in (in_dtype, in_dtype, out_dtype, out_dtype):
-            self._buffers.append(pynq.allocate(shape=(th * tw,), dtype=dtype, target=device))
+        in_pixel = self.in_channels * in_dtype.itemsize  # bytes of one pixel in / out
+        out_pixel = self.out_channels * out_dtype.itemsize
+        self.send_bytes = self._whole_pixels(in_pixel, align, "input")
+        self.packet_bytes = self._whole_pixels(out_pixel, align, "output")
+        for dtype, channels in ((in_dtype, self.in_channels), (in_dtype, self.in_channels),
+                                (out_dtype, self.out_channels),
+                                (out_dtype, self.out_channels)):
+            self._buffers.append(pynq.allocate(shape=(th * tw * channels,), dtype=dtype,
+                                               target=device))
         self._in_bufs, self._out_bufs = self._buffers[:2], self._buffers[2:]
         self._send = _Channel("MM2S (send)", self.dma.sendchannel, self._in_bufs)
         self._recv = _Channel("S2MM (receive)", self.dma.recvchannel, self._out_bufs)
-        self._packet = min(self.max_transfer_bytes, self._out_bufs[0].nbytes)
+        self.send_bytes = min(self.send_bytes, self._in_bufs[0].nbytes)
+        self._packet = self.packet_bytes = min(self.packet_bytes, self._out_bufs[0].nbytes)
         self.kernel.write(REG_PACKET_BYTES, int(self._packet))
         if tables is not None:
-            self.load_tables(tables)
+            try:
+                self.load_tables(tables)
+            except BaseException:
+                self.close()  # the DMA buffers are not left behind
+                raise
 
     @classmethod
     def from_bundle(cls, bundle: Any, **kwargs: Any) -> PynqAccelerator:
         """Open the accelerator of a :class:`~fluorofpga.host.Bundle` (bitstream in its files).
 
+        Any bundle: the denoiser (1 channel in and out), the learned SIM bundle
+        (``frames`` GAT codes in, ``upscale²`` sub-pixel codes out) and the Wiener-SIM
+        bundle (its 9 demodulated channels in, 4 out); bits, tile and channels come from
+        the manifest, as for the ``emulate`` backend, and are checked against the kernel's
+        registers. A SIM bundle's tables stay on the host (``SimRestorer``,
+        ``WienerSimRestorer``): pass no ``tables`` for it.
+
         Raises:
-            BoardNotFound: the bundle is a SIM bundle: its channels-last DMA packing and
-                kernel registers are not part of this release's board design.
+            BoardNotFound: the bundle has no bitstream, ``pynq`` is missing or it finds no
+                device.
+            AcceleratorError: the bitstream's kernel does not match the bundle.
         """
-        if getattr(bundle, "frames", 1) != 1 or getattr(bundle, "upscale", 1) != 1:
+        if "bitstream" not in bundle.manifest.get("files", {}):
             raise BoardNotFound(
-                f"bundle {bundle.name} is a SIM bundle ({bundle.frames} frames in, "
-                f"{bundle.upscale}x out): the board driver streams 1-channel tiles only in "
-                "this release; run it with --backend emulate or rtlsim")
-        signal = bundle.signal
-        return cls(bundle.file("bitstream"), bundle.tile_shape, signal.in_bits,
-                   signal.out_bits, **kwargs)
+                f"bundle {bundle.name} has no bitstream (it was built without Vivado)")
+        frames, upscale = int(bundle.frames), int(bundle.upscale)
+        return cls(bundle.file("bitstream"), bundle.tile_shape, bundle.in_bits,
+                   bundle.out_bits, in_channels=frames, out_channels=upscale * upscale,
+                   **kwargs)
 
     # -- device set-up ---------------------------------------------------------------------
+
+    def _whole_pixels(self, pixel: int, align: int, end: str) -> int:
+        """The longest transfer of whole ``pixel``-byte pixels within the DMA's maximum,
+        a multiple of its address alignment ``align`` (so the next transfer's start is
+        aligned too)."""
+        unit = math.lcm(pixel, align)
+        if unit > self.max_transfer_bytes:
+            raise AcceleratorError(
+                f"DMA maximum transfer {self.max_transfer_bytes} B holds no whole number "
+                f"of {end} pixels ({pixel} B each, {align} B alignment): the block design's "
+                "DMA (c_sg_length_width) is too small for this bundle")
+        return self.max_transfer_bytes - self.max_transfer_bytes % unit
 
     def _check_kernel(self, bitstream: Path) -> None:
         ident = int(self.kernel.read(REG_ID))
@@ -307,13 +387,36 @@ class PynqAccelerator(Accelerator):
                 f"{bitstream.name}: kernel compiled for tile {got[:2]} and {got[2]} -> "
                 f"{got[3]} bits, the bundle says tile {want[:2]} and {want[2]} -> {want[3]} "
                 f"bits; {hint}")
+        channels = int(self.kernel.read(REG_CHANNELS))
+        want_ch = (self.in_channels, self.out_channels)
+        if channels == 0 and want_ch != (1, 1):
+            raise AcceleratorError(
+                f"{bitstream.name}: the kernel has no channel register (REG_CHANNELS reads "
+                f"0): it predates multi-channel streaming and takes 1-channel tiles only, "
+                f"the bundle needs {want_ch[0]} -> {want_ch[1]} channels per pixel; {hint}")
+        got_ch = (1, 1) if channels == 0 else (channels & 0xFF, (channels >> 8) & 0xFF)
+        if got_ch != want_ch:
+            raise AcceleratorError(
+                f"{bitstream.name}: kernel compiled for {got_ch[0]} -> {got_ch[1]} channels "
+                f"per pixel (REG_CHANNELS 0x{channels:04x}), the bundle needs {want_ch[0]} "
+                f"-> {want_ch[1]}; {hint}")
 
     def load_tables(self, tables: Any) -> None:
         """Write a camera's ``SignalTables`` into the kernel's pixel-in / pixel-out tables.
 
         Load between tiles (nothing in flight): a tile inside the kernel may see either
         table.
+
+        Raises:
+            ValueError: a multi-channel (SIM) accelerator: its kernel has no tables, the
+                host applies them (``SimRestorer``, ``WienerSimRestorer``); or the tables
+                encode another code width.
         """
+        if (self.in_channels, self.out_channels) != (1, 1):
+            raise ValueError(
+                f"{self.name}: a {self.in_channels} -> {self.out_channels} channel (SIM) "
+                "kernel has no pixel tables: the host applies a SIM bundle's tables "
+                "(SimRestorer / WienerSimRestorer); load none")
         if self._queue:
             raise AcceleratorBusy(self.name)
         if tables.spec.in_bits != self.in_bits:
@@ -360,8 +463,8 @@ class PynqAccelerator(Accelerator):
         self._start(tile)
         return self._finish()
 
-    def _chunks(self, tile: int, slot: int, nbytes: int) -> list[_Chunk]:
-        step = self.max_transfer_bytes
+    @staticmethod
+    def _chunks(tile: int, slot: int, nbytes: int, step: int) -> list[_Chunk]:
         return [_Chunk(tile, slot, s, min(step, nbytes - s)) for s in range(0, nbytes, step)]
 
     def _start(self, tile: np.ndarray) -> None:
@@ -371,9 +474,9 @@ class PynqAccelerator(Accelerator):
         buf = self._in_bufs[slot]
         np.copyto(buf, tile.reshape(-1))
         buf.flush()
-        recv = self._chunks(index, slot, self._out_bufs[slot].nbytes)
+        recv = self._chunks(index, slot, self._out_bufs[slot].nbytes, self.packet_bytes)
         self._recv.queue.extend(recv)
-        self._send.queue.extend(self._chunks(index, slot, buf.nbytes))
+        self._send.queue.extend(self._chunks(index, slot, buf.nbytes, self.send_bytes))
         self._queue.append(_InFlight(index, slot, len(recv)))
         self._guarded(self._pump)
 
@@ -411,7 +514,7 @@ class PynqAccelerator(Accelerator):
         self._queue.popleft()
         out = self._out_bufs[record.slot]
         out.invalidate()
-        return np.array(out).reshape(self.tile_shape)
+        return np.array(out).reshape(self.out_shape)
 
     def _guarded(self, step: Any) -> None:
         try:

@@ -14,8 +14,13 @@ discovery (``DeviceMeta.devices`` walks every subclass that defines ``_probe_``,
 * memory: each buffer has a host copy (the numpy array) and a device copy, synchronised
   only by ``flush()`` / ``invalidate()`` (a forgotten one gives wrong data);
 * the kernel: one tile of input FIFO and one of output FIFO (back-pressure), the
-  accelerator computed with ``fluorofpga.host.emulate.run_hw_graph``, TLAST every
-  ``REG_PACKET_BYTES``; an S2MM transfer shorter than a packet is a DMA internal error;
+  accelerator computed with ``fluorofpga.host.emulate.run_hw_graph`` on the tile as
+  ``host/emulate.py`` runs it (channels-last ``(th, tw, C)`` bytes for a multi-channel
+  design: pixel-major, channel-minor, FINN's stream order), TLAST every
+  ``REG_PACKET_BYTES`` at the end of a whole output pixel (a packet length that is not a
+  whole number of pixels overruns its S2MM transfer); an S2MM transfer shorter than a
+  packet is a DMA internal error; ``REG_CHANNELS`` reads the design's channels (0 for a
+  design written with ``channels_register=False``: a kernel from before that register);
 * faults: :meth:`StandinDevice.inject_error` (next transfer on a channel fails) and
   :attr:`StandinDevice.hang` (the kernel stops computing).
 
@@ -59,17 +64,30 @@ _HALTED, _IDLE, _INT_ERR, _SLV_ERR, _DEC_ERR = 0x1, 0x2, 0x10, 0x20, 0x40
 
 def write_design(directory: Path, hw_layers: Path, tile_shape: tuple[int, int],
                  in_bits: int = 8, out_bits: int = 8, sg_length_width: int = 26,
-                 data_width: int = 64, name: str = "fluorofpga") -> Path:
+                 data_width: int = 64, name: str = "fluorofpga",
+                 in_channels: int | None = None, out_channels: int | None = None,
+                 channels_register: bool = True) -> Path:
     """Write ``<name>.bit`` (fake) and ``<name>.hwh`` (from the template); return the .bit.
 
     The .bit has a Xilinx header (fields a-e) whose payload is JSON naming the hardware-
-    layer graph and the compiled tile, the stand-in's "configuration".
+    layer graph and the compiled tile, the stand-in's "configuration". ``in_channels`` /
+    ``out_channels`` (default: the graph's) are what the kernel streams and reports in
+    ``REG_CHANNELS``; with ``channels_register=False`` the kernel is one from before that
+    register (it reads 0 and streams 1-channel tiles).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"format": "fluorofpga-standin-bitstream", "version": 1,
-                          "hw_layers": str(Path(hw_layers).absolute()),
-                          "tile": list(tile_shape), "in_bits": in_bits,
-                          "out_bits": out_bits}).encode()
+    graph = load_hw_graph(hw_layers)
+    if in_channels is None:
+        in_channels = int(graph.image.get("channels", 1))
+    if out_channels is None:
+        out_channels = graph.out_channels
+    design: dict[str, Any] = {"format": "fluorofpga-standin-bitstream", "version": 1,
+                              "hw_layers": str(Path(hw_layers).absolute()),
+                              "tile": list(tile_shape), "in_bits": in_bits,
+                              "out_bits": out_bits}
+    if channels_register:
+        design["channels"] = [int(in_channels), int(out_channels)]
+    payload = json.dumps(design).encode()
 
     def field(key: bytes, value: bytes) -> bytes:
         return key + len(value).to_bytes(2, "big") + value
@@ -185,10 +203,31 @@ class StandinDevice(pynq.Device):
         self.post_download(bitstream, parser, self.name)
 
     @property
-    def tile_bytes(self) -> int:
-        """Input (= output) bytes of one tile."""
+    def channels(self) -> tuple[int, int]:
+        """Values per pixel in and out (1, 1 for a design without ``REG_CHANNELS``)."""
+        return tuple(self._design.get("channels", (1, 1)))  # type: ignore[return-value]
+
+    @property
+    def in_pixel_bytes(self) -> int:
+        """Bytes of one input pixel (all its channels)."""
+        return self.channels[0] * (1 if self._design["in_bits"] <= 8 else 2)
+
+    @property
+    def out_pixel_bytes(self) -> int:
+        """Bytes of one output pixel (all its channels)."""
+        return self.channels[1] * (1 if self._design["out_bits"] <= 8 else 2)
+
+    @property
+    def in_tile_bytes(self) -> int:
+        """Input bytes of one tile."""
         th, tw = self._design["tile"]
-        return th * tw * (1 if self._design["in_bits"] <= 8 else 2)
+        return th * tw * self.in_pixel_bytes
+
+    @property
+    def out_tile_bytes(self) -> int:
+        """Output bytes of one tile."""
+        th, tw = self._design["tile"]
+        return th * tw * self.out_pixel_bytes
 
     # -- memory ---------------------------------------------------------------------------
 
@@ -265,10 +304,12 @@ class StandinDevice(pynq.Device):
             idle = not self.in_fifo and not self.out_fifo
             return int(idle) | (self.tables_loaded << 1)
         th, tw = self._design.get("tile", (0, 0))
+        c_in, c_out = self._design.get("channels", (0, 0))  # no register: reads 0
         return {pb.REG_ID: pb.KERNEL_ID, pb.REG_TILE: th << 16 | tw,
                 pb.REG_BITS: self._design.get("in_bits", 0) | self._design.get("out_bits", 0) << 8,
                 pb.REG_PACKET_BYTES: self.packet_bytes,
-                pb.REG_TILES_DONE: self.tiles_done}.get(off, 0)
+                pb.REG_TILES_DONE: self.tiles_done,
+                pb.REG_CHANNELS: c_in | c_out << 8}.get(off, 0)
 
     def _write(self, address: int, value: int) -> None:
         if DMA_BASE <= address < DMA_BASE + DMA_RANGE:
@@ -331,7 +372,7 @@ class StandinDevice(pynq.Device):
         """Move data as far as the FIFOs allow (the PL is infinitely fast here)."""
         if self._graph is None:
             return
-        tile = self.tile_bytes
+        tile, pixel = self.in_tile_bytes, self.out_pixel_bytes
         progress = True
         while progress:
             progress = False
@@ -349,7 +390,9 @@ class StandinDevice(pynq.Device):
                 progress = True
             ch = self.s2mm
             if ch.active and self.out_fifo:
-                packet = self.packet_bytes or tile
+                # TLAST goes with the last byte of a pixel: a packet ends at the end of the
+                # pixel that reaches REG_PACKET_BYTES (0: the tile)
+                packet = -(-(self.packet_bytes or self.out_tile_bytes) // pixel) * pixel
                 to_tlast = min(packet - self.out_in_packet, self.out_left_in_tile)
                 take = min(to_tlast, ch.length - ch.done, len(self.out_fifo))
                 self._ddr(ch.addr + ch.done, take)[:] = np.frombuffer(
@@ -366,12 +409,19 @@ class StandinDevice(pynq.Device):
                     self._fault(ch, _INT_ERR)
 
     def _compute(self, data: bytes) -> None:
+        """One tile through the graph, as ``host/emulate.py`` runs it: ``(th, tw)`` or
+        channels-last ``(th, tw, C_in)`` codes in, ``(th, tw[, C_out])`` out, bytes in
+        row-major order (pixel-major, channel-minor)."""
         th, tw = self._design["tile"]
+        c_in, c_out = self.channels
         dtype = np.uint8 if self._design["in_bits"] <= 8 else np.dtype("<u2")
-        codes = np.frombuffer(data, dtype=dtype).reshape(th, tw)
+        codes = np.frombuffer(data, dtype=dtype).reshape(th, tw, *((c_in,) if c_in > 1 else ()))
         out = run_hw_graph(self._graph, codes)
+        if out.size != th * tw * c_out:
+            raise RuntimeError(f"stand-in design: the graph returned {out.shape} for "
+                               f"{c_out} output channels")
         out_dtype = np.uint8 if self._design["out_bits"] <= 8 else np.dtype("<u2")
-        self.out_fifo = bytearray(out.astype(out_dtype).tobytes())
+        self.out_fifo = bytearray(np.ascontiguousarray(out).astype(out_dtype).tobytes())
         self.out_left_in_tile = len(self.out_fifo)
         self.out_in_packet = 0
         self.events.append(("tile", self.tiles_done))

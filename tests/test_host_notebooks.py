@@ -47,19 +47,24 @@ def _standin():
     return sys.modules[name]
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory) -> Path:
-    """``fluorofpga deploy`` of the shipped bundle with a stand-in bitstream added."""
-    root = tmp_path_factory.mktemp("board")
-    bundle_dir = root / "bundle"
-    shutil.copytree(load_bundle().path, bundle_dir)
+def _with_standin_bitstream(source: Path, bundle_dir: Path) -> Path:
+    """A copy of the bundle at ``source`` with a stand-in bitstream of its own graph."""
+    shutil.copytree(source, bundle_dir)
     bundle = load_bundle(bundle_dir)
-    signal = bundle.signal
     _standin().write_design(bundle_dir / "bitstream", bundle.file("hw_layers"),
-                            bundle.tile_shape, signal.in_bits, signal.out_bits)
+                            bundle.tile_shape, bundle.in_bits, bundle.out_bits)
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
     manifest["files"]["bitstream"] = "bitstream/fluorofpga.bit"
     (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
+    return bundle_dir
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory) -> Path:
+    """``fluorofpga deploy`` of the shipped bundle with a stand-in bitstream added (and
+    the shipped learned SIM bundle, which has no bitstream)."""
+    root = tmp_path_factory.mktemp("board")
+    bundle_dir = _with_standin_bitstream(load_bundle().path, root / "bundle")
     out = root / "deploy"
     record = app.deploy("kv260", out, bundle_dir)
     assert record["bitstream"] and record["note"] is None
@@ -133,7 +138,9 @@ def test_notebook_3_sim_live(deployed):
     assert "clean-up done" in text and "clean-up" in nb.cells[-1].source
     images = tifffile.imread(deployed / "notebooks" / "sim_live.tif")
     assert images.shape == (out, 128, 128)
-    # the deployed learned 3-frame bundle, through its emulation on the (stand-in) board
+    # the deployed learned 3-frame bundle has no bitstream: said, then its emulation on
+    # the (stand-in) board's ARM
+    assert "not on the board:" in text and "has no bitstream" in text
     assert "computed on the emulate accelerator: learned 3-frame" in text
     found = re.search(r"(\d+)/(\d+) groups of 3 raw frames; dropped (\d+)", text)
     assert found, text
@@ -143,26 +150,32 @@ def test_notebook_3_sim_live(deployed):
     assert learned.shape == (out3, 128, 128) and np.isfinite(learned).all()
 
 
-def test_notebook_3_with_a_deployed_wiener_bundle(deployed, tmp_path):
-    """`deploy --sim-model` with the classical Wiener bundle: notebook 3 streams 9-frame
-    groups through it (its demodulation and emulated filter on the ARM)."""
+@pytest.mark.parametrize(("name", "computed_on", "per"), [
+    ("sim3", "learned 3-frame reconstructor sim3", 3),
+    ("wiener9", "classical Wiener bundle wiener9-k9", 9)])
+def test_notebook_3_with_a_sim_bundle_on_the_board(deployed, tmp_path, name, computed_on,
+                                                   per):
+    """`deploy --sim-model` with a SIM bundle that has its bitstream (a stand-in one): the
+    learned 3-frame bundle, or the classical Wiener bundle (its demodulation on the ARM),
+    streams through the ``pynq`` backend - channels-last tiles through the DMA."""
     import tifffile
 
     from fluorofpga.host import default_bundle_path
 
+    sim_dir = _with_standin_bitstream(default_bundle_path().parent / name, tmp_path / name)
     out = tmp_path / "deploy"
-    record = app.deploy("kv260", out, deployed / "bundle",
-                        sim_bundle_path=default_bundle_path().parent / "wiener9")
-    assert record["sim_bundle"] == "wiener9-k9"
+    record = app.deploy("kv260", out, deployed / "bundle", sim_bundle_path=sim_dir)
+    assert record["sim_bundle"] == load_bundle(sim_dir).name
     nb, text = _execute(out / "notebooks" / "3_sim_live.ipynb")
-    assert "computed on the emulate accelerator: classical Wiener bundle wiener9-k9" in text
-    found = re.search(r"(\d+)/(\d+) groups of 9 raw frames; dropped (\d+)", text)
+    assert "not on the board" not in text
+    assert f"computed on the pynq accelerator: {computed_on}" in text
+    found = re.search(rf"(\d+)/(\d+) groups of {per} raw frames; dropped (\d+)", text)
     assert found, text
     done, complete, dropped = (int(g) for g in found.groups())
     assert done >= 1 and done + dropped == complete
     images = tifffile.imread(out / "notebooks" / "sim3_live.tif")
     assert images.shape == (done, 128, 128) and np.isfinite(images).all()
-    assert "clean-up done" in text
+    assert "clean-up done" in text and "clean-up" in nb.cells[-1].source
 
 
 def test_notebook_4_benchmark_dma(deployed):

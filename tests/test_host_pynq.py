@@ -2,8 +2,10 @@
 
 Needs the board environment (``pynq`` 4.0, numpy < 2); skipped where ``pynq`` is not
 importable. ``tests/pynq_standin.py`` models the AXI DMA and the kernel behind PYNQ's own
-``Overlay`` / ``MMIO`` / ``allocate`` / DMA drivers. The ``board`` test runs on a real
-board only.
+``Overlay`` / ``MMIO`` / ``allocate`` / DMA drivers. The denoiser and both shipped SIM
+bundles (the learned ``sim3``: 3 channels in, 4 out; the classical ``wiener9``: 9
+demodulated channels in, 4 out) run on it, compared with the emulator. The ``board`` test
+runs on a real board only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fluorofpga.host import (
     AcceleratorBusy,
     AcceleratorError,
     BoardNotFound,
+    SimulatedSimCameraSource,
     default_bundle_path,
     load_bundle,
 )
@@ -73,21 +76,29 @@ def _bundle_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_bundle(tmp_path):
-    """``make_bundle(sg_length_width=26)`` -> a bundle with a stand-in bitstream."""
+    """``make_bundle(sg_length_width=26, shipped=None, design_of=None, **design)`` -> a
+    copy of a shipped bundle (default the denoiser; ``"sim3"``, ``"wiener9"``) with a
+    stand-in bitstream, compiled from the hardware-layer graph of the bundle
+    ``design_of`` (default its own) with the ``write_design`` options ``design``."""
 
-    def make(sg_length_width: int = 26):
-        try:
-            bundle = load_bundle()
-            path = tmp_path / "bundle"
-            shutil.copytree(bundle.path, path)
-        except BundleError:  # the shipped bundle is being replaced: copy and upgrade
-            path = _bundle_dir(tmp_path)
+    def make(sg_length_width: int = 26, shipped: str | None = None,
+             design_of: str | None = None, **design):
+        path = tmp_path / (shipped or "bundle")
+        if shipped is not None:
+            shutil.copytree(default_bundle_path().parent / shipped, path)
+        else:
+            try:
+                bundle = load_bundle()
+                shutil.copytree(bundle.path, path)
+            except BundleError:  # the shipped bundle is being replaced: copy and upgrade
+                path = _bundle_dir(tmp_path)
         manifest = json.loads((path / MANIFEST).read_text())
         bundle = load_bundle(path)
-        signal = bundle.signal
-        _standin().write_design(path / "bitstream", bundle.file("hw_layers"),
-                                bundle.tile_shape, signal.in_bits, signal.out_bits,
-                                sg_length_width=sg_length_width)
+        source = bundle if design_of is None else load_bundle(
+            default_bundle_path().parent / design_of)
+        _standin().write_design(path / "bitstream", source.file("hw_layers"),
+                                bundle.tile_shape, bundle.in_bits, bundle.out_bits,
+                                sg_length_width=sg_length_width, **design)
         manifest["files"]["bitstream"] = "bitstream/fluorofpga.bit"
         (path / MANIFEST).write_text(json.dumps(manifest))
         return load_bundle(path)
@@ -105,10 +116,11 @@ def device():
 
 
 def _tiles(bundle, n: int, seed: int = 0) -> list[np.ndarray]:
-    """Full-range random code tiles."""
+    """Full-range random code tiles (channels-last ``(th, tw, frames)`` for a SIM bundle)."""
     rng = np.random.default_rng(seed)
-    hi = 1 << bundle.signal.in_bits
-    return [rng.integers(0, hi, size=bundle.tile_shape).astype(np.uint8) for _ in range(n)]
+    hi = 1 << bundle.in_bits
+    shape = bundle.tile_shape if bundle.frames == 1 else (*bundle.tile_shape, bundle.frames)
+    return [rng.integers(0, hi, size=shape).astype(np.uint8) for _ in range(n)]
 
 
 def test_table_words_match_the_hw_kernels():
@@ -282,6 +294,161 @@ def test_wrong_bitstream_is_refused(make_bundle, device, tmp_path):
         PynqAccelerator(bundle.file("bitstream"), (64, 64))
 
 
+# -- SIM bundles: multi-channel tiles ------------------------------------------------------
+
+#: Camera frame of the SIM tests: two 128² tiles with the bundles' halos (7 and 4 pixels).
+SIM_FRAME = (96, 160)
+
+
+def _sim_groups(bundle, n: int, seed: int) -> tuple[np.ndarray, object]:
+    """``n`` raw groups ``(frames, Y, X)`` of the simulated SIM camera for ``bundle``
+    (3 frames, one per angle, or 9: 3 angles x 3 phases), and the camera."""
+    cam = SimulatedSimCameraSource(0, SIM_FRAME, seed=seed, phases=bundle.frames // 3)
+    rng = np.random.default_rng(seed)
+    return np.stack([cam.raw_group(rng) for _ in range(n)]), cam.camera
+
+
+def _design_parameters(bundle) -> list:
+    """The Wiener bundle's design pattern (``reconstruction.angles``) as parameters."""
+    from fluorofpga.microscope import AngleParameters
+
+    return [AngleParameters(a["kx"], a["ky"], a["phase_rad"], a["modulation"])
+            for a in bundle.manifest["reconstruction"]["angles"]]
+
+
+@needs_pynq
+def test_learned_sim_bundle_on_pynq_equals_the_emulator(make_bundle, device):
+    """sim3 (3 GAT codes in, 4 sub-pixel codes out) through SimRestorer: whole groups,
+    bit-identical; 3 -> 4 channels in the kernel's register; tiles pipelined."""
+    bundle = make_bundle(shipped="sim3")
+    groups, camera = _sim_groups(bundle, 2, seed=11)
+    noise = NoiseModel.from_camera(camera.gain_e_per_adu, camera.offset_adu,
+                                   camera.read_noise_e)
+    with bundle.accelerator("emulate") as emu:
+        restore = bundle.sim_restorer(emu, noise, dtype="float32")
+        expected = [restore(g) for g in groups]
+        counts = restore.counts.to_dict()
+        tiles = _tiles(bundle, 3, seed=12)
+        expected_tiles = [emu.run(t) for t in tiles]
+    n_alloc = len(device.allocations)
+    with bundle.accelerator("pynq") as acc:
+        assert (acc.in_channels, acc.out_channels) == (3, 4)
+        assert int(acc.kernel.read(pb.REG_CHANNELS)) == 0x0403
+        restore = bundle.sim_restorer(acc, noise, dtype="float32")
+        got = [restore(g) for g in groups]
+        acc.submit(tiles[0])  # two multi-channel tiles in flight
+        acc.submit(tiles[1])
+        got_tiles = [acc.wait()]
+        acc.submit(tiles[2])
+        got_tiles += [acc.wait(), acc.wait()]
+    # buffers of th*tw*C codes: 3 in, 4 out, allocated once
+    sizes = [a.ddr.size for a in device.allocations[n_alloc:]]
+    assert sizes == [128 * 128 * 3] * 2 + [128 * 128 * 4] * 2
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == (2 * SIM_FRAME[0], 2 * SIM_FRAME[1])
+        np.testing.assert_array_equal(g, e)
+    assert restore.counts.to_dict() == counts
+    for g, e in zip(got_tiles, expected_tiles, strict=True):
+        assert g.shape == (128, 128, 4) and g.dtype == np.uint8
+        np.testing.assert_array_equal(g, e)
+
+
+@needs_pynq
+def test_wiener_sim_bundle_on_pynq_equals_the_emulator(make_bundle, device):
+    """wiener9 (9 demodulated channels in, 4 out; the demodulation on the host) through
+    WienerSimRestorer: whole groups, bit-identical, the same counts."""
+    bundle = make_bundle(shipped="wiener9")
+    groups, camera = _sim_groups(bundle, 2, seed=13)
+    params = _design_parameters(bundle)
+    results = {}
+    for backend in ("emulate", "pynq"):
+        with bundle.accelerator(backend) as acc:
+            restore = bundle.wiener_restorer(acc, camera.offset_adu)
+            results[backend] = ([restore(g, params) for g in groups], dict(restore.counts),
+                                restore.step)
+            if backend == "pynq":
+                assert (acc.in_channels, acc.out_channels) == (9, 4)
+                assert int(acc.kernel.read(pb.REG_CHANNELS)) == 0x0409
+    (emulated, counts, step), (on_pynq, pynq_counts, pynq_step) = results.values()
+    assert pynq_counts == counts and pynq_step == step and counts["pixels"] > 0
+    for g, e in zip(on_pynq, emulated, strict=True):
+        assert g.shape == (2 * SIM_FRAME[0], 2 * SIM_FRAME[1])
+        np.testing.assert_array_equal(g, e)
+
+
+@needs_pynq
+@pytest.mark.parametrize(("shipped", "c_in", "send_bytes"),
+                         [("sim3", 3, 4080), ("wiener9", 9, 4032)])
+def test_multichannel_transfers_split_at_whole_pixels(make_bundle, device, shipped, c_in,
+                                                      send_bytes):
+    """A 4095-byte DMA (4088 aligned): a tile of 3 or 9 channels in and 4 out crosses many
+    transfers, each a whole number of pixels (3 x 1360 / 9 x 448 pixels in, 4 x 1022 out
+    = the kernel's packet); the result is still the emulator's."""
+    bundle = make_bundle(sg_length_width=12, shipped=shipped)
+    tiles = _tiles(bundle, 2, seed=14)
+    with bundle.accelerator("pynq") as acc:
+        assert acc.max_transfer_bytes == 4088 and acc.send_bytes == send_bytes
+        assert acc.packet_bytes == 4088 == int(acc.kernel.read(pb.REG_PACKET_BYTES))
+        device.events.clear()
+        got = [acc.run(t) for t in tiles]
+    pixels = bundle.tile_shape[0] * bundle.tile_shape[1]
+    sends = [d[1] for what, d in device.events if what == "send"]
+    recvs = [d[1] for what, d in device.events if what == "recv"]
+    assert len(sends) == 2 * -(-pixels * c_in // send_bytes)
+    assert len(recvs) == 2 * -(-pixels * 4 // 4088)
+    assert max(sends) <= 4095 and max(recvs) <= 4095
+    assert all(n % c_in == 0 for n in sends) and all(n % 4 == 0 for n in recvs)
+    assert sum(sends) == 2 * pixels * c_in and sum(recvs) == 2 * pixels * 4
+    with bundle.accelerator("emulate") as emu:
+        for g, t in zip(got, tiles, strict=True):
+            np.testing.assert_array_equal(g, emu.run(t))
+
+
+@needs_pynq
+def test_a_kernel_of_other_channels_is_refused(make_bundle, device):
+    """REG_CHANNELS is checked against the bundle like REG_TILE / REG_BITS."""
+    # the SIM bundle's bitstream built for 1 -> 1 channels
+    sim = make_bundle(shipped="sim3", in_channels=1, out_channels=1)
+    with pytest.raises(AcceleratorError, match=r"kernel compiled for 1 -> 1 channels per "
+                       r"pixel \(REG_CHANNELS 0x0101\), the bundle needs 3 -> 4; is the "
+                       r"bitstream the bundle's\? run `fluorofpga verify`"):
+        sim.accelerator("pynq")
+    # the denoiser opened on the SIM kernel's bitstream (same tile and bits)
+    denoiser = make_bundle(design_of="sim3")
+    with pytest.raises(AcceleratorError, match=r"3 -> 4 channels per pixel.*needs 1 -> 1"):
+        denoiser.accelerator("pynq")
+
+
+@needs_pynq
+def test_a_kernel_without_the_channel_register(make_bundle, device):
+    """A kernel from before REG_CHANNELS reads 0 there: it streams 1-channel tiles, so
+    the denoiser runs on it unchanged and a SIM bundle is refused."""
+    denoiser = make_bundle(channels_register=False)
+    tiles = _tiles(denoiser, 2, seed=15)
+    with denoiser.accelerator("pynq") as acc, denoiser.accelerator("emulate") as emu:
+        assert int(acc.kernel.read(pb.REG_CHANNELS)) == 0
+        for t in tiles:
+            np.testing.assert_array_equal(acc.run(t), emu.run(t))
+    sim = make_bundle(shipped="wiener9", channels_register=False)
+    with pytest.raises(AcceleratorError, match=r"REG_CHANNELS reads 0\): it predates "
+                       r"multi-channel streaming.*needs 9 -> 4 channels"):
+        sim.accelerator("pynq")
+
+
+@needs_pynq
+def test_sim_bundle_tables_stay_on_the_host(make_bundle, device):
+    """No denoiser tables are written into a SIM kernel; the buffers are released."""
+    bundle = make_bundle(shipped="sim3")
+    tables = bundle.tables(NoiseModel.from_camera(2.0, 100.0, 3.0))
+    from fluorofpga.host.pynq_backend import PynqAccelerator
+
+    n_alloc = len(device.allocations)
+    with pytest.raises(ValueError, match="SimRestorer / WienerSimRestorer"):
+        PynqAccelerator.from_bundle(bundle, tables=tables)
+    assert all(a.freed for a in device.allocations[n_alloc:])
+    assert device.tables_loaded == 0 and not device.in_lut.any()
+
+
 def test_pynq_backend_without_bitstream_or_pynq_is_board_not_found(tmp_path):
     try:
         bundle = load_bundle()
@@ -291,6 +458,14 @@ def test_pynq_backend_without_bitstream_or_pynq_is_board_not_found(tmp_path):
         pytest.skip("the shipped bundle has a bitstream")
     with pytest.raises(BoardNotFound, match="no bitstream"):
         bundle.accelerator("pynq")
+    from fluorofpga.host.pynq_backend import PynqAccelerator
+
+    for name in ("sim3", "wiener9"):  # SIM bundles: the same clear refusal, no other
+        sim = load_bundle(default_bundle_path().parent / name)
+        with pytest.raises(BoardNotFound, match=f"bundle {sim.name} has no bitstream"):
+            sim.accelerator("pynq")
+        with pytest.raises(BoardNotFound, match=f"bundle {sim.name} has no bitstream"):
+            PynqAccelerator.from_bundle(sim)
 
 
 def test_missing_pynq_is_board_not_found():
