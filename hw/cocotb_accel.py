@@ -46,12 +46,13 @@ class AccelTB:
                                    dut.ap_rst_n, reset_active_level=False, byte_lanes=1)
 
         self.pixels = source("s_axis")
+        self.cfg = source("s_axis_cfg") if hasattr(dut, "s_axis_cfg_tdata") else None
         self.tables = hasattr(dut, "s_axis_lut_in_tdata")
         self.lut_in = source("s_axis_lut_in") if self.tables else None
         self.lut_out = source("s_axis_lut_out") if self.tables else None
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.ap_clk,
                                   dut.ap_rst_n, reset_active_level=False, byte_lanes=1)
-        for s in (self.pixels, self.lut_in, self.lut_out, self.sink):
+        for s in (self.pixels, self.cfg, self.lut_in, self.lut_out, self.sink):
             if s is not None:
                 s.log.setLevel(logging.WARNING)  # frames are thousands of words: not logged
         self.cycle = 0
@@ -78,6 +79,15 @@ class AccelTB:
                 if self.out_beats % self.tile_pixels == 0:
                     self.tile_done.append(self.cycle)
 
+    async def load(self, words: list[int]) -> None:
+        """Send one register load (a demod design's ``s_axis_cfg``) and wait until it is
+        taken, so the tile after it cannot start with the previous registers."""
+        assert self.cfg is not None
+        await self.cfg.send(AxiStreamFrame(words))
+        while not self.cfg.idle():
+            await RisingEdge(self.dut.ap_clk)
+        await ClockCycles(self.dut.ap_clk, 2)  # the 15th word: staged, then in effect
+
     def levels(self, names: list[str]) -> dict[str, int]:
         """Current occupancy of the named FIFOs (diagnosis of a deadlock)."""
         return {n: int(getattr(self.dut, f"count_{n}").value) for n in names}
@@ -100,8 +110,11 @@ async def stream_tiles(dut: Any) -> None:
     tiles = job["tiles"]
     n_pixels = tb.tile_pixels = int(job.get("out_beats_per_tile") or len(tiles[0]))
 
+    cfg = job.get("cfg")
     if job["reset_after"] is not None:  # a tile cut off by a reset: its output is dropped
         part = tiles[0][: int(job["reset_after"])]
+        if cfg:
+            await tb.load(cfg[0])
         await tb.pixels.send(AxiStreamFrame(part))
         while not tb.pixels.idle():
             await RisingEdge(dut.ap_clk)
@@ -116,11 +129,15 @@ async def stream_tiles(dut: Any) -> None:
         tb.pixels.set_pause_generator(random_bools(job["idle_prob"], rng))
     if job["backpressure_prob"] > 0:
         tb.sink.set_pause_generator(random_bools(job["backpressure_prob"], rng))
+    if cfg:  # the first tile's registers in effect before its first pixel
+        await tb.load(cfg[0])
     start = tb.cycle
     tb.counting = True
-    for t in tiles:
-        # TLAST (with pixel kernels) marks a tile's end; a network alone has none
+    for k, t in enumerate(tiles):
+        # TLAST (with pixel kernels or sim_demod) marks a tile's end; a network alone has none
         await tb.pixels.send(AxiStreamFrame(t))
+        if cfg and k + 1 < len(tiles):  # staged by the kernel while tile k streams
+            await tb.cfg.send(AxiStreamFrame(cfg[k + 1]))
     words: list[int] = []
     frames = 0
     while len(words) < len(tiles) * n_pixels:
@@ -145,6 +162,9 @@ async def stream_tiles(dut: Any) -> None:
     await ClockCycles(dut.ap_clk, DRAIN_CYCLES)
     assert tb.out_beats == before, f"{tb.out_beats - before} output beats after the last tile"
     assert tb.pixels.idle(), "input not fully consumed"
+    if cfg:
+        assert tb.cfg.idle(), "register loads not all taken"
+        assert int(dut.demod_cfg_rejects.value) == 0, "sim_demod rejected a register load"
     maxcount = {n: int(getattr(dut, f"maxcount_{n}").value) for n in job["fifos"]}
     Path(job["result"]).write_text(json.dumps({
         "words": words,

@@ -76,6 +76,8 @@ __all__ = [
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "accelerator.sv.j2"
+#: raw frames a pixel of a Wiener-SIM design (``generate_accelerator(demod=True)``)
+DEMOD_CHANNELS = 9
 #: environment variable naming the job file of a :mod:`~fluorofpga.hw.cocotb_accel` run
 JOB_ENV = "FLUOROFPGA_ACCEL_JOB"
 COCOTB_MODULE = "fluorofpga.hw.cocotb_accel"
@@ -196,6 +198,9 @@ class StitchedDesign:
         in_beats, out_beats: stream words per pixel (the first / last layer's channel
             folding); each word packs ``channels / beats`` values with the lowest channel in
             the least significant bits (FINN's stream packing).
+        demod: ``sim_demod.sv`` in front of the network (a Wiener-SIM bundle): the top
+            level takes 9 raw-frame codes a pixel (one 72-bit word, TLAST per tile) and
+            every tile's demodulation registers on ``s_axis_cfg``.
     """
 
     top: str
@@ -214,6 +219,7 @@ class StitchedDesign:
     out_channels: int = 1
     in_beats: int = 1
     out_beats: int = 1
+    demod: bool = False
 
     @property
     def in_value_bits(self) -> int:
@@ -272,6 +278,7 @@ def generate_accelerator(
     fpgapart: str = DEFAULT_FPGA_PART,
     clk_ns: float = DEFAULT_CLK_NS,
     top: str = "fluorofpga_accel",
+    demod: bool = False,
 ) -> StitchedDesign:
     """Generate every layer's RTL and the top level of a stitched graph.
 
@@ -285,6 +292,9 @@ def generate_accelerator(
             enough: the network holds less than a tile in flight).
         fpgapart, clk_ns: given to FINN's HDL generation.
         top: top-level module name.
+        demod: put ``sim_demod.sv`` in front of the network (``params`` None; the network
+            takes the 9 demodulated 8-bit channels): raw SIM codes in, with a width
+            converter when the first layer folds the 9 channels into several beats.
 
     Raises:
         StitchError: widths of the network's input / output do not match the kernels, or
@@ -429,6 +439,23 @@ def generate_accelerator(
     else:
         ports = {"s_axis": streams[graph_in]["width"], "m_axis": streams[graph_out]["width"]}
         bypass = {"depth": 0, "width": 0, "ram_style": "auto"}
+    if demod:
+        from .demod_kernel import demod_sources, write_sine_tables
+
+        net_in = int(streams[graph_in]["width"])
+        if params is not None or channels["in"] != DEMOD_CHANNELS or net_in * channels[
+                "input_beats"] != DEMOD_CHANNELS * 8 or (DEMOD_CHANNELS * 8) % net_in:
+            raise StitchError(f"sim_demod feeds 9 channels of 8 bits, one 72-bit word a "
+                              f"pixel; the network takes {channels['in']} channels in "
+                              f"{channels['input_beats']} beats of {net_in} bits"
+                              + (" (and a design with pixel kernels)" if params else ""))
+        ports = {"s_axis": DEMOD_CHANNELS * 8, "net_in": net_in, "m_axis": ports["m_axis"]}
+        write_sine_tables(out)  # included by sim_demod.sv from the design folder
+        for f in demod_sources():
+            add_source(f)
+        if net_in != DEMOD_CHANNELS * 8:
+            for f in ("dwc/hdl/vpc.sv", "dwc/hdl/dwc_axi.sv"):
+                add_source(rtllib / f)
 
     # a generated copy of a finn-rtllib file (Reshape_rtl copies dwc_axi.sv) is dropped
     lib_by_name = {p.name: p for p in lib_files.values()}
@@ -457,6 +484,7 @@ def generate_accelerator(
     top_sv.write_text(env.get_template(TEMPLATE).render(
         top=top,
         pixel_kernels=params is not None,
+        demod=demod,
         ports=ports,
         streams=list(streams.values()),
         layers=layers,
@@ -485,8 +513,9 @@ def generate_accelerator(
         data_files=data_files,
         in_channels=channels["in"] if params is None else 1,
         out_channels=channels["out"] if params is None else 1,
-        in_beats=channels["input_beats"],
+        in_beats=1 if demod else channels["input_beats"],
         out_beats=channels["output_beats"],
+        demod=demod,
     )
     (out / "design.json").write_text(json.dumps(design.to_dict(), indent=2))
     return design
@@ -575,6 +604,7 @@ def simulate_accelerator(
     gauge: str = "",
     pace: int = 0,
     max_cycles: int | None = None,
+    cfg: list[list[int]] | None = None,
 ) -> AccelRun:
     """Stream ``tiles`` of camera ADU through the stitched accelerator in Verilator.
 
@@ -596,6 +626,11 @@ def simulate_accelerator(
         pace: if > 1, one input pixel every ``pace`` cycles (the design's own rate)
             instead of random idle cycles.
         max_cycles: timeout; default 20x the estimate per tile plus table loads.
+        cfg: a ``demod`` design's register words of every tile
+            (:func:`~fluorofpga.hw.demod_kernel.demod_config_words`), required there and
+            refused elsewhere; ``tiles`` are then raw-frame codes ``(n, h, w, 9)``. The
+            first tile's load completes before its first pixel (after a reset too); the
+            next loads queue behind it (the kernel stages one while a tile streams).
 
     Raises:
         RuntimeError: the simulation failed (deadlock / timeout, extra or missing
@@ -613,6 +648,9 @@ def simulate_accelerator(
         tiles = beats.reshape(len(tiles), design.tile_shape[0], -1)
     if (lut_in is None or lut_out is None) != (design.params is None):
         raise ValueError("tables are loaded into a design with pixel kernels, and only there")
+    if (cfg is not None) != design.demod or (cfg is not None and len(cfg) != len(tiles)):
+        raise ValueError("a demod design takes one register load (cfg) per tile, and only "
+                         "a demod design takes them")
     if int(tiles.max(initial=0)) >> design.in_bits:
         raise ValueError(f"tile values exceed the design's {design.in_value_bits}-bit input")
     lut_in = np.zeros(0, np.uint32) if lut_in is None else lut_in
@@ -641,6 +679,7 @@ def simulate_accelerator(
         "max_cycles": max_cycles,
         "fifos": [*design.fifos, *(["bypass"] if design.params else [])],
         "tlast": design.params is not None,
+        "cfg": [[int(w) for w in words] for words in cfg] if cfg is not None else None,
         "result": str(run_dir / "result.json"),
     }
     res = run_cocotb_job(COCOTB_MODULE, design.top, build_dir, run_dir, JOB_ENV, job, seed,

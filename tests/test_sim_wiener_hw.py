@@ -226,27 +226,45 @@ def test_stream_sim_through_the_shipped_wiener_bundle(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_hardware_path_from_raw_codes_is_the_hosts(built: dict, verilator: str,
-                                                   tmp_path: Path) -> None:
-    """Raw-frame codes through sim_demod's RTL, its output words through the FINN layers'
-    RTL (both in Verilator): the same output codes as the host's path (demodulate_int,
-    then the emulator), for a tile away from the frame origin."""
-    from fluorofpga.hw.demod_kernel import run_demod_on_tiles
-    from fluorofpga.hw.rtlsim_backend import RtlsimAccelerator
+def test_stitched_demodulation_and_filter_are_the_hosts_path(built: dict, verilator: str,
+                                                             tmp_path: Path) -> None:
+    """The whole Wiener hardware in one stitched design (sim_demod.sv -> width converter ->
+    the FINN layers' RTL) in Verilator: raw-frame codes and each tile's register load in,
+    the same output codes as the host's path (demodulate_int, then the emulator), under
+    random idle and backpressure, for a camera tile away from the frame origin and a
+    full-range random tile (the demodulation saturates); and again after a reset in the
+    middle of a tile."""
+    from fluorofpga.hw.demod_kernel import demod_config_words
+    from fluorofpga.hw.rtlsim_backend import wiener_design
+    from fluorofpga.hw.stitch import simulate_accelerator
     from fluorofpga.simhw import design_parameters, wiener_raw_codes
 
     bundle = load_bundle(built["bundle"])
-    q = wiener_raw_codes(bundle, 1, seed=5)[0]
-    regs = DemodRegisters.from_parameters(list(design_parameters(bundle)),
-                                          bundle.linear_codes).at(29, 61)
-    channels = run_demod_on_tiles(tmp_path / "demod", [(q, regs)])[0]
-    np.testing.assert_array_equal(channels, demodulate_int(q, regs)[0])
-    with RtlsimAccelerator.from_bundle(bundle, work_dir=tmp_path / "rtl") as rtl, \
-            bundle.accelerator("emulate") as emu:
-        got = rtl.run(np.ascontiguousarray(np.moveaxis(channels, 0, -1)))
-        want = emu.run(np.ascontiguousarray(np.moveaxis(channels, 0, -1)))
-    np.testing.assert_array_equal(got, want)
-    assert got.min() < got.max()  # a real image, not a constant
+    th, tw = bundle.tile_shape
+    base = DemodRegisters.from_parameters(list(design_parameters(bundle)),
+                                          bundle.linear_codes)
+    rng = np.random.default_rng(8)
+    raw = [wiener_raw_codes(bundle, 1, seed=5)[0],
+           rng.integers(0, 256, (9, th, tw)).astype(np.uint8)]
+    regs = [base.at(29, 61), base.at(0, 0)]
+    want = []
+    with bundle.accelerator("emulate") as emu:
+        for q, r in zip(raw, regs, strict=True):
+            channels, saturated = demodulate_int(q, r)
+            want.append(emu.run(np.ascontiguousarray(np.moveaxis(channels, 0, -1))))
+    assert saturated > 0  # the full-range tile reaches the demodulation's limits
+    design = wiener_design(bundle, tmp_path)
+    assert design.demod and design.in_bits == 72 and design.in_channels == 9
+    tiles = np.stack([np.moveaxis(q, 0, -1) for q in raw]).astype(np.uint32)
+    cfg = [demod_config_words(r, tw) for r in regs]
+    for name, kw in (("stalls", {"idle_prob": 0.2, "backpressure_prob": 0.2, "seed": 3}),
+                     ("reset", {"reset_after": th * tw // 3})):
+        run = simulate_accelerator(design, tiles, cfg=cfg, run_name=name, **kw)
+        for k in range(len(raw)):
+            np.testing.assert_array_equal(run.words[k], want[k], err_msg=f"{name}, tile {k}")
+    assert want[0].min() < want[0].max()  # a real image, not a constant
+    with pytest.raises(ValueError, match="register load"):
+        simulate_accelerator(design, tiles)  # a demod design without its loads
 
 
 def test_sim_bundle_bad_input_is_one_error_and_writes_nothing(built: dict,
