@@ -539,6 +539,10 @@ def stream(
                 "write_ms_mean"):
         v = r[key]
         table.add_row(key, f"{v:.2f}" if isinstance(v, float) else str(v))
+    stages = r.get("stage_ms_mean") or {}
+    if len(stages) > 1:  # pack / accelerate / unpack overlap: fps follows the slowest
+        table.add_row("stage ms (overlapped)", " / ".join(f"{k} {v:.2f}"
+                                                          for k, v in stages.items()))
     console.print(table)
     if r["camera_lost"]:
         err.print(f"[bold yellow]warning:[/] the camera lost {r['camera_lost']} frame(s) before "

@@ -56,6 +56,7 @@ def test_stream_sim_to_tiff_gives_the_restored_frames_and_a_summary(tmp_path, si
     assert r["complete"] and not r["stopped_early"] and r["drop_policy"] == "drop-oldest"
     assert r["latency_ms_p50"] > 0 and r["process_ms_mean"] > 0 and r["counts"]["pixels"] > 0
     assert r["latency_ms_p50"] <= r["latency_ms_p95"] <= r["latency_ms_p99"]
+    assert set(r["stage_ms_mean"]) == {"pack", "accelerate", "unpack"}  # on their threads
 
 
 def test_stream_tiff_stack_to_ome_zarr_carries_the_calibration(tmp_path, sim3):
