@@ -30,6 +30,22 @@ def frames(n, shape=(8, 8)):
         yield k, np.full(shape, k, dtype=np.uint16)
 
 
+def endless_source(closed):
+    """A camera that never ends (a frame a millisecond); sets ``closed`` when closed."""
+
+    def endless():
+        k = 0
+        try:
+            while True:
+                yield k, np.zeros((4, 4), np.uint16)
+                k += 1
+                time.sleep(0.001)
+        finally:
+            closed.set()
+
+    return endless
+
+
 def slow(seconds):
     def process(frame):
         time.sleep(seconds)
@@ -75,16 +91,7 @@ def test_block_never_drops():
 @pytest.mark.parametrize("policy", ["drop_newest", "block"])
 def test_process_error_propagates_and_stops_source(policy):
     source_closed = threading.Event()
-
-    def endless():
-        k = 0
-        try:
-            while True:
-                yield k, np.zeros((4, 4), np.uint16)
-                k += 1
-                time.sleep(0.001)
-        finally:
-            source_closed.set()
+    endless = endless_source(source_closed)
 
     def process(frame):
         if process.n == 3:
@@ -674,16 +681,7 @@ def test_staged_false_calls_the_process_itself():
 @pytest.mark.parametrize("failing", ["a", "b", "c"])
 def test_an_error_in_any_stage_propagates_stops_the_source_and_aborts_the_sink(failing):
     source_closed = threading.Event()
-
-    def endless():
-        k = 0
-        try:
-            while True:
-                yield k, np.zeros((4, 4), np.uint16)
-                k += 1
-                time.sleep(0.001)
-        finally:
-            source_closed.set()
+    endless = endless_source(source_closed)
 
     class Failing:
         seen = 0
