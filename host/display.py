@@ -107,16 +107,17 @@ class RichDisplay(_Throttled):
         return table
 
     def open(self) -> None:
-        """Start the live view."""
-        from rich.live import Live
-
-        self._live = Live(self._table(None), console=self.console, auto_refresh=False,
-                          transient=False)  # fmt: skip
-        self._live.start()
+        """Ready the live view: it appears with the first frame's numbers, so a stream
+        refused before any frame (a bad source, no board) prints its error alone."""
 
     def _draw(self, stats: StreamStats) -> None:
-        if self._live is not None:
-            self._live.update(self._table(stats), refresh=True)
+        if self._live is None:
+            from rich.live import Live
+
+            self._live = Live(self._table(stats), console=self.console, auto_refresh=False,
+                              transient=False)  # fmt: skip
+            self._live.start()
+        self._live.update(self._table(stats), refresh=True)
 
     def close(self) -> None:
         """Draw the final state and stop the live view."""

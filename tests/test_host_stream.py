@@ -596,6 +596,12 @@ def test_rich_display_draws_the_live_numbers():
                        drop_policy="drop-newest", progress=display).run()
     text = out.getvalue()
     assert "frames out" in text and "/ 10" in text and "p50" in text and "dropped" in text
+    assert "pack" not in text  # a plain process: one "process" stage
+    out.truncate(0)
+    out.seek(0)
+    with RichDisplay(total=10, console=console, refresh_s=0.0):
+        pass  # refused before the first frame (bad source, no board): no empty panel
+    assert out.getvalue() == ""
 
 
 def test_notebook_display_uses_ipywidgets_and_falls_back_to_text(monkeypatch, capsys):
