@@ -1786,7 +1786,7 @@ def _stream_sim(
         src = GenICamSource(int(index), frames, cti=cti, fps=fps)
         frame_shape, meta_in = None, None
     else:
-        src = TiffStackSource(path, fps=fps)
+        src = TiffStackSource(path, fps=fps, any_axis=True)  # raw SIM frames, any axis
         frame_shape, meta_in = src.frame_shape, src.meta
         if not learned:
             optics, optics_source = _sim_optics(path, meta_in or ImageMeta("TYX"), na,
@@ -2141,6 +2141,8 @@ def stream(
         "drop_policy": drop,
         "frames_expected": expected,
         "camera_lost": getattr(src, "camera_lost", None),  # lost before reaching us
+        "source_axes": ("TYX" if getattr(src, "time_axis", True) else
+                        "not named in the file: frames taken as time points (TYX)"),
         **{k: v for k, v in stats.to_dict().items() if k not in ("drop_policy", "queued")},
         "handoff_ms_mean": stats.write_ms_mean,  # handing a frame to the writer thread
         "write_ms_mean": out.write_ms_mean,  # the sink's own write, on its thread

@@ -551,6 +551,9 @@ def stream(
         shown = ", ".join(map(str, r["dropped_indices"][:20]))
         more = " ..." if r["dropped"] > 20 else ""
         console.print(f"dropped frames ({r['drop_policy']}): {shown}{more}")
+    if r.get("source_axes", "TYX") != "TYX":
+        err.print(f"note: the source's axes are {r['source_axes']}", markup=False,
+                  soft_wrap=True)
     ended = " (stopped early)" if r["stopped_early"] else ""
     console.print(f"wrote {r['frames_out']} frame(s) to {r['sink']}{ended}; noise model: "
                   f"{r['noise']['from']}")
@@ -580,6 +583,9 @@ def _print_sim_stream(r: dict) -> None:
     if r["groups_dropped"]:
         console.print(f"dropped {r['groups_dropped']} whole group(s) ({r['drop_policy']}), "
                       f"first frames {r['dropped_groups_first_frame'][:20]}")
+    if r.get("source_axes", "TYX") != "TYX":
+        err.print(f"note: the source's axes are {r['source_axes']}", markup=False,
+                  soft_wrap=True)
     ended = " (stopped early)" if r["stopped_early"] else ""
     console.print(f"wrote {r['groups_reconstructed']} SIM image(s) {r['out_shape']} to "
                   f"{r['sink']}{ended}; parameters {r['parameters_from']}; computed on "

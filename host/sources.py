@@ -160,6 +160,11 @@ def _natural_key(path: Path) -> list[Any]:
             for part in re.split(r"(\d+)", path.name)]  # fmt: skip
 
 
+#: Leading axes a stream takes as time: ``T``, and tifffile's letters for an axis the file
+#: does not name (``Q`` unknown, ``I`` a plain image sequence).
+_TIME_AXES = ("T", "Q", "I")
+
+
 def _tiff_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted((p for p in path.iterdir()
@@ -192,7 +197,7 @@ def _header_meta(tif: Any) -> Any:
 class _TiffFile:
     """Header facts of one TIFF: frames, frame shape, dtype (pixels not read)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, any_axis: bool = False) -> None:
         import tifffile
 
         self.path = path
@@ -212,8 +217,17 @@ class _TiffFile:
         if len(shape) != 3 or not axes.endswith("YX"):
             raise _format_error(
                 f"{path}: axes {axes!r}, shape {tuple(series.shape)}: a stream reads 2-D "
-                "frames (YX) or one series of them (TYX, or any one axis before YX); split "
-                "channels and RGB first")
+                "frames (YX) or one series of them in time (TYX, or a stack whose file "
+                "does not name its axis); split channels and RGB first")
+        lead = axes[0] if len(series.shape) == 3 else "T"
+        if lead not in _TIME_AXES and not any_axis:
+            what = {"Z": "Z slices", "C": "channels"}.get(lead, f"axis {lead!r}")
+            raise _format_error(
+                f"{path}: axes {axes!r}: the stack's {what} are not time points, and a "
+                "stream runs over time; restore it with `fluorofpga denoise`, which keeps "
+                "its axes")
+        #: the file names its frames as time points (else its axis is unknown: time assumed)
+        self.time_axis = lead == "T"
         if dtype.kind != "u" or dtype.itemsize > 2:
             raise _format_error(f"{path}: {dtype} pixels; a stream reads raw camera counts "
                                 "(uint8/uint16)")  # fmt: skip
@@ -256,20 +270,25 @@ class TiffStackSource:
         path: A ``.tif``/``.tiff`` file or a folder of them.
         fps: Optional replay rate in frames/s (None: as fast as possible).
         memmap: Memory-map files where possible (False: always page by page).
+        any_axis: take the frames of a stack along any axis its file names (raw SIM
+            frames: angles and phases, often saved as channels or Z); by default only
+            time, or an axis the file does not name.
 
     Raises:
         fluorofpga.microscope.ImageFormatError: (a ``ValueError``) missing or unreadable
-            files, not 2-D frames, not unsigned integer pixels, mixed shapes in a folder.
+            files, not 2-D frames, not unsigned integer pixels, mixed shapes in a folder,
+            a stack whose file names its axis as Z slices, channels or anything but time.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], fps: float | None = None, memmap: bool = True
+        self, path: str | os.PathLike[str], fps: float | None = None, memmap: bool = True,
+        any_axis: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         _Pacer(fps)
         self.fps = fps
         self.memmap = memmap
-        self.files = [_TiffFile(p) for p in _tiff_files(Path(path))]
+        self.files = [_TiffFile(p, any_axis) for p in _tiff_files(Path(path))]
         first = self.files[0]
         for f in self.files[1:]:
             if (f.frame_shape, f.dtype) != (first.frame_shape, first.dtype):
@@ -291,6 +310,12 @@ class TiffStackSource:
     def meta(self) -> Any:
         """The first file's calibration (``ImageMeta``, axes ``TYX``), or None."""
         return self.files[0].meta
+
+    @property
+    def time_axis(self) -> bool:
+        """Every file names its frames as time points (False: a stack without axis names,
+        streamed as time points; Z stacks and channels are refused)."""
+        return all(f.time_axis for f in self.files)
 
     def __len__(self) -> int:
         return sum(f.frames for f in self.files)

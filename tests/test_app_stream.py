@@ -71,6 +71,7 @@ def test_stream_tiff_stack_to_ome_zarr_carries_the_calibration(tmp_path, sim3):
     assert got.pixel_size_um == pytest.approx((0.1, 0.1)) and got.frame_interval_s == 0.5
     assert r["noise"]["from"] == "estimated from the first 3 frame(s)"
     assert r["frames_out"] == 3 and r["sink"].endswith("out.zarr")
+    assert r["source_axes"] == "TYX"  # the file names its time axis
     # the restoration did something: closer to the simulator's known-noise result than raw
     assert np.abs(array.astype(float) - sim3).mean() < np.abs(raw.astype(float) - sim3).mean()
 
@@ -84,6 +85,7 @@ def test_stream_frames_limits_a_file_and_float32_output(tmp_path):
     out = tifffile.imread(tmp_path / "out.tif")
     assert out.shape == (2, SIZE, SIZE) and out.dtype == np.float32
     assert r["frames_expected"] == 2
+    assert r["source_axes"].startswith("not named in the file")  # plain stack: said so
 
 
 def test_every_argument_is_checked_before_any_work(tmp_path, monkeypatch):

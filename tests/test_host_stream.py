@@ -446,6 +446,30 @@ def test_tiff_source_refuses_bad_input_before_any_work(tmp_path):
         TiffStackSource(mixed)
 
 
+@pytest.mark.parametrize(("axes", "what"), [("ZYX", "Z slices"), ("CYX", "channels")])
+def test_tiff_source_refuses_z_stacks_and_channels_but_sim_frames_take_any_axis(
+        tmp_path, axes, what):
+    """A stream runs over time: a stack whose file says its frames are Z slices or
+    channels is refused (not relabelled TYX); raw SIM frames may come along any axis; a
+    stack whose file names no axis streams as time points, and says so."""
+    import tifffile
+
+    from fluorofpga.microscope import ImageFormatError
+
+    path = tmp_path / "stack.tif"
+    stack = np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8)
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": axes})
+    with pytest.raises(ImageFormatError, match=f"{axes!r}.*{what} are not time points"):
+        TiffStackSource(path)
+    sim = TiffStackSource(path, any_axis=True)
+    assert [int(f[0, 1]) for _, f in sim] == [1, 65, 129] and not sim.time_axis
+    tifffile.imwrite(tmp_path / "plain.tif", stack, photometric="minisblack")  # axes 'QYX'
+    plain = TiffStackSource(tmp_path / "plain.tif")
+    assert len(plain) == 3 and not plain.time_axis
+    tifffile.imwrite(tmp_path / "t.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    assert TiffStackSource(tmp_path / "t.tif").time_axis
+
+
 # -- iterable and GenICam sources -------------------------------------------------------------
 
 
