@@ -995,7 +995,8 @@ def compile_inputs(bundle: Bundle) -> dict[str, Any]:
               else bundle.signal)
     return {"tile": bundle.tile_shape[0], "halo": bundle.halo, "signal": signal,
             "frames": bundle.frames, "upscale": bundle.upscale,
-            "extra_kernels": demod_resources(bundle.frames // 3) if wiener else None}
+            "extra_kernels": demod_resources(bundle.frames // 3) if wiener else None,
+            "demod": wiener}
 
 
 def compile_bundle(

@@ -175,6 +175,7 @@ def compile_for_camera(
     frames: int = 1,
     upscale: int = 1,
     extra_kernels: dict[str, dict] | None = None,
+    demod: bool = False,
 ) -> CompileResult:
     """Fold, estimate and package a network for ``fps`` frames of ``frame`` on ``board``.
 
@@ -195,6 +196,8 @@ def compile_for_camera(
             :func:`sim_table_resources` counted).
         extra_kernels: resources of further kernels of ours beside the network (a
             Wiener-SIM bundle's demodulation: :func:`demod_resources`).
+        demod: a Wiener-SIM bundle: the Vivado folder's RTL is the whole design,
+            ``sim_demod.sv`` in front of the network (``generate_accelerator(demod=True)``).
 
     Raises:
         CompileError: impossible request (fps <= 0, a frame smaller than the halo...).
@@ -268,10 +271,12 @@ def compile_for_camera(
     if sim:
         ours = (", ".join(sorted(extra_kernels)) if extra_kernels else
                 "the raw frames' pixel-in tables and the output table")
+        held = ("sim_demod in front of the network (the demodulation's RTL; the linear "
+                "pixel-in runs on the host)" if demod else "the network alone")
         notes.append(f"SIM bundle: {fps:g} reconstructions/s of {frames} raw {h}x{w} frames "
                      f"each ({fps * frames:g} raw camera frames/s) onto a {upscale}x grid; the "
-                     f"build folder holds the network alone ({ours} are our kernels, counted "
-                     "by our estimate; the host runs them in this release)")
+                     f"build folder holds {held} ({ours} are our kernels, counted by our "
+                     "estimate; the host runs them in this release)")
     if mpix < required:
         binding = max(tried[0]["utilisation"], key=tried[0]["utilisation"].get)
         notes.append(f"the target needs {tried[0]['utilisation'][binding]:.0%} of {binding} "
@@ -302,7 +307,8 @@ def compile_for_camera(
         "seconds": time.perf_counter() - t0,
     }
     say("writing the Vivado build folder")
-    vivado = _vivado_folder(out / "vivado", est["stitched"], res, None if sim else params, b)
+    vivado = _vivado_folder(out / "vivado", est["stitched"], res, None if sim else params, b,
+                            demod)
     report["vivado_dir"] = str(vivado)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(report_markdown(report))
@@ -315,14 +321,14 @@ def compile_for_camera(
 
 
 def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelParams | None,
-                   b: Board) -> Path:
+                   b: Board, demod: bool = False) -> Path:
     """The self-contained folder a user copies to a machine with Vivado."""
     import jinja2
 
     if folder.exists():
         shutil.rmtree(folder)
     design = generate_accelerator(stitched, folder / "rtl", params, fpgapart=b.fpga_part,
-                                  clk_ns=b.clock_period_ns)
+                                  clk_ns=b.clock_period_ns, demod=demod)
     shutil.copytree(_finn_rtllib(), folder / "finn-rtllib")
     apply_patches(folder)  # the whole finn-rtllib copy, patched, for FINN's IP generation
     shutil.copytree(PATCH_DIR, folder / "patches")

@@ -336,3 +336,25 @@ def test_calibration_gives_photons_through_the_bundle(built: dict, acquisition: 
     cpu, hw = (interior(im, b) for im in images)
     assert hw.mean() == pytest.approx(cpu.mean(), rel=0.03)
     assert fitted_psnr(interior(acquisition["truth"], b), hw) > 35
+
+
+def test_compile_writes_the_whole_wiener_hardware_for_vivado(built: dict,
+                                                            tmp_path: Path) -> None:
+    """`fluorofpga compile` of a Wiener-SIM bundle: reconstructions/s estimated with the
+    demodulation's resources counted, and a Vivado folder whose RTL is the whole design
+    (sim_demod.sv, its sine tables and the width converter in front of the network)."""
+    out = tmp_path / "c"
+    r = runner.invoke(app, ["compile", "--model", str(built["bundle"]), "--board", "kv260",
+                            "--fps", "30", "--frame", "256x256", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert "sim_demod" in report["layers"]  # its resources counted beside the network's
+    assert any("sim_demod in front of the network" in n for n in report["notes"])
+    rtl = out / "vivado" / "rtl"
+    design = json.loads((rtl / "design.json").read_text())
+    assert design["demod"] and design["in_bits"] == 72 and design["in_channels"] == 9
+    names = {Path(s).name for s in design["sources"]}
+    assert {"sim_demod.sv", "dwc_axi.sv"} <= names
+    assert (rtl / "sim_demod_tables.svh").is_file()
+    top = (rtl / f"{design['top']}.sv").read_text()
+    assert "sim_demod u_sim_demod" in top and "s_axis_cfg_tdata" in top
