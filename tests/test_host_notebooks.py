@@ -110,7 +110,11 @@ def test_notebook_1_check_board(deployed):
 def test_notebook_2_denoise_live(deployed):
     import tifffile
 
-    _, text = _execute(deployed / "notebooks" / "2_denoise_live.ipynb")
+    nb, text = _execute(deployed / "notebooks" / "2_denoise_live.ipynb")
+    widgets = [out for cell in nb.cells if cell.cell_type == "code"
+               for out in cell.get("outputs", [])
+               if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+    assert widgets  # the live progress widget (ipywidgets, as on a PYNQ image) was shown
     found = re.search(r"(\d+)/20 frames, dropped (\d+) \[([\d, ]*)\]", text)
     assert found, text
     out, dropped = int(found[1]), int(found[2])
