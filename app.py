@@ -1885,6 +1885,7 @@ def _stream_sim(
         **{k: v for k, v in stats.to_dict().items() if k.startswith("latency_ms")},
         "read_ms_mean": stats.read_ms_mean,
         "process_ms_mean": stats.process_ms_mean,
+        "stage_ms_mean": stats.stage_ms_mean,  # pack / accelerate / unpack with a bundle
         "handoff_ms_mean": stats.write_ms_mean,
         "write_ms_mean": out.write_ms_mean,
         "camera_lost": getattr(src, "camera_lost", None),
@@ -1926,6 +1927,15 @@ class _LearnedSimStream:
 
     def __call__(self, stack: np.ndarray) -> np.ndarray:
         """Reconstruct one raw group -> float32 image on the 2x grid."""
+        return self._unpack(self._accelerate(self._pack(stack)))
+
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """The restorer's pack / accelerate / unpack (run on their own threads by the
+        stream); the restorer is made by the first group's pack."""
+        return [("pack", self._pack), ("accelerate", self._accelerate),
+                ("unpack", self._unpack)]
+
+    def _pack(self, stack: np.ndarray) -> Any:
         if self.restore is None:
             if self.noise is None:
                 from fluorofpga.microscope import estimate_noise
@@ -1933,7 +1943,13 @@ class _LearnedSimStream:
                 self.noise = estimate_noise(np.asarray(stack)).model
             self.restore = self.bundle.sim_restorer(self.acc, self.noise, self.cal,
                                                     dtype="float32")
-        return self.restore(np.asarray(stack))
+        return self.restore.pack(np.asarray(stack))
+
+    def _accelerate(self, packed: Any) -> Any:
+        return self.restore.accelerate(packed)
+
+    def _unpack(self, packed: Any) -> np.ndarray:
+        return self.restore.unpack(packed)
 
     def close(self) -> None:
         """Release the accelerator."""

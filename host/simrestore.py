@@ -22,6 +22,7 @@ range are counted as ``above_range``, outputs at the network's lowest or highest
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -113,9 +114,27 @@ class SimRestorer:
 
     def __call__(self, group: np.ndarray) -> np.ndarray:
         """Reconstruct one group of raw ``(P, Y, X)`` frames -> ``(2Y, 2X)`` image."""
+        return self.unpack(self.accelerate(self.pack(group)))
+
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """``pack`` -> ``accelerate`` -> ``unpack``, for a stream to run on their own
+        threads (as :meth:`FrameRestorer.stages`)."""
+        return [("pack", self.pack), ("accelerate", self.accelerate), ("unpack", self.unpack)]
+
+    def pack(self, group: np.ndarray) -> dict[str, np.ndarray]:
+        """Pixel-in of one raw group: ``{"group", "q"}`` (checked, its input codes)."""
         group = np.asarray(group)
-        q = self.codes(group)  # checks the group
-        o = process_tiled(q, self._run_tile, self.accelerator.tile_shape, self.halo)
+        return {"group": group, "q": self.codes(group)}  # codes() checks the group
+
+    def accelerate(self, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The network on a packed group, tile by tile (adds ``"o"``, its output codes)."""
+        packed["o"] = process_tiled(packed["q"], self._run_tile, self.accelerator.tile_shape,
+                                    self.halo)
+        return packed
+
+    def unpack(self, packed: dict[str, np.ndarray]) -> np.ndarray:
+        """Pixel-out of an accelerated group onto the 2x grid (counts added)."""
+        group, q, o = packed["group"], packed["q"], packed["o"]
         spec, counts = self.tables.spec, CodeCounts()
         values = self.tables.out_lut[o.astype(np.intp)]  # float64 ADU of the uniform sensor
         counts.pixels += int(o.size)

@@ -19,6 +19,7 @@ from fluorofpga.cli import app
 from fluorofpga.host import load_bundle
 from fluorofpga.host.emulate import load_hw_graph, run_hw_graph
 from fluorofpga.microscope import (
+    NoiseModel,
     SCMOSCamera,
     depth_to_space,
     make_pattern,
@@ -227,6 +228,17 @@ def test_stream_sim_with_a_bundle_groups_by_3_and_counts_broken_groups(bundle, t
     image, meta = read_image_meta(out)
     assert image.shape == (4, 2 * SIZE, 2 * SIZE)
     assert meta.pixel_size_um[1] == pytest.approx(0.0325, rel=1e-3)
+    # pack / accelerate / unpack ran on their own threads, bit-identical to the restorer
+    assert set(r["stage_ms_mean"]) == {"pack", "accelerate", "unpack"}
+    cam = SimulatedSimCameraSource(12, (SIZE, SIZE), seed=1, na=1.2, wavelength_nm=520,
+                                   pixel_size_nm=65.0, phases=1)  # the stream's camera
+    camera = cam.camera
+    noise = NoiseModel.from_camera(camera.gain_e_per_adu, camera.offset_adu,
+                                   camera.read_noise_e)
+    with bundle.accelerator("emulate") as acc:
+        restore = bundle.sim_restorer(acc, noise, None, dtype="float32")
+        for k, (_, group) in enumerate(SimGrouper(cam, phases=1)):
+            np.testing.assert_array_equal(image[k], restore(np.asarray(group)))
     # a frame lost inside a group: that group is discarded and listed, the rest go on
     cam = SimulatedSimCameraSource(9, (SIZE, SIZE), seed=2, phases=1)
     lossy = [item for item in cam if item[0] != 4]
