@@ -146,12 +146,20 @@ def test_notebook_3_sim_live(deployed):
     # the (stand-in) board's ARM
     assert "not on the board:" in text and "has no bitstream" in text
     assert "computed on the emulate accelerator: learned 3-frame" in text
-    found = re.search(r"(\d+)/(\d+) groups of 3 raw frames; dropped (\d+)", text)
+    _bundle_groups_written(text, 3, deployed / "notebooks" / "sim3_live.tif")
+
+
+def _bundle_groups_written(text: str, per: int, tif: Path) -> None:
+    """Notebook 3's SIM-bundle stream: every complete group of ``per`` raw frames written
+    or dropped, and the written ones in ``tif`` (finite 128² images)."""
+    import tifffile
+
+    found = re.search(rf"(\d+)/(\d+) groups of {per} raw frames; dropped (\d+)", text)
     assert found, text
-    out3, complete3, dropped3 = (int(g) for g in found.groups())
-    assert out3 >= 1 and out3 + dropped3 == complete3
-    learned = tifffile.imread(deployed / "notebooks" / "sim3_live.tif")
-    assert learned.shape == (out3, 128, 128) and np.isfinite(learned).all()
+    done, complete, dropped = (int(g) for g in found.groups())
+    assert done >= 1 and done + dropped == complete
+    images = tifffile.imread(tif)
+    assert images.shape == (done, 128, 128) and np.isfinite(images).all()
 
 
 @pytest.mark.parametrize(("name", "computed_on", "per"), [
@@ -162,7 +170,6 @@ def test_notebook_3_with_a_sim_bundle_on_the_board(deployed, tmp_path, name, com
     """`deploy --sim-model` with a SIM bundle that has its bitstream (a stand-in one): the
     learned 3-frame bundle, or the classical Wiener bundle (its demodulation on the ARM),
     streams through the ``pynq`` backend - channels-last tiles through the DMA."""
-    import tifffile
 
     from fluorofpga.host import default_bundle_path
 
@@ -173,12 +180,7 @@ def test_notebook_3_with_a_sim_bundle_on_the_board(deployed, tmp_path, name, com
     nb, text = _execute(out / "notebooks" / "3_sim_live.ipynb")
     assert "not on the board" not in text
     assert f"computed on the pynq accelerator: {computed_on}" in text
-    found = re.search(rf"(\d+)/(\d+) groups of {per} raw frames; dropped (\d+)", text)
-    assert found, text
-    done, complete, dropped = (int(g) for g in found.groups())
-    assert done >= 1 and done + dropped == complete
-    images = tifffile.imread(out / "notebooks" / "sim3_live.tif")
-    assert images.shape == (done, 128, 128) and np.isfinite(images).all()
+    _bundle_groups_written(text, per, out / "notebooks" / "sim3_live.tif")
     assert "clean-up done" in text and "clean-up" in nb.cells[-1].source
 
 
