@@ -41,7 +41,7 @@ import time
 import warnings
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -375,6 +375,7 @@ class SimReconstructor:
         self.reconstructions = 0
         self.reconstruct_ms = 0.0
         self.hardware = hardware
+        self._groups_in = 0  # groups packed (a stream packs ahead of reconstructions)
 
     def _prepare(self, stack: np.ndarray) -> np.ndarray:
         stack = np.asarray(stack)
@@ -418,44 +419,77 @@ class SimReconstructor:
         Raises:
             ValueError (``FrameOrderError``, no pattern found): named with the group.
         """
+        work = self._pack(stack)
+        if self.hardware is not None:
+            work = self._accelerate(work)
+        return self._unpack(work)
+
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]]:
+        """With ``hardware``: ``pack`` (parameters, demodulation) -> ``accelerate`` ->
+        ``unpack``, for a stream to run on their own threads (as
+        :meth:`~fluorofpga.host.FrameRestorer.stages`); on the CPU one ``process``."""
+        if self.hardware is None:
+            return [("process", self.__call__)]
+        return [("pack", self._pack), ("accelerate", self._accelerate),
+                ("unpack", self._unpack)]
+
+    def _pack(self, stack: np.ndarray) -> dict[str, Any]:
+        """Parameters estimated or checked when due, then the CPU reconstruction (no
+        ``hardware``) or the hardware's pixel-in and demodulation."""
+        from fluorofpga.microscope import FrameOrderWarning, WeakPatternWarning, wiener_sim
+
         first = getattr(stack, "first_index", None)  # a GroupStack from SimGrouper
         stack = self._prepare(stack)
-        group = self.reconstructions
+        group = self._groups_in
         try:
-            image = self._reconstruct(stack, group)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", FrameOrderWarning)
+                warnings.simplefilter("always", WeakPatternWarning)
+                self._parameters(stack, group)
+                t0 = time.perf_counter()
+                work: dict[str, Any] = (
+                    {"image": wiener_sim(stack, self.params, camera=self.camera,
+                                         wiener_w=self.wiener_w, reorder=False, **self.optics)}
+                    if self.hardware is None else {"hw": self.hardware.pack(stack, self.params)})
+                work["ms"] = (time.perf_counter() - t0) * 1e3
+            self._note(caught)
         except ValueError as e:  # name the group: the stream stops on this error
             where = "SIM group" if first is None else (
                 f"SIM group of raw frames {first}-{first + SIM_FRAMES - 1}")
             e.args = (f"{where}: {e}", *e.args[1:])
             raise
-        self.reconstructions += 1
-        return image
+        self._groups_in += 1
+        return work
 
-    def _reconstruct(self, stack: np.ndarray, group: int) -> np.ndarray:
-        from fluorofpga.microscope import FrameOrderWarning, WeakPatternWarning, wiener_sim
+    def _parameters(self, stack: np.ndarray, group: int) -> None:
+        """Estimate the parameters on the first group, check them for drift when due."""
         from fluorofpga.microscope import estimate_parameters as estimate
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FrameOrderWarning)
-            warnings.simplefilter("always", WeakPatternWarning)
-            if self.params is None:
-                t0 = time.perf_counter()
-                self.params = estimate(stack, camera=self.camera, n_angles=SIM_ANGLES,
-                                       n_phases=SIM_PHASES, reorder=False, **self.optics)
-                self.estimate_s = time.perf_counter() - t0
-            elif self.check_every and (group % self.check_every == 0) and (
-                    group > 0 or self.loaded):
-                self._check(stack, group)
+        if self.params is None:
             t0 = time.perf_counter()
-            if self.hardware is None:
-                image = wiener_sim(stack, self.params, camera=self.camera,
-                                   wiener_w=self.wiener_w, reorder=False, **self.optics)
-            else:  # ADU above the zero level -> the units wiener_sim gives
-                image = self.hardware(stack, self.params)
-                image = (image * (self.camera.gain_e_per_adu / self.camera.qe)
-                         if self.camera is not None else image + self.hardware.zero_adu)
-            self.reconstruct_ms += (time.perf_counter() - t0) * 1e3
-        self._note(caught)
+            self.params = estimate(stack, camera=self.camera, n_angles=SIM_ANGLES,
+                                   n_phases=SIM_PHASES, reorder=False, **self.optics)
+            self.estimate_s = time.perf_counter() - t0
+        elif self.check_every and (group % self.check_every == 0) and (
+                group > 0 or self.loaded):
+            self._check(stack, group)
+
+    def _accelerate(self, work: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        work["hw"] = self.hardware.accelerate(work["hw"])
+        work["ms"] += (time.perf_counter() - t0) * 1e3
+        return work
+
+    def _unpack(self, work: dict[str, Any]) -> np.ndarray:
+        t0 = time.perf_counter()
+        if self.hardware is None:
+            image = work["image"]
+        else:  # ADU above the zero level -> the units wiener_sim gives
+            image = self.hardware.unpack(work["hw"])
+            image = (image * (self.camera.gain_e_per_adu / self.camera.qe)
+                     if self.camera is not None else image + self.hardware.zero_adu)
+        self.reconstruct_ms += work["ms"] + (time.perf_counter() - t0) * 1e3
+        self.reconstructions += 1
         return image.astype(np.float32)
 
     @property

@@ -162,16 +162,33 @@ class WienerSimRestorer:
 
     def __call__(self, group: np.ndarray, params: Sequence[AngleParameters]) -> np.ndarray:
         """Reconstruct one raw group with the (measured) parameters ``params``."""
+        return self.unpack(self.accelerate(self.pack(group, params)))
+
+    # -- the three stages of a group (a stream runs them on their own threads) -------------
+
+    def pack(self, group: np.ndarray, params: Sequence[AngleParameters]) -> dict[str, Any]:
+        """Pixel-in of one raw group: its input codes demodulated with ``params`` into the
+        filter's channels, zero-signal borders added. Returns ``{"group", "q", "channels",
+        "saturated"}`` for :meth:`accelerate`."""
         check_design(params, self.design)
         q = self.encode(group)
         regs = DemodRegisters.from_parameters(params, self.codes)
         channels, saturated = demodulate_int(q, regs)
-        o = process_tiled(self._padded(channels), self._run_tile,
-                          self.accelerator.tile_shape, self.halo)
-        if self.halo:
-            o = o[:, self.halo:-self.halo, self.halo:-self.halo]
+        return {"group": np.asarray(group), "q": q, "channels": self._padded(channels),
+                "saturated": saturated}
+
+    def accelerate(self, packed: dict[str, Any]) -> dict[str, Any]:
+        """The filter on a packed group, tile by tile (adds ``"o"``, its output codes)."""
+        o = process_tiled(packed["channels"], self._run_tile, self.accelerator.tile_shape,
+                          self.halo)
+        packed["o"] = o[:, self.halo:-self.halo, self.halo:-self.halo] if self.halo else o
+        return packed
+
+    def unpack(self, packed: dict[str, Any]) -> np.ndarray:
+        """Pixel-out of an accelerated group: ``(2Y, 2X)`` float64 ADU above the zero
+        level, saturated pixels passed through on their 2×2 blocks (counts added)."""
+        group, q, o = packed["group"], packed["q"], packed["o"]
         image = depth_to_space(self.codes.decode(o, float(self.step)))
-        group = np.asarray(group)
         sat = (group >= self.adc_max).any(axis=0)
         if sat.any():  # the saturated value (above zero), passed through on its 2x2 block
             image[np.kron(sat, np.ones((2, 2))).astype(bool)] = (
@@ -181,6 +198,6 @@ class WienerSimRestorer:
         c["saturated"] += 4 * int(np.count_nonzero(sat))
         c["above_range"] += int(np.count_nonzero((q == self.codes.code_max).any(axis=0)
                                                  & ~sat))
-        c["channel_saturated"] += saturated
+        c["channel_saturated"] += packed["saturated"]
         c["residual_at_limit"] += int(np.count_nonzero((o == 0) | (o == self.codes.code_max)))
         return image
