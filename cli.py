@@ -195,6 +195,8 @@ def train(
                                             "the noise from the frames)"),
     init_float: Path | None = typer.Option(None, help="quantize and compile this float "
                                            "checkpoint instead of training one"),
+    finetune_steps: int = typer.Option(0, min=0, help="with --init-float: fine-tune it "
+                                       "this many steps on the simulated data first"),
     task: str = typer.Option("denoise", help="denoise | sim (a learned 3-frame SIM "
                              "reconstructor: 3 raw frames, one per angle -> 2x image)"),
 ) -> None:
@@ -210,6 +212,7 @@ def train(
                                init_bundle=str(init_bundle) if init_bundle else None,
                                calibration=str(calibration) if calibration else None,
                                init_float=str(init_float) if init_float else None,
+                               finetune_steps=finetune_steps,
                                task=task)
     try:
         with _Bars() as bars:

@@ -2,6 +2,8 @@
 
 Test sets (nothing here is used in training; the shipped nets see simulated data only):
 - ``simulated``: cell-like scenes from new seeds (900+), NA 1.0, 100 nm pixels;
+- ``undersampled``: cell-like scenes and textures as 10×–40× air objectives record them
+  (seeds 950+, NA 0.3–0.95, 160–650 nm pixels: the PSF within about one pixel);
 - ``real``: 15 real fluorescence images (nuclei, neurons, tissue, FISH spots) from four
   PyPI packages installed offline (``fluorofpga.microscope.realdata``: licences and
   citations there), centre crops of at most ``--size``²; they hold some noise of their
@@ -25,7 +27,9 @@ camera is calibrated the user's way (simulated dark and flat stacks →
 
 PSNR/SSIM in detected photoelectrons against the noise-free image (every output is mapped
 to electrons with the camera's *true* per-pixel offset, gain and dark signal, so the
-per-pixel offset pattern does not count as signal); CPU seconds per 512² frame.
+per-pixel offset pattern does not count as signal); CPU seconds per 512² frame. Then
+every test set again at 300, 1000 and 3000 photons (above the training range), raw frame
+against the deployed net only.
 
     python benchmarks/quality.py [--bundle DIR] [--scenes 4] [--size 256]
 """
@@ -49,6 +53,8 @@ from fluorofpga.microscope import (
     NoiseModel,
     SCMOSSensor,
     WidefieldMicroscope,
+    airy_psf,
+    blur,
     calibrate,
     estimate_noise,
     gat,
@@ -56,9 +62,12 @@ from fluorofpga.microscope import (
     psnr,
     ssim,
 )
+from fluorofpga.microscope.specimen import random_texture
 from fluorofpga.models import int_to_tensor, load_float_model, tensor_to_codes
 
 PHOTONS = (5.0, 20.0, 100.0)
+#: Light levels above the training range (peak 1–1000 photons), raw vs deployed only.
+BEYOND = (300.0, 1000.0, 3000.0)
 BACKGROUND = 0.02
 FOREIGN = {"offset_mean_adu": 1000.0, "offset_sd_adu": 0.5, "gain_mean_e_per_adu": 4.0,
            "read_noise_median_e": 3.5, "hot_pixel_fraction": 5e-4}
@@ -67,6 +76,29 @@ FOREIGN = {"offset_mean_adu": 1000.0, "offset_sd_adu": 0.5, "gain_mean_e_per_adu
 def foreign_sensor(shape: tuple[int, int], seed: int) -> SCMOSSensor:
     """A camera outside every training range, with per-pixel maps and hot pixels."""
     return SCMOSSensor.random(shape, np.random.default_rng(seed), qe=1.0, **FOREIGN)
+
+
+def undersampled_scenes(n: int, size: int) -> list[tuple[str, np.ndarray]]:
+    """Scenes as 10×–20× air objectives record them: the PSF inside about one pixel.
+
+    Alternating cell-like scenes and generic textures (seeds 950+), NA and pixel size
+    cycling through 10×/0.3 at 650 nm, 20×/0.75 at 325 nm, 20×/0.5 at 325 nm and 40×/0.95
+    at 160 nm pixels (the last one near Nyquist).
+    """
+    optics = ((0.3, 650.0), (0.75, 325.0), (0.5, 325.0), (0.95, 160.0))
+    out = []
+    for i in range(n):
+        na, px = optics[i % len(optics)]
+        if i % 2 == 0:
+            mic = WidefieldMicroscope(shape=(size, size), peak_photons=1.0, background_photons=0,
+                                      na=na, pixel_size_nm=px, seed=950 + i)
+            scene = np.asarray(mic.photons(), dtype=np.float64)
+        else:
+            rng = np.random.default_rng(950 + i)
+            scene = np.clip(blur(random_texture((size, size), rng), airy_psf(na, 520.0, px)),
+                            0, None)
+        out.append((f"under{950 + i} NA {na} {px:.0f} nm", scene / scene.max()))
+    return out
 
 
 def calibrate_sensor(sensor: SCMOSSensor, seed: int) -> object:
@@ -87,6 +119,8 @@ def clean_scenes(kind: str, n: int, size: int) -> list[tuple[str, np.ndarray]]:
                                       na=1.0, pixel_size_nm=100.0, seed=900 + i)
             out.append((f"sim{900 + i}", np.asarray(mic.photons())))
         return out
+    if kind == "undersampled":
+        return undersampled_scenes(n, size)
     from fluorofpga.microscope.realdata import real_fluorescence_images
 
     out = []
@@ -140,6 +174,41 @@ def float_net(
     return run
 
 
+def calibrated_camera(shape: tuple[int, int], seed: int) -> tuple[SCMOSSensor, object,
+                                                                   NoiseModel]:
+    """A foreign camera, its calibration (the user's way) and the calibrated noise model."""
+    sensor = foreign_sensor(shape, seed)
+    cal = calibrate_sensor(sensor, seed + 100)
+    return sensor, cal, NoiseModel.from_calibration(cal, extra_rounding=True)
+
+
+def electrons_of(sensor: SCMOSSensor) -> Callable[[np.ndarray], np.ndarray]:
+    """ADU -> detected electrons with the camera's *true* per-pixel offset, gain, dark."""
+    def signal(adu: np.ndarray) -> np.ndarray:
+        a = np.asarray(adu, dtype=np.float64)
+        return (a - sensor.offset_adu) * sensor.gain_e_per_adu - sensor.dark_electrons()
+    return signal
+
+
+def beyond(bundle, kind: str, n: int, size: int, seed: int) -> dict:
+    """Raw frame vs the deployed net at light levels above the training range (1–1000)."""
+    results: dict = {}
+    with bundle.accelerator("emulate") as acc:
+        for s_idx, (name, unit) in enumerate(clean_scenes(kind, n, size)):
+            sensor, cal, noise = calibrated_camera(unit.shape, seed + s_idx)
+            deployed = bundle.restorer(acc, noise, cal, "float32")
+            signal = electrons_of(sensor)
+            for peak in BEYOND:
+                photons = unit * peak + BACKGROUND * peak
+                frame = sensor.acquire(photons, np.random.default_rng([seed, s_idx, int(peak)]))
+                entry = results.setdefault(str(int(peak)), {"raw": [], "deployed": [],
+                                                             "images": []})
+                entry["raw"].append(psnr(photons, signal(frame)))
+                entry["deployed"].append(psnr(photons, signal(deployed(frame))))
+                entry["images"].append(name)
+    return results
+
+
 def evaluate(bundle, kind: str, n: int, size: int, seed: int) -> dict:
     """Rows × photon levels of mean PSNR/SSIM (and per-image PSNR) on one test set."""
     scenes = clean_scenes(kind, n, size)
@@ -148,28 +217,22 @@ def evaluate(bundle, kind: str, n: int, size: int, seed: int) -> dict:
     bm3d = bm3d_or_none()
     with bundle.accelerator("emulate") as acc:
         for s_idx, (name, unit) in enumerate(scenes):
-            shape = unit.shape
-            sensor = foreign_sensor(shape, seed + s_idx)
-            cal = calibrate_sensor(sensor, seed + 100 + s_idx)
-            noise = NoiseModel.from_calibration(cal, extra_rounding=True)
+            sensor, cal, noise = calibrated_camera(unit.shape, seed + s_idx)
             deployed = bundle.restorer(acc, noise, cal, "float32")
             for peak in PHOTONS:
                 photons = unit * peak + BACKGROUND * peak
                 truth = photons  # compared in detected electrons (qe = 1), see signal()
-
-                def signal(adu: np.ndarray, s: SCMOSSensor = sensor) -> np.ndarray:
-                    return (adu - s.offset_adu) * s.gain_e_per_adu - s.dark_electrons()
-
+                signal = electrons_of(sensor)
                 rng = np.random.default_rng([seed, s_idx, int(peak)])
                 frame = sensor.acquire(photons, rng)
                 est = estimate_noise(frame).model
                 blind = bundle.restorer(acc, est, None, "float32")
                 rows: dict[str, Callable[[np.ndarray], np.ndarray]] = {
                     "raw frame": lambda f: f.astype(np.float64),
-                    "Gaussian, best σ (oracle)": lambda f, t=truth, d=deployed: max(
+                    "Gaussian, best σ (oracle)": lambda f, t=truth, d=deployed, e=signal: max(
                         (d.from_uniform(gaussian_filter(d.to_uniform(f).astype(np.float64), s))
                          for s in (0.7, 1.0, 1.4, 2.0, 2.8)),
-                        key=lambda g: psnr(t, signal(g))),
+                        key=lambda g: psnr(t, e(g))),
                     "NLM on GAT (scikit-image)": on_gat(nlm, deployed, noise),
                     "TV on GAT (scikit-image)": on_gat(tv, deployed, noise),
                 }
@@ -179,7 +242,7 @@ def evaluate(bundle, kind: str, n: int, size: int, seed: int) -> dict:
                 rows["quantized net, deployed (calibrated)"] = deployed
                 rows["quantized net, deployed (noise estimated)"] = blind
                 for row, fn in rows.items():
-                    out = signal(np.asarray(fn(frame), dtype=np.float64))
+                    out = signal(fn(frame))
                     entry = results.setdefault(row, {}).setdefault(str(int(peak)), {
                         "psnr": [], "ssim": [], "images": []})
                     entry["psnr"].append(psnr(truth, out))
@@ -218,8 +281,9 @@ def cpu_times(bundle, size: int = 512) -> dict[str, float]:
     return times
 
 
-def table(results: dict, times: dict[str, float]) -> str:
-    """Markdown: one table per test set, PSNR / SSIM per photon level, CPU time."""
+def table(results: dict, times: dict[str, float], high: dict | None = None) -> str:
+    """Markdown: one table per test set, PSNR / SSIM per photon level, CPU time; then raw
+    vs deployed above the training range (``high``: :func:`beyond` per test set)."""
     lines = []
     for kind, rows in results.items():
         levels = [str(int(p)) for p in PHOTONS]
@@ -240,6 +304,21 @@ def table(results: dict, times: dict[str, float]) -> str:
                     for d, r in zip(dep[p]["psnr"], raw[p]["psnr"], strict=True))
         lines += ["", f"Deployed net worse than the raw frame on {worse} of "
                   f"{n * len(levels)} image × level cases.", ""]
+    if high:
+        levels = [str(int(p)) for p in BEYOND]
+        lines += ["### above the training range (peak 1–1000 photons): raw frame vs deployed",
+                  "", "PSNR dB, mean over the images; in brackets: images where the deployed "
+                  "net is worse than the raw frame.", "",
+                  "| test set | " + " | ".join(f"{p} photons" for p in levels) + " |",
+                  "|---|" + "---|" * len(levels)]
+        for kind, per in high.items():
+            cells = []
+            for p in levels:
+                raw, dep = np.array(per[p]["raw"]), np.array(per[p]["deployed"])
+                cells.append(f"{raw.mean():.2f} → {dep.mean():.2f} "
+                             f"({int((dep < raw).sum())} of {raw.size} worse)")
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -256,17 +335,23 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     bundle = load_bundle(args.bundle)
-    results = {"simulated": evaluate(bundle, "simulated", args.scenes, args.size, args.seed)}
-    try:
-        results["real"] = evaluate(bundle, "real", args.real, args.size, args.seed + 1)
-    except ImportError as e:
-        print(f"real images skipped: {e}")
+    sets = {"simulated": (args.scenes, args.seed),
+            "undersampled": (args.scenes, args.seed + 2),
+            "real": (args.real, args.seed + 1)}
+    results, high = {}, {}
+    for kind, (n, seed) in sets.items():
+        try:
+            results[kind] = evaluate(bundle, kind, n, args.size, seed)
+            high[kind] = beyond(bundle, kind, n, args.size, seed + 10)
+        except ImportError as e:
+            print(f"{kind} images skipped: {e}")
     times = cpu_times(bundle)
     write_results(args.results, {"bundle": bundle.name, "photons": PHOTONS,
                               "camera": FOREIGN, "background_fraction": BACKGROUND,
-                              "results": results, "cpu_seconds_512": times,
+                              "results": results, "above_training_range": high,
+                              "cpu_seconds_512": times,
                               "machine": platform.processor() or platform.machine()},
-                  table(results, times))
+                  table(results, times, high))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@ from fluorofpga.microscope.signal import NoiseModel, SignalSpec, gat
 
 from .denoiser import INPUT_BITS, OUTPUT_BITS
 
+#: Optics of the training scenes: half from high-NA objectives sampled near Nyquist
+#: (``NYQUIST_OPTICS``), half from ``BROAD_OPTICS``, 10× air to 100× oil, from oversampled
+#: (PSF several pixels wide) to undersampled (PSF well inside one pixel). Each is
+#: ``((NA min, max) uniform, (pixel nm min, max) log-uniform)``.
+NYQUIST_OPTICS = ((0.8, 1.45), (60.0, 130.0))
+BROAD_OPTICS = ((0.3, 1.45), (60.0, 650.0))
+
+
+def draw_optics(rng: np.random.Generator) -> tuple[float, float]:
+    """``(NA, pixel size nm)`` of one training scene (see :data:`BROAD_OPTICS`)."""
+    (na_lo, na_hi), (px_lo, px_hi) = NYQUIST_OPTICS if rng.random() < 0.5 else BROAD_OPTICS
+    return float(rng.uniform(na_lo, na_hi)), _log_uniform(rng, px_lo, px_hi)
+
 
 @dataclass(frozen=True)
 class CameraRange:
@@ -109,7 +122,10 @@ class SimulatedPairs:
 
     Half of the scenes are cell-like (filaments, puncta, nuclei: ``WidefieldMicroscope``),
     half generic fluorescence textures (``specimen.random_texture``), each through a PSF
-    of random NA and pixel size.
+    of random NA and pixel size (:func:`draw_optics`): from oversampled 100× oil images
+    to undersampled 10×–20× ones, whose pixel-scale
+    structure a network trained on Nyquist-sampled scenes alone smooths away as noise
+    (measured: up to 4.5 dB worse than the raw frame at 1000 photons).
 
     Args:
         n_scenes: scenes in the pool (cell-like specimens, random optics).
@@ -136,16 +152,16 @@ class SimulatedPairs:
         scenes = []
         for i in range(int(n_scenes)):
             if i % 2:  # generic textures: nuclei, chromatin, tissue, diffuse stain
-                psf = airy_psf(float(self.rng.uniform(0.8, 1.45)), 520.0,
-                               float(self.rng.uniform(60.0, 130.0)))
+                na, px = draw_optics(self.rng)
+                psf = airy_psf(na, 520.0, px)
                 tex = blur(random_texture(tuple(scene_shape), self.rng), psf)
                 scenes.append(np.clip(tex, 0, None) / max(float(tex.max()), 1e-12))
                 continue
+            na, px = draw_optics(self.rng)
             mic = WidefieldMicroscope(
                 shape=tuple(scene_shape), peak_photons=1.0, background_photons=0.0,
                 camera=SCMOSCamera(qe=1.0), seed=int(self.rng.integers(0, 2**31)),
-                na=float(self.rng.uniform(0.8, 1.45)),
-                pixel_size_nm=float(self.rng.uniform(60.0, 130.0)),
+                na=na, pixel_size_nm=px,
                 filaments=int(self.rng.integers(0, 60)), puncta=int(self.rng.integers(0, 400)),
                 nuclei=int(self.rng.integers(0, 6)),
             )

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+import torch
 from typer.testing import CliRunner
 
 from fluorofpga import app as facade
@@ -171,6 +172,35 @@ def test_make_bundle_end_to_end(tiny, tmp_path):
     write_tiff(tmp_path / "in.tif", frame, axes="YX")
     facade.denoise(tmp_path / "in.tif", tmp_path / "out.tif", b.path)
     assert read_tiff(tmp_path / "out.tif").shape == frame.shape
+
+
+def test_finetune_steps_need_a_float_to_start_from(tmp_path):
+    """--finetune-steps without --init-float (or negative) is refused before any work."""
+    out = tmp_path / "b"
+    for kw in ({"finetune_steps": 10}, {"finetune_steps": -1, "init_float": "x.pt"}):
+        with pytest.raises(ValueError, match="finetune_steps"):
+            facade.make_bundle(out, facade.BundleRecipe(**kw))
+        assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_float_is_fine_tuned_before_quantization(tiny, tmp_path):
+    """--init-float F --finetune-steps N: F trained N more steps on the simulated data
+    (the weights move, the manifest says so), then quantized like any float."""
+    from fluorofpga.models import load_float_model
+
+    b, _ = tiny
+    spec = facade.BundleRecipe(name="tuned", qat_steps=5, tile=32, target_mpix_per_s=1.0,
+                               scenes=8, init_float=str(b.file("float_checkpoint")),
+                               finetune_steps=20)
+    tuned = facade.make_bundle(tmp_path / "t", spec)
+    t = tuned.manifest["training"]
+    assert t["steps"] == 20 and t["final_loss"] is not None and t["init_float"]
+    assert tuned.manifest["verification"]["bit_exact"] is True
+    before = load_float_model(b.file("float_checkpoint")).state_dict()
+    after = load_float_model(tuned.file("float_checkpoint")).state_dict()
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.slow
