@@ -494,7 +494,8 @@ def sample_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
     ``n`` tiles cut from simulated camera frames encoded with the bundle's tables (the
     simulated camera's noise model), and as many full-range tiles again: uniform random
     codes, a smooth random field spanning zero to the top code with fine texture, and
-    a coarse checkerboard of zeros and top codes, plus one all-zero and one all-top tile.
+    a coarse checkerboard of zeros and top codes, isolated top codes and zeros on a ramp,
+    plus one all-zero and one all-top tile.
     Camera tiles alone use a third of the range: a changed weight or shifted upper
     threshold can hide there; the full-range tiles drive activations to their top
     thresholds and to saturation.
@@ -528,6 +529,12 @@ def sample_tiles(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
         tiles.append(rng.integers(0, top + 1, shape).astype(dtype))
     yy, xx = np.indices((th, tw))
     tiles.append(np.broadcast_to(((yy // 3 + xx // 3) % 2) * top, shape).astype(dtype))
+    # isolated top codes and zeros on a ramp: the largest residuals a denoiser predicts
+    # (its output's top codes, which the smooth and random tiles need not reach)
+    ramp = (xx * top) // max(tw - 1, 1)
+    spikes = (yy % 5 == 0) & (xx % 5 == 0)
+    for value in (top, 0):
+        tiles.append(np.broadcast_to(np.where(spikes, value, ramp), shape).astype(dtype))
     tiles.append(np.zeros(shape, dtype))
     tiles.append(np.full(shape, top, dtype))
     return tiles
