@@ -66,7 +66,7 @@ from fluorofpga.microscope.specimen import random_texture
 from fluorofpga.models import int_to_tensor, load_float_model, tensor_to_codes
 
 PHOTONS = (5.0, 20.0, 100.0)
-#: Light levels above the training range (peak 1–1000 photons), raw vs deployed only.
+#: Bright light, up to 3× above the training range (peak 1–1000), raw vs deployed only.
 BEYOND = (300.0, 1000.0, 3000.0)
 BACKGROUND = 0.02
 FOREIGN = {"offset_mean_adu": 1000.0, "offset_sd_adu": 0.5, "gain_mean_e_per_adu": 4.0,
@@ -191,7 +191,8 @@ def electrons_of(sensor: SCMOSSensor) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def beyond(bundle, kind: str, n: int, size: int, seed: int) -> dict:
-    """Raw frame vs the deployed net at light levels above the training range (1–1000)."""
+    """Raw frame vs the deployed net in bright light (:data:`BEYOND`, up to 3× above the
+    training range of 1–1000 photons)."""
     results: dict = {}
     with bundle.accelerator("emulate") as acc:
         for s_idx, (name, unit) in enumerate(clean_scenes(kind, n, size)):
@@ -306,7 +307,8 @@ def table(results: dict, times: dict[str, float], high: dict | None = None) -> s
                   f"{n * len(levels)} image × level cases.", ""]
     if high:
         levels = [str(int(p)) for p in BEYOND]
-        lines += ["### above the training range (peak 1–1000 photons): raw frame vs deployed",
+        lines += ["### bright light, up to 3× above the training range (peak 1–1000 photons): "
+                  "raw frame vs deployed",
                   "", "PSNR dB, mean over the images; in brackets: images where the deployed "
                   "net is worse than the raw frame.", "",
                   "| test set | " + " | ".join(f"{p} photons" for p in levels) + " |",
