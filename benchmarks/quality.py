@@ -28,8 +28,8 @@ camera is calibrated the user's way (simulated dark and flat stacks →
 PSNR/SSIM in detected photoelectrons against the noise-free image (every output is mapped
 to electrons with the camera's *true* per-pixel offset, gain and dark signal, so the
 per-pixel offset pattern does not count as signal); CPU seconds per 512² frame. Then
-every test set again at 300, 1000 and 3000 photons (above the training range), raw frame
-against the deployed net only.
+every test set again in bright light, 300 to 3000 photons (up to 3× above the training
+range), raw frame against the deployed net only.
 
     python benchmarks/quality.py [--bundle DIR] [--scenes 4] [--size 256]
 """
@@ -79,7 +79,7 @@ def foreign_sensor(shape: tuple[int, int], seed: int) -> SCMOSSensor:
 
 
 def undersampled_scenes(n: int, size: int) -> list[tuple[str, np.ndarray]]:
-    """Scenes as 10×–20× air objectives record them: the PSF inside about one pixel.
+    """Scenes as 10×–40× air objectives record them: the PSF within about one pixel.
 
     Alternating cell-like scenes and generic textures (seeds 950+), NA and pixel size
     cycling through 10×/0.3 at 650 nm, 20×/0.75 at 325 nm, 20×/0.5 at 325 nm and 40×/0.95
