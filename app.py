@@ -1093,8 +1093,22 @@ _SIM_NA_RANGE = (0.1, 1.7)  # objectives, air to TIRF oil
 _SIM_WAVELENGTH_NM = (300.0, 1200.0)  # fluorescence emission
 _SIM_MAX_PIXEL_UM = 5.0  # in the sample plane; larger is a camera pixel or nm by mistake
 _SIM_SQUARE_TOL = 1e-3  # relative difference of the Y and X pixel sizes still "square"
-#: Wiener parameter of ``sim`` (``wiener_sim``'s default): larger is smoother and less noisy.
-SIM_WIENER_W = 0.05
+#: Wiener parameter of ``sim`` (``wiener_sim``'s default): ``"auto"`` is the MMSE filter
+#: from the data's own noise and spectrum; a number ``w`` the classical filter (larger is
+#: smoother and less noisy).
+SIM_WIENER_W = "auto"
+
+
+def _wiener_option(value: float | str) -> float | str:
+    """``--wiener``: ``"auto"`` or a number > 0, else one clear error."""
+    from fluorofpga.microscope.sim_recon import check_wiener_w
+
+    try:
+        return check_wiener_w(value)
+    except ValueError:
+        raise ValueError(f"--wiener {value!r}: 'auto' (the default: the MMSE filter from the "
+                         "data's own noise) or a Wiener parameter w > 0 (larger is "
+                         "smoother)") from None
 
 
 class SimUnavailable(ValueError):
@@ -1226,7 +1240,7 @@ def sim(
     model: str | Path | None = None,
     backend: str = "emulate",
     reorder: bool = True,
-    wiener_w: float = SIM_WIENER_W,
+    wiener_w: float | str = SIM_WIENER_W,
     overwrite: bool = False,
     progress: Progress = _noop,
 ) -> dict[str, Any]:
@@ -1330,9 +1344,7 @@ def sim(
         ("--frames 3", frames == 3), (f"--backend {backend}", backend != "emulate")) if asked]
     if needs_model and hw_bundle is None:
         raise SimUnavailable(f"{' '.join(needs_model)}: {SIM_NEEDS_MODEL}")
-    if not (np.isfinite(wiener_w) and wiener_w > 0):
-        raise ValueError(f"--wiener {wiener_w!r}: the Wiener parameter must be > 0 (default "
-                         f"{SIM_WIENER_W}; larger is smoother)")
+    wiener_w = _wiener_option(wiener_w)
     in_path, out_path = Path(in_path), Path(out_path)
     inputs = [p for p in (in_path, calibration, params) if p is not None]
     if out_path.suffix.lower() not in (".tif", ".tiff", ".zarr"):
@@ -1470,7 +1482,7 @@ def sim(
         "estimate_s": est_s, "reconstruct_s": rec_s,
         "seconds_per_reconstruction": float(np.mean(np.add(est_s, rec_s))),
         "saved_params": str(save_params) if save_params is not None else None,
-        "wiener_w": float(wiener_w), **hw_info,
+        "wiener_w": wiener_w if isinstance(wiener_w, str) else float(wiener_w), **hw_info,
     }
 
 
@@ -1771,8 +1783,7 @@ def _stream_sim(
     design = None if hw_bundle is None else {**hw_bundle.manifest["reconstruction"],
                                              "bundle": hw_bundle.name}
     per = SIM_ANGLES * phases
-    if not (np.isfinite(wiener_w) and wiener_w > 0):
-        raise ValueError(f"--wiener {wiener_w!r}: the Wiener parameter must be > 0")
+    wiener_w = _wiener_option(wiener_w)
     if int(check_every) != check_every or check_every < 0:
         raise ValueError(f"--check-every must be an integer >= 0 (0: never), got {check_every}")
     camera_source = source == "sim" or source == "genicam" or source.startswith("genicam:")
@@ -2024,7 +2035,7 @@ def stream(
     wavelength_nm: float | None = None,
     pixel_size_um: float | None = None,
     params: str | Path | None = None,
-    wiener_w: float = SIM_WIENER_W,
+    wiener_w: float | str = SIM_WIENER_W,
     check_every: int = SIM_CHECK_EVERY,
 ) -> dict[str, Any]:
     """Stream frames from a camera or files through the accelerator into a sink, live.

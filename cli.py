@@ -313,9 +313,9 @@ def sim(
                                 "--model)"),
     reorder: bool = typer.Option(True, help="read a phase-major stack in its order (with a "
                                  "note) instead of refusing it"),
-    wiener: float = typer.Option(0.05, "--wiener", help="Wiener parameter w: larger is "
-                                 "smoother and less noisy (benchmarks/sim.py: 0.2 for 100-500 "
-                                 "photons peak, 0.8 for ~20)"),
+    wiener: str = typer.Option("auto", "--wiener", help="auto: the MMSE Wiener filter from "
+                               "the data's own noise and spectrum (nothing to tune); or a "
+                               "number w > 0 for the classical filter (larger: smoother)"),
     overwrite: bool = typer.Option(False, help="replace OUT (and --save-params) if it exists"),
 ) -> None:
     """Classical 2-D SIM (3 angles x 3 phases, Wiener) onto the 2x grid; bad input writes
@@ -368,7 +368,7 @@ def sim(
     console.print(
         f"reconstructed {r['reconstructions']} image(s) {r['in_shape']} -> {r['out_axes']} "
         f"{r['out_shape']}: {r['seconds_per_reconstruction']:.2f} s per image ({what} "
-        f"{est:.2f} s, Wiener w={r['wiener_w']:g} {rec:.2f} s) -> {r['out']}", markup=False)
+        f"{est:.2f} s, Wiener w={r['wiener_w']} {rec:.2f} s) -> {r['out']}", markup=False)
     if r["saved_params"]:
         console.print(f"parameters saved to {r['saved_params']}", markup=False)
     if r.get("hw_bundle"):
@@ -494,7 +494,8 @@ def stream(
     params: Path | None = typer.Option(None, "--params", help="--sim: fixed SIM parameters "
                                        "(fluorofpga sim --save-params); default: estimated "
                                        "from the first complete group"),
-    wiener: float = typer.Option(0.05, "--wiener", help="--sim: Wiener parameter"),
+    wiener: str = typer.Option("auto", "--wiener", help="--sim: Wiener parameter: auto "
+                               "(MMSE from the data) or a number w > 0"),
     check_every: int = typer.Option(10, "--check-every", min=0, help="--sim: check the "
                                     "parameters for drift every N groups (0: never)"),
 ) -> None:

@@ -328,7 +328,8 @@ class SimReconstructor:
         params: fixed ``SimParameters``; None estimates them from the first group.
         camera: ``SCMOSCamera`` converting ADU to photons (None: input units).
         pixel_maps: ``PixelMaps`` of a calibration, applied to every frame first.
-        wiener_w: Wiener parameter (> 0).
+        wiener_w: ``"auto"`` (the MMSE filter from each group's own noise and spectrum)
+            or a Wiener parameter ``w > 0``, as ``wiener_sim``.
         hardware: a Wiener-SIM bundle's restorer
             (:class:`~fluorofpga.host.wienerrestore.WienerSimRestorer`): the
             reconstruction runs through its demodulation and accelerator instead of
@@ -353,11 +354,12 @@ class SimReconstructor:
     def __init__(
         self, *, na: float, wavelength_nm: float, pixel_size_nm: float,
         params: Any = None, camera: Any = None, pixel_maps: Any = None,
-        wiener_w: float = 0.05, check_every: int = 10, follow_drift: bool = True,
+        wiener_w: float | str = "auto", check_every: int = 10, follow_drift: bool = True,
         hardware: Any = None,
     ) -> None:
-        if not (np.isfinite(wiener_w) and wiener_w > 0):
-            raise ValueError(f"wiener_w must be > 0, got {wiener_w!r}")
+        from fluorofpga.microscope.sim_recon import check_wiener_w
+
+        wiener_w = check_wiener_w(wiener_w)
         if int(check_every) != check_every or check_every < 0:
             raise ValueError(f"check_every must be an integer >= 0, got {check_every!r}")
         self.optics = {"na": float(na), "wavelength_nm": float(wavelength_nm),
@@ -366,7 +368,7 @@ class SimReconstructor:
         self.loaded = params is not None
         self.camera = camera
         self.pixel_maps = pixel_maps
-        self.wiener_w = float(wiener_w)
+        self.wiener_w = wiener_w
         self.check_every = int(check_every)
         self.follow_drift = follow_drift
         self.estimate_s: float | None = None

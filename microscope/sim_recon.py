@@ -144,6 +144,12 @@ _MAX_BLOCK = 8  # the demodulated product is block-summed by up to this factor
 _NOISE_REGION = 1.05  # noise power measured beyond this × cut-off ...
 _MIN_NOISE_BINS = 64  # ... when at least this many Fourier bins lie there
 _MIN_SIGNAL_FRACTION = 0.1  # noise correction never removes more than 90 % of Σ|b0|²
+# -- automatic Wiener filter (wiener_w="auto")
+WIENER_AUTO = "auto"
+_FIXED_FALLBACK_W = 0.05  # w when the frames leave no noise-only region to measure
+_PRIOR_FIT_BAND = (0.08, 0.8)  # of the cut-off: rings the specimen power law is fitted on
+_PRIOR_FIT_SNR = 2.0  # ... where the widefield power is this × its noise or more
+_PRIOR_SLOPES = (-6.0, 0.0)  # the fitted power law's exponent is kept in this range
 # -- frame order
 _ORDER_MIN_CONTRAST = 0.5  # weaker grouping than this: the order cannot be told (noise
 # alone reaches ~0.2)
@@ -1665,6 +1671,75 @@ def _apodization(freq: _Frequencies, extended_cutoff: float, kind: Apodization) 
     )
 
 
+
+def check_wiener_w(wiener_w: float | str) -> float | str:
+    """``"auto"`` or a finite Wiener parameter ``w > 0`` (a number or its text).
+
+    Raises:
+        ValueError: anything else, naming both choices.
+    """
+    if isinstance(wiener_w, str):
+        text = wiener_w.strip().lower()
+        if text == WIENER_AUTO:
+            return WIENER_AUTO
+        try:
+            wiener_w = float(text)
+        except ValueError:
+            raise ValueError(f"wiener_w must be 'auto' or a number > 0, got {wiener_w!r}") from None
+    value = float(wiener_w)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"wiener_w must be 'auto' or a number > 0, got {wiener_w!r}")
+    return value
+
+
+def _auto_regulariser(bands: np.ndarray, freq: _Frequencies) -> np.ndarray | None:
+    """``σ²/S(|k|)`` on the 2× grid: the MMSE Wiener filter's noise-to-signal ratio.
+
+    ``σ²`` is the noise power per Fourier bin of one separated band, measured on the
+    band-0 spectra beyond the OTF cut-off but inside the camera's own band (noise only);
+    ``S`` is the specimen's power spectrum, ``(|mean band 0|² − σ²/n_angles) / OTF²`` in
+    rings, with a power law fitted where the widefield carries signal and extrapolated
+    out to the extended cut-off. None when the frames leave too few noise-only bins
+    (the camera samples at the optical cut-off): the caller falls back to a fixed ``w``.
+    """
+    n_angles = bands.shape[0]
+    cutoff = freq.cutoff
+    camera_band = (np.abs(freq.fy) < 0.45) & (np.abs(freq.fx) < 0.45)
+    outside = camera_band & (freq.rho > _NOISE_REGION * cutoff)
+    if np.count_nonzero(outside) < _MIN_NOISE_BINS:
+        return None
+    band0 = bands[:, 0]
+    noise = float(np.mean(band0.real[:, outside] ** 2 + band0.imag[:, outside] ** 2))
+    if not noise > 0:
+        return None
+    mean0 = band0.mean(axis=0)
+    width = 2.0 / min(freq.shape)  # rings two Fourier pixels of the 2× grid wide
+    rings = int(cutoff / width)
+    if rings < 1:
+        return None
+    ring = np.minimum((freq.rho / width).astype(int), rings).ravel()
+    count = np.maximum(np.bincount(ring, minlength=rings + 1), 1)[:rings]
+    power = np.bincount(ring, (mean0.real**2 + mean0.imag**2).ravel(), rings + 1)[:rings]
+    otf2 = np.bincount(ring, (freq.otf() ** 2).ravel(), rings + 1)[:rings]
+    power, otf2 = power / count, otf2 / count
+    centres = (np.arange(rings) + 0.5) * width
+    lo, hi = _PRIOR_FIT_BAND
+    fit = ((centres > lo * cutoff) & (centres < hi * cutoff) & (otf2 > 0.01)
+           & (power > _PRIOR_FIT_SNR * noise / n_angles))
+    if np.count_nonzero(fit) >= 3:
+        specimen = (power[fit] - noise / n_angles) / otf2[fit]
+        slope, intercept = np.polyfit(np.log(centres[fit]), np.log(specimen), 1)
+        slope = float(np.clip(slope, *_PRIOR_SLOPES))
+        intercept = float(np.mean(np.log(specimen) - slope * np.log(centres[fit])))
+    else:  # the widefield is noise beyond its lowest rings: a steep, conservative prior
+        first = max(int(lo * cutoff / width), 0)
+        slope = _PRIOR_SLOPES[0] / 2
+        level = max(power[first] - noise / n_angles, _PRIOR_FLOOR * noise) / max(
+            otf2[first], 1e-6)
+        intercept = math.log(level) - slope * math.log(centres[first])
+    rho = np.maximum(freq.rho, centres[0])
+    return noise * np.exp(-(intercept + slope * np.log(rho)))
+
 def wiener_sim(
     raw: np.ndarray,
     params: SimParameters | list[AngleParameters] | None = None,
@@ -1672,7 +1747,7 @@ def wiener_sim(
     na: float,
     wavelength_nm: float,
     pixel_size_nm: float,
-    wiener_w: float = 0.05,
+    wiener_w: float | str = WIENER_AUTO,
     apodization: Apodization = "otf",
     camera: SCMOSCamera | None = None,
     border_px: int | None = None,
@@ -1685,8 +1760,20 @@ def wiener_sim(
 
     Each angle's bands are separated, the ±1 bands divided by ``(m/2) e^{±iφ}`` (``m``
     floored at 0.2 so a weak pattern cannot amplify noise without bound) and moved by
-    ``∓p`` to their true frequencies, then all ``3 × n_angles`` bands are combined as
-    ``A(k) Σ_b OTF_b*(k) D_b(k) / (Σ_b |OTF_b(k)|² + w²)``. ``A`` is the apodisation out
+    ``∓p`` to their true frequencies, then all ``3 × n_angles`` bands are combined.
+
+    ``wiener_w="auto"`` (default): the MMSE (Wiener) estimate from the data's own noise
+    and specimen spectrum, ``A(k) Σ_b g_b OTF_b* D_b / (Σ_b g_b |OTF_b|² + σ²/S(|k|))``:
+    every separated band carries the same noise ``σ²`` per Fourier bin (measured beyond
+    the OTF cut-off), so the ±1 bands, divided by ``m/2``, weigh ``g = (m/2)²`` against
+    band 0's 1; ``S`` is a power law fitted to the widefield spectrum and extrapolated to
+    the extended cut-off. Nothing to tune: at low light it smooths towards widefield, at
+    high light it keeps the full extended resolution. Frames sampled so coarsely that no
+    noise-only frequencies exist fall back to ``w = 0.05``.
+
+    A number ``w``: the classical generalised Wiener filter with equal band weights,
+    ``A(k) Σ_b OTF_b*(k) D_b(k) / (Σ_b |OTF_b(k)|² + w²)`` (what the hardware Wiener
+    bundle implements; larger ``w`` is smoother). ``A`` is the apodisation out
     to the extended cut-off ``2NA/λ + max|p|``: ``"otf"`` (default) is the ideal OTF
     shape stretched to that cut-off, so the result approximates
     :func:`~fluorofpga.microscope.sim.sim_ground_truth`; ``"triangle"``, ``"cosine"``
@@ -1707,7 +1794,7 @@ def wiener_sim(
             ``n_phases = P / len(params)``), or None to estimate them from ``raw``
             (:func:`estimate_parameters`).
         na, wavelength_nm, pixel_size_nm: optics (camera pixel size, nm).
-        wiener_w: Wiener parameter ``w`` (> 0); larger is smoother and less noisy.
+        wiener_w: ``"auto"`` or a Wiener parameter ``w`` (> 0); see above.
         apodization: see above.
         camera: convert ADU to photons with this camera.
         border_px: border fade width (camera pixels); default ``min(Y, X) // 16``.
@@ -1726,8 +1813,7 @@ def wiener_sim(
         FrameOrderError: see above.
     """
     photons = _to_photons(raw, None, camera)
-    if not (np.isfinite(wiener_w) and wiener_w > 0):
-        raise ValueError(f"wiener_w must be > 0, got {wiener_w!r}")
+    wiener_w = check_wiener_w(wiener_w)
     if params is None:
         params = estimate_parameters(
             raw, camera=camera, na=na, wavelength_nm=wavelength_nm,
@@ -1781,6 +1867,13 @@ def wiener_sim(
     bands = _separate_bands(spectra, n_angles, n_phases)
     freq = _Frequencies(spectra.shape[1:], cutoff)
 
+    regulariser = _auto_regulariser(bands, freq) if wiener_w == WIENER_AUTO else None
+    if wiener_w == WIENER_AUTO and regulariser is None:
+        warnings.warn(
+            f"wiener_w='auto': the frames have no noise-only frequencies beyond the optical "
+            f"cut-off (the camera samples at or below Nyquist), so the noise cannot be "
+            f"measured; using w = {_FIXED_FALLBACK_W:g}", WeakPatternWarning, stacklevel=2)
+        wiener_w = _FIXED_FALLBACK_W
     numerator = np.zeros(freq.shape, dtype=np.complex128)
     denominator = np.zeros(freq.shape, dtype=np.float64)
     o0 = freq.otf()
@@ -1789,14 +1882,18 @@ def wiener_sim(
         denominator += o0**2
         phase = _corner_phase_to_origin(p.phase_rad, p.kx, p.ky)
         half_m = 0.5 * max(float(p.modulation), _MIN_MODULATION)
+        # MMSE: a band divided by m/2 carries (2/m)² times band 0's noise
+        weight = 1.0 if regulariser is None else half_m**2
         for sign, band in ((1, c_plus), (-1, c_minus)):
             factor = half_m * np.exp(1j * sign * phase)
             shifted = freq.shift(band, sign * p.kx, sign * p.ky) / factor
             o = freq.otf(sign * p.kx, sign * p.ky)
-            numerator += o * shifted
-            denominator += o**2
+            numerator += weight * o * shifted
+            denominator += weight * o**2
     extended = cutoff + max(p.k_cycles_per_px for p in params)
-    spectrum = numerator / (denominator + wiener_w**2) * _apodization(freq, extended, apodization)
+    if regulariser is None:
+        regulariser = float(wiener_w) ** 2
+    spectrum = numerator / (denominator + regulariser) * _apodization(freq, extended, apodization)
     image = sfft.ifft2(spectrum).real
     return np.clip(image, 0.0, None) if clip_negative else image
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fluorofpga.microscope import sim_recon
+from fluorofpga.microscope.metrics import psnr
 from fluorofpga.microscope.optics import airy_psf, blur
 from fluorofpga.microscope.sim import (
     SimPattern,
@@ -25,10 +26,12 @@ from fluorofpga.microscope.sim_params import (
     SimParameters,
     SimParametersError,
     SimParametersMismatch,
+    WeakPatternWarning,
     load_sim_parameters,
 )
 from fluorofpga.microscope.sim_recon import (
     check_parameters,
+    check_wiener_w,
     detect_frame_order,
     estimate_parameters,
     widefield_from_raw,
@@ -551,6 +554,60 @@ def test_reconstruction_correlates_with_the_sim_ground_truth_better_than_widefie
     r_wf = np.corrcoef(widefield[c, c].ravel(), truth[c, c].ravel())[0, 1]
     assert r_sim > 0.95
     assert r_sim > r_wf + 0.03
+
+
+def _fitted_psnr(reference: np.ndarray, image: np.ndarray) -> float:
+    """PSNR after the least-squares affine fit of ``image`` to ``reference`` (as CARE)."""
+    a, b = np.polyfit(image.ravel(), reference.ravel(), 1)
+    return psnr(reference, a * image + b)
+
+
+@pytest.mark.parametrize("peak", [20, 2000])
+def test_auto_wiener_beats_the_fixed_filter_and_widefield_at_low_and_high_light(peak):
+    """The default MMSE filter (``wiener_w="auto"``): noise and specimen spectrum measured
+    on the data. At 20 photons the classical w = 0.05 falls below widefield; auto must
+    not. At 2000 it must keep the extended resolution's gain."""
+    n = 128
+    specimen = cell_scene(n, seed=31)
+    pattern = make_pattern(start_angle_rad=0.3, phase_offsets_rad=(0.4, 2.2, 5.0),
+                           modulation=0.8)
+    data = simulate_sim(specimen, pattern, peak_photons=peak, background_photons=10,
+                        rng=np.random.default_rng(32), **OPTICS)
+    params = pattern.angle_parameters(**OPTICS)  # the true pattern: the filters compared
+    truth = sim_ground_truth(specimen, k_fraction=pattern.k_fraction, **OPTICS)
+    c = slice(32, -32)
+    score = {w: _fitted_psnr(truth[c, c], wiener_sim(data.raw, params, camera=data.camera,
+                                                      wiener_w=w, **OPTICS)[c, c])
+             for w in ("auto", 0.05, 0.8)}
+    wide = _fitted_psnr(truth[c, c], widefield_from_raw(data.raw, camera=data.camera)[c, c])
+    assert score["auto"] > score[0.05] + (1.0 if peak == 20 else -0.2)
+    assert score["auto"] > score[0.8] - 0.2
+    assert score["auto"] > wide + (0.5 if peak == 20 else 5.0)
+
+
+def test_auto_wiener_falls_back_to_a_fixed_w_with_a_note_when_noise_cannot_be_measured():
+    """Camera pixels too coarse for any frequency beyond the optical cut-off: the noise
+    cannot be told from the signal, so w = 0.05 is used, and said so."""
+    optics = {"na": 1.4, "wavelength_nm": 500.0, "pixel_size_nm": 100.0}  # cut-off 0.56
+    pattern = make_pattern(phase_offsets_rad=(0.4, 2.2, 5.0), k_fraction=0.8)
+    rng = np.random.default_rng(33)
+    specimen = render_specimen((128, 128), rng, filaments=10, puncta=64, nuclei=0)
+    data = simulate_sim(specimen, pattern, peak_photons=500, rng=rng, **optics)
+    params = pattern.angle_parameters(**optics)
+    with pytest.warns(WeakPatternWarning, match="noise cannot be measured"):
+        auto = wiener_sim(data.raw, params, camera=data.camera, **optics)
+    assert np.array_equal(auto, wiener_sim(data.raw, params, camera=data.camera,
+                                           wiener_w=0.05, **optics))
+
+
+def test_wiener_parameter_is_auto_or_a_positive_number():
+    assert check_wiener_w("auto") == check_wiener_w(" AUTO ") == "auto"
+    assert check_wiener_w("0.2") == check_wiener_w(0.2) == 0.2
+    for bad in ("bogus", "", 0, -1, float("nan"), float("inf"), "-0.1"):
+        with pytest.raises(ValueError, match="'auto' or a number > 0"):
+            check_wiener_w(bad)
+    with pytest.raises(ValueError, match="'auto' or a number > 0"):
+        wiener_sim(np.ones((9, 32, 32)), None, wiener_w="bogus", **OPTICS)
 
 
 def test_reconstruction_spectral_support_extends_past_1p5_widefield_cutoff(two_acquisitions):
