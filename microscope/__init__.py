@@ -41,7 +41,10 @@ Structured illumination (``sim``, ``sim_recon``; wave vectors in cycles per came
     ``AngleParameters`` per angle: band separation, FFT cross-correlation, exact sub-pixel
     refinement; ~0.3 s per 512² 3x3 stack), ``wiener_sim(raw, params=None, ...)``
     (generalised Wiener, apodised, on the 2x grid; reuses ``SimParameters`` or a list of
-    ``AngleParameters``, estimates when None), ``widefield_from_raw``;
+    ``AngleParameters``, estimates when None; ``wiener_w="auto"``, the default, is the
+    MMSE filter from the stack's own noise and spectrum, ``measure_wiener_prior`` ->
+    ``WienerPrior`` what it measures, a number the classical fixed-w filter),
+    ``widefield_from_raw``;
     ``detect_frame_order`` -> ``FrameOrderCheck`` (raw frames are angle-major: frame =
     angle * n_phases + phase; a phase-major stack is reordered with a
     ``FrameOrderWarning``, other orders raise ``FrameOrderError``); ``WeakPatternWarning``
@@ -167,10 +170,12 @@ from .sim_params import (
     WeakPatternWarning,
     load_sim_parameters,
 )
+from .sim_prior import WienerPrior
 from .sim_recon import (
     check_parameters,
     detect_frame_order,
     estimate_parameters,
+    measure_wiener_prior,
     widefield_from_raw,
     wiener_sim,
 )
@@ -200,6 +205,8 @@ __all__ = [
     "simulate_sim",
     "widefield_from_raw",
     "wiener_sim",
+    "WienerPrior",
+    "measure_wiener_prior",
     "FrameOrderCheck",
     "FrameOrderError",
     "FrameOrderWarning",

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .sim import AngleParameters, cutoff_cycles_per_px, depth_to_space, ideal_otf
+from .sim_prior import WienerPrior, band_weight
 
 __all__ = [
     "DESIGN_TOLERANCE",
@@ -62,6 +63,7 @@ __all__ = [
 #: moves by this fraction of |k|: 0.5 % is ~0.1 % of the extended support)
 DESIGN_TOLERANCE = 0.005
 _MIN_MODULATION = 0.2  # as wiener_sim: bands not amplified by more than 2 / this
+_FIT_FLOOR = 0.0  # MMSE design: least-squares weight floor (of the largest weight)
 PHASE_BITS = 32
 TABLE_BITS = 10  # sine table entries: 2**TABLE_BITS
 TABLE_ONE = 1 << 14  # sine table scale
@@ -148,7 +150,7 @@ def design_wiener_filters(
     na: float,
     wavelength_nm: float,
     pixel_size_nm: float,
-    wiener_w: float = 0.05,
+    wiener_w: float | WienerPrior = 0.05,
     kernel: int = 9,
     method: str = "least-squares",
     samples: int = 128,
@@ -160,7 +162,11 @@ def design_wiener_filters(
     camera-pixel area, as ``wiener_sim``'s). Weight ``[d, c, ty, tx]`` multiplies input
     pixel ``(y + ty − K//2, x + tx − K//2)`` (PyTorch ``conv2d`` orientation). The
     target is ``wiener_sim``'s filter (default apodisation: the ideal OTF stretched to the
-    extended cut-off) for each band, ``H = G · OTF(f + b·k)`` at the sub-pixel offset.
+    extended cut-off) for each band, ``H = G · OTF(f + b·k)`` at the sub-pixel offset:
+    with a number ``w`` the classical ``G = A / (Σ_b |OTF_b|² + w²)``; with a
+    :class:`~fluorofpga.microscope.sim_prior.WienerPrior` the MMSE filter of
+    ``wiener_sim(wiener_w=prior)``, ``G_b = A g_b / (Σ_b g_b |OTF_b|² + ε(|f|))`` with the
+    ±1 bands weighted ``g = (m/2)²`` by the design pattern's modulation.
 
     ``method``:
 
@@ -176,7 +182,8 @@ def design_wiener_filters(
     Args:
         params: one per angle (frequencies in cycles per camera pixel; phases unused).
         na, wavelength_nm, pixel_size_nm: optics.
-        wiener_w: Wiener parameter ``w``.
+        wiener_w: Wiener parameter ``w`` (> 0), or the noise-to-signal prior of the
+            MMSE filter.
         kernel: odd kernel side ``K`` (camera pixels).
         method: ``"least-squares"`` or ``"truncated"``.
         samples: frequency samples per axis over one period (least squares), or over
@@ -184,8 +191,9 @@ def design_wiener_filters(
     """
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"kernel must be a positive odd number of pixels, got {kernel}")
-    if not (np.isfinite(wiener_w) and wiener_w > 0):
-        raise ValueError(f"wiener_w must be > 0, got {wiener_w!r}")
+    prior = wiener_w if isinstance(wiener_w, WienerPrior) else None
+    if prior is None and not (np.isfinite(wiener_w) and wiener_w > 0):
+        raise ValueError(f"wiener_w must be > 0 or a WienerPrior, got {wiener_w!r}")
     if method not in ("least-squares", "truncated"):
         raise ValueError(f"method must be 'least-squares' or 'truncated', got {method!r}")
     cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
@@ -195,15 +203,23 @@ def design_wiener_filters(
             "per pixel ≥ 0.5): the streaming Wiener needs Nyquist-sampled raw frames")
     extended = cutoff + max(p.k_cycles_per_px for p in params)
 
+    # MMSE: the ±1 bands of each angle weigh (m/2)² against band 0's 1 (classical: all 1)
+    gains = {(float(p.kx), float(p.ky)): 1.0 if prior is None else band_weight(p.modulation)
+             for p in params}
+
     def target(fx: np.ndarray, fy: np.ndarray, kx: float, ky: float
                ) -> tuple[np.ndarray, np.ndarray]:
         """Wiener response of the band with OTF(f + k), and that OTF."""
         den = np.zeros(np.broadcast_shapes(fx.shape, fy.shape))
         for p in params:
+            g = gains[(float(p.kx), float(p.ky))]
             for s in (0, 1, -1):
-                den += _otf(fx + s * p.kx, fy + s * p.ky, cutoff) ** 2
+                den += (1.0 if s == 0 else g) * _otf(fx + s * p.kx, fy + s * p.ky, cutoff) ** 2
         otf_b = _otf(fx + kx, fy + ky, cutoff)
-        return ideal_otf(np.hypot(fx, fy), extended) / (den + wiener_w**2) * otf_b, otf_b
+        rho = np.hypot(fx, fy)
+        g_b = 1.0 if kx == ky == 0.0 else gains[(float(kx), float(ky))]
+        reg = wiener_w**2 if prior is None else prior(rho)
+        return ideal_otf(rho, extended) * g_b / (den + reg) * otf_b, otf_b
 
     r = kernel // 2
     taps = np.arange(-r, r + 1)
@@ -226,8 +242,14 @@ def design_wiener_filters(
         # plus the zero frequency itself, held exactly (the image's mean intensity)
         fy, fx = np.append(fy.ravel(), 0.0), np.append(fx.ravel(), 0.0)
         h_f, otf_b = target(fx, fy, kx, ky)
-        weight = otf_b**2 / (fx**2 + fy**2 + 0.05**2)
-        root = np.sqrt(weight / weight.max() + 0.01)
+        if prior is None:
+            weight = otf_b**2 / (fx**2 + fy**2 + 0.05**2)
+            root = np.sqrt(weight / weight.max() + 0.01)
+        else:  # the expected error power of a response error: (signal + noise) of the band
+            eps = prior(np.hypot(fx, fy))
+            g_b = 1.0 if kx == ky == 0.0 else gains[(float(kx), float(ky))]
+            weight = (otf_b**2 + eps / g_b) / eps
+            root = np.sqrt(weight / weight.max() + _FIT_FLOOR)
         root[-1] = 100.0
         ty, tx = np.meshgrid(taps, taps, indexing="ij")
         basis = np.exp(-2j * np.pi * (fy.reshape(-1, 1) * ty.ravel() + fx.reshape(-1, 1)
@@ -291,7 +313,7 @@ def wiener_realspace(
     na: float,
     wavelength_nm: float,
     pixel_size_nm: float,
-    wiener_w: float = 0.05,
+    wiener_w: float | WienerPrior = 0.05,
     kernel: int = 9,
 ) -> np.ndarray:
     """Float reference of the streaming Wiener: 9 angle-major frames (photons) -> 2× image.

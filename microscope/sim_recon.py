@@ -111,6 +111,7 @@ from .sim_params import (
     WeakPatternWarning,
     frame_permutation,
 )
+from .sim_prior import WienerPrior, band_weight
 
 Apodization = Literal["otf", "triangle", "cosine", "none"]
 
@@ -147,9 +148,6 @@ _MIN_SIGNAL_FRACTION = 0.1  # noise correction never removes more than 90 % of �
 # -- automatic Wiener filter (wiener_w="auto")
 WIENER_AUTO = "auto"
 _FIXED_FALLBACK_W = 0.05  # w when the frames leave no noise-only region to measure
-_PRIOR_FIT_BAND = (0.08, 0.8)  # of the cut-off: rings the specimen power law is fitted on
-_PRIOR_FIT_SNR = 2.0  # ... where the widefield power is this × its noise or more
-_PRIOR_SLOPES = (-6.0, 0.0)  # the fitted power law's exponent is kept in this range
 # -- frame order
 _ORDER_MIN_CONTRAST = 0.5  # weaker grouping than this: the order cannot be told (noise
 # alone reaches ~0.2)
@@ -1672,12 +1670,15 @@ def _apodization(freq: _Frequencies, extended_cutoff: float, kind: Apodization) 
 
 
 
-def check_wiener_w(wiener_w: float | str) -> float | str:
-    """``"auto"`` or a finite Wiener parameter ``w > 0`` (a number or its text).
+def check_wiener_w(wiener_w: float | str | WienerPrior) -> float | str | WienerPrior:
+    """``"auto"``, a :class:`WienerPrior`, or a finite Wiener parameter ``w > 0`` (a
+    number or its text).
 
     Raises:
         ValueError: anything else, naming both choices.
     """
+    if isinstance(wiener_w, WienerPrior):
+        return wiener_w
     if isinstance(wiener_w, str):
         text = wiener_w.strip().lower()
         if text == WIENER_AUTO:
@@ -1692,53 +1693,50 @@ def check_wiener_w(wiener_w: float | str) -> float | str:
     return value
 
 
-def _auto_regulariser(bands: np.ndarray, freq: _Frequencies) -> np.ndarray | None:
-    """``σ²/S(|k|)`` on the 2× grid: the MMSE Wiener filter's noise-to-signal ratio.
 
-    ``σ²`` is the noise power per Fourier bin of one separated band, measured on the
-    band-0 spectra beyond the OTF cut-off but inside the camera's own band (noise only);
-    ``S`` is the specimen's power spectrum, ``(|mean band 0|² − σ²/n_angles) / OTF²`` in
-    rings, with a power law fitted where the widefield carries signal and extrapolated
-    out to the extended cut-off. None when the frames leave too few noise-only bins
-    (the camera samples at the optical cut-off): the caller falls back to a fixed ``w``.
+def measure_wiener_prior(
+    raw: np.ndarray,
+    *,
+    na: float,
+    wavelength_nm: float,
+    pixel_size_nm: float,
+    camera: SCMOSCamera | None = None,
+    n_angles: int = 3,
+    frame_order: str = "angle-major",
+    border_px: int | None = None,
+) -> WienerPrior | None:
+    """The noise-to-signal prior of the MMSE Wiener filter, measured on one raw stack.
+
+    What ``wiener_sim(wiener_w="auto")`` measures on each stack; saved with the
+    instrument's parameters, it designs a Wiener-SIM bundle's filter for that light
+    level. Only the per-angle widefield (band 0) enters: no pattern parameters needed.
+
+    Args:
+        raw: ``"PYX"`` stack of ``n_angles × n_phases`` frames, photons or ADU with
+            ``camera`` (the prior is a ratio: the same either way).
+        na, wavelength_nm, pixel_size_nm: optics.
+        camera: convert ADU to photons with this camera.
+        n_angles: pattern angles.
+        frame_order: the stack's layout.
+        border_px: border fade (camera pixels), as ``wiener_sim``.
+
+    Returns:
+        The prior, or None when the camera leaves no frequencies beyond the optical
+        cut-off to measure the noise on.
     """
-    n_angles = bands.shape[0]
-    cutoff = freq.cutoff
-    camera_band = (np.abs(freq.fy) < 0.45) & (np.abs(freq.fx) < 0.45)
-    outside = camera_band & (freq.rho > _NOISE_REGION * cutoff)
-    if np.count_nonzero(outside) < _MIN_NOISE_BINS:
-        return None
-    band0 = bands[:, 0]
-    noise = float(np.mean(band0.real[:, outside] ** 2 + band0.imag[:, outside] ** 2))
-    if not noise > 0:
-        return None
-    mean0 = band0.mean(axis=0)
-    width = 2.0 / min(freq.shape)  # rings two Fourier pixels of the 2× grid wide
-    rings = int(cutoff / width)
-    if rings < 1:
-        return None
-    ring = np.minimum((freq.rho / width).astype(int), rings).ravel()
-    count = np.maximum(np.bincount(ring, minlength=rings + 1), 1)[:rings]
-    power = np.bincount(ring, (mean0.real**2 + mean0.imag**2).ravel(), rings + 1)[:rings]
-    otf2 = np.bincount(ring, (freq.otf() ** 2).ravel(), rings + 1)[:rings]
-    power, otf2 = power / count, otf2 / count
-    centres = (np.arange(rings) + 0.5) * width
-    lo, hi = _PRIOR_FIT_BAND
-    fit = ((centres > lo * cutoff) & (centres < hi * cutoff) & (otf2 > 0.01)
-           & (power > _PRIOR_FIT_SNR * noise / n_angles))
-    if np.count_nonzero(fit) >= 3:
-        specimen = (power[fit] - noise / n_angles) / otf2[fit]
-        slope, intercept = np.polyfit(np.log(centres[fit]), np.log(specimen), 1)
-        slope = float(np.clip(slope, *_PRIOR_SLOPES))
-        intercept = float(np.mean(np.log(specimen) - slope * np.log(centres[fit])))
-    else:  # the widefield is noise beyond its lowest rings: a steep, conservative prior
-        first = max(int(lo * cutoff / width), 0)
-        slope = _PRIOR_SLOPES[0] / 2
-        level = max(power[first] - noise / n_angles, _PRIOR_FLOOR * noise) / max(
-            otf2[first], 1e-6)
-        intercept = math.log(level) - slope * math.log(centres[first])
-    rho = np.maximum(freq.rho, centres[0])
-    return noise * np.exp(-(intercept + slope * np.log(rho)))
+    photons = _to_photons(raw, None, camera)
+    if photons.shape[0] % int(n_angles):
+        raise ValueError(f"raw has {photons.shape[0]} frames, not a multiple of "
+                         f"{n_angles} angles")
+    n_angles, n_phases = _check_layout(int(n_angles), photons.shape[0] // int(n_angles))
+    cutoff = cutoff_cycles_per_px(na, wavelength_nm, pixel_size_nm)
+    border = _default_border(photons.shape[1:]) if border_px is None else int(border_px)
+    spectra = _fine_spectra(_reordered(_camera_spectra(photons, border), n_angles, n_phases,
+                                       _check_order_name(frame_order)))
+    freq = _Frequencies(spectra.shape[1:], cutoff)
+    band0 = spectra.reshape(n_angles, n_phases, *spectra.shape[1:]).mean(axis=1)
+    return WienerPrior.measure(band0, freq.fy, freq.fx, cutoff)
+
 
 def wiener_sim(
     raw: np.ndarray,
@@ -1747,7 +1745,7 @@ def wiener_sim(
     na: float,
     wavelength_nm: float,
     pixel_size_nm: float,
-    wiener_w: float | str = WIENER_AUTO,
+    wiener_w: float | str | WienerPrior = WIENER_AUTO,
     apodization: Apodization = "otf",
     camera: SCMOSCamera | None = None,
     border_px: int | None = None,
@@ -1769,7 +1767,9 @@ def wiener_sim(
     band 0's 1; ``S`` is a power law fitted to the widefield spectrum and extrapolated to
     the extended cut-off. Nothing to tune: at low light it smooths towards widefield, at
     high light it keeps the full extended resolution. Frames sampled so coarsely that no
-    noise-only frequencies exist fall back to ``w = 0.05``.
+    noise-only frequencies exist fall back to ``w = 0.05``. A
+    :class:`~fluorofpga.microscope.sim_prior.WienerPrior` (e.g. measured on another stack
+    of the same instrument) gives the MMSE filter with that ``ε`` instead of measuring it.
 
     A number ``w``: the classical generalised Wiener filter with equal band weights,
     ``A(k) Σ_b OTF_b*(k) D_b(k) / (Σ_b |OTF_b(k)|² + w²)`` (what the hardware Wiener
@@ -1794,7 +1794,8 @@ def wiener_sim(
             ``n_phases = P / len(params)``), or None to estimate them from ``raw``
             (:func:`estimate_parameters`).
         na, wavelength_nm, pixel_size_nm: optics (camera pixel size, nm).
-        wiener_w: ``"auto"`` or a Wiener parameter ``w`` (> 0); see above.
+        wiener_w: ``"auto"``, a ``WienerPrior`` or a Wiener parameter ``w`` (> 0); see
+            above.
         apodization: see above.
         camera: convert ADU to photons with this camera.
         border_px: border fade width (camera pixels); default ``min(Y, X) // 16``.
@@ -1867,8 +1868,10 @@ def wiener_sim(
     bands = _separate_bands(spectra, n_angles, n_phases)
     freq = _Frequencies(spectra.shape[1:], cutoff)
 
-    regulariser = _auto_regulariser(bands, freq) if wiener_w == WIENER_AUTO else None
-    if wiener_w == WIENER_AUTO and regulariser is None:
+    prior = wiener_w if isinstance(wiener_w, WienerPrior) else None
+    if isinstance(wiener_w, str):  # auto: measured on this stack
+        prior = WienerPrior.measure(bands[:, 0], freq.fy, freq.fx, cutoff)
+    if wiener_w == WIENER_AUTO and prior is None:
         warnings.warn(
             f"wiener_w='auto': the frames have no noise-only frequencies beyond the optical "
             f"cut-off (the camera samples at or below Nyquist), so the noise cannot be "
@@ -1883,7 +1886,7 @@ def wiener_sim(
         phase = _corner_phase_to_origin(p.phase_rad, p.kx, p.ky)
         half_m = 0.5 * max(float(p.modulation), _MIN_MODULATION)
         # MMSE: a band divided by m/2 carries (2/m)² times band 0's noise
-        weight = 1.0 if regulariser is None else half_m**2
+        weight = 1.0 if prior is None else band_weight(p.modulation)
         for sign, band in ((1, c_plus), (-1, c_minus)):
             factor = half_m * np.exp(1j * sign * phase)
             shifted = freq.shift(band, sign * p.kx, sign * p.ky) / factor
@@ -1891,8 +1894,7 @@ def wiener_sim(
             numerator += weight * o * shifted
             denominator += weight * o**2
     extended = cutoff + max(p.k_cycles_per_px for p in params)
-    if regulariser is None:
-        regulariser = float(wiener_w) ** 2
+    regulariser = float(wiener_w) ** 2 if prior is None else prior(freq.rho)
     spectrum = numerator / (denominator + regulariser) * _apodization(freq, extended, apodization)
     image = sfft.ifft2(spectrum).real
     return np.clip(image, 0.0, None) if clip_negative else image

@@ -600,6 +600,34 @@ def test_auto_wiener_falls_back_to_a_fixed_w_with_a_note_when_noise_cannot_be_me
                                            wiener_w=0.05, **optics))
 
 
+def test_wiener_prior_scales_with_light_and_round_trips():
+    """The measured noise-to-signal prior: about ∝ 1/photons, a falling specimen power law,
+    JSON round trip, bad values refused."""
+    from fluorofpga.microscope.sim_prior import WienerPrior
+    from fluorofpga.microscope.sim_recon import measure_wiener_prior
+
+    specimen = cell_scene(128, seed=34)
+    pattern = make_pattern(phase_offsets_rad=(0.4, 2.2, 5.0), modulation=0.8)
+    priors = []
+    for peak in (100, 1000):
+        data = simulate_sim(specimen, pattern, peak_photons=peak, background_photons=10,
+                            rng=np.random.default_rng(35), **OPTICS)
+        priors.append(measure_wiener_prior(data.raw, camera=data.camera, **OPTICS))
+    dim, bright = priors
+    # 10x the light: ε falls 10x, more where the fixed background dominates the noise
+    assert 8 < dim.ratio_at_cutoff / bright.ratio_at_cutoff < 30
+    assert -4 < dim.slope < 0 and -4 < bright.slope < 0
+    assert dim(2 * CUTOFF) > dim(CUTOFF) > dim(0.5 * CUTOFF)  # noise wins at high |k|
+    assert WienerPrior.from_dict(dim.to_dict()) == dim
+    assert dim.for_light(10.0).ratio_at_cutoff == pytest.approx(dim.ratio_at_cutoff / 10)
+    with pytest.raises(ValueError, match="ratio_at_cutoff"):
+        WienerPrior(-1.0, -2.0, CUTOFF, 0.01)
+    with pytest.raises(ValueError, match="slope"):
+        WienerPrior(1.0, 2.0, CUTOFF, 0.01)
+    with pytest.raises(ValueError, match="not a Wiener prior"):
+        WienerPrior.from_dict({"slope": -2})
+
+
 def test_wiener_parameter_is_auto_or_a_positive_number():
     assert check_wiener_w("auto") == check_wiener_w(" AUTO ") == "auto"
     assert check_wiener_w("0.2") == check_wiener_w(0.2) == 0.2
