@@ -8,6 +8,7 @@ parses arguments, draws progress and prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -1099,6 +1100,16 @@ _SIM_SQUARE_TOL = 1e-3  # relative difference of the Y and X pixel sizes still "
 SIM_WIENER_W = "auto"
 
 
+def _bundle_filter(bundle: Any) -> Any:
+    """The filter a Wiener-SIM bundle was compiled with: ``w`` or its ``WienerPrior``."""
+    from fluorofpga.microscope import WienerPrior
+
+    rec = bundle.manifest["reconstruction"]
+    if rec.get("wiener_prior") is not None:
+        return WienerPrior.from_dict(rec["wiener_prior"])
+    return float(rec["wiener_w"])
+
+
 def _wiener_option(value: float | str) -> float | str:
     """``--wiener``: ``"auto"`` or a number > 0, else one clear error."""
     from fluorofpga.microscope.sim_recon import check_wiener_w
@@ -1310,9 +1321,11 @@ def sim(
         check_parameters,
         estimate_parameters,
         load_calibration,
+        measure_wiener_prior,
         wiener_sim,
     )
     from fluorofpga.microscope.signal import PixelMaps
+    from fluorofpga.microscope.sim_recon import wiener_label
 
     if backend not in SIM_BACKENDS:
         raise ValueError(f"--backend {backend!r} unknown; choose one of {SIM_BACKENDS}")
@@ -1323,12 +1336,12 @@ def sim(
     if hw_bundle is not None and hw_bundle.is_wiener:
         if wiener_w != SIM_WIENER_W:
             raise ValueError(f"--wiener: bundle {hw_bundle.name} was compiled with w = "
-                             f"{hw_bundle.manifest['reconstruction']['wiener_w']:g}; build "
+                             f"{hw_bundle.manifest['reconstruction']['wiener_w']}; build "
                              "another with `fluorofpga sim-bundle --wiener W`")
         if frames == 3:
             raise ValueError(f"--frames 3: bundle {hw_bundle.name} reconstructs 9 raw frames "
                              "(3 angles × 3 phases)")
-        wiener_w = float(hw_bundle.manifest["reconstruction"]["wiener_w"])
+        wiener_w = _bundle_filter(hw_bundle)
     elif model is not None:
         unused = [flag for flag, given in (
             ("--params", params is not None), ("--save-params", save_params is not None),
@@ -1467,8 +1480,10 @@ def sim(
         write_ome_zarr(out_path, image, overwrite=overwrite, meta=out_meta)
     else:
         write_tiff(out_path, image, meta=out_meta)
-    if save_params is not None:
-        used[0].save(save_params)
+    if save_params is not None:  # with the light level's prior: `sim-bundle` designs for it
+        prior = measure_wiener_prior(stacks[0], camera=camera, frame_order=used[0].frame_order,
+                                     **optics)
+        dataclasses.replace(used[0], wiener_prior=prior).save(save_params)
     return {
         "in": str(in_path), "out": str(out_path), "in_axes": meta.axes,
         "in_shape": list(raw.shape), "out_axes": out_axes, "out_shape": list(image.shape),
@@ -1482,7 +1497,7 @@ def sim(
         "estimate_s": est_s, "reconstruct_s": rec_s,
         "seconds_per_reconstruction": float(np.mean(np.add(est_s, rec_s))),
         "saved_params": str(save_params) if save_params is not None else None,
-        "wiener_w": wiener_w if isinstance(wiener_w, str) else float(wiener_w), **hw_info,
+        "wiener_w": wiener_label(wiener_w), **hw_info,
     }
 
 
@@ -1772,8 +1787,8 @@ def _stream_sim(
             hw_bundle, bundle = bundle, None
             if wiener_w != SIM_WIENER_W:
                 raise ValueError(f"--wiener: bundle {hw_bundle.name} was compiled with w = "
-                                 f"{hw_bundle.manifest['reconstruction']['wiener_w']:g}")
-            wiener_w = float(hw_bundle.manifest["reconstruction"]["wiener_w"])
+                                 f"{hw_bundle.manifest['reconstruction']['wiener_w']}")
+            wiener_w = _bundle_filter(hw_bundle)
         elif params is not None:
             raise ValueError("--params: parameters of the classical reconstruction; a learned "
                              "SIM bundle (--model) estimates none")

@@ -385,7 +385,9 @@ def sim_bundle(
     params: Path = typer.Option(..., "--params", help="the instrument's SIM parameters "
                                 "(`fluorofpga sim RAW.tif OUT.tif --save-params P.json`)"),
     out: Path = typer.Option(..., "--out", help="bundle directory to create"),
-    wiener: float = typer.Option(0.05, "--wiener", help="Wiener parameter w"),
+    wiener: str = typer.Option("auto", "--wiener", help="auto: the MMSE filter for the light "
+                               "level of the stack P.json was saved from (`sim "
+                               "--save-params`); or a number w > 0: the classical filter"),
     kernel: int = typer.Option(9, min=3, help="filter side, camera pixels (odd)"),
     board: str = typer.Option("kv260", help="target board (see `fluorofpga boards`)"),
     tile: int = typer.Option(128, min=16, help="compiled tile side, pixels"),

@@ -34,12 +34,40 @@ def _progress_noop(stage: str, done: int, total: int, message: str = "") -> None
     return None
 
 
-def _design(params: Any, wiener_w: float, kernel: int, codes: Any) -> dict[str, Any]:
+def design_filter(params: Any, wiener_w: float | str = "auto") -> Any:
+    """The filter a Wiener-SIM bundle is designed with: ``"auto"`` (the default) is the
+    MMSE filter for the prior saved with ``params`` (``fluorofpga sim --save-params``: the
+    light level of that stack), a number ``w`` the classical fixed-w filter.
+
+    Raises:
+        ValueError: ``"auto"`` with parameters that carry no prior, or a bad ``w``.
+    """
+    from fluorofpga.microscope.sim_recon import WIENER_AUTO, check_wiener_w
+
+    wiener_w = check_wiener_w(wiener_w)
+    if wiener_w != WIENER_AUTO:
+        return wiener_w
+    prior = getattr(params, "wiener_prior", None)
+    if prior is None:
+        raise ValueError(
+            "--wiener auto: these SIM parameters carry no noise prior (saved by an earlier "
+            "fluorofpga, or from a camera that samples at the optical cut-off); re-save them "
+            "with `fluorofpga sim RAW.tif OUT.tif --save-params P.json` on a stack at the "
+            "light level you will image at, or design the classical filter with --wiener W "
+            "(e.g. 0.05)")
+    return prior
+
+
+def _design(params: Any, wiener_w: Any, kernel: int, codes: Any) -> dict[str, Any]:
     """The manifest's ``reconstruction`` entry."""
+    from fluorofpga.microscope import WienerPrior
     from fluorofpga.microscope.sim_linear import DESIGN_TOLERANCE
 
+    prior = wiener_w if isinstance(wiener_w, WienerPrior) else None
     return {
-        "kind": "wiener", "apodization": "otf", "wiener_w": float(wiener_w),
+        "kind": "wiener", "apodization": "otf",
+        "wiener_w": "auto" if prior is not None else float(wiener_w),
+        **({} if prior is None else {"wiener_prior": prior.to_dict()}),
         "kernel": int(kernel), "na": params.na, "wavelength_nm": params.wavelength_nm,
         "pixel_size_nm": params.pixel_size_nm, "n_phases": params.n_phases,
         "frame_shape": list(params.frame_shape),
@@ -52,9 +80,10 @@ def _design(params: Any, wiener_w: float, kernel: int, codes: Any) -> dict[str, 
     }
 
 
-def design_layer(params: Any, wiener_w: float, kernel: int) -> tuple[Any, Any]:
+def design_layer(params: Any, wiener_w: Any, kernel: int) -> tuple[Any, Any]:
     """The quantized filter layer of a Wiener-SIM bundle for ``params`` (``SimParameters``
-    with their optics) and its integer representation ``LinearSimCodes``."""
+    with their optics) and its integer representation ``LinearSimCodes``; ``wiener_w`` a
+    number or a ``WienerPrior`` (:func:`design_filter`)."""
     from fluorofpga.microscope.sim_linear import (
         LinearSimCodes,
         design_wiener_filters,
@@ -74,7 +103,7 @@ def make_wiener_bundle(
     out_dir: str | Path,
     params: Any,
     *,
-    wiener_w: float = 0.05,
+    wiener_w: float | str = "auto",
     kernel: int = 9,
     board: str = "kv260",
     tile: int = 128,
@@ -90,7 +119,9 @@ def make_wiener_bundle(
         out_dir: the bundle folder (must not exist or be empty, unless ``overwrite``
             and it holds a bundle).
         params: ``SimParameters`` of the instrument (optics, 3 angles × 3 phases).
-        wiener_w: Wiener parameter ``w`` (as ``fluorofpga sim --wiener``).
+        wiener_w: ``"auto"`` (the MMSE filter for the light level of the stack the
+            parameters were saved from, :func:`design_filter`) or a Wiener parameter ``w``
+            (the classical filter, as ``fluorofpga sim --wiener W``).
         kernel: filter side in camera pixels (odd; 9: within ~1 dB of the FFT
             Wiener on held-out data, ``benchmarks/sim.py``).
         board, tile, target_mpix_per_s: FINN build (camera pixels per second: 30
@@ -117,6 +148,7 @@ def make_wiener_bundle(
         raise ValueError(f"a Wiener-SIM bundle reconstructs 3 angles × 3 phases; these "
                          f"parameters have {len(params)} × {params.n_phases}")
     load_board(board)
+    wiener_w = design_filter(params, wiener_w)
     out = Path(out_dir)
     _check_bundle_output(out, overwrite)
     t0 = time.perf_counter()
@@ -220,7 +252,7 @@ def wiener_raw_codes(bundle: Bundle, n: int, seed: int) -> list[np.ndarray]:
     return tiles
 
 
-def emulate_wiener(raw: np.ndarray, params: Any, zero_adu: float, *, wiener_w: float = 0.05,
+def emulate_wiener(raw: np.ndarray, params: Any, zero_adu: float, *, wiener_w: Any = "auto",
                    kernel: int = 9) -> tuple[np.ndarray, dict[str, int]]:
     """What a Wiener-SIM bundle designed for ``params`` returns for ``raw``, without a
     FINN build: the same design, quantized layer and host code
@@ -231,7 +263,9 @@ def emulate_wiener(raw: np.ndarray, params: Any, zero_adu: float, *, wiener_w: f
         raw: ``(9, Y, X)`` unsigned raw frames, angle-major.
         params: one ``AngleParameters`` per angle (with optics: ``SimParameters``).
         zero_adu: the camera's zero level.
-        wiener_w, kernel: as :func:`make_wiener_bundle`.
+        wiener_w: as :func:`make_wiener_bundle` (``"auto"``: the prior saved with
+            ``params``), or a ``WienerPrior`` to design the MMSE filter with.
+        kernel: as :func:`make_wiener_bundle`.
 
     Returns:
         ``(2Y, 2X)`` ADU above ``zero_adu``, and the restorer's counts.
@@ -240,7 +274,10 @@ def emulate_wiener(raw: np.ndarray, params: Any, zero_adu: float, *, wiener_w: f
 
     from fluorofpga.host import Accelerator
     from fluorofpga.host.wienerrestore import WienerSimRestorer
+    from fluorofpga.microscope import WienerPrior
 
+    if not isinstance(wiener_w, WienerPrior):
+        wiener_w = design_filter(params, wiener_w)
     model, codes = design_layer(params, wiener_w, kernel)
     halo = model.config.halo
     tile = (raw.shape[1] + 2 * halo, raw.shape[2] + 2 * halo)

@@ -501,6 +501,8 @@ class SimReconstructor:
 
     def summary(self) -> dict[str, Any]:
         """What was reconstructed with which parameters, as plain JSON."""
+        from fluorofpga.microscope.sim_recon import wiener_label
+
         return {
             "reconstructions": self.reconstructions,
             "reconstruct_ms_mean": (self.reconstruct_ms / self.reconstructions
@@ -510,7 +512,7 @@ class SimReconstructor:
             "drift_checks": len(self.checks),
             "drift_events": [c.to_dict() for c in self.drift_events],
             "notes": dict(self.notes),
-            "wiener_w": self.wiener_w,
+            "wiener_w": wiener_label(self.wiener_w),
             "computed_on": "cpu" if self.hardware is None else "accelerator",
             **({} if self.hardware is None else {
                 "counts": dict(self.hardware.counts),

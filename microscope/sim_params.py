@@ -32,6 +32,7 @@ from typing import Any, Literal, overload
 
 from .io import atomic_write
 from .sim import AngleParameters
+from .sim_prior import WienerPrior
 
 FORMAT = "fluorofpga-sim-parameters"
 VERSION = 1
@@ -117,6 +118,9 @@ class SimParameters(Sequence[AngleParameters]):
         correlation: per angle, the normalised correlation of the separated bands at the
             estimate (1 = perfect fit, ~0 = no pattern found); empty if not measured.
         notes: what the estimation did beyond the defaults (e.g. frames reordered).
+        wiener_prior: the noise-to-signal prior of the MMSE Wiener filter measured on the
+            stack the parameters came from (``fluorofpga sim --save-params``): a Wiener-SIM
+            bundle's filter is designed with it, for that light level; None if not measured.
     """
 
     angles: tuple[AngleParameters, ...]
@@ -129,6 +133,7 @@ class SimParameters(Sequence[AngleParameters]):
     phase_steps_rad: tuple[tuple[float, ...], ...] = ()
     correlation: tuple[float, ...] = ()
     notes: tuple[str, ...] = field(default=(), compare=False)
+    wiener_prior: WienerPrior | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         """Validate and normalise to tuples of plain floats and ints."""
@@ -163,6 +168,9 @@ class SimParameters(Sequence[AngleParameters]):
         object.__setattr__(self, "phase_steps_rad", steps)
         object.__setattr__(self, "correlation", correlation)
         object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
+        if self.wiener_prior is not None and not isinstance(self.wiener_prior, WienerPrior):
+            raise SimParametersError(
+                f"wiener_prior must be a WienerPrior or None, got {self.wiener_prior!r}")
 
     # -- sequence of AngleParameters
     @overload
@@ -276,6 +284,8 @@ class SimParameters(Sequence[AngleParameters]):
                       "phase origin": "image corner"},
             "angles": angles,
             "notes": list(self.notes),
+            **({} if self.wiener_prior is None else {
+                "wiener_prior": self.wiener_prior.to_dict()}),
         }
 
     @classmethod
@@ -320,6 +330,8 @@ class SimParameters(Sequence[AngleParameters]):
                 phase_steps_rad=steps if len(steps) == len(angles) else (),
                 correlation=correlation if len(correlation) == len(angles) else (),
                 notes=tuple(document.get("notes", ())),
+                wiener_prior=(WienerPrior.from_dict(document["wiener_prior"])
+                              if document.get("wiener_prior") is not None else None),
             )
         except SimParametersError as exc:
             if str(exc).startswith(source):

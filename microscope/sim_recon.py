@@ -1694,6 +1694,13 @@ def check_wiener_w(wiener_w: float | str | WienerPrior) -> float | str | WienerP
 
 
 
+def wiener_label(wiener_w: float | str | WienerPrior) -> float | str:
+    """A Wiener setting for reports (JSON): ``w``, ``"auto"``, or ``"auto (designed prior)"``."""
+    if isinstance(wiener_w, WienerPrior):
+        return "auto (designed prior)"
+    return wiener_w if isinstance(wiener_w, str) else float(wiener_w)
+
+
 def measure_wiener_prior(
     raw: np.ndarray,
     *,

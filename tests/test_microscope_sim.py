@@ -619,6 +619,17 @@ def test_wiener_prior_scales_with_light_and_round_trips():
     assert -4 < dim.slope < 0 and -4 < bright.slope < 0
     assert dim(2 * CUTOFF) > dim(CUTOFF) > dim(0.5 * CUTOFF)  # noise wins at high |k|
     assert WienerPrior.from_dict(dim.to_dict()) == dim
+    # saved with the parameters (`sim --save-params`), read back; older files have none
+    params = SimParameters(tuple(pattern.angle_parameters(**OPTICS)), n_phases=3,
+                           frame_shape=(128, 128), wiener_prior=dim, **OPTICS)
+    document = json.loads(json.dumps(params.to_dict()))
+    assert SimParameters.from_dict(document).wiener_prior == dim
+    del document["wiener_prior"]
+    assert SimParameters.from_dict(document).wiener_prior is None
+    document["wiener_prior"] = {"ratio_at_cutoff": -1, "slope": -1, "cutoff": 0.3,
+                                "rho_min": 0.01}
+    with pytest.raises(SimParametersError, match="ratio_at_cutoff"):
+        SimParameters.from_dict(document)
     assert dim.for_light(10.0).ratio_at_cutoff == pytest.approx(dim.ratio_at_cutoff / 10)
     with pytest.raises(ValueError, match="ratio_at_cutoff"):
         WienerPrior(-1.0, -2.0, CUTOFF, 0.01)

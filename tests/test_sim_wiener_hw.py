@@ -177,6 +177,11 @@ def test_bundle_is_bit_exact_along_the_chain_with_full_range_tiles(built: dict) 
     assert all(f == 1.0 for f in v["thresholds_exercised"].values())
     assert bundle.is_wiener and bundle.frames == 9 and bundle.upscale == 2
     assert bundle.manifest["network"]["macs_per_pixel"] == 9 * 4 * 9 * 9
+    # designed by default as the MMSE filter for the light level `sim --save-params` saw
+    rec = bundle.manifest["reconstruction"]
+    saved = SimParameters.load(built["folder"] / "p.json").wiener_prior
+    assert rec["wiener_w"] == "auto" and saved is not None
+    assert rec["wiener_prior"] == saved.to_dict()
     with pytest.raises(BundleError, match="linear"):
         _ = bundle.signal
 
@@ -322,12 +327,18 @@ def test_sim_bundle_bad_input_is_one_error_and_writes_nothing(built: dict,
     params = built["folder"] / "p.json"
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
+    no_prior = tmp_path / "no_prior.json"  # as saved by an earlier fluorofpga
+    document = json.loads(params.read_text())
+    del document["wiener_prior"]
+    no_prior.write_text(json.dumps(document))
     cases = [
         (["--params", str(tmp_path / "missing.json")], "missing.json"),
         (["--params", str(bad_json)], "bad.json"),
         (["--params", str(params), "--kernel", "8"], "odd"),
         (["--params", str(params), "--wiener", "-1"], "wiener_w"),
+        (["--params", str(params), "--wiener", "bogus"], "wiener_w"),
         (["--params", str(params), "--board", "nosuchboard"], "nosuchboard"),
+        (["--params", str(no_prior)], "no noise prior"),  # auto needs the saved light level
     ]
     for args, message in cases:
         out = tmp_path / "b"
