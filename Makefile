@@ -90,6 +90,9 @@ bundle-pynq: $(STAMP)
 # pattern at 0.85 of the cut-off, angles 15/75/135 degrees). An instrument builds its own
 # from `fluorofpga sim RAW.tif OUT.tif --save-params P.json`.
 bundle-wiener: $(STAMP)
+	# the simulated SIM camera's pattern and the noise prior of one of its stacks (500 photons)
+	$(VENV)/bin/python -c "from fluorofpga.simhw import simulated_camera_parameters as p; \
+		p().save('host/bundles/wiener9-design.json')"
 	$(VENV)/bin/fluorofpga sim-bundle --params host/bundles/wiener9-design.json \
 		--out host/bundles/wiener9 --overwrite --tile 128 --target-mpix 32
 

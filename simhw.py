@@ -294,3 +294,25 @@ def emulate_wiener(raw: np.ndarray, params: Any, zero_adu: float, *, wiener_w: A
         restore = WienerSimRestorer(acc, codes, design, halo, zero_adu)
         image = restore(raw, list(params))
     return image, restore.counts
+
+
+def simulated_camera_parameters(shape: tuple[int, int] = (512, 512), peak_photons: float = 500.0,
+                                seed: int = 0) -> Any:
+    """The design parameters of the shipped Wiener-SIM bundle: the simulated SIM camera's
+    pattern (``stream --sim --source sim``) and the noise prior of one of its stacks at
+    ``peak_photons`` (what ``fluorofpga sim --save-params`` saves for a real instrument).
+
+    ``make bundle-wiener`` writes them to ``host/bundles/wiener9-design.json`` and builds
+    the bundle from that file.
+    """
+    import dataclasses
+
+    from fluorofpga.host.simstream import SimulatedSimCameraSource
+    from fluorofpga.microscope import SimParameters, measure_wiener_prior
+
+    cam = SimulatedSimCameraSource(9, shape, peak_photons=peak_photons, seed=seed)
+    raw = cam.raw_group(np.random.default_rng(seed + 1))
+    params = SimParameters(tuple(cam.pattern.angle_parameters(**cam.optics)), n_phases=3,
+                           frame_shape=tuple(shape), **cam.optics)
+    prior = measure_wiener_prior(raw, camera=cam.camera, **cam.optics)
+    return dataclasses.replace(params, wiener_prior=prior)
