@@ -6,10 +6,12 @@
 checks the design beyond the shipped bundle's NA 1.2 / 520 nm / 65 nm: for each optics
 (widefield cut-off from 0.22 to 0.43 cycles per camera pixel) and light level, two held-out
 256² scenes (seeds of their own) with random pattern errors are reconstructed with blind
-parameters by the CPU Wiener (FFT) and by the bundle's design, quantized layer and host
-code (``simhw.emulate_wiener``: what the compiled accelerator returns, by the chain of
-custody); PSNR after an affine fit to the extended-OTF truth, 1/8 border left out; counts
-of values at a code limit.
+parameters by the CPU Wiener (FFT, automatic: the MMSE filter for the stack's own noise
+prior) and by the bundle designed for the same prior (``sim --save-params`` then
+``sim-bundle``: the MMSE 9x9 filter), its quantized layer and host code
+(``simhw.emulate_wiener``: what the compiled accelerator returns, by the chain of
+custody); PSNR after an affine fit to the extended-OTF truth, 1/8 border left out;
+counts of values at a code limit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fluorofpga.microscope import (
     cutoff_cycles_per_px,
     estimate_parameters,
     make_pattern,
+    measure_wiener_prior,
     psnr,
     render_specimen,
     sim_ground_truth,
@@ -64,8 +67,10 @@ def scene(optics: dict, peak: float, seed: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         params = estimate_parameters(data.raw, camera=cam, **optics)
-        fft = wiener_sim(data.raw, params, camera=cam, wiener_w=0.05, **optics)  # as the bundle
-    hw, counts = emulate_wiener(data.raw, params, cam.offset_adu)
+        fft = wiener_sim(data.raw, params, camera=cam, **optics)  # auto: the stack's prior
+        prior = measure_wiener_prior(data.raw, camera=cam, **optics)
+    # the bundle a user builds from this stack (`sim --save-params`, `sim-bundle`): MMSE
+    hw, counts = emulate_wiener(data.raw, params, cam.offset_adu, wiener_w=prior)
     return {"widefield": fitted_psnr(truth, widefield_from_raw(data.raw, cam)),
             "cpu": fitted_psnr(truth, fft), "hardware": fitted_psnr(truth, hw),
             "at_limit": counts["above_range"] + counts["channel_saturated"]
@@ -82,8 +87,9 @@ def main() -> None:
                          **{k: float(np.mean([r[k] for r in runs])) for k in runs[0]}})
             print(rows[-1], flush=True)
     lines = ["# The hardware Wiener SIM on other optics", "",
-             f"{SCENES} held-out {SIZE}² scenes per row, blind parameters, 9x9 least-squares "
-             "filter designed for each scene's optics and pattern, 8-bit codes and weights "
+             f"{SCENES} held-out {SIZE}² scenes per row, blind parameters, MMSE 9x9 least-"
+             "squares filter designed for each scene's optics, pattern and noise prior "
+             "against the CPU's automatic (MMSE) Wiener, 8-bit codes and weights "
              "(`simhw.emulate_wiener`); PSNR dB after an affine fit to the extended-OTF truth.",
              "", "| NA | emission nm | pixel nm | cut-off c/px | peak photons | widefield | "
              "Wiener CPU | Wiener hardware | hardware − CPU | values at a code limit |",
