@@ -26,6 +26,7 @@ limits (``residual_at_limit``) are counted.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,9 @@ from .tiling import process_tiled
 __all__ = ["WienerSimRestorer", "check_design", "check_optics"]
 
 
+#: A first group with more than this factor more or less light than the design's (the
+#: MMSE filter's noise-to-signal ratio) gets a ``LightLevelWarning``.
+LIGHT_TOLERANCE = 4.0
 _REBUILD = ("build a bundle for this pattern: `fluorofpga sim-bundle --params P.json` "
             "with the parameters saved by `fluorofpga sim --save-params P.json`")
 
@@ -130,9 +134,43 @@ class WienerSimRestorer:
         if self.zero_adu is None:
             self.zero_adu = float(np.percentile(group, 0.1))
         above = group.astype(np.float64) - self.zero_adu
-        if self.step is None:
+        if self.step is None:  # the first group
             self.step = self.codes.step_for(above)
+            self._check_light(group)
         return self.codes.encode(above, self.step)
+
+    def _check_light(self, group: np.ndarray) -> None:
+        """Warn (``LightLevelWarning``) when the first group's light level is more than
+        :data:`LIGHT_TOLERANCE` × away from the one the filter was designed for (the
+        MMSE filter of a bundle built with ``sim-bundle --wiener auto``)."""
+        prior = self.design.get("wiener_prior")
+        if prior is None:
+            return
+        from fluorofpga.microscope import WienerPrior, measure_wiener_prior
+        from fluorofpga.microscope.sim_params import LightLevelWarning
+
+        optics = {k: float(self.design[k]) for k in ("na", "wavelength_nm", "pixel_size_nm")}
+        try:
+            measured = measure_wiener_prior(group, **optics)
+        except ValueError:
+            return  # too small a frame to measure on: nothing to say
+        if measured is None:
+            return
+        design = WienerPrior.from_dict(prior)
+        rho = np.linspace(0.5, 1.5, 11) * design.cutoff  # where the filter's bands meet
+        light = float(np.exp(np.mean(np.log(design(rho) / measured(rho)))))
+        if 1 / LIGHT_TOLERANCE <= light <= LIGHT_TOLERANCE:
+            return
+        name = self.design.get("bundle", "this Wiener bundle")
+        effect = ("smoother than it could be" if light > 1 else
+                  "sharper than this light allows: noisier than the CPU's automatic filter")
+        warnings.warn(
+            f"this SIM data has {'more' if light > 1 else 'less'} light than {name}'s "
+            f"filter was designed for (its noise-to-signal ratio is {1 / light:.2g}× the "
+            f"design's), so the reconstruction is {effect}; for the best filter at this light "
+            "save the parameters from such a stack (`fluorofpga sim RAW.tif OUT.tif "
+            "--save-params P.json`) and rebuild (`fluorofpga sim-bundle --params P.json`)",
+            LightLevelWarning, stacklevel=4)
 
     def _padded(self, channels: np.ndarray) -> np.ndarray:
         """The channels with ``halo`` pixels of *zero signal* around the frame.

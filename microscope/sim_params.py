@@ -74,6 +74,10 @@ class WeakPatternWarning(UserWarning):
     """An angle's pattern is barely above the noise: its parameters are unreliable."""
 
 
+class LightLevelWarning(WeakPatternWarning):
+    """The data's light level is far from the one a Wiener-SIM bundle was designed for."""
+
+
 def frame_permutation(n_angles: int, n_phases: int, order: str) -> tuple[int, ...]:
     """Raw-frame index of each angle-major slot ``a * n_phases + j`` for ``order``.
 

@@ -9,6 +9,7 @@ back from the files written.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -419,3 +420,26 @@ def test_compile_writes_the_whole_wiener_hardware_for_vivado(built: dict,
     assert (rtl / "sim_demod_tables.svh").is_file()
     top = (rtl / f"{design['top']}.sv").read_text()
     assert "sim_demod u_sim_demod" in top and "s_axis_cfg_tdata" in top
+
+
+def test_data_far_from_the_designed_light_level_gets_a_note() -> None:
+    """The shipped bundle's MMSE filter is designed for the simulated camera at 500
+    photons: a stream at that light says nothing, one at 20 photons is told to rebuild."""
+    from fluorofpga.host.simstream import SimulatedSimCameraSource
+    from fluorofpga.microscope.sim_params import LightLevelWarning
+
+    bundle = load_bundle(WIENER9)
+    for peak, noted in ((500.0, False), (20.0, True)):
+        camera = SimulatedSimCameraSource(9, (128, 128), peak_photons=peak, seed=3)
+        raw = camera.raw_group(np.random.default_rng(4))
+        with bundle.accelerator("emulate") as acc:
+            restorer = bundle.wiener_restorer(acc, camera.camera.offset_adu)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                restorer(raw, list(SimParameters.load(WIENER9.parent / "wiener9-design.json")))
+                restorer(raw, list(SimParameters.load(WIENER9.parent / "wiener9-design.json")))
+        light = [w for w in caught if issubclass(w.category, LightLevelWarning)]
+        assert len(light) == (1 if noted else 0), [str(w.message) for w in caught]
+        if noted:
+            assert "less light" in str(light[0].message)
+            assert "sim-bundle --params" in str(light[0].message)
