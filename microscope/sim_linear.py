@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .sim import AngleParameters, cutoff_cycles_per_px, depth_to_space, ideal_otf
+from .sim_prior import MIN_MODULATION as _MIN_MODULATION
 from .sim_prior import WienerPrior, band_weight
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
 #: relative change of a pattern frequency the compiled filter tolerates (its pass band
 #: moves by this fraction of |k|: 0.5 % is ~0.1 % of the extended support)
 DESIGN_TOLERANCE = 0.005
-_MIN_MODULATION = 0.2  # as wiener_sim: bands not amplified by more than 2 / this
 _FIT_FLOOR = 0.0  # MMSE design: least-squares weight floor (of the largest weight)
 PHASE_BITS = 32
 TABLE_BITS = 10  # sine table entries: 2**TABLE_BITS

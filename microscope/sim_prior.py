@@ -32,14 +32,15 @@ _FIT_SNR = 2.0  # ... where the widefield power is this × its noise or more
 _SLOPES = (-6.0, 0.0)  # the fitted exponent is kept in this range
 _FLOOR = 1e-3  # specimen power at least this × the noise per bin (fallback)
 _CAMERA_BAND = 0.45  # cycles per camera pixel: the noise region stays inside the camera band
-_NOISE_REGION = 1.05  # noise measured beyond this × the cut-off ...
-_MIN_NOISE_BINS = 64  # ... when at least this many Fourier bins lie there
-_MIN_MODULATION = 0.2  # as wiener_sim: bands not amplified by more than 2 / this
+# shared with the estimation (sim_recon) and the streaming design (sim_linear):
+NOISE_REGION = 1.05  # noise measured beyond this × the cut-off ...
+MIN_NOISE_BINS = 64  # ... when at least this many Fourier bins lie there
+MIN_MODULATION = 0.2  # bands are not amplified by more than 2 / this
 
 
 def band_weight(modulation: float) -> float:
     """MMSE weight ``(m/2)²`` of a ±1 band divided by ``m/2`` (``m`` floored at 0.2)."""
-    return (0.5 * max(float(modulation), _MIN_MODULATION)) ** 2
+    return (0.5 * max(float(modulation), MIN_MODULATION)) ** 2
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ class WienerPrior:
         rho = np.hypot(fy, fx)
         n_angles = band0.shape[0]
         outside = ((np.abs(fy) < _CAMERA_BAND) & (np.abs(fx) < _CAMERA_BAND)
-                   & (rho > _NOISE_REGION * cutoff))
-        if np.count_nonzero(outside) < _MIN_NOISE_BINS:
+                   & (rho > NOISE_REGION * cutoff))
+        if np.count_nonzero(outside) < MIN_NOISE_BINS:
             return None
         noise = float(np.mean(band0.real[:, outside] ** 2 + band0.imag[:, outside] ** 2))
         if not noise > 0:

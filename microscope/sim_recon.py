@@ -111,12 +111,14 @@ from .sim_params import (
     WeakPatternWarning,
     frame_permutation,
 )
-from .sim_prior import WienerPrior, band_weight
+from .sim_prior import MIN_MODULATION as _MIN_MODULATION
+from .sim_prior import MIN_NOISE_BINS as _MIN_NOISE_BINS
+from .sim_prior import NOISE_REGION as _NOISE_REGION
+from .sim_prior import WienerPrior
 
 Apodization = Literal["otf", "triangle", "cosine", "none"]
 
 _MIN_PHASES = 3  # +1 and −1 bands need at least three phase steps to separate
-_MIN_MODULATION = 0.2  # bands are not amplified by more than 2 / this
 _MIN_SIDE = 8  # smallest frame side (pixels) the border fade and band search make sense on
 # -- coarse search
 _COARSE_OTF_THRESHOLD = 0.1  # bands divided by √OTF where the OTF exceeds this
@@ -142,8 +144,6 @@ _NEWTON_TOL_BINS = 1e-7
 _NEWTON_MAX_STEP_BINS = 0.25  # trust region of one Newton step
 _LOCAL_SEARCH = np.linspace(-0.5, 0.5, 5)  # bins: start grid around the coarse peak
 _MAX_BLOCK = 8  # the demodulated product is block-summed by up to this factor
-_NOISE_REGION = 1.05  # noise power measured beyond this × cut-off ...
-_MIN_NOISE_BINS = 64  # ... when at least this many Fourier bins lie there
 _MIN_SIGNAL_FRACTION = 0.1  # noise correction never removes more than 90 % of Σ|b0|²
 # -- automatic Wiener filter (wiener_w="auto")
 WIENER_AUTO = "auto"
@@ -1893,7 +1893,7 @@ def wiener_sim(
         phase = _corner_phase_to_origin(p.phase_rad, p.kx, p.ky)
         half_m = 0.5 * max(float(p.modulation), _MIN_MODULATION)
         # MMSE: a band divided by m/2 carries (2/m)² times band 0's noise
-        weight = 1.0 if prior is None else band_weight(p.modulation)
+        weight = 1.0 if prior is None else half_m**2
         for sign, band in ((1, c_plus), (-1, c_minus)):
             factor = half_m * np.exp(1j * sign * phase)
             shifted = freq.shift(band, sign * p.kx, sign * p.ky) / factor
