@@ -63,7 +63,6 @@ __all__ = [
 #: relative change of a pattern frequency the compiled filter tolerates (its pass band
 #: moves by this fraction of |k|: 0.5 % is ~0.1 % of the extended support)
 DESIGN_TOLERANCE = 0.005
-_FIT_FLOOR = 0.0  # MMSE design: least-squares weight floor (of the largest weight)
 PHASE_BITS = 32
 TABLE_BITS = 10  # sine table entries: 2**TABLE_BITS
 TABLE_ONE = 1 << 14  # sine table scale
@@ -207,19 +206,24 @@ def design_wiener_filters(
     gains = {(float(p.kx), float(p.ky)): 1.0 if prior is None else band_weight(p.modulation)
              for p in params}
 
+    def gain(kx: float, ky: float) -> float:
+        """Weight of the band with OTF(f + k) (``±k`` of an angle): 1 for band 0."""
+        if kx == ky == 0.0:
+            return 1.0
+        key = (float(kx), float(ky))
+        return gains[key] if key in gains else gains[(-float(kx), -float(ky))]
+
     def target(fx: np.ndarray, fy: np.ndarray, kx: float, ky: float
                ) -> tuple[np.ndarray, np.ndarray]:
         """Wiener response of the band with OTF(f + k), and that OTF."""
         den = np.zeros(np.broadcast_shapes(fx.shape, fy.shape))
         for p in params:
-            g = gains[(float(p.kx), float(p.ky))]
             for s in (0, 1, -1):
-                den += (1.0 if s == 0 else g) * _otf(fx + s * p.kx, fy + s * p.ky, cutoff) ** 2
+                den += gain(s * p.kx, s * p.ky) * _otf(fx + s * p.kx, fy + s * p.ky, cutoff) ** 2
         otf_b = _otf(fx + kx, fy + ky, cutoff)
         rho = np.hypot(fx, fy)
-        g_b = 1.0 if kx == ky == 0.0 else gains[(float(kx), float(ky))]
         reg = wiener_w**2 if prior is None else prior(rho)
-        return ideal_otf(rho, extended) * g_b / (den + reg) * otf_b, otf_b
+        return ideal_otf(rho, extended) * gain(kx, ky) / (den + reg) * otf_b, otf_b
 
     r = kernel // 2
     taps = np.arange(-r, r + 1)
@@ -247,9 +251,8 @@ def design_wiener_filters(
             root = np.sqrt(weight / weight.max() + 0.01)
         else:  # the expected error power of a response error: (signal + noise) of the band
             eps = prior(np.hypot(fx, fy))
-            g_b = 1.0 if kx == ky == 0.0 else gains[(float(kx), float(ky))]
-            weight = (otf_b**2 + eps / g_b) / eps
-            root = np.sqrt(weight / weight.max() + _FIT_FLOOR)
+            weight = (otf_b**2 + eps / gain(kx, ky)) / eps
+            root = np.sqrt(weight / weight.max())
         root[-1] = 100.0
         ty, tx = np.meshgrid(taps, taps, indexing="ij")
         basis = np.exp(-2j * np.pi * (fy.reshape(-1, 1) * ty.ravel() + fx.reshape(-1, 1)
