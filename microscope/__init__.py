@@ -72,6 +72,7 @@ Calibration (``calibration``)
     ``calibrate(dark_stack, flat_stacks, qe=None)`` -> ``Calibration`` (offset and
     read-noise maps from darks, gain by the photon transfer curve), ``calibrate_dark``,
     ``photon_transfer`` -> ``PTCResult``, ``find_hot_pixels`` (``repair_hot_pixels``),
+    ``shrink_offsets`` (the offset map's MMSE estimate from the darks' means),
     ``Calibration.save`` / ``load_calibration``,
     ``adu_to_electrons`` / ``adu_to_photons`` / ``photons_to_adu``, ``check_shape``;
     errors are ``CalibrationError``.
@@ -122,6 +123,7 @@ from .calibration import (
     find_hot_pixels,
     load_calibration,
     photon_transfer,
+    shrink_offsets,
 )
 from .camera import SCMOSCamera, SCMOSSensor
 from .datasets import TiffFolderDataset, simulated_pairs_at
@@ -235,6 +237,7 @@ __all__ = [
     "read_image",
     "read_ome_optics",
     "read_ome_zarr",
+    "shrink_offsets",
     "simulated_pairs_at",
     "tiff_shape",
     "write_ome_zarr",

@@ -1,5 +1,7 @@
 """sCMOS sensor model and calibration tests: known simulated truth is recovered."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,8 +10,10 @@ from fluorofpga.microscope.calibration import (
     CalibrationError,
     calibrate,
     calibrate_dark,
+    find_hot_pixels,
     load_calibration,
     photon_transfer,
+    shrink_offsets,
 )
 from fluorofpga.microscope.camera import SCMOSSensor
 
@@ -118,6 +122,42 @@ def test_dark_maps_recover_offset_and_read_noise(measured):
     assert np.median(np.abs(cal.read_noise_e / sensor.read_noise_e - 1)) < 0.05
 
 
+@pytest.mark.parametrize("spread, columns", [(0.0, 0.0), (0.05, 1.5), (3.0, 0.0)])
+def test_offset_map_is_shrunk_by_its_measurement_error(spread, columns):
+    """20 darks measure each offset to ±σ/√20; where the sensor's own pixel-to-pixel
+    spread is smaller, the shrunk map is much closer to the truth, where it is larger the
+    map is left as measured; column structure is kept; atypical pixels move ≤ 2 s.e."""
+    rng = np.random.default_rng(31)
+    shape, frames = (96, 128), 20
+    sensor = SCMOSSensor.random(shape, rng, offset_mean_adu=500.0, offset_sd_adu=spread,
+                                gain_mean_e_per_adu=4.0, read_noise_median_e=3.5,
+                                hot_pixel_fraction=5e-4)
+    truth = sensor.offset_adu + rng.normal(0, columns, shape[1])[None, :]
+    ys, xs = rng.integers(0, shape[0], 20), rng.integers(0, shape[1], 20)
+    truth[ys, xs] += rng.choice([-1.0, 1.0], 20) * rng.uniform(3, 20, 20)  # atypical pixels
+    sensor = dataclasses.replace(sensor, offset_adu=truth)
+    truth = truth + sensor.dark_electrons() / sensor.gain_e_per_adu
+    means, noise = calibrate_dark(sensor.acquire(np.zeros((frames, *shape)), rng))
+    hot = find_hot_pixels(means, noise)
+    shrunk, info = shrink_offsets(means, noise, frames, hot)
+    typical = ~hot
+    raw_err = np.sqrt(np.mean((means - truth)[typical] ** 2))
+    err = np.sqrt(np.mean((shrunk - truth)[typical] ** 2))
+    if spread + columns == 0:
+        assert err < 0.4 * raw_err
+        assert info["mean_weight"] < 0.3
+    elif spread < 0.1:
+        assert err < 0.7 * raw_err  # the columns are prior structure, not shrunk away
+    else:
+        assert err == pytest.approx(raw_err, rel=0.02)
+        assert info["prior_sd_adu"] == pytest.approx(spread, rel=0.1)
+    se = noise / np.sqrt(frames)
+    assert np.all(np.abs(shrunk - means) <= 2.0 * se + 1e-12)  # limited translation
+    np.testing.assert_array_equal(shrunk[hot], means[hot])
+    with pytest.raises(CalibrationError, match="≥ 2 dark frames"):
+        shrink_offsets(means, noise, 1)
+
+
 def test_photon_transfer_recovers_gain_within_3_percent():
     for seed in range(3):
         sensor, dark, flats = acquisition(10 + seed)
@@ -175,6 +215,7 @@ def test_save_load_round_trip(tmp_path, measured):
     assert back.gain_e_per_adu == cal.gain_e_per_adu
     assert back.camera_serial == "SN-1" and back.qe == cal.qe
     assert back.summary() == cal.summary()
+    assert back.offset_shrinkage == cal.offset_shrinkage is not None
     assert back.summary()["sensor_shape"] == list(SHAPE)
 
 
