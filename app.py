@@ -243,6 +243,10 @@ def make_bundle(
     result = _compile_hw(qonnx_path, work, hw_cfg, progress)
 
     signal = model_cfg.signal
+    if user is None and signal.max_dark_z is None:  # the darkest level training has seen
+        signal = dataclasses.replace(signal, max_dark_z=round(tcfg.cameras.max_dark_z(), 4))
+    elif user is not None:  # fine-tuned on the user's codes, coded by the init bundle
+        signal = dataclasses.replace(signal, max_dark_z=init.signal.max_dark_z)
     manifest = {
         "format": FORMAT,
         "version": MANIFEST_VERSION,
@@ -390,14 +394,14 @@ def rebuild_hardware(bundle_path: str | Path, target_mpix_per_s: float | None = 
 
 def _self_supervised_codes(spec: BundleRecipe) -> tuple[np.ndarray, dict[str, Any]]:
     """The user's stack as input codes of the shipped representation, with what was done."""
-    from fluorofpga.microscope import NoiseModel, SignalSpec, SignalTables, estimate_noise
+    from fluorofpga.microscope import NoiseModel, SignalTables, estimate_noise
 
     stack, meta = _read_input(spec.self_supervised)
     planes = stack.reshape(-1, *stack.shape[-2:])
     if min(planes.shape[-2:]) < 32:
         raise ImageFormatError(f"{spec.self_supervised}: frames of {planes.shape[-2:]} are too "
                                "small to fine-tune on (need ≥ 32×32)")
-    signal = SignalSpec()
+    signal = _denoise_bundle(spec.init_bundle).signal  # its codes, dark shift included
     if spec.calibration:
         from fluorofpga.microscope import load_calibration
         from fluorofpga.microscope.signal import PixelMaps

@@ -14,7 +14,8 @@ levels of 8 frames). Scenes: 2 held-out simulated scenes (seeds 900+) and 4 real
 (``microscope.realdata``), 192² crops, peak 5 / 20 / 100 photons + 2 % background. Rows:
 the offset map's rms error (electrons) and PSNR (dB, electrons, true per-pixel offsets as
 in ``quality.py``) of the deployed net (bit-exact emulator, ``denoise --calibration``)
-and of non-local means on the GAT, with each map.
+and of non-local means on the GAT, with each map, and with no calibration at all (the
+noise model estimated from the frame: ``denoise`` without ``--calibration``).
 
     python benchmarks/calibration.py   (~5 min)
 """
@@ -37,7 +38,14 @@ from quality import (  # sibling module: scripts run from benchmarks/
 from results_io import write_results
 
 from fluorofpga.host import load_bundle
-from fluorofpga.microscope import NoiseModel, SCMOSSensor, calibrate, calibrate_dark, psnr
+from fluorofpga.microscope import (
+    NoiseModel,
+    SCMOSSensor,
+    calibrate,
+    calibrate_dark,
+    estimate_noise,
+    psnr,
+)
 
 SPREADS_ADU = (0.0, 0.5, 2.0)
 DARKS = (20, 100)
@@ -78,19 +86,24 @@ def main() -> None:
                     signal = electrons_of(sensor)
                     gain = sensor.gain_e_per_adu
                     truth_offset = sensor.offset_adu + sensor.dark_electrons() / gain
-                    for label, cal in calibrations(sensor, darks, seed + 1).items():
-                        noise = NoiseModel.from_calibration(cal, extra_rounding=True)
-                        deployed = bundle.restorer(acc, noise, cal, "float32")
+                    cals = calibrations(sensor, darks, seed + 1)
+                    if darks == DARKS[0]:  # and no calibration at all, noise from the frame
+                        cals["no calibration (noise estimated)"] = None
+                    for label, cal in cals.items():
                         row = cell.setdefault(label, {"offset_error_e": [], "deployed": {},
                                                       "nlm": {}})
-                        typical = ~cal.hot_pixels
-                        error_e = (cal.offset_adu - truth_offset) * gain
-                        row["offset_error_e"].append(float(np.sqrt(np.mean(
-                            error_e[typical] ** 2))))
+                        if cal is not None:
+                            typical = ~cal.hot_pixels
+                            error_e = (cal.offset_adu - truth_offset) * gain
+                            row["offset_error_e"].append(float(np.sqrt(np.mean(
+                                error_e[typical] ** 2))))
                         for peak in PHOTONS:
                             photons = unit * peak + BACKGROUND * peak
                             frame = sensor.acquire(photons,
                                                    np.random.default_rng([seed, int(peak)]))
+                            noise = (NoiseModel.from_calibration(cal, extra_rounding=True)
+                                     if cal is not None else estimate_noise(frame).model)
+                            deployed = bundle.restorer(acc, noise, cal, "float32")
                             for name, fn in (("deployed", deployed),
                                              ("nlm", on_gat(nlm, deployed, noise))):
                                 row[name].setdefault(str(int(peak)), []).append(
@@ -102,11 +115,13 @@ def main() -> None:
              "|---|---|---|" + "---|" * (2 * len(PHOTONS))]
     for key, cell in results.items():
         for label, row in cell.items():
-            row["offset_error_e_mean"] = float(np.mean(row["offset_error_e"]))
+            row["offset_error_e_mean"] = (float(np.mean(row["offset_error_e"]))
+                                          if row["offset_error_e"] else float("nan"))
             means = {name: {p: float(np.mean(v)) for p, v in row[name].items()}
                      for name in ("deployed", "nlm")}
             row["psnr_mean"] = means
-            lines.append(f"| {key} | {label} | {row['offset_error_e_mean']:.2f} | "
+            err = row["offset_error_e_mean"]
+            lines.append(f"| {key} | {label} | {'—' if np.isnan(err) else f'{err:.2f}'} | "
                          + " | ".join(f"{means['deployed'][str(int(p))]:.2f}" for p in PHOTONS)
                          + " | "
                          + " | ".join(f"{means['nlm'][str(int(p))]:.2f}" for p in PHOTONS)

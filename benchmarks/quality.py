@@ -170,7 +170,7 @@ def float_net(
         with torch.no_grad():
             r = tensor_to_codes(model(int_to_tensor(q)))[0]
         z = (spec.ratio * q.astype(np.float64) + spec.residual_zero - r) * spec.residual_step
-        return restorer.from_uniform(inverse_gat(z, restorer.tables.noise))
+        return restorer.from_uniform(restorer.tables.clean_adu(z))
     return run
 
 

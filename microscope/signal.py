@@ -21,6 +21,15 @@ right inverse)::
 
     y(z) = ((a·z/2)² − 3a²/8 − b) / a
 
+The network learned what the dark end of a frame looks like from its training cameras:
+zero signal sits at ``z₀ = 2·sqrt(σ_read² + 3/8)`` (σ_read in electrons), at most
+``SignalSpec.max_dark_z`` for them. A camera with more read noise (a CCD, a cheap CMOS)
+puts its dark level higher, where the network has only seen bright signal, and it then
+smooths too little. When the dark level is known (a calibration or the camera's
+parameters), the tables shift such a camera's GAT values down by ``z₀ − max_dark_z``
+before the input code and add the shift back after the output code: unit noise, the
+network's own dark level, the same algebraic inverse.
+
 Both directions are pure functions of one integer, so they are tables:
 ``in_lut[adu] -> q`` and ``out_lut[c] -> ADU`` (float). The FPGA's pixel-in / pixel-out
 kernels and the host apply the same tables (:class:`SignalTables`).
@@ -191,11 +200,15 @@ class NoiseModel:
             ``σ_read²/gain² + 1/12 − offset/gain``).
         source: where the numbers come from: ``"calibration"``, ``"estimated"``
             (from the frames themselves) or ``"camera"`` (given parameters).
+        dark_adu: the ADU of zero signal (the camera's offset) when it is known (from a
+            calibration or the camera's parameters), else ``None`` (an estimated model:
+            ``b`` holds the offset and the read noise together).
     """
 
     a: float
     b: float
     source: str = "camera"
+    dark_adu: float | None = None
 
     def __post_init__(self) -> None:
         """Validate."""
@@ -203,6 +216,10 @@ class NoiseModel:
         if not math.isfinite(float(self.b)):
             raise ValueError(f"noise model b must be finite, got {self.b!r}")
         object.__setattr__(self, "b", float(self.b))
+        if self.dark_adu is not None:
+            if not math.isfinite(float(self.dark_adu)):
+                raise ValueError(f"noise model dark_adu must be finite, got {self.dark_adu!r}")
+            object.__setattr__(self, "dark_adu", float(self.dark_adu))
 
     @classmethod
     def from_camera(
@@ -214,7 +231,8 @@ class NoiseModel:
         Includes the ADC rounding variance (1/12 ADU²).
         """
         g = _positive("gain_e_per_adu", gain_e_per_adu)
-        return cls(1.0 / g, (read_noise_e / g) ** 2 + 1.0 / 12.0 - offset_adu / g, source)
+        return cls(1.0 / g, (read_noise_e / g) ** 2 + 1.0 / 12.0 - offset_adu / g, source,
+                   float(offset_adu))
 
     @classmethod
     def from_calibration(cls, cal: Any, extra_rounding: bool = False) -> NoiseModel:
@@ -230,8 +248,9 @@ class NoiseModel:
         """
         g = _positive("calibration gain", cal.gain_e_per_adu)
         read_var = float(np.mean(np.asarray(cal.read_noise_adu, dtype=np.float64) ** 2))
-        b = read_var - float(np.median(cal.offset_adu)) / g
-        return cls(1.0 / g, b + (1.0 / 12.0 if extra_rounding else 0.0), "calibration")
+        offset = float(np.median(cal.offset_adu))
+        return cls(1.0 / g, read_var - offset / g + (1.0 / 12.0 if extra_rounding else 0.0),
+                   "calibration", offset)
 
     @property
     def gain_e_per_adu(self) -> float:
@@ -242,19 +261,31 @@ class NoiseModel:
         """ADU where the GAT's argument vanishes (``z = 0``): ``−(3a/8 + b/a)``."""
         return -(3.0 * self.a / 8.0 + self.b / self.a)
 
+    def dark_z(self) -> float | None:
+        """GAT value of zero signal (``2·sqrt(σ_dark² + 3/8)`` in electrons), or ``None``
+        when the dark level is not known."""
+        if self.dark_adu is None:
+            return None
+        return float(gat(self.dark_adu, self))
+
     def variance(self, mean_adu: np.ndarray | float) -> np.ndarray:
         """Predicted noise variance at a mean level, ADU²."""
         return self.a * np.asarray(mean_adu, dtype=np.float64) + self.b
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"a": self.a, "b": self.b, "source": self.source,
-                "gain_e_per_adu": self.gain_e_per_adu}
+        d: dict[str, Any] = {"a": self.a, "b": self.b, "source": self.source,
+                             "gain_e_per_adu": self.gain_e_per_adu}
+        if self.dark_adu is not None:
+            d["dark_adu"] = self.dark_adu
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NoiseModel:
         """Inverse of :meth:`to_dict`."""
-        return cls(float(d["a"]), float(d["b"]), str(d.get("source", "camera")))
+        dark = d.get("dark_adu")
+        return cls(float(d["a"]), float(d["b"]), str(d.get("source", "camera")),
+                   None if dark is None else float(dark))
 
 
 def gat(y: np.ndarray | float, noise: NoiseModel) -> np.ndarray:
@@ -292,6 +323,12 @@ class SignalSpec:
         residual_zero: residual code meaning "no noise" (``gat-direct``: 0, unused).
         code_bits: width of the combined clean code ``c`` that indexes the output table
             (``gat-direct``: ``out_bits``).
+        max_dark_z: the largest GAT value of zero signal the network was trained on
+            (``2·sqrt(σ_read² + 3/8)`` at the training cameras' highest read noise), or
+            ``None``. A camera whose dark level lies above it (read noise beyond the
+            training range) has its GAT values shifted down by the difference in the
+            tables, so the network sees a dark level it knows; the output table adds
+            the shift back (:class:`SignalTables`).
     """
 
     kind: str = "gat-residual"
@@ -301,6 +338,7 @@ class SignalSpec:
     residual_step: float = 1.0 / 32.0
     residual_zero: int = 128
     code_bits: int = 12
+    max_dark_z: float | None = None
 
     def __post_init__(self) -> None:
         """Validate: the step ratio must be a power-of-two integer and ``c`` must fit."""
@@ -309,6 +347,9 @@ class SignalSpec:
                              + ", ".join(SIGNAL_KINDS))
         if not 1 <= self.in_bits <= 16 or not 1 <= self.out_bits <= 16:
             raise ValueError(f"in_bits/out_bits must be 1..16, got {self.in_bits}/{self.out_bits}")
+        if self.max_dark_z is not None and not (math.isfinite(self.max_dark_z)
+                                                and self.max_dark_z > 0):
+            raise ValueError(f"max_dark_z must be finite and > 0, got {self.max_dark_z!r}")
         if self.kind == "gat-direct":
             if self.code_bits != self.out_bits or self.residual_zero != 0:
                 raise ValueError("gat-direct: code_bits must equal out_bits and residual_zero "
@@ -381,8 +422,11 @@ class SignalSpec:
         return np.clip(c, 0, (1 << self.code_bits) - 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
+        """JSON-ready dict (``max_dark_z`` only when set: older readers do not know it)."""
+        d = asdict(self)
+        if d["max_dark_z"] is None:
+            del d["max_dark_z"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SignalSpec:
@@ -434,6 +478,9 @@ class SignalTables:
     Attributes:
         in_lut: ``uint8``/``uint16`` table of ``adc_max + 1`` entries: ADU -> input code.
         out_lut: ``float64`` table of ``2**code_bits`` entries: clean code -> ADU.
+        dark_shift: GAT units subtracted before the input code and added back after the
+            output code: how far the camera's dark level lies above the spec's
+            ``max_dark_z`` (0 when it does not, or when either is unknown).
     """
 
     spec: SignalSpec
@@ -441,6 +488,7 @@ class SignalTables:
     adc_max: int = _UINT16_MAX
     in_lut: np.ndarray = field(init=False, repr=False)
     out_lut: np.ndarray = field(init=False, repr=False)
+    dark_shift: float = field(init=False, default=0.0)
     _pairs: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -448,10 +496,18 @@ class SignalTables:
         if not 1 <= int(self.adc_max) <= _UINT16_MAX:
             raise ValueError(f"adc_max must be in 1..65535, got {self.adc_max!r}")
         self.adc_max = int(self.adc_max)
+        dark_z = self.noise.dark_z()
+        if dark_z is not None and self.spec.max_dark_z is not None:
+            self.dark_shift = max(0.0, dark_z - self.spec.max_dark_z)
         adu = np.arange(self.adc_max + 1, dtype=np.float64)
-        self.in_lut = self.spec.input_code(gat(adu, self.noise))
+        self.in_lut = self.spec.input_code(gat(adu, self.noise) - self.dark_shift)
         codes = np.arange(1 << self.spec.code_bits, dtype=np.float64)
-        self.out_lut = inverse_gat(codes * self.spec.residual_step, self.noise)
+        self.out_lut = self.clean_adu(codes * self.spec.residual_step)
+
+    def clean_adu(self, z: np.ndarray | float) -> np.ndarray:
+        """Clean GAT values of the network's (shifted) domain -> ADU (float64): the
+        algebraic inverse with :attr:`dark_shift` added back."""
+        return inverse_gat(np.asarray(z, dtype=np.float64) + self.dark_shift, self.noise)
 
     def encode(self, adu: np.ndarray, out: np.ndarray | None = None,
                threads: int = 1) -> np.ndarray:
@@ -567,7 +623,7 @@ class SignalTables:
 
     def max_adu(self) -> float:
         """Largest ADU value coded below the input code's top (brighter pixels pass through)."""
-        return float(inverse_gat(self.spec.z_range(), self.noise))
+        return float(self.clean_adu(self.spec.z_range()))
 
 
 class PixelMaps:

@@ -7,12 +7,14 @@ noise model ``var(y) = a·E[y] + b``:
 
 1. the generalised Anscombe transform ``z = (2/a)·sqrt(max(a·y + 3a²/8 + b, 0))``
    (float64, the same closed form the pixel-in table is built from);
-2. the input code ``q = clip(round_half_even(z / in_step), 0, 2**in_bits − 1)``, exactly
-   the hardware's pixel-in table for integer ADU;
+2. the input code ``q = clip(round_half_even((z − dark_shift) / in_step), 0, 2**in_bits − 1)``,
+   exactly the hardware's pixel-in table for integer ADU (``dark_shift``: how far this
+   camera's dark level lies above the training cameras', ``SignalTables.dark_shift``,
+   usually 0);
 3. the network on ``q / 2**INPUT_BITS``, read out as residual codes ``r = out · 2**OUTPUT_BITS``
    (float, not rounded: the float twin of the accelerator);
 4. the clean code ``c = clip(ratio·q + residual_zero − r, 0, 2**code_bits − 1)`` and the
-   algebraic inverse ``y = ((a·c·residual_step/2)² − 3a²/8 − b) / a``;
+   algebraic inverse ``y = ((a·(c·residual_step + dark_shift)/2)² − 3a²/8 − b) / a``;
 5. pixels at the ADC maximum or at the top input code passed through unchanged, as the
    host does (:meth:`~fluorofpga.microscope.signal.SignalTables.decode`).
 
@@ -35,6 +37,7 @@ which cannot serialise under pydantic >= 2.14; :func:`_pydantic_compat` bridges 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -177,6 +180,9 @@ class RawAduRestorer(nn.Module):
         self.net = net
         self.register_buffer("a", torch.tensor(noise.a, dtype=torch.float64))
         self.register_buffer("b", torch.tensor(noise.b, dtype=torch.float64))
+        # GAT units the dark level lies above what the network was trained on (see
+        # SignalSpec.max_dark_z): subtracted before the input code, added back after
+        self.dark_shift = float(SignalTables(signal, noise, adc_max).dark_shift)
         self.in_step = float(signal.in_step)
         self.in_max = float(signal.in_max)
         self.ratio = float(signal.ratio)
@@ -194,11 +200,11 @@ class RawAduRestorer(nn.Module):
         b = self.b
         arg = a * y + 0.375 * a * a + b
         z = (2.0 / a) * torch.sqrt(torch.clamp(arg, min=0.0))
-        q = torch.clamp(torch.round(z / self.in_step), 0.0, self.in_max)
+        q = torch.clamp(torch.round((z - self.dark_shift) / self.in_step), 0.0, self.in_max)
         out = self.net((q / self.in_scale).to(torch.float32))
         r = out.to(torch.float64) * self.out_scale
         c = torch.clamp(self.ratio * q + self.residual_zero - r, 0.0, self.code_max)
-        z_clean = c * self.residual_step
+        z_clean = c * self.residual_step + self.dark_shift
         restored = ((a * z_clean / 2.0) ** 2 - 0.375 * a * a - b) / a
         passthrough = (y >= self.adc_max) | (q >= self.in_max)
         return torch.where(passthrough, y, restored).to(torch.float32)
@@ -285,10 +291,14 @@ def _load_network(source: Path) -> tuple[PlainDenoiser, DenoiserConfig, dict[str
         bundle = load_bundle(source)
         checkpoint = bundle.file("float_checkpoint")
         config, payload = load_checkpoint(checkpoint)
-        if config.signal != bundle.signal:
+        # the manifest may add the training cameras' dark level (max_dark_z) to the
+        # representation the checkpoint was trained in; everything else must agree
+        if dataclasses.replace(config.signal, max_dark_z=None) != dataclasses.replace(
+                bundle.signal, max_dark_z=None):
             raise ValueError(
                 f"{checkpoint}: the checkpoint's signal representation {config.signal} "
                 f"differs from the bundle manifest's {bundle.signal}; re-create the bundle")
+        config = dataclasses.replace(config, signal=bundle.signal)
         info = {"kind": "bundle", "name": bundle.name,
                 "training": bundle.manifest.get("training", {})}
     elif source.is_file():
@@ -480,11 +490,13 @@ class _Export:
                         "halo": cfg.halo, "receptive_field": cfg.receptive_field},
             "processing": {
                 "gat": "z = (2/a)*sqrt(max(a*y + 3*a**2/8 + b, 0))",
-                "input_code": "q = clip(round_half_even(z / in_step), 0, 2**in_bits - 1)",
+                "dark_shift": SignalTables(cfg.signal, self.noise, self.adc_max).dark_shift,
+                "input_code": "q = clip(round_half_even((z - dark_shift) / in_step), 0, "
+                              "2**in_bits - 1)",
                 "network_input": f"q / {2**INPUT_BITS}",
                 "residual_code": f"r = network_output * {2**OUTPUT_BITS}",
                 "clean_code": "c = clip(ratio*q + residual_zero - r, 0, 2**code_bits - 1)",
-                "inverse": "y = ((a*c*residual_step/2)**2 - 3*a**2/8 - b) / a",
+                "inverse": "y = ((a*(c*residual_step + dark_shift)/2)**2 - 3*a**2/8 - b) / a",
                 "passthrough": "y >= adc_max or q == 2**in_bits - 1: output = input",
                 "applied": "inside the model (TorchScript); no external pre-/post-processing",
             },

@@ -10,6 +10,7 @@ as a noise model estimated from the frames would be.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -62,6 +63,12 @@ class CameraRange:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict."""
         return asdict(self)
+
+    def max_dark_z(self) -> float:
+        """GAT value of zero signal at the highest read noise (``2·sqrt(σ² + 3/8)``): the
+        darkest level a net trained on these cameras has seen at every gain
+        (``SignalSpec.max_dark_z``)."""
+        return 2.0 * math.sqrt(self.read_noise_e[1] ** 2 + 0.375)
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:

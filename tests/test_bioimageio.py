@@ -4,6 +4,7 @@ read-out, algebraic inverse) to float32 rounding."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,7 +24,6 @@ from fluorofpga.microscope.signal import (  # noqa: E402
     NoiseModel,
     SignalSpec,
     SignalTables,
-    inverse_gat,
 )
 from fluorofpga.models import (  # noqa: E402
     DenoiserConfig,
@@ -34,6 +34,7 @@ from fluorofpga.models import (  # noqa: E402
 )
 from fluorofpga.models.bioimageio import (  # noqa: E402
     BioimageioValidationError,
+    RawAduRestorer,
     export_bioimageio,
     validate_bioimageio,
 )
@@ -91,7 +92,7 @@ def float_path(net: PlainDenoiser, spec: SignalSpec, noise: NoiseModel,
         r = tensor_to_codes(net(int_to_tensor(q)))[0]
     c = np.clip(spec.ratio * q.astype(np.float64) + spec.residual_zero - r,
                 0, (1 << spec.code_bits) - 1)
-    out = inverse_gat(c * spec.residual_step, noise)
+    out = tables.clean_adu(c * spec.residual_step)
     passthrough = (adu >= tables.adc_max) | (q >= spec.in_max)
     out[passthrough] = adu[passthrough]
     return out
@@ -167,6 +168,20 @@ def test_packaged_model_passes_saturated_and_bright_pixels_through(package, tiny
     for frame, restored in zip(adu, out, strict=True):
         assert_float32_rounding(restored, float_path(net, spec, NOISE, frame))
     assert np.all(out[0, :4, :4] == 65535) and np.all(out[1, 10] == 60000)
+
+
+def test_wrapper_shifts_a_dark_level_above_training_as_the_tables_do(tiny):
+    """A camera with 8 e⁻ read noise (beyond the training cameras' max_dark_z): the
+    wrapper's shift equals the host tables', so it still equals the float path."""
+    _, net, spec = tiny
+    spec = dataclasses.replace(spec, max_dark_z=9.083)
+    noise = NoiseModel.from_camera(1.0, 500.0, 8.0)
+    wrapper = RawAduRestorer(net, spec, noise).eval()
+    assert wrapper.dark_shift == SignalTables(spec, noise).dark_shift > 3.0
+    adu = np.random.default_rng(4).integers(470, 700, size=(40, 56)).astype(np.uint16)
+    with torch.no_grad():
+        out = wrapper(torch.from_numpy(adu.astype(np.float32))[None, None]).numpy()[0, 0]
+    assert_float32_rounding(out, float_path(net, spec, noise, adu))
 
 
 def test_export_from_bundle_and_refusals(tiny, tmp_path, monkeypatch):

@@ -153,3 +153,47 @@ def test_decode_takes_codes_of_any_integer_type():
     for qt, rt in ((np.int64, np.int64), (np.int32, np.uint16), (np.uint8, np.int16)):
         got = tables.decode(adu, q.astype(qt), r.astype(rt), CodeCounts(), "uint16")
         assert np.array_equal(got, want)
+
+
+def test_tables_shift_a_dark_level_above_the_training_cameras_down_to_it():
+    """A camera with more read noise than any training camera (8 e⁻ vs ≤ 4.5 e⁻) is
+    coded with its dark level at the spec's ``max_dark_z``, and the output table adds
+    the shift back: a clean code round trip still lands on the same ADU."""
+    from fluorofpga.microscope import SignalTables
+
+    spec = SignalSpec(max_dark_z=9.083)
+    noisy = NoiseModel.from_camera(1.0, 500.0, 8.0)
+    assert noisy.dark_adu == 500.0
+    z0 = noisy.dark_z()
+    assert z0 == pytest.approx(2 * np.sqrt(64 + 1 / 12 + 0.375))
+    tables = SignalTables(spec, noisy)
+    assert tables.dark_shift == pytest.approx(z0 - 9.083)
+    assert tables.in_lut[500] == round(9.083 / spec.in_step)  # the dark level, shifted
+    unshifted = SignalTables(SignalSpec(), noisy)
+    assert unshifted.in_lut[500] == round(z0 / spec.in_step)
+    # residual code "no noise" (r = residual_zero): c = ratio·q, back to about the ADU coded
+    adu = np.arange(450, 900, dtype=np.uint16)
+    q = tables.encode(adu)
+    r = np.full_like(q, spec.residual_zero)
+    back = tables.decode(adu, q, r)
+    s = spec.in_step
+    half_code = (tables.clean_adu((q + 0.5) * s) - tables.clean_adu((q - 0.5) * s)) / 2
+    assert np.all(np.abs(back - adu) <= half_code + 1e-9)  # within the code's rounding
+    assert tables.max_adu() > unshifted.max_adu()  # the code covers the shift in range
+    # cameras the network knows, and models without a known dark level: no shift
+    assert SignalTables(spec, NoiseModel.from_camera(1.0, 500.0, 3.0)).dark_shift == 0.0
+    blind = NoiseModel(noisy.a, noisy.b, "estimated")
+    assert blind.dark_z() is None and SignalTables(spec, blind).dark_shift == 0.0
+    np.testing.assert_array_equal(SignalTables(spec, blind).in_lut,
+                                  SignalTables(SignalSpec(), blind).in_lut)
+
+
+def test_dark_level_and_its_limit_survive_serialisation():
+    spec = SignalSpec(max_dark_z=9.083)
+    assert SignalSpec.from_dict(spec.to_dict()) == spec
+    assert "max_dark_z" not in SignalSpec().to_dict()  # older readers never see the key
+    with pytest.raises(ValueError, match="max_dark_z"):
+        SignalSpec(max_dark_z=-1.0)
+    noise = NoiseModel.from_camera(2.0, 300.0, 2.5)
+    assert NoiseModel.from_dict(noise.to_dict()) == noise
+    assert NoiseModel.from_dict({"a": 0.5, "b": -150.0}).dark_adu is None
