@@ -89,6 +89,10 @@ class BundleRecipe:
         task: ``"denoise"`` or ``"sim"``: a learned 3-frame SIM reconstructor (3 raw
             frames, 3 angles × 1 phase -> 2× image as 4 sub-pixel channels, trained on
             simulated SIM data across optics, patterns, cameras and light levels).
+        max_read_noise_e: the training cameras' highest read noise, rms e⁻ (default: the
+            ``CameraRange`` default, 4.5). Cameras above 4.5 e⁻ are coded with their dark
+            level shifted down to that of a 4.5 e⁻ camera (``SignalSpec.max_dark_z``), in
+            training as when deployed.
     """
 
     name: str = "denoise-w4a8"
@@ -111,6 +115,7 @@ class BundleRecipe:
     mvau_impl: str = "rtl"
     weight_memory: str = "auto"
     task: str = "denoise"
+    max_read_noise_e: float | None = None
 
 
 def make_bundle(
@@ -142,6 +147,9 @@ def make_bundle(
         raise ValueError("self-supervised fine-tuning is for denoisers, not SIM bundles")
     if int(spec.finetune_steps) != spec.finetune_steps or spec.finetune_steps < 0:
         raise ValueError(f"finetune_steps must be an integer >= 0, got {spec.finetune_steps!r}")
+    if spec.max_read_noise_e is not None and not (0.5 < spec.max_read_noise_e <= 100):
+        raise ValueError("max_read_noise_e must be in (0.5, 100] e-, got "
+                         f"{spec.max_read_noise_e!r}")
     if spec.finetune_steps and not spec.init_float:
         raise ValueError("finetune_steps fine-tunes the float checkpoint given as init_float; "
                          "without one, train_steps trains from scratch")
@@ -156,6 +164,7 @@ def make_bundle(
 
     from fluorofpga.models import (
         SIM_CAMERAS,
+        CameraRange,
         DenoiserConfig,
         TrainConfig,
         save_checkpoint,
@@ -188,9 +197,18 @@ def make_bundle(
                 raise ValueError(f"{spec.init_float} holds a network with "
                                  f"{model_cfg.in_frames} input frame(s): it is not a "
                                  f"{spec.task} network")
+        cameras = SIM_CAMERAS if sim else CameraRange()
+        if model_cfg.signal.max_dark_z is None:  # the dark level every net is trained below
+            model_cfg = dataclasses.replace(model_cfg, signal=dataclasses.replace(
+                model_cfg.signal, max_dark_z=round(cameras.max_dark_z(), 4)))
+            if spec.init_float:
+                float_model.config = model_cfg
+        if spec.max_read_noise_e is not None:
+            cameras = dataclasses.replace(cameras, read_noise_e=(
+                cameras.read_noise_e[0], float(spec.max_read_noise_e)))
         tcfg = TrainConfig(steps=spec.train_steps, seed=spec.seed, model=model_cfg,
-                           n_scenes=spec.scenes,
-                           **({"cameras": SIM_CAMERAS, "scene_size": 96} if sim else {}))
+                           n_scenes=spec.scenes, cameras=cameras,
+                           **({"scene_size": 96} if sim else {}))
         if spec.init_float:
             train_log: dict[str, Any] = {"loss": []}
             if spec.finetune_steps:
@@ -243,9 +261,7 @@ def make_bundle(
     result = _compile_hw(qonnx_path, work, hw_cfg, progress)
 
     signal = model_cfg.signal
-    if user is None and signal.max_dark_z is None:  # the darkest level training has seen
-        signal = dataclasses.replace(signal, max_dark_z=round(tcfg.cameras.max_dark_z(), 4))
-    elif user is not None:  # fine-tuned on the user's codes, coded by the init bundle
+    if user is not None:  # fine-tuned on the user's codes, coded by the init bundle
         signal = dataclasses.replace(signal, max_dark_z=init.signal.max_dark_z)
     manifest = {
         "format": FORMAT,

@@ -199,6 +199,9 @@ def train(
                                        "this many steps on the simulated data first"),
     task: str = typer.Option("denoise", help="denoise | sim (a learned 3-frame SIM "
                              "reconstructor: 3 raw frames, one per angle -> 2x image)"),
+    max_read_noise: float | None = typer.Option(
+        None, help="highest read noise of the training cameras, rms e- (default 4.5; "
+        "cameras above 4.5 e- are coded with their dark level at a 4.5 e- camera's)"),
 ) -> None:
     """Train, quantize, compile (FINN) and package a denoiser (or 3-frame SIM) bundle."""
     from fluorofpga import app as facade
@@ -213,7 +216,7 @@ def train(
                                calibration=str(calibration) if calibration else None,
                                init_float=str(init_float) if init_float else None,
                                finetune_steps=finetune_steps,
-                               task=task)
+                               task=task, max_read_noise_e=max_read_noise)
     try:
         with _Bars() as bars:
             bundle = facade.make_bundle(out, spec, progress=bars, overwrite=overwrite)

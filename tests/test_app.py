@@ -181,6 +181,9 @@ def test_finetune_steps_need_a_float_to_start_from(tmp_path):
         with pytest.raises(ValueError, match="finetune_steps"):
             facade.make_bundle(out, facade.BundleRecipe(**kw))
         assert not out.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="max_read_noise_e"):
+        facade.make_bundle(out, facade.BundleRecipe(max_read_noise_e=0.2))
+    assert not out.exists() and not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
@@ -196,6 +199,8 @@ def test_a_float_is_fine_tuned_before_quantization(tiny, tmp_path):
     tuned = facade.make_bundle(tmp_path / "t", spec)
     t = tuned.manifest["training"]
     assert t["steps"] == 20 and t["final_loss"] is not None and t["init_float"]
+    # trained below the dark level of a 4.5 e- camera, and the manifest says so
+    assert tuned.signal.max_dark_z == pytest.approx(2 * np.sqrt(4.5**2 + 0.375), abs=1e-4)
     assert tuned.manifest["verification"]["bit_exact"] is True
     before = load_float_model(b.file("float_checkpoint")).state_dict()
     after = load_float_model(tuned.file("float_checkpoint")).state_dict()

@@ -79,6 +79,29 @@ def test_training_pairs_are_unit_variance_residuals_on_every_camera():
         assert abs(residual.mean()) < (0.3 if peak < 10 else 0.05)
 
 
+def test_training_codes_a_noisy_camera_with_the_deployed_dark_shift():
+    """A 9 e⁻ camera in training is coded exactly as the deployed tables code it: its dark
+    level at ``max_dark_z``, the clean target shifted alike, noise still σ = 1."""
+    from fluorofpga.microscope import NoiseModel, SignalSpec, SignalTables
+    from fluorofpga.models import CameraRange, encode_noisy
+
+    spec = SignalSpec(max_dark_z=9.083)
+    cams = CameraRange(gain_e_per_adu=(1.5, 1.5), offset_adu=(300.0, 300.0),
+                       read_noise_e=(9.0, 9.0), read_noise_log_sd=(0.0, 0.0),
+                       noise_model_error=0.0, background_fraction=(0.0, 0.0))
+    dark = np.zeros((128, 128))
+    q, target = encode_noisy(dark, spec, cams, np.random.default_rng(2))
+    tables = SignalTables(spec, NoiseModel.from_camera(1.5, 300.0, 9.0))
+    assert tables.dark_shift > 8.0
+    assert abs(q.astype(float).mean() * spec.in_step - 9.083) < 0.1  # not at z₀ ≈ 18.2
+    clean_z = (spec.ratio * q.astype(float) - target + spec.residual_zero) * spec.residual_step
+    assert np.allclose(clean_z, clean_z.flat[0]) and abs(clean_z.flat[0] - 9.083) < 0.05
+    residual = (target - spec.residual_zero) * spec.residual_step
+    assert abs(residual.std() - 1.0) < 0.1
+    unshifted, _ = encode_noisy(dark, SignalSpec(), cams, np.random.default_rng(2))
+    assert unshifted.astype(float).mean() * spec.in_step > 17.0
+
+
 @pytest.mark.slow
 def test_training_runs_unchanged_under_torchrun_with_two_cpu_processes(tmp_path):
     import re
