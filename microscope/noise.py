@@ -41,7 +41,9 @@ class NoiseEstimate:
     """A fitted noise model with the evidence behind it.
 
     Attributes:
-        model: the fitted ``var = a·mean + b`` (``source="estimated"``).
+        model: the fitted ``var = a·mean + b`` (``source="estimated"``); its ``dark_adu``
+            is the darkest level used (about the camera's zero-signal level when the
+            frames hold dark background, above it otherwise).
         levels: mean ADU of each intensity bin used.
         variances: measured noise variance of each bin, ADU².
         pixels_used: pixels behind the fit.
@@ -60,7 +62,8 @@ class NoiseEstimate:
     def summary(self) -> dict[str, float | int | str]:
         """JSON-ready key numbers."""
         return {"a": self.model.a, "b": self.model.b,
-                "gain_e_per_adu": self.model.gain_e_per_adu, "bins": int(self.levels.size),
+                "gain_e_per_adu": self.model.gain_e_per_adu, "dark_adu": self.model.dark_adu,
+                "bins": int(self.levels.size),
                 "pixels_used": self.pixels_used, "frames_used": self.frames_used,
                 "slope_fitted": self.slope_fitted,
                 "source": "estimated"}
@@ -222,5 +225,7 @@ def estimate_noise(
     a = float(np.clip(a, 1.0 / MAX_GAIN_E_PER_ADU, 1.0 / MIN_GAIN_E_PER_ADU))
     if not slope_fitted:
         b = float(vr[int(np.argmin(lv))] - a * lv.min())
-    return NoiseEstimate(NoiseModel(a, b, "estimated"), lv, vr, int(ct.sum()), int(pick.size),
-                         slope_fitted)
+    # the darkest level the frames show (a bin of local means): the camera's zero-signal
+    # level or a little above it, for the tables' dark-level shift (SignalSpec.max_dark_z)
+    model = NoiseModel(a, b, "estimated", dark_adu=float(lv.min()))
+    return NoiseEstimate(model, lv, vr, int(ct.sum()), int(pick.size), slope_fitted)

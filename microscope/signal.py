@@ -25,10 +25,10 @@ The network learned what the dark end of a frame looks like from its training ca
 zero signal sits at ``z₀ = 2·sqrt(σ_read² + 3/8)`` (σ_read in electrons), at most
 ``SignalSpec.max_dark_z`` for them. A camera with more read noise (a CCD, a cheap CMOS)
 puts its dark level higher, where the network has only seen bright signal, and it then
-smooths too little. When the dark level is known (a calibration or the camera's
-parameters), the tables shift such a camera's GAT values down by ``z₀ − max_dark_z``
-before the input code and add the shift back after the output code: unit noise, the
-network's own dark level, the same algebraic inverse.
+smooths too little. When the dark level is known (a calibration, the camera's parameters,
+or — without either — the darkest level of the frames), the tables shift such a camera's
+GAT values down by ``z₀ − max_dark_z`` before the input code and add the shift back after
+the output code: unit noise, the network's own dark level, the same algebraic inverse.
 
 Both directions are pure functions of one integer, so they are tables:
 ``in_lut[adu] -> q`` and ``out_lut[c] -> ADU`` (float). The FPGA's pixel-in / pixel-out
@@ -201,8 +201,10 @@ class NoiseModel:
         source: where the numbers come from: ``"calibration"``, ``"estimated"``
             (from the frames themselves) or ``"camera"`` (given parameters).
         dark_adu: the ADU of zero signal (the camera's offset) when it is known (from a
-            calibration or the camera's parameters), else ``None`` (an estimated model:
-            ``b`` holds the offset and the read noise together).
+            calibration or the camera's parameters); for a model estimated from the frames
+            the darkest level they show (about the zero-signal level when they hold dark
+            background: ``b`` holds the offset and the read noise together); ``None``
+            when not known.
     """
 
     a: float

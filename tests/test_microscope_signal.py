@@ -197,3 +197,24 @@ def test_dark_level_and_its_limit_survive_serialisation():
     noise = NoiseModel.from_camera(2.0, 300.0, 2.5)
     assert NoiseModel.from_dict(noise.to_dict()) == noise
     assert NoiseModel.from_dict({"a": 0.5, "b": -150.0}).dark_adu is None
+
+
+def test_estimated_noise_model_knows_the_frames_darkest_level():
+    """Without a calibration the darkest level the frame shows stands for the dark level:
+    near the camera's offset (a bin of local means: a little noise either way), so a
+    9 e⁻ camera still gets about its shift."""
+    from fluorofpga.microscope import SignalTables
+
+    gain, offset, read = 1.5, 500.0, 9.0
+    cam = SCMOSCamera(qe=1.0, gain_e_per_adu=gain, offset_adu=offset, read_noise_e=read)
+    mic = WidefieldMicroscope(shape=(192, 192), peak_photons=300.0, background_photons=3.0,
+                              seed=11)
+    frame = cam.acquire(np.asarray(mic.photons(), dtype=np.float64), np.random.default_rng(3))
+    est = estimate_noise(frame)
+    local_sd = read / gain / 5.0  # a 5×5 local mean
+    assert est.slope_fitted
+    assert offset - 3 * local_sd < est.model.dark_adu < offset + 20.0 / gain
+    assert est.summary()["dark_adu"] == est.model.dark_adu
+    spec = SignalSpec(max_dark_z=9.083)
+    true_shift = SignalTables(spec, NoiseModel.from_camera(gain, offset, read)).dark_shift
+    assert SignalTables(spec, est.model).dark_shift == pytest.approx(true_shift, abs=1.5)
