@@ -423,6 +423,15 @@ class SignalSpec:
              - np.asarray(r, dtype=np.int32))
         return np.clip(c, 0, (1 << self.code_bits) - 1)
 
+    def dark_shift(self, noise: NoiseModel, dark_adu: float | None = None) -> float:
+        """GAT units a camera's values are shifted down by before the input code: how far
+        its dark level (``dark_adu``, default ``noise.dark_adu``) lies above
+        :attr:`max_dark_z`; 0 when it does not, or when either is unknown."""
+        level = noise.dark_adu if dark_adu is None else dark_adu
+        if level is None or self.max_dark_z is None:
+            return 0.0
+        return max(0.0, float(gat(level, noise)) - self.max_dark_z)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``max_dark_z`` only when set: older readers do not know it)."""
         d = asdict(self)
@@ -498,9 +507,7 @@ class SignalTables:
         if not 1 <= int(self.adc_max) <= _UINT16_MAX:
             raise ValueError(f"adc_max must be in 1..65535, got {self.adc_max!r}")
         self.adc_max = int(self.adc_max)
-        dark_z = self.noise.dark_z()
-        if dark_z is not None and self.spec.max_dark_z is not None:
-            self.dark_shift = max(0.0, dark_z - self.spec.max_dark_z)
+        self.dark_shift = self.spec.dark_shift(self.noise)
         adu = np.arange(self.adc_max + 1, dtype=np.float64)
         self.in_lut = self.spec.input_code(gat(adu, self.noise) - self.dark_shift)
         codes = np.arange(1 << self.spec.code_bits, dtype=np.float64)

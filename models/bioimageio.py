@@ -182,7 +182,7 @@ class RawAduRestorer(nn.Module):
         self.register_buffer("b", torch.tensor(noise.b, dtype=torch.float64))
         # GAT units the dark level lies above what the network was trained on (see
         # SignalSpec.max_dark_z): subtracted before the input code, added back after
-        self.dark_shift = float(SignalTables(signal, noise, adc_max).dark_shift)
+        self.dark_shift = float(signal.dark_shift(noise))
         self.in_step = float(signal.in_step)
         self.in_max = float(signal.in_max)
         self.ratio = float(signal.ratio)
@@ -490,7 +490,7 @@ class _Export:
                         "halo": cfg.halo, "receptive_field": cfg.receptive_field},
             "processing": {
                 "gat": "z = (2/a)*sqrt(max(a*y + 3*a**2/8 + b, 0))",
-                "dark_shift": SignalTables(cfg.signal, self.noise, self.adc_max).dark_shift,
+                "dark_shift": cfg.signal.dark_shift(self.noise),
                 "input_code": "q = clip(round_half_even((z - dark_shift) / in_step), 0, "
                               "2**in_bits - 1)",
                 "network_input": f"q / {2**INPUT_BITS}",

@@ -120,18 +120,11 @@ def encode_noisy(
     ``spec.max_dark_z`` is shifted down to it, as :class:`SignalTables` does when deployed.
     """
     adu, noise, to_adu = record_frames(photons, cams, rng)
-    shift = dark_shift(spec, noise, float(to_adu(0.0)))
+    shift = spec.dark_shift(noise, float(to_adu(0.0)))
     q = spec.input_code(gat(adu, noise) - shift)
     target = spec.residual_target(q, gat(to_adu(photons), noise) - shift)
     return q, target
 
-
-def dark_shift(spec: SignalSpec, noise: NoiseModel, dark_adu: float) -> float:
-    """GAT units a camera with zero signal at ``dark_adu`` is shifted down by under ``spec``
-    (``SignalTables.dark_shift``: 0 unless its dark level lies above ``max_dark_z``)."""
-    if spec.max_dark_z is None:
-        return 0.0
-    return max(0.0, float(gat(dark_adu, noise)) - spec.max_dark_z)
 
 
 class SimulatedPairs:

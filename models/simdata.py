@@ -27,7 +27,7 @@ import torch
 from fluorofpga.microscope.signal import SignalSpec, gat
 from fluorofpga.microscope.sim import space_to_depth
 
-from .data import CameraRange, _log_uniform, dark_shift, record_frames
+from .data import CameraRange, _log_uniform, record_frames
 from .denoiser import INPUT_BITS, OUTPUT_BITS
 
 #: light levels and cameras of the SIM training data (peak photons of the widefield image)
@@ -113,7 +113,7 @@ class SimTriplets:
         peak = _log_uniform(self.rng, *cams.peak_photons)
         background = peak * self.rng.uniform(*cams.background_fraction)
         adu, noise, to_adu = record_frames(frames * peak + background, cams, self.rng)
-        shift = dark_shift(self.signal, noise, float(to_adu(0.0)))
+        shift = self.signal.dark_shift(noise, float(to_adu(0.0)))
         q = self.signal.input_code(gat(adu, noise) - shift)
         z_clean = gat(to_adu(truth * peak + background), noise) - shift
         target = space_to_depth(self.signal.direct_target(z_clean))
