@@ -11,7 +11,8 @@ image (true per-pixel offsets and gains, as in ``quality.py``) of: the raw frame
 non-local means on the GAT, and the deployed net (bit-exact emulator, ``denoise
 --calibration``) with and without the dark-level shift of the tables
 (``SignalSpec.max_dark_z``: a camera whose zero-signal GAT lies above the training
-cameras' is coded as if it were at their top).
+cameras' is coded as if it were at their top), and without a calibration (noise model and
+dark level estimated from the frame, ``denoise`` without ``--calibration``).
 
     python benchmarks/cameras.py   (~6 min)
 """
@@ -26,7 +27,14 @@ from quality import BACKGROUND, PHOTONS, clean_scenes, electrons_of, nlm, on_gat
 from results_io import write_results
 
 from fluorofpga.host import FrameRestorer, load_bundle
-from fluorofpga.microscope import NoiseModel, SCMOSSensor, SignalTables, calibrate, psnr
+from fluorofpga.microscope import (
+    NoiseModel,
+    SCMOSSensor,
+    SignalTables,
+    calibrate,
+    estimate_noise,
+    psnr,
+)
 
 CAMERAS = {
     "CCD-like, 6 e⁻ read noise": dict(offset_mean_adu=500.0, offset_sd_adu=0.0,
@@ -76,10 +84,13 @@ def main() -> None:
                 for peak in PHOTONS:
                     photons = unit * peak + BACKGROUND * peak
                     frame = sensor.acquire(photons, np.random.default_rng([seed, int(peak)]))
+                    blind = bundle.restorer(acc, estimate_noise(frame, adc_max=adc).model,
+                                            None, "float32", adc_max=adc)
                     for row, fn in (("raw frame", lambda f: f.astype(np.float64)),
                                     ("NLM on GAT", on_gat(nlm, deployed, noise)),
                                     ("deployed, no dark shift", plain),
-                                    ("deployed (shipped)", deployed)):
+                                    ("deployed (shipped)", deployed),
+                                    ("deployed, no calibration", blind)):
                         rows.setdefault(row, {}).setdefault(str(int(peak)), []).append(
                             psnr(photons, signal(fn(frame))))
             print(cam_name, flush=True)
