@@ -126,7 +126,6 @@ def encode_noisy(
     return q, target
 
 
-
 class SimulatedPairs:
     """A pool of noise-free simulated scenes; every crop is recorded by a new random camera.
 
