@@ -42,7 +42,7 @@ $(BOARD_STAMP): pyproject.toml
 	# nbclient + ipykernel: tests/test_host_notebooks.py executes the board notebooks;
 	# ipywidgets: their live progress widget (PYNQ images ship it)
 	$(BOARD_VENV)/bin/pip install --quiet "numpy<2" tifffile scikit-image scipy matplotlib typer rich pyzmq pytest "pynq==4.0.*" \
-		nbclient ipykernel "ipywidgets==8.1.*"
+		nbclient ipykernel "ipywidgets==8.1.*" "numba==0.68.1"
 	$(BOARD_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(BOARD_STAMP)
 

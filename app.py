@@ -2398,6 +2398,8 @@ BOARD_REQUIREMENTS = (
     "typer>=0.12",
     "rich>=13",
     "pyzmq>=25",
+    # the compiled pixel kernels; 32-bit ARM (Pynq-Z2) has no wheels: numpy loops instead
+    "numba>=0.59; platform_machine == 'aarch64'",
 )
 #: The parts of the package the board runs: (folder in the package, file patterns).
 BOARD_PACKAGE = (

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from fluorofpga.microscope import _pixkernels
+
 from .accelerator import Accelerator
 
 _EXACT_LIMIT = 2.0**53
@@ -209,18 +211,27 @@ class _Activation:
         self.base = (starts - lo_c)[:, None].astype(np.float64)
         self.bounds: dict[np.dtype, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
+    def bounds_for(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(lo, hi, base)`` as ``(channels, 1)`` columns for accumulators of ``dtype``."""
+        dtype = np.dtype(dtype)
+        if dtype not in self.bounds:
+            exact = np.abs(self.base).max(initial=0) < _EXACT_LIMIT_F32
+            base_dtype = dtype if exact else np.dtype(np.float64)
+            self.bounds[dtype] = (self.lo.astype(dtype), self.hi.astype(dtype),
+                                  self.base.astype(base_dtype))
+        return self.bounds[dtype]
+
     def __call__(self, acc: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Activate ``acc`` (channels, n), clobbering it; ``idx`` an intp work array."""
         if self.table is None:
             for c in range(self.channels):
                 out[c] = np.searchsorted(self.sorted[c], acc[c], side="right") + self.act_val
             return out
-        if acc.dtype not in self.bounds:
-            exact = np.abs(self.base).max(initial=0) < _EXACT_LIMIT_F32
-            base_dtype = acc.dtype if exact else np.dtype(np.float64)
-            self.bounds[acc.dtype] = (self.lo.astype(acc.dtype), self.hi.astype(acc.dtype),
-                                      self.base.astype(base_dtype))
-        lo, hi, base = self.bounds[acc.dtype]
+        lo, hi, base = self.bounds_for(acc.dtype)
+        kernels = _pixkernels.kernels()
+        if kernels is not None and acc.ndim == 2 and out.ndim == 2:  # one compiled pass
+            kernels.activate(acc, lo[:, 0], hi[:, 0], base[:, 0], self.table, out)
+            return out
         np.clip(acc, lo, hi, out=acc)  # lo, hi lie within the accumulator's exact range
         # clipped, acc + base is an index in [0, 2**22]: an exact sum (base is exact in
         # acc's dtype, else float64), and the cast of an exact integer to intp is exact
@@ -361,8 +372,15 @@ class _Threshold:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` in and out."""
+        act = self.activation
+        kernels = _pixkernels.kernels()
+        if kernels is not None and act.table is not None and x.shape == self.shape:
+            lo, hi, base = act.bounds_for(self.acc.dtype)  # x read as float64, uncopied
+            out = self.values.reshape(self.shape)
+            kernels.activate3(x, lo[:, 0], hi[:, 0], base[:, 0], act.table, out)
+            return out
         self.acc.reshape(self.shape)[...] = x
-        return self.activation(self.acc, self.idx, self.values).reshape(self.shape)
+        return act(self.acc, self.idx, self.values).reshape(self.shape)
 
 
 class _Pad:

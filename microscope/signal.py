@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _pixkernels
+
 __all__ = [
     "CodeCounts",
     "NoiseModel",
@@ -120,6 +122,10 @@ def _encode_range(table: np.ndarray, adu: np.ndarray, out: np.ndarray, start: in
     numpy gathers need ``intp`` indices; converting a whole frame at once writes (and
     page-faults) eight bytes per pixel, so each chunk's index goes through a small buffer.
     """
+    kernels = _pixkernels.kernels()
+    if kernels is not None:
+        kernels.encode_range(table, adu, out, start, stop)
+        return
     buf = np.empty(min(_CHUNK, stop - start), np.intp)
     for i in range(start, stop, _CHUNK):
         j = min(i + _CHUNK, stop)
@@ -150,6 +156,10 @@ def _decode_range(table: np.ndarray, q: np.ndarray, r: np.ndarray, adu: np.ndarr
     passed through, residual 0, residual top]``, all computed one chunk at a time while it
     is in cache.
     """
+    kernels = _pixkernels.kernels()
+    if kernels is not None:
+        return kernels.decode_range(table, q, r, adu, out, spec.out_bits, spec.out_max,
+                                    spec.in_max, adc_max, start, stop)
     size = min(_CHUNK, stop - start)
     idx, pair = np.empty(size, np.intp), np.empty(size, np.uint16)
     hit, flag = np.empty(size, bool), np.empty(size, bool)
@@ -710,6 +720,19 @@ class PixelMaps:
                 return out
             return result
         out = _out_array(out, frame.shape, np.dtype(np.uint16))
+        kernels = _pixkernels.kernels()
+        if kernels is not None:  # one compiled pass; hot pixels from their repaired value
+            raw, flat_out = _flat(frame), out.reshape(-1)
+            if self._hot is None:
+                hot_at, hot_value = np.zeros(0, np.intp), raw[:0]
+            else:
+                hot_at = self._hot[0]
+                hot_value = np.median(raw[self._hot[1]], axis=0).astype(frame.dtype)
+            ratio, has_ratio = self._kernel_ratio()
+            _in_parts(lambda i, j: kernels.to_uniform_range(
+                raw, hot_at, hot_value, self._flat_offset, ratio, has_ratio, self.offset0,
+                self.adc_max, flat_out, i, j), frame.size, threads)
+            return out
         raw, repaired, flat_out = _flat(frame), self._repaired(np.ascontiguousarray(frame)), (
             out.reshape(-1))
 
@@ -733,6 +756,12 @@ class PixelMaps:
 
         _in_parts(part, frame.size, threads)
         return out
+
+    def _kernel_ratio(self) -> tuple[np.ndarray, bool]:
+        """The flat gain ratio for the compiled kernels (a dummy when there is none)."""
+        if self._flat_ratio is None:
+            return np.ones(1), False
+        return self._flat_ratio, True
 
     def from_uniform(self, values: np.ndarray) -> np.ndarray:
         """Uniform-sensor ADU (float) → this sensor's ADU (float64)."""
@@ -770,6 +799,15 @@ class PixelMaps:
         table, _ = tables._pair_table(None)
         out = _out_array(out, arrays[0].shape, np.dtype(dtype))
         flat_out = out.reshape(-1)
+        kernels = _pixkernels.kernels()
+        if kernels is not None:
+            ratio, has_ratio = self._kernel_ratio()
+            kernel = kernels.maps_decode[has_ratio, dtype == "uint16"]
+            found = sum(_in_parts(lambda i, j: kernel(
+                table, qf, rf, raw, uni, self._flat_offset, ratio, self.offset0,
+                spec.out_bits, spec.out_max, spec.in_max, tables.adc_max, flat_out, i, j),
+                flat_out.size, threads))
+            return self._counted(found, flat_out.size, counts, out)
 
         def part(start: int, stop: int) -> np.ndarray:
             size = min(_CHUNK, stop - start)
@@ -817,10 +855,16 @@ class PixelMaps:
                 np.copyto(flat_out[i:j], c, casting="unsafe")
             return found
 
-        n_sat, n_pass, n_r0, n_rtop, n_clip = (int(x) for x in sum(_in_parts(
-            part, flat_out.size, threads)))
+        return self._counted(sum(_in_parts(part, flat_out.size, threads)), flat_out.size,
+                             counts, out)
+
+    @staticmethod
+    def _counted(found: np.ndarray, pixels: int, counts: CodeCounts | None,
+                 out: np.ndarray) -> np.ndarray:
+        """Add ``found`` (saturated, passed, residual 0, residual top, clipped) to counts."""
+        n_sat, n_pass, n_r0, n_rtop, n_clip = (int(x) for x in found)
         if counts is not None:
-            counts.pixels += int(flat_out.size)
+            counts.pixels += int(pixels)
             counts.saturated += n_sat
             counts.above_range += n_pass - n_sat
             counts.residual_at_limit += n_r0 + n_rtop

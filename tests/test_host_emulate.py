@@ -123,8 +123,20 @@ def graphs():
 GRAPHS = dict(graphs())
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def pixel_path(request, monkeypatch):
+    """The thresholds through the compiled kernels (numba) or the numpy passes."""
+    from fluorofpga.microscope import _pixkernels
+
+    if request.param == "compiled" and _pixkernels.kernels() is None:
+        pytest.skip("numba is not installed (or FLUOROFPGA_NUMPY_PIXELS is set)")
+    if request.param == "numpy":
+        monkeypatch.setattr(_pixkernels, "KERNELS", None)
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(GRAPHS))
-def test_emulator_equals_the_integer_reference(name):
+def test_emulator_equals_the_integer_reference(name, pixel_path):
     graph = GRAPHS[name]
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 16, (16, 16)), rng.integers(0, 16, (23, 17)),
@@ -147,7 +159,7 @@ def test_paths_are_the_ones_named():
     assert b.dtype == np.float64 and b.activation.table is None
 
 
-def test_emulated_accelerator_tiles_equal_untiled_reference():
+def test_emulated_accelerator_tiles_equal_untiled_reference(pixel_path):
     graph = GRAPHS["float32, tabulated"]
     acc = EmulatedAccelerator(graph, in_bits=4, out_bits=4)
     frame = np.random.default_rng(2).integers(0, 16, (40, 37)).astype(np.uint8)

@@ -183,12 +183,24 @@ CAMERAS = [
 ]
 
 
-@pytest.fixture(params=[(None, 1), (999, 2)], ids=["one chunk", "chunks of 999, 2 threads"])
+@pytest.fixture(params=[(None, 1, "compiled"), (999, 2, "compiled"), (None, 1, "numpy"),
+                        (999, 2, "numpy")],
+                ids=["one chunk", "chunks of 999, 2 threads", "numpy, one chunk",
+                     "numpy, chunks of 999, 2 threads"])
 def threads(request, monkeypatch):
-    """Threads for the restorer; chunked lookups cut at odd places when more than one."""
-    from fluorofpga.microscope import signal
+    """Threads for the restorer; chunked lookups cut at odd places when more than one.
 
-    chunk, n = request.param
+    Each case runs the compiled per-pixel kernels (numba) and the numpy loops: both must
+    give the plain reference's bits.
+    """
+    from fluorofpga.microscope import _pixkernels, signal
+
+    chunk, n, path = request.param
+    if path == "compiled" and _pixkernels.kernels() is None:
+        pytest.skip("numba is not installed (or FLUOROFPGA_NUMPY_PIXELS is set): the numpy "
+                    "loops run instead")
+    if path == "numpy":
+        monkeypatch.setattr(_pixkernels, "KERNELS", None)
     if chunk is not None:
         monkeypatch.setattr(signal, "_CHUNK", chunk)
     return n
@@ -214,8 +226,10 @@ def test_optimised_restorer_equals_the_plain_reference(noise, adc_max, dtype, th
         assert total["clipped_output"] > 0  # the clip path was exercised
 
 
+@pytest.mark.parametrize("gain_map", [True, False], ids=["gain map", "offset map only"])
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
-def test_optimised_restorer_with_calibration_maps_equals_the_reference(dtype, threads):
+def test_optimised_restorer_with_calibration_maps_equals_the_reference(dtype, gain_map,
+                                                                      threads):
     from fluorofpga.microscope import Calibration
 
     rng = np.random.default_rng(7)
@@ -224,16 +238,25 @@ def test_optimised_restorer_with_calibration_maps_equals_the_reference(dtype, th
     hot.flat[rng.choice(hot.size, 30, replace=False)] = True
     cal = Calibration(offset_adu=rng.normal(100.0, 3.0, shape),
                       read_noise_adu=np.full(shape, 1.2), gain_e_per_adu=0.5,
-                      gain_map_e_per_adu=rng.normal(0.5, 0.03, shape), hot_pixels=hot)
-    tables = SignalTables(SPEC, NoiseModel.from_calibration(cal, extra_rounding=True), 4095)
+                      gain_map_e_per_adu=rng.normal(0.5, 0.03, shape) if gain_map else None,
+                      hot_pixels=hot)
+    # a large read noise puts the darkest outputs below zero ADU: clipping counted
+    noise = NoiseModel(a=2.0, b=400.0)
+    tables = SignalTables(SPEC, noise, 4095)
     restorer = FrameRestorer(NeighbourhoodNet(), tables, halo=1, calibration=cal, dtype=dtype,
                              threads=threads)
+    total: dict = {}
     for seed in range(2):
         x = _hard_frame(shape, 4095, seed)
         got = restorer(x)
         want, counts = reference_restore(tables, x, dtype, cal)
         assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
-    assert restorer.counts.pixels == 2 * x.size
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    assert restorer.counts.to_dict() == total
+    assert total["saturated"] and total["above_range"] and total["residual_at_limit"]
+    if dtype == "uint16":
+        assert total["clipped_output"] > 0  # the clip path was exercised
 
 
 @pytest.mark.parametrize("gain_map", [False, True])
@@ -260,3 +283,27 @@ def test_pixel_maps_to_uniform_equals_the_plain_formula_with_hot_pixels_at_the_e
     want = np.clip(np.rint(want), 0, 4095).astype(np.uint16)
     want[x >= 4095] = 4095
     assert np.array_equal(maps.to_uniform(x, threads=threads), want)
+
+
+@pytest.mark.parametrize("dtype", [None, "uint16", "float32"])
+def test_compiled_and_numpy_table_lookups_agree_bit_for_bit(dtype, monkeypatch):
+    from fluorofpga.microscope import CodeCounts, _pixkernels
+
+    if _pixkernels.kernels() is None:
+        pytest.skip("numba is not installed (or FLUOROFPGA_NUMPY_PIXELS is set)")
+    tables = SignalTables(SPEC, NoiseModel(a=2.0, b=400.0), adc_max=4095)
+    x = _hard_frame((301, 257), 4095, 5)
+    r = np.random.default_rng(5).integers(0, 256, x.shape).astype(np.uint8)
+    r[0, :9] = 0
+    r[1, :9] = SPEC.out_max
+    results = []
+    for kernels in (_pixkernels.kernels(), None):
+        monkeypatch.setattr(_pixkernels, "KERNELS", kernels)
+        counts = CodeCounts()
+        q = tables.encode(x, threads=2)
+        out = tables.decode(x, q, r, counts, dtype, threads=2)
+        results.append((q, out, counts.to_dict()))
+    (q1, out1, c1), (q2, out2, c2) = results
+    assert np.array_equal(q1, q2)
+    assert out1.dtype == out2.dtype and np.array_equal(out1.view(np.uint8), out2.view(np.uint8))
+    assert c1 == c2 and c1["saturated"] and c1["above_range"] and c1["residual_at_limit"]
