@@ -649,7 +649,8 @@ class PixelMaps:
     """The per-pixel part of a calibration, applied before the tables and undone after.
 
     Maps raw ADU of a sensor with per-pixel offset and gain onto a uniform sensor with the
-    median offset and the PTC gain (hot pixels repaired first), rounded to ``uint16`` so
+    median offset and the PTC gain (hot pixels repaired first; the offset map and the gain
+    ratio held as float32, the arithmetic in float64), rounded to ``uint16`` so
     the pixel-in table can index it (the noise model then carries one extra ADC rounding,
     ``NoiseModel.from_calibration(cal, extra_rounding=True)``). Saturated pixels stay at
     ``adc_max``.
@@ -662,13 +663,16 @@ class PixelMaps:
     def __init__(self, calibration: Any, adc_max: int = _UINT16_MAX) -> None:
         self.calibration = calibration
         self.adc_max = int(adc_max)
-        self.offset = np.asarray(calibration.offset_adu, dtype=np.float64)
+        # the maps are held in float32 (an offset of 1000 ADU to 6e-5 ADU, a gain ratio to
+        # 6e-8): half the memory a frame's two passes read; the arithmetic is float64
+        self.offset = np.asarray(calibration.offset_adu, dtype=np.float64).astype(np.float32)
         gain0 = float(calibration.gain_e_per_adu)
         gain = (np.asarray(calibration.gain_map_e_per_adu, dtype=np.float64)
                 if calibration.gain_map_e_per_adu is not None else np.full(self.offset.shape,
                                                                           gain0))
-        self.offset0 = float(np.median(self.offset))
-        self.ratio = gain / gain0  # per-pixel gain relative to the PTC gain
+        self.offset0 = float(np.median(self.offset.astype(np.float64)))
+        # per-pixel gain relative to the PTC gain
+        self.ratio = (gain / gain0).astype(np.float32)
         # x * 1.0 and x / 1.0 are exact: without a gain map the ratio steps are skipped
         self._flat_ratio = None if np.all(self.ratio == 1.0) else self.ratio.reshape(-1)
         self._flat_offset = self.offset.reshape(-1)
@@ -760,7 +764,7 @@ class PixelMaps:
     def _kernel_ratio(self) -> tuple[np.ndarray, bool]:
         """The flat gain ratio for the compiled kernels (a dummy when there is none)."""
         if self._flat_ratio is None:
-            return np.ones(1), False
+            return np.ones(1, np.float32), False
         return self._flat_ratio, True
 
     def from_uniform(self, values: np.ndarray) -> np.ndarray:

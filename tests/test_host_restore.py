@@ -132,10 +132,12 @@ def reference_restore(tables, frame, dtype, cal=None):
     if cal is None:
         uniform = frame
     else:
-        offset = np.asarray(cal.offset_adu, np.float64)
+        # the maps are held as float32 (PixelMaps), the arithmetic is float64
+        offset = np.asarray(cal.offset_adu).astype(np.float32).astype(np.float64)
         gain = (np.full(offset.shape, cal.gain_e_per_adu) if cal.gain_map_e_per_adu is None
                 else np.asarray(cal.gain_map_e_per_adu, np.float64))
-        ratio, offset0 = gain / cal.gain_e_per_adu, float(np.median(offset))
+        ratio = (gain / cal.gain_e_per_adu).astype(np.float32).astype(np.float64)
+        offset0 = float(np.median(offset))
         repaired = cal.repair_hot_pixels(frame).astype(np.float64)
         uniform = np.clip(np.rint((repaired - offset) * ratio + offset0), 0, adc_max)
         uniform = uniform.astype(np.uint16)
@@ -277,8 +279,9 @@ def test_pixel_maps_to_uniform_equals_the_plain_formula_with_hot_pixels_at_the_e
     maps = PixelMaps(cal, 4095)
     x = _hard_frame(shape, 4095, 3)
     x[0, :3] = 0
-    offset = np.asarray(cal.offset_adu)
-    ratio = (np.asarray(cal.gain_map_e_per_adu) / 0.5) if gain_map else 1.0
+    offset = np.asarray(cal.offset_adu).astype(np.float32).astype(np.float64)  # float32 maps
+    ratio = ((np.asarray(cal.gain_map_e_per_adu) / 0.5).astype(np.float32).astype(np.float64)
+             if gain_map else 1.0)
     want = (cal.repair_hot_pixels(x).astype(np.float64) - offset) * ratio + np.median(offset)
     want = np.clip(np.rint(want), 0, 4095).astype(np.uint16)
     want[x >= 4095] = 4095
