@@ -899,6 +899,17 @@ def _frames_noise(cal: Any, calibration: str | Path | None, planes: np.ndarray,
                             "from": "estimated from the frames (no calibration)"}
 
 
+def _check_16_bit(path: str | Path, stack: np.ndarray) -> None:
+    """Refuse wider integers that do not fit 16 bits (sums of frames, rescaled data)."""
+    if stack.dtype.itemsize > 2 and stack.size:
+        top = int(stack.max())
+        if top > 65535:
+            raise ImageFormatError(
+                f"{path}: {stack.dtype} values up to {top}; raw counts of a camera's ADC fit "
+                "16 bits (0-65535), which is what the signal tables cover: binned, summed "
+                "or rescaled data have lost the camera's noise model")
+
+
 def _read_input(path: str | Path, axes: str | None = None) -> tuple[np.ndarray, Any]:
     """Raw camera frames with their calibration: unsigned integers, last two axes ``YX``.
 
@@ -910,6 +921,7 @@ def _read_input(path: str | Path, axes: str | None = None) -> tuple[np.ndarray, 
         raise ImageFormatError(
             f"{path}: {stack.dtype} data; denoising needs raw camera counts (uint8/uint16): "
             "rescaled or float images have lost the photon statistics")
+    _check_16_bit(path, stack)
     if axes is not None:
         axes = axes.upper()
         if len(axes) != stack.ndim or any(f not in ("Q", a) for f, a in
@@ -1158,6 +1170,7 @@ def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str, per: int = 9,
         raise ImageFormatError(
             f"{path}: {stack.dtype} data; SIM reconstruction needs the raw camera counts "
             "(uint8/uint16): rescaled or float images have lost the photon statistics")
+    _check_16_bit(path, stack)
     if stack.ndim != 3 or axes not in ("QYX", "TYX"):
         hint = {"Z": "; a Z stack is not a series of raw SIM frames (if its planes are the "
                      "raw frames, as when Fiji saves a plain stack as slices, re-save them as "

@@ -278,10 +278,13 @@ def _normalise_axes(axes: str) -> str:
 
 def _refuse_samples(name: str, axes: str, shape: Sequence[int]) -> None:
     if "S" in axes:
+        planes = (" (if these are 3 or 4 frames of a stack, the file was saved as colour "
+                  "planes: tifffile does so for such an array unless it is written with "
+                  "photometric='minisblack')") if axes.startswith("S") else ""
         raise ImageFormatError(
             f"{name}: RGB/multi-sample image (axes {axes!r}, shape {tuple(shape)}); "
             "fluorofpga works on single-channel camera frames (one value per pixel): use "
-            "the camera's raw data, or split the channels and give them one by one"
+            f"the camera's raw data, or split the channels and give them one by one{planes}"
         )
 
 

@@ -95,7 +95,7 @@ def test_cli_denoise_tyx_and_yx(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["float32", "truncated", "missing", "rgb", "unnamed", "same",
-                                  "tiny", "exists"])
+                                  "tiny", "exists", "uint32 beyond 16 bits"])
 def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     stack = _noisy_stack(1, 64)
@@ -117,8 +117,12 @@ def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
     elif case == "exists":
         tifffile.imwrite(src, stack[0])
         dst.write_bytes(b"precious")
+    elif case == "uint32 beyond 16 bits":  # e.g. a sum of frames
+        tifffile.imwrite(src, stack[0].astype(np.uint32) * 1000)
     before = src.read_bytes() if src.exists() else None
     res = runner.invoke(cli, ["denoise", str(src), str(dst)])
+    if case == "uint32 beyond 16 bits":
+        assert "16 bits" in res.output
     assert res.exit_code == 2
     assert "error" in res.output.lower()
     named = dst.name if case == "exists" else src.name

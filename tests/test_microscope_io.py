@@ -262,8 +262,9 @@ def test_rgb_images_are_refused_with_the_axes_found(tmp_path):
     # three frames written without photometric: tifffile stores (and reports) planar RGB
     with pytest.warns(DeprecationWarning):
         tifffile.imwrite(tmp_path / "planar.tif", np.zeros((3, 64, 64), np.uint16))
-    with pytest.raises(ImageFormatError, match="SYX"):
+    with pytest.raises(ImageFormatError, match="SYX") as info:
         read_image_meta(tmp_path / "planar.tif")
+    assert "photometric='minisblack'" in str(info.value)  # how to save frames instead
 
 
 @pytest.mark.parametrize("axes", ["ZYX", "CYX", "TYX"])
