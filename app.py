@@ -1181,10 +1181,14 @@ def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str, per: int = 9,
             f"{path}: axes {axes!r} with shape {stack.shape}; a SIM raw file is a stack of "
             f"{per}·k frames (axes TYX or a plain multi-page stack){why}")
     if stack.shape[0] % per or stack.shape[0] == 0:
+        hint = ""
+        if per >= SIM_FRAMES and stack.shape[0] and stack.shape[0] % SIM_ANGLES == 0:
+            hint = (f" (with more phases per angle say how many frames make one image: "
+                    f"--frames {SIM_ANGLES * 5} for 3 angles × 5 phases)")
         raise ImageFormatError(
             f"{path}: {stack.shape[0]} frames is not a multiple of {per} "
             f"({what} per reconstruction); an incomplete acquisition cannot be "
-            "reconstructed")
+            f"reconstructed{hint}")
     return stack.reshape(-1, per, *stack.shape[1:])
 
 
@@ -1297,7 +1301,9 @@ def sim(
     Every stack's order is checked from the data: a phase-major stack (frame
     ``9 t + 3 j + a``) is read in that order with a note in ``notes`` (with ``reorder``
     False it is refused), any other order is a ``FrameOrderError``; nothing is
-    reconstructed silently in the wrong order.
+    reconstructed silently in the wrong order. ``frames`` = ``3·N`` (``N`` ≥ 3) reads
+    acquisitions of 3 angles × ``N`` phases (e.g. 15: five phases per angle, frame
+    ``15 t + 5 a + j``); the default is 9.
 
     Optics: ``na``, ``wavelength_nm`` (emission) and ``pixel_size_um`` (camera pixel in
     the sample plane) override the file's metadata (pixel size from ImageJ/OME/NGFF, NA
@@ -1315,7 +1321,7 @@ def sim(
     pattern is an error). ``save_params`` writes the parameters used for the first stack.
 
     Output: float32 ``(2Y, 2X)`` (one image) or ``TYX`` with ``k`` images, pixel size
-    halved, units kept, frame interval = 9 raw frame intervals; written atomically
+    halved, units kept, frame interval = 9 (``frames``) raw frame intervals; written atomically
     (``.tif``/``.tiff`` or ``.zarr``).
 
     ``wiener_w`` is the Wiener parameter ``w`` (> 0; larger is smoother and less noisy:
@@ -1362,18 +1368,19 @@ def sim(
 
     if backend not in SIM_BACKENDS:
         raise ValueError(f"--backend {backend!r} unknown; choose one of {SIM_BACKENDS}")
-    if frames is not None and frames not in (3, SIM_FRAMES):
-        raise ValueError(f"--frames {frames}: SIM reconstructs from 9 raw frames (3 angles × "
-                         "3 phases) or, with a learned model, 3")
+    if frames is not None and frames != 3 and (frames < SIM_FRAMES or frames % SIM_ANGLES):
+        raise ValueError(f"--frames {frames}: SIM reconstructs from 3 angles × N phases "
+                         f"(9, 12, 15, … raw frames; N ≥ {SIM_PHASES}) or, with a learned "
+                         "model, 3")
     hw_bundle = load_bundle(model) if model is not None else None
     if hw_bundle is not None and hw_bundle.is_wiener:
         if wiener_w != SIM_WIENER_W:
             raise ValueError(f"--wiener: bundle {hw_bundle.name} was compiled with w = "
                              f"{hw_bundle.manifest['reconstruction']['wiener_w']}; build "
                              "another with `fluorofpga sim-bundle --wiener W`")
-        if frames == 3:
-            raise ValueError(f"--frames 3: bundle {hw_bundle.name} reconstructs 9 raw frames "
-                             "(3 angles × 3 phases)")
+        if frames not in (None, SIM_FRAMES):
+            raise ValueError(f"--frames {frames}: bundle {hw_bundle.name} reconstructs 9 raw "
+                             "frames (3 angles × 3 phases)")
         wiener_w = _bundle_filter(hw_bundle)
     elif model is not None:
         unused = [flag for flag, given in (
@@ -1408,7 +1415,10 @@ def sim(
     cal = load_calibration(calibration) if calibration is not None else None
 
     raw, meta = read_image_meta(in_path)
-    stacks = _sim_raw_stacks(in_path, raw, meta.axes)
+    per = frames or SIM_FRAMES  # raw frames per reconstruction: 3 angles × `phases`
+    phases = per // SIM_ANGLES
+    stacks = _sim_raw_stacks(in_path, raw, meta.axes, per=per,
+                             what=f"{SIM_ANGLES} angles × {phases} phases")
     design = None if hw_bundle is None else hw_bundle.manifest["reconstruction"]
     optics, optics_source = _sim_optics(in_path, meta, na, wavelength_nm, pixel_size_um,
                                         design)
@@ -1428,7 +1438,7 @@ def sim(
         stacks = np.stack([[maps.to_uniform(f) for f in stack] for stack in stacks])
     if stored is not None:
         try:
-            stored.check_compatible(**optics, n_frames=SIM_FRAMES, frame_shape=frame_shape)
+            stored.check_compatible(**optics, n_frames=per, frame_shape=frame_shape)
         except SimParametersMismatch as e:
             raise SimParametersMismatch(
                 f"{params}: {e} (fluorofpga sim: leave out --params to estimate them from "
@@ -1436,7 +1446,7 @@ def sim(
 
     n = len(stacks)
     label = (lambda t: "") if n == 1 else (
-        lambda t: f" (stack {t}, frames {SIM_FRAMES * t}-{SIM_FRAMES * t + SIM_FRAMES - 1})")
+        lambda t: f" (stack {t}, frames {per * t}-{per * t + per - 1})")
     out = np.empty((n, 2 * frame_shape[0], 2 * frame_shape[1]), np.float32)
     rows, notes, est_s, rec_s, used = [], [], [], [], []
     resources, hw_info = contextlib.ExitStack(), {}
@@ -1471,7 +1481,7 @@ def sim(
                 try:
                     if stored is None:
                         p = estimate_parameters(stack, camera=camera, n_angles=SIM_ANGLES,
-                                                n_phases=SIM_PHASES, reorder=reorder, **optics)
+                                                n_phases=phases, reorder=reorder, **optics)
                     else:
                         p = stored
                         if t in (0, n - 1):
@@ -1507,7 +1517,7 @@ def sim(
     out_axes = "YX" if n == 1 else "TYX"
     units = ("input units (camera offset not subtracted: no calibration)" if cal is None
              else "photons" if cal.qe else "photoelectrons (the calibration has no QE)")
-    out_meta = _sim_output_meta(meta, optics["pixel_size_nm"], out_axes, n)
+    out_meta = _sim_output_meta(meta, optics["pixel_size_nm"], out_axes, n, per=per)
     image = out[0] if n == 1 else out
     if out_path.suffix.lower() == ".zarr":
         write_ome_zarr(out_path, image, overwrite=overwrite, meta=out_meta)

@@ -302,7 +302,8 @@ def sim(
         None, help="camera calibration from `fluorofpga calibrate`: reconstruct in photons "
         "(default: in the input's units)"),
     frames: int | None = typer.Option(None, help="raw frames per image: 9 (3 angles x 3 "
-                                      "phases, classical; the default) or 3 (one phase per "
+                                      "phases, classical; the default), 3·N for N phases per "
+                                      "angle (15: 5 phases; classical), or 3 (one phase per "
                                       "angle; needs --model, the default with it)"),
     params: Path | None = typer.Option(None, help="reuse SIM parameters saved by "
                                        "--save-params (checked against the data)"),

@@ -372,3 +372,40 @@ def test_a_model_that_is_not_a_bundle_is_refused_before_any_work(tmp_path: Path)
     assert r.exit_code == 2 and r.stderr.count("error:") == 1
     assert "not a model bundle" in r.stderr
     only_output(tmp_path, {"raw.tif"})
+
+
+def test_five_phases_per_angle_with_frames_15(tmp_path: Path) -> None:
+    rng = np.random.default_rng(515)
+    specimen = render_specimen((2 * SIZE, 2 * SIZE), rng, filaments=SIZE // 6, puncta=SIZE,
+                               nuclei=0)
+    pattern = make_pattern(n_phases=5, start_angle_rad=0.5, phase_offsets_rad=(0.2, 1.9, 3.3),
+                           angle_error_rad=0.01, phase_error_rad=0.05, rng=rng)
+    data, again = (simulate_sim(specimen, pattern, peak_photons=PEAK_PHOTONS, rng=rng,
+                                **OPTICS) for _ in range(2))
+    assert data.raw.shape[0] == 15
+    src = write_imagej(tmp_path / "raw5.tif", np.concatenate([data.raw, again.raw]),
+                       interval=0.02)
+    out = tmp_path / "sim5.tif"
+    r = run(src, out, *OPTIC_FLAGS)  # read as 9-frame acquisitions: refused, with the hint
+    assert r.exit_code != 0 and "--frames 15" in r.stderr and not out.exists()
+    r = run(src, out, *OPTIC_FLAGS, "--frames", 15)
+    assert r.exit_code == 0, r.output
+    images, meta = read_image_meta(out)
+    assert images.shape == (2, 2 * SIZE, 2 * SIZE)
+    assert meta.frame_interval_s == pytest.approx(15 * 0.02)  # one SIM image per 15 frames
+    image = images[0]
+    truth = sim_ground_truth(specimen, k_fraction=pattern.k_fraction, **OPTICS)
+    wide = widefield_from_raw(data.raw, data.camera)
+    beyond = [band_correlation(x, truth, 1.1, 1.6) for x in (image, wide)]
+    assert beyond[0] > 0.7 and beyond[1] < 0.3  # the resolution gain of the 9-frame test
+    # the five-phase estimate: every angle's frequency within 0.05 % of the truth
+    from fluorofpga import app as facade
+
+    summary = facade.sim(src, tmp_path / "again.tif", frames=15, **{
+        "na": NA, "wavelength_nm": WAVELENGTH, "pixel_size_um": PIXEL_NM / 1e3})
+    truth_k = [p.k_cycles_per_px for p in pattern.angle_parameters(**OPTICS)]
+    for rows in summary["parameters"]:
+        assert np.allclose([row["k_cycles_per_px"] for row in rows], truth_k, rtol=5e-4)
+    assert summary["reconstructions"] == 2
+    bad = run(src, tmp_path / "x.tif", *OPTIC_FLAGS, "--frames", 10)
+    assert bad.exit_code != 0 and "3 angles × N phases" in bad.stderr
