@@ -104,45 +104,63 @@ def load() -> SimpleNamespace | None:
             if rw[i] >= adc_max:
                 o[i] = adc_max
 
-    def maps_decoder(has_ratio, to_uint16):
-        """The maps' pixel-out for one combination (constants, so each loop is straight)."""
+    def maps_decoder(has_ratio, to_uint16, direct):
+        """The maps' pixel-out for one combination (constants, so each loop is straight).
+
+        The codes are combined as the pixel-out kernel does (``c = clip(mul·q + zero − r,
+        0, ctop)``, or ``c = r`` for a direct code) and ``lut[c]`` read from a table that
+        stays in L1 (``2**code_bits`` entries): the pair table's entry for codes within
+        their widths (the caller checks the residual codes).
+        """
 
         @jit
-        def maps_decode_range(table, q, r, raw, uni, offset, ratio, offset0, shift, out_max,
-                              in_max, adc_max, out, start, stop):  # pragma: no cover
-            qs, rs, rw, us = q[start:stop], r[start:stop], raw[start:stop], uni[start:stop]
-            off, o = offset[start:stop], out[start:stop]
-            rt = ratio[start:stop] if has_ratio else ratio[:1]
-            top = table.size - 1
-            n_clip = 0
-            buf = np.empty(min(_BLOCK, o.size))
-            for b0 in range(0, o.size, _BLOCK):  # the gather, then straight arithmetic
-                m = min(_BLOCK, o.size - b0)
+        def maps_decode_range(lut, mul, zero, ctop, q, r, raw, uni, offset, ratio, offset0,
+                              out_max, in_max, adc_max, out, start,
+                              stop):  # pragma: no cover - compiled
+            q, r, raw, uni = q[start:stop], r[start:stop], raw[start:stop], uni[start:stop]
+            offset, out = offset[start:stop], out[start:stop]
+            ratio = ratio[start:stop] if has_ratio else ratio[:1]
+            n_clip = n_sat = n_pass = n_r0 = n_rtop = 0
+            cb = np.empty(_BLOCK, np.int64)
+            buf = np.empty(_BLOCK)
+            for b0 in range(0, out.size, _BLOCK):  # index, gather, then straight arithmetic
+                m = min(_BLOCK, out.size - b0)
+                qs, rs, rw, us = q[b0:b0 + m], r[b0:b0 + m], raw[b0:b0 + m], uni[b0:b0 + m]
+                off, o = offset[b0:b0 + m], out[b0:b0 + m]
+                rt = ratio[b0:b0 + m] if has_ratio else ratio[:1]
                 for k in range(m):
-                    i = b0 + k
-                    pair = (((np.int64(qs[i]) << shift) & 0xFFFF) | np.int64(rs[i])) & 0xFFFF
-                    buf[k] = table[min(pair, top)]
+                    if direct:
+                        cb[k] = min(np.int64(rs[k]), ctop)
+                    else:
+                        c = np.int64(qs[k]) * mul + zero - np.int64(rs[k])
+                        cb[k] = min(max(c, 0), ctop)
                 for k in range(m):
-                    i = b0 + k
+                    buf[k] = lut[cb[k]]
+                for k in range(m):
                     c = buf[k] - offset0  # (values - offset0) / ratio + offset
                     if has_ratio:
-                        c = c / rt[i]
-                    c = c + off[i]
-                    hit = (us[i] >= adc_max) | (qs[i] >= in_max)
-                    c = np.float64(rw[i]) if hit else c
+                        c = c / rt[k]
+                    c = c + off[k]
+                    sat = us[k] >= adc_max
+                    hit = sat | (qs[k] >= in_max)
+                    n_sat += sat
+                    n_pass += hit
+                    n_r0 += rs[k] == 0
+                    n_rtop += rs[k] == out_max
+                    c = np.float64(rw[k]) if hit else c
                     if to_uint16:
                         c = np.rint(c)
                         clipped = min(max(c, 0.0), 65535.0)
                         n_clip += clipped != c
                         c = clipped
-                    o[i] = c
-            n_sat, n_pass, n_r0, n_rtop = code_counts(qs, rs, us, out_max, in_max, adc_max)
+                    o[k] = c
             return np.array([n_sat, n_pass, n_r0, n_rtop, n_clip], np.int64)
 
         return maps_decode_range
 
-    maps_decode = {(has_ratio, to_uint16): maps_decoder(has_ratio, to_uint16)
-                   for has_ratio in (False, True) for to_uint16 in (False, True)}
+    maps_decode = {(has_ratio, to_uint16, direct): maps_decoder(has_ratio, to_uint16, direct)
+                   for has_ratio in (False, True) for to_uint16 in (False, True)
+                   for direct in (False, True)}
 
     @jit
     def activate(acc, lo, hi, base, table, out):  # pragma: no cover - compiled

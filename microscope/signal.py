@@ -134,6 +134,12 @@ def _encode_range(table: np.ndarray, adu: np.ndarray, out: np.ndarray, start: in
         np.take(table, idx, out=out[i:j], mode="clip")
 
 
+def _codes_fit(codes: np.ndarray, bits: int) -> bool:
+    """Whether every code is below ``2**bits`` (checked only when the dtype is wider)."""
+    return codes.dtype.itemsize * 8 <= bits or codes.size == 0 or int(codes.max()) < (
+        1 << bits)
+
+
 def _pair_index(q: np.ndarray, r: np.ndarray, shift: int, pair: np.ndarray,
                 idx: np.ndarray) -> None:
     """``idx = q << shift | r``: formed in uint16 (``in_bits + out_bits <= 16``), then
@@ -804,13 +810,17 @@ class PixelMaps:
         out = _out_array(out, arrays[0].shape, np.dtype(dtype))
         flat_out = out.reshape(-1)
         kernels = _pixkernels.kernels()
+        if kernels is not None and not _codes_fit(rf, spec.out_bits):
+            kernels = None  # residual codes wider than out_bits: the pair table's numpy loop
         if kernels is not None:
             ratio, has_ratio = self._kernel_ratio()
-            kernel = kernels.maps_decode[has_ratio, dtype == "uint16"]
+            direct = spec.kind == "gat-direct"
+            kernel = kernels.maps_decode[has_ratio, dtype == "uint16", direct]
+            mul, zero = (0, 0) if direct else (spec.ratio, spec.residual_zero)
             found = sum(_in_parts(lambda i, j: kernel(
-                table, qf, rf, raw, uni, self._flat_offset, ratio, self.offset0,
-                spec.out_bits, spec.out_max, spec.in_max, tables.adc_max, flat_out, i, j),
-                flat_out.size, threads))
+                tables.out_lut, mul, zero, (1 << spec.code_bits) - 1, qf, rf, raw, uni,
+                self._flat_offset, ratio, self.offset0, spec.out_max, spec.in_max,
+                tables.adc_max, flat_out, i, j), flat_out.size, threads))
             return self._counted(found, flat_out.size, counts, out)
 
         def part(start: int, stop: int) -> np.ndarray:

@@ -310,3 +310,47 @@ def test_compiled_and_numpy_table_lookups_agree_bit_for_bit(dtype, monkeypatch):
     assert np.array_equal(q1, q2)
     assert out1.dtype == out2.dtype and np.array_equal(out1.view(np.uint8), out2.view(np.uint8))
     assert c1 == c2 and c1["saturated"] and c1["above_range"] and c1["residual_at_limit"]
+
+
+@pytest.mark.parametrize("spec", [
+    SPEC,
+    SignalSpec.direct(),
+    SignalSpec(out_bits=6, residual_zero=32),  # uint16 residual codes wider than 6 bits
+], ids=["residual", "direct", "6-bit residual, codes beyond it"])
+@pytest.mark.parametrize("gain_map", [True, False], ids=["gain map", "offset map only"])
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_compiled_and_numpy_maps_decode_agree_bit_for_bit(spec, gain_map, dtype, monkeypatch):
+    """The maps' compiled pixel-out combines the codes and reads the small clean-code table;
+    the numpy loop reads the pair table: the same bits for every code, counts included."""
+    from fluorofpga.microscope import Calibration, CodeCounts, _pixkernels
+    from fluorofpga.microscope.signal import PixelMaps
+
+    if _pixkernels.kernels() is None:
+        pytest.skip("numba is not installed (or FLUOROFPGA_NUMPY_PIXELS is set)")
+    rng = np.random.default_rng(13)
+    shape = (97, 131)
+    cal = Calibration(offset_adu=rng.normal(100.0, 3.0, shape),
+                      read_noise_adu=np.full(shape, 1.2), gain_e_per_adu=0.5,
+                      gain_map_e_per_adu=rng.normal(0.5, 0.03, shape) if gain_map else None)
+    tables = SignalTables(spec, NoiseModel(a=2.0, b=400.0), 4095)
+    maps = PixelMaps(cal, 4095)
+    x = _hard_frame(shape, 4095, 9)
+    uniform = maps.to_uniform(x)
+    q = tables.encode(uniform)
+    wide = spec.out_bits < 8
+    r = rng.integers(0, 1 << (16 if wide else spec.out_bits), shape).astype(
+        np.uint16 if wide else np.uint8)
+    r[0, :9], r[1, :9] = 0, spec.out_max
+    results = []
+    for kernels in (_pixkernels.kernels(), None):
+        monkeypatch.setattr(_pixkernels, "KERNELS", kernels)
+        counts = CodeCounts()
+        out = maps.decode(tables, x, uniform, q, r, counts, dtype, threads=2)
+        results.append((out, counts.to_dict()))
+    (out1, c1), (out2, c2) = results
+    assert out1.dtype == out2.dtype and np.array_equal(out1.view(np.uint8), out2.view(np.uint8))
+    assert c1 == c2 and c1["saturated"] and c1["residual_at_limit"]
+    if spec.kind == "gat-residual":  # (the direct code's range reaches the ADC maximum)
+        assert c1["above_range"]
+        if dtype == "uint16":  # the read noise clips at 0
+            assert c1["clipped_output"] > 0
