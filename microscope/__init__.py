@@ -48,9 +48,9 @@ Structured illumination (``sim``, ``sim_recon``; wave vectors in cycles per came
     ``detect_frame_order`` -> ``FrameOrderCheck`` (raw frames are angle-major: frame =
     angle * n_phases + phase; a phase-major stack is reordered with a
     ``FrameOrderWarning``, other orders raise ``FrameOrderError``); ``WeakPatternWarning``
-    for angles barely above the noise; ``check_parameters(raw, params, ...)`` ->
-    ``ParameterCheck`` (drift of stored parameters on a new stack: ``.ok``, ``.reasons``,
-    ``.current``).
+    for angles barely above the noise, ``NoPatternError`` when no angle shows one;
+    ``check_parameters(raw, params, ...)`` -> ``ParameterCheck`` (drift of stored
+    parameters on a new stack: ``.ok``, ``.reasons``, ``.current``).
     ``SimParameters.save(path)`` / ``SimParameters.load(path)`` / ``load_sim_parameters``
     (versioned JSON with the optics, frame shape and layout; ``check_compatible`` raises
     ``SimParametersMismatch``, unreadable files ``SimParametersError``).
@@ -165,6 +165,7 @@ from .sim_params import (
     FrameOrderCheck,
     FrameOrderError,
     FrameOrderWarning,
+    NoPatternError,
     ParameterCheck,
     SimParameters,
     SimParametersError,
@@ -211,6 +212,7 @@ __all__ = [
     "measure_wiener_prior",
     "FrameOrderCheck",
     "FrameOrderError",
+    "NoPatternError",
     "FrameOrderWarning",
     "ParameterCheck",
     "SimParameters",

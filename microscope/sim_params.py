@@ -66,6 +66,12 @@ class FrameOrderError(ValueError):
         self.groups = groups
 
 
+class NoPatternError(ValueError):
+    """No angle of a raw stack shows an illumination pattern (widefield frames, frames
+    of another instrument, optics that put the pattern outside the searched range, or
+    far too little light): there is nothing to reconstruct from."""
+
+
 class FrameOrderWarning(UserWarning):
     """The raw frames were reordered, or their order could not be verified (see message)."""
 

@@ -106,6 +106,7 @@ from .sim_params import (
     FrameOrderCheck,
     FrameOrderError,
     FrameOrderWarning,
+    NoPatternError,
     ParameterCheck,
     SimParameters,
     WeakPatternWarning,
@@ -1113,11 +1114,32 @@ def _resolve_order(
     )
 
 
+def _angle_snr(r: _AngleResult) -> float:
+    """Median pattern SNR of an angle's frames."""
+    return float(np.median(np.abs(r.amplitudes))) / r.noise if r.noise > 0 else np.inf
+
+
+def _refuse_patternless(results: list[_AngleResult], k_fractions: tuple[float, float]) -> None:
+    """Raise :class:`NoPatternError` when no angle's frames show a pattern."""
+    snrs = [_angle_snr(r) for r in results]
+    if max(snrs) >= _WEAK_SNR:
+        return
+    lo, hi = k_fractions
+    raise NoPatternError(
+        "no illumination pattern found in any angle (median SNR per frame "
+        + ", ".join(f"{s:.1f}" for s in snrs) + f"; a usable pattern shows {_WEAK_SNR:g} or "
+        "more): these frames look like widefield images, not raw SIM frames. Check that "
+        "the file holds the raw phase frames (not a reconstruction or a widefield stack), "
+        f"that NA, wavelength and pixel size are right (the pattern is searched at {lo:g}–"
+        f"{hi:g}× the cut-off 2NA/λ), and the light level; for very dim data, parameters "
+        "estimated on a brighter acquisition of the same pattern (--params) still work")
+
+
 def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
     """Warn about (and note) angles whose frames barely show the pattern."""
     notes = []
     for a, r in enumerate(results):
-        snr = float(np.median(np.abs(r.amplitudes))) / r.noise if r.noise > 0 else np.inf
+        snr = _angle_snr(r)
         if snr < _WEAK_SNR:
             correlation = f", band correlation {r.fit.correlation:.2f}" if r.fit else ""
             note = (
@@ -1518,6 +1540,8 @@ def estimate_parameters(
         results, _reordered(spectra, n_angles, n_phases, order), n_phases, cutoff, weight_zone
     )
     _check_frames(results, n_angles, n_phases, order)
+    if guess is None:  # (with a guess the user vouches for the pattern: weak notes only)
+        _refuse_patternless(results, k_fraction_range)
     notes += _weak_angles(results)
     return _parameters(
         results, _Grid(shape, cutoff, 0.0, camera_rate=True).centre,

@@ -243,6 +243,20 @@ def test_a_scrambled_stack_is_refused(scene: dict, tmp_path: Path) -> None:
     only_output(tmp_path, {"raw.tif"})
 
 
+def test_widefield_frames_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9711)
+    specimen = render_specimen((2 * SIZE, 2 * SIZE), rng, filaments=SIZE // 6, puncta=SIZE,
+                               nuclei=0)
+    flat = simulate_sim(specimen, make_pattern(modulation=0.0), peak_photons=PEAK_PHOTONS,
+                        rng=rng, **OPTICS)
+    src = write_plain(tmp_path / "raw.tif", flat.raw)
+    r = run(src, tmp_path / "sim.tif", *OPTIC_FLAGS)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("error:") == 1 and "no illumination pattern found" in r.stderr
+    assert "widefield" in r.stderr and "NA, wavelength and pixel size" in r.stderr
+    only_output(tmp_path, {"raw.tif"})
+
+
 @pytest.mark.parametrize("case", ["ten_frames", "float", "single_frame", "z_stack",
                                   "channels", "existing_output"])
 def test_bad_input_gets_one_error_and_writes_nothing(case: str, scene: dict,

@@ -22,6 +22,7 @@ from fluorofpga.microscope.sim import (
 from fluorofpga.microscope.sim_params import (
     FrameOrderError,
     FrameOrderWarning,
+    NoPatternError,
     ParameterCheck,
     SimParameters,
     SimParametersError,
@@ -334,6 +335,26 @@ def test_estimation_is_robust_at_20_photons():
         assert np.abs(errors[:, 2]).max() < 0.6
         np.testing.assert_allclose(errors[:, 3], 0.9, atol=0.25)
         assert min(estimated.correlation) > 0.05  # a real fit, not noise
+
+
+@pytest.mark.parametrize("peak_photons", [20.0, 2000.0])
+def test_frames_without_a_pattern_are_refused_not_reconstructed(peak_photons):
+    """Widefield frames (modulation 0) given as SIM: the blind search finds only noise
+    peaks (at the edge of its range, band correlation ~0.1), so it refuses, at any light
+    level; with a guess the user vouches for the pattern and gets weak-pattern notes."""
+    rng = np.random.default_rng(9710)
+    pattern = make_pattern(start_angle_rad=0.4, modulation=0.0)
+    data = simulate_sim(cell_scene(128, seed=9710), pattern, peak_photons=peak_photons,
+                        background_photons=10, rng=rng, **OPTICS)
+    with pytest.raises(NoPatternError, match="no illumination pattern found in any angle"):
+        estimate_parameters(data.raw, camera=data.camera, **OPTICS)
+    with pytest.warns(WeakPatternWarning):
+        estimate_parameters(data.raw, camera=data.camera, guess=pattern.angle_parameters(**OPTICS),
+                            **OPTICS)
+    # the same scene with a pattern at the lowest light level is estimated (no refusal)
+    lit = simulate_sim(cell_scene(128, seed=9710), make_pattern(start_angle_rad=0.4),
+                       peak_photons=20.0, background_photons=10, rng=rng, **OPTICS)
+    estimate_parameters(lit.raw, camera=lit.camera, **OPTICS)
 
 
 @pytest.fixture(scope="module")
