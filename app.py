@@ -814,7 +814,7 @@ def denoise(
     backend: str = "emulate",
     calibration: str | Path | None = None,
     dtype: str = "uint16",
-    adc_max: int = 65535,
+    adc_max: int | None = None,
     overwrite: bool = False,
     axes: str | None = None,
     progress: Progress = _noop,
@@ -833,8 +833,9 @@ def denoise(
     The network sees the GAT code of every pixel: with ``calibration`` (a file from
     :func:`calibrate_camera`) its per-pixel maps are applied and its noise model used;
     without it the noise model is estimated from the frames themselves (the summary says
-    so). Pixels at ``adc_max`` or above the code range pass through unchanged; counts of
-    everything passed through or clipped are in the summary.
+    so). Pixels at ``adc_max`` (default: 255 for 8-bit files, 65535 otherwise; 4095 for
+    a 12-bit camera must be given) or above the code range pass through unchanged; counts
+    of everything passed through or clipped are in the summary.
 
     Bad input (missing/unreadable/truncated file, float or RGB data, unknown axes, a
     calibration for another sensor, frames too small to estimate the noise, an output
@@ -851,6 +852,7 @@ def denoise(
     check_output(out_path, overwrite, [in_path])
     bundle = _denoise_bundle(bundle_path)
     stack, meta = _read_input(in_path, axes)
+    adc_max = _adc_max_for(in_path, stack.dtype, adc_max)
     axes = meta.axes
     planes = stack.reshape(-1, *stack.shape[-2:])
     cal = None
@@ -879,7 +881,8 @@ def denoise(
             "backend": backend, "bundle": bundle.name, "out": str(out_path), "dtype": dtype,
             "calibration": str(calibration) if calibration else None,
             "noise": noise_info, "counts": counts, "metadata": meta.as_dict(),
-            "tables": {"max_adu_coded": bundle.tables(noise, adc_max).max_adu()}}
+            "tables": {"max_adu_coded": bundle.tables(noise, adc_max).max_adu(),
+                       "adc_max": adc_max}}
 
 
 def _frames_noise(cal: Any, calibration: str | Path | None, planes: np.ndarray,
@@ -908,6 +911,22 @@ def _check_16_bit(path: str | Path, stack: np.ndarray) -> None:
                 f"{path}: {stack.dtype} values up to {top}; raw counts of a camera's ADC fit "
                 "16 bits (0-65535), which is what the signal tables cover: binned, summed "
                 "or rescaled data have lost the camera's noise model")
+
+
+def _adc_max_for(source: str | Path, dtype: np.dtype, adc_max: int | None) -> int:
+    """The ADC saturation value for data of ``dtype``: ``adc_max`` when given (checked
+    against what the data can hold), else 255 for 8-bit data and 65535 otherwise."""
+    top = 255 if np.dtype(dtype).itemsize == 1 else 65535
+    if adc_max is None:
+        return top
+    if not 1 <= adc_max <= 65535:
+        raise ValueError(f"--adc-max must be in 1..65535 ADU, got {adc_max}")
+    if adc_max > top:
+        raise ValueError(
+            f"{source}: --adc-max {adc_max} but the data are {np.dtype(dtype)} (at most "
+            f"{top}): an 8-bit camera saturates at {top}, and with a larger value its "
+            "saturated pixels would be restored as if they were not; leave --adc-max out")
+    return int(adc_max)
 
 
 def _read_input(path: str | Path, axes: str | None = None) -> tuple[np.ndarray, Any]:
@@ -2079,7 +2098,7 @@ def stream(
     drop: str | None = None,
     calibration: str | Path | None = None,
     dtype: str | None = None,
-    adc_max: int = 65535,
+    adc_max: int | None = None,
     queue_size: int = 4,
     size: int = 512,
     seed: int = 0,
@@ -2122,7 +2141,8 @@ def stream(
             simulated camera's own model is used, or the noise is estimated from the
             first frames of a file.
         dtype, adc_max: output dtype (default uint16; SIM mode writes float32 and refuses
-            uint16) and ADC saturation, as for :func:`denoise`.
+            uint16) and ADC saturation, as for :func:`denoise` (default from the source's
+            pixel type: 255 for 8-bit frames, else 65535).
         queue_size: frames buffered between camera and accelerator.
         size, seed: frame side and seed of the simulated camera.
         cti: GenTL producer file of a GenICam camera (default ``$GENICAM_GENTL64_PATH``).
@@ -2196,6 +2216,8 @@ def stream(
     sink_kind = _check_sink(sink, overwrite, [in_path] if in_path else [])
     bundle = _denoise_bundle(bundle_path)
     frame_shape = (size, size) if kind == "sim" else getattr(src, "frame_shape", None)
+    # a file's (or camera's) pixel type bounds its ADC: 8-bit data saturate at 255
+    adc_max = _adc_max_for(source, getattr(src, "dtype", np.uint16), adc_max)
     cal = None
     if calibration is not None:
         cal = load_calibration(calibration)
@@ -2257,6 +2279,7 @@ def stream(
         "write_ms_mean": out.write_ms_mean,  # the sink's own write, on its thread
         "mpix_per_s": stats.fps * float(np.prod(frame_shape)) / 1e6 if frame_shape else None,
         "counts": counts,
+        "tables": {"max_adu_coded": process.tables.max_adu(), "adc_max": adc_max},
         "noise": noise_info,
         "metadata": meta.as_dict() if meta is not None else None,
     }

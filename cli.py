@@ -115,8 +115,9 @@ def denoise(
         "hot pixels, noise model); without it the noise model is estimated from the frames"),
     dtype: str = typer.Option("uint16", help="output: uint16 (rounded ADU) or float32 (ADU, "
                               "same offset and gain as the input, not rounded)"),
-    adc_max: int = typer.Option(65535, help="ADC saturation value, ADU (4095 for a 12-bit "
-                                "camera): pixels there pass through unchanged and are counted"),
+    adc_max: int | None = typer.Option(
+        None, help="ADC saturation value, ADU (default: 255 for 8-bit files, else 65535; "
+        "4095 for a 12-bit camera): pixels there pass through unchanged and are counted"),
     overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
     axes: str | None = typer.Option(None, help="axes of a file that does not name them, "
                                     "e.g. TYX, ZYX or CYX for a plain 3-D TIFF"),
@@ -136,9 +137,15 @@ def denoise(
     n = r["noise"]
     console.print(f"noise model: {n['from']} (gain {n['gain_e_per_adu']:.3g} e-/ADU, "
                   f"a={n['a']:.4g}, b={n['b']:.4g})")
+    _print_pixel_counts(r)
+
+
+def _print_pixel_counts(r: dict) -> None:
+    """What was passed through or clipped (``denoise``, ``stream``): nothing silently."""
     c = r["counts"]
-    console.print(f"pixels {c['pixels']}: saturated (passed through) {c['saturated']}, above "
-                  f"the code range ~{r['tables']['max_adu_coded']:.0f} ADU (passed through) "
+    console.print(f"pixels {c['pixels']}: saturated at {r['tables']['adc_max']} ADU (passed "
+                  f"through) {c['saturated']}, above the code range "
+                  f"~{r['tables']['max_adu_coded']:.0f} ADU (passed through) "
                   f"{c['above_range']}, network output at its limits {c['residual_at_limit']}, "
                   f"clipped to the output dtype {c['clipped_output']}")
 
@@ -477,7 +484,8 @@ def stream(
         "camera; a file's noise is otherwise estimated from its first frames)"),
     dtype: str | None = typer.Option(None, help="output: uint16 (default) | float32 (--sim: "
                                      "always float32)"),
-    adc_max: int = typer.Option(65535, help="ADC saturation value, ADU"),
+    adc_max: int | None = typer.Option(None, help="ADC saturation value, ADU (default: 255 "
+                                       "for 8-bit frames, else 65535)"),
     queue: int = typer.Option(4, min=1, help="frames buffered between camera and accelerator"),
     size: int = typer.Option(512, min=16, help="frame side of the simulated camera"),
     seed: int = typer.Option(0, help="seed of the simulated camera"),
@@ -567,6 +575,8 @@ def stream(
     ended = " (stopped early)" if r["stopped_early"] else ""
     console.print(f"wrote {r['frames_out']} frame(s) to {r['sink']}{ended}; noise model: "
                   f"{r['noise']['from']}")
+    if r.get("counts"):
+        _print_pixel_counts(r)
 
 
 def _print_sim_stream(r: dict) -> None:

@@ -338,7 +338,7 @@ def test_cli_denoise_float32_keeps_axes_metadata_and_counts_saturation(tmp_path)
                               "--dtype", "float32"])
     assert res.exit_code == 0, res.output
     assert "estimated from the frames" in res.output
-    assert "saturated (passed through) 4" in res.output
+    assert "saturated at 65535 ADU (passed through) 4" in res.output
     out, got = read_image_meta(tmp_path / "out.tif")
     assert out.dtype == np.float32 and out.shape == stack.shape
     assert got.axes == "ZYX" and got.pixel_size_x == pytest.approx(0.065)
@@ -350,6 +350,26 @@ def test_cli_denoise_float32_keeps_axes_metadata_and_counts_saturation(tmp_path)
     u16 = read_tiff(tmp_path / "u16.tif", ndim=(3,))
     assert np.array_equal(u16, np.clip(np.rint(out), 0, 65535).astype(np.uint16))
     assert r["counts"]["saturated"] == 4 and r["axes"] == "ZYX"
+
+
+def test_8_bit_camera_saturates_at_255_and_a_larger_adc_max_is_refused(tmp_path):
+    """An 8-bit file's ADC maximum is 255: pixels there pass through unchanged and are
+    counted (with 65535 they were restored as unsaturated, up to 263 ADU)."""
+    from fluorofpga.microscope import ImageMeta
+
+    rng = np.random.default_rng(3)
+    stack = np.minimum(rng.poisson(60, (2, 96, 100)) + 10, 255).astype(np.uint8)
+    stack[:, 40:50, 40:50] = 255  # a saturated cell
+    write_tiff(tmp_path / "in.tif", stack, meta=ImageMeta(axes="TYX"))
+    r = facade.denoise(tmp_path / "in.tif", tmp_path / "out.tif")
+    out = read_tiff(tmp_path / "out.tif", ndim=(3,))
+    assert r["tables"]["adc_max"] == 255
+    assert r["counts"]["saturated"] == np.count_nonzero(stack == 255) >= 200
+    assert np.array_equal(out[:, 40:50, 40:50], stack[:, 40:50, 40:50])
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "o.tif"),
+                              "--adc-max", "4095"])
+    assert res.exit_code != 0 and "at most 255" in res.output
+    assert not (tmp_path / "o.tif").exists()
 
 
 def test_cli_denoise_unnamed_axes_with_axes_option(tmp_path):

@@ -210,12 +210,29 @@ def test_cli_stream_summary_and_refusals(tmp_path):
     text = " ".join(result.output.split())
     assert "frames_out" in text and "dropped" in text and "latency_ms_p95" in text
     assert "wrote 2 frame(s)" in text
+    assert "saturated at 65535 ADU (passed through)" in text  # nothing passed silently
+    assert "clipped to the output dtype" in text
     again = run("stream", "--source", "sim", "--frames", "2", "--size", SIZE, "--sink",
                 tmp_path / "a.tif")
     assert again.exit_code == 2 and "--overwrite" in again.output
     bad = run("stream", "--sink", tmp_path / "b.tif", "--drop", "never")
     assert bad.exit_code == 2 and "drop-oldest" in bad.output
     assert listing(tmp_path) == ["a.tif"]
+
+
+def test_stream_of_an_8_bit_file_saturates_at_255(tmp_path):
+    """The source's pixel type bounds the ADC: 8-bit frames pass 255 through, counted."""
+    rng = np.random.default_rng(5)
+    frames = np.minimum(rng.poisson(50, (3, 64, 72)) + 10, 255).astype(np.uint8)
+    frames[:, 5:9, 5:9] = 255
+    write_tiff(tmp_path / "in.tif", frames, meta=ImageMeta(axes="TYX"))
+    r = facade.stream(str(tmp_path / "in.tif"), tmp_path / "out.tif")
+    assert r["tables"]["adc_max"] == 255 and r["counts"]["saturated"] == 3 * 16
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert np.array_equal(out[:, 5:9, 5:9], frames[:, 5:9, 5:9])
+    with pytest.raises(ValueError, match="at most 255"):
+        facade.stream(str(tmp_path / "in.tif"), tmp_path / "o2.tif", adc_max=4095)
+    assert not (tmp_path / "o2.tif").exists()
 
 
 def test_cli_receive_checks_before_listening(tmp_path):
