@@ -245,7 +245,10 @@ def _weighted_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[f
 
 
 def _default_saturation(stacks: Sequence[np.ndarray]) -> float:
-    """Full scale of the smallest standard ADC (12 or 16 bit) that holds the data."""
+    """Full scale of the smallest standard ADC (8 bit for 8-bit data, else 12 or 16 bit)
+    that holds the data."""
+    if stacks and all(np.asarray(s).dtype.itemsize == 1 for s in stacks):
+        return 255.0
     peak = max((float(np.max(s)) for s in stacks if s.size), default=0.0)
     return 4095.0 if peak <= 4095 else 65535.0
 
@@ -279,7 +282,8 @@ def photon_transfer(
         flat_stacks: one ``(T, Y, X)`` stack per illumination level (≥ 3 levels,
             ≥ 2 frames each), ADU, all with the same frame shape as ``offset_adu``.
         offset_adu: offset map from :func:`calibrate_dark`.
-        saturation_adu: clip level; default 4095 if every sample fits 12 bits, else 65535.
+        saturation_adu: clip level; default 255 for 8-bit data, else 4095 if every sample
+            fits 12 bits, else 65535.
         read_variance_adu2: the dark stack's temporal variance averaged over pixels (the
             mean square of :func:`calibrate_dark`'s read-noise map), if known.
 

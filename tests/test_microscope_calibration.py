@@ -182,6 +182,23 @@ def test_ptc_excludes_saturated_and_flickering_levels():
     assert ptc.gain_e_per_adu == pytest.approx(np.mean(sensor.gain_e_per_adu), rel=0.03)
 
 
+def test_8_bit_camera_saturates_at_255():
+    """8-bit frames: a level at the ADC's top (255) is flagged saturated and not fitted
+    (the default clip level was 4095 for any data that fits 12 bits)."""
+    levels = (20, 50, 100, 200, 400, 3000)
+    sensor, dark, flats = acquisition(6, levels=levels, bit_depth=12, offset_mean_adu=10.0,
+                                      gain_mean_e_per_adu=4.0, hot_pixel_fraction=0.0)
+    # an 8-bit ADC: the sensor's values clipped at 255
+    dark, *flats = (np.minimum(s, 255).astype(np.uint8) for s in (dark, *flats))
+    assert np.mean(flats[-1] == 255) > 0.5
+    offset, _ = calibrate_dark(dark)
+    ptc = photon_transfer(flats, offset)
+    assert ptc.saturation_adu == 255
+    assert ptc.saturated.tolist() == [False] * (len(levels) - 1) + [True]
+    assert not ptc.used[-1]
+    assert ptc.gain_e_per_adu == pytest.approx(np.mean(sensor.gain_e_per_adu), rel=0.05)
+
+
 def test_gain_map_when_enough_frames():
     sensor, dark, flats = acquisition(7, n_flat=100)
     cal = calibrate(dark, flats)
