@@ -1679,10 +1679,12 @@ def export_bioimageio(
     bundle_path: str | Path | None = None,
     calibration: str | Path | None = None,
     frames: str | Path | None = None,
-    adc_max: int = 65535,
+    adc_max: int | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Package a bundle's network as a bioimage.io model for one camera, and validate it.
+
+    ``adc_max`` defaults to the frames' pixel type (255 for 8-bit frames) or 65535.
 
     The model takes raw ADU and returns restored ADU, with the camera's GAT and its
     inverse inside (so it is specific to the camera whose noise model it carries): from
@@ -1702,9 +1704,11 @@ def export_bioimageio(
                          "--frames (raw frames of the camera, to estimate its noise)")
     bundle = _denoise_bundle(bundle_path)
     if calibration is not None:
+        adc_max = _adc_max_for(calibration, np.dtype(np.uint16), adc_max)
         noise = NoiseModel.from_calibration(load_calibration(calibration))
     else:
         stack, _ = _read_input(frames)
+        adc_max = _adc_max_for(frames, stack.dtype, adc_max)
         noise = estimate_noise(stack.reshape(-1, *stack.shape[-2:]), adc_max=adc_max).model
     path = export(bundle.path, out, noise, name=f"fluorofpga {bundle.name}", adc_max=adc_max,
                   overwrite=overwrite)

@@ -241,11 +241,18 @@ def train(
 
 
 @app.command()
-def verify(model: Path | None = typer.Argument(None, help=MODEL_HELP)) -> None:
+def verify(
+    model: Path | None = typer.Argument(None, help=MODEL_HELP),
+    model_option: Path | None = typer.Option(None, "--model", help="the same, as the other "
+                                             "commands take it"),
+) -> None:
     """Check that every stage of a bundle gives identical integers on the same input."""
     from fluorofpga import app as facade
     from fluorofpga.host import BundleError, load_bundle
 
+    if model is not None and model_option is not None and model != model_option:
+        _fail(f"two bundles given ({model} and --model {model_option}): give one")
+    model = model if model is not None else model_option
     try:
         bundle = load_bundle(model)  # missing, incomplete or damaged files are refused here
     except BundleError as e:
@@ -429,18 +436,26 @@ def sim_bundle(
 
 @app.command("export-bioimageio")
 def export_bioimageio(
-    out: Path = typer.Argument(..., help="bioimage.io package to write (.zip)"),
+    out: Path | None = typer.Argument(None, help="bioimage.io package to write (.zip)"),
+    out_option: Path | None = typer.Option(None, "--out", help="the same, as the other "
+                                           "commands take it"),
     model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
     calibration: Path | None = typer.Option(None, help="calibration of the camera the "
                                             "model will be used with"),
     frames: Path | None = typer.Option(None, help="raw frames of that camera (TIFF/OME-Zarr), "
                                        "to estimate its noise when there is no calibration"),
-    adc_max: int = typer.Option(65535, help="ADC saturation value, ADU"),
+    adc_max: int | None = typer.Option(None, help="ADC saturation value, ADU (default: 255 "
+                                       "for 8-bit frames, else 65535)"),
     overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
 ) -> None:
     """Export the network (with this camera's GAT inside) to the bioimage.io model format."""
     from fluorofpga import app as facade
 
+    if out is not None and out_option is not None and out != out_option:
+        _fail(f"two outputs given ({out} and --out {out_option}): give one")
+    out = out if out is not None else out_option
+    if out is None:
+        _fail("give the package to write: fluorofpga export-bioimageio OUT.zip (or --out)")
     try:
         r = facade.export_bioimageio(out, model, calibration, frames, adc_max, overwrite)
     except (ImportError, ValueError, RuntimeError) as e:

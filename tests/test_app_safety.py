@@ -294,6 +294,10 @@ def test_verify_of_a_missing_or_foreign_folder_is_one_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{truncated")
     result = run("verify", tmp_path)
     assert result.exit_code == 2 and "invalid JSON" in one_line(result)
+    result = run("verify", "--model", tmp_path)  # as the other commands take a bundle
+    assert result.exit_code == 2 and "invalid JSON" in one_line(result)
+    result = run("verify", tmp_path / "a", "--model", tmp_path / "b")
+    assert result.exit_code == 2 and "give one" in one_line(result)
 
 
 # ------------------------------------------------------ image outputs and inputs (denoise)

@@ -255,3 +255,8 @@ def test_cli_export_bioimageio_of_the_shipped_bundle(tmp_path):
     r = CliRunner().invoke(app, ["export-bioimageio", str(out), "--frames",
                                  str(tmp_path / "cam.tif")])
     assert r.exit_code == 2 and "overwrite" in r.output  # never replaced silently
+    r = CliRunner().invoke(app, ["export-bioimageio", "--out", str(out), "--frames",
+                                 str(tmp_path / "cam.tif")])  # --out, as other commands
+    assert r.exit_code == 2 and "overwrite" in r.output
+    r = CliRunner().invoke(app, ["export-bioimageio", "--frames", str(tmp_path / "cam.tif")])
+    assert r.exit_code == 2 and "OUT.zip" in r.output and not (tmp_path / "x").exists()
