@@ -1109,8 +1109,10 @@ def _resolve_order(
         return check.found, (note,)
     raise FrameOrderError(
         f"the raw frames fit neither angle-major nor phase-major order: {evidence}; "
-        f"reorder the stack to angle-major (frame = angle × {n_phases} + phase)",
-        found="unknown", groups=check.groups,
+        f"reorder the stack to angle-major (frame = angle × {n_phases} + phase); if it is "
+        "in that order already, its pattern is too weak to show it (a dim or small stack): "
+        "estimate the parameters on a brighter acquisition of the same pattern and reuse "
+        "them", found="unknown", groups=check.groups,
     )
 
 
