@@ -360,7 +360,24 @@ def _open_series(path: PathLike, tif: tifffile.TiffFile) -> tifffile.TiffPageSer
                 )
     if not tif.series:
         raise ImageFormatError(f"{name}: TIFF file holds no image")
+    images = [s for s in tif.series if not _is_reduced(s)]  # thumbnails are no images
+    if len(images) > 1:  # positions / wells / acquisitions: reading one would drop the rest
+        shapes = ", ".join(f"{tuple(s.shape)} {_normalise_axes(s.axes)}" for s in images[:6])
+        more = " ..." if len(images) > 6 else ""
+        raise ImageFormatError(
+            f"{name}: the file holds {len(images)} image series (e.g. stage positions): "
+            f"{shapes}{more}; fluorofpga reads one image per file, so none is read rather "
+            "than the first alone: save each series to its own file (Fiji: Bio-Formats "
+            "'open all series', then save each; or tifffile.TiffFile(...).series[i])")
     return tif.series[0]
+
+
+def _is_reduced(series: Any) -> bool:
+    """A thumbnail or reduced-resolution preview series (no image of its own)."""
+    try:
+        return bool(series.pages[0].is_reduced)
+    except (AttributeError, IndexError, TypeError):
+        return False
 
 
 def read_tiff(

@@ -73,6 +73,27 @@ def test_truncated_file_raises(tmp_path):
         axes_of(path)
 
 
+def test_a_file_of_several_image_series_is_refused_not_read_in_part(tmp_path):
+    """Stage positions saved as series of one OME-TIFF: reading the first would silently
+    drop the others. A reduced-resolution thumbnail is no image of its own."""
+    from fluorofpga.microscope import read_image_meta
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(100, 200, (2, 40, 48)).astype(np.uint16)
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(a, metadata={"axes": "TYX"})
+        w.write(a[:, :30], metadata={"axes": "TYX"})
+    for read in (read_tiff, read_image_meta, axes_of):
+        with pytest.raises(ImageFormatError, match=r"2 image series .*\(2, 40, 48\)"):
+            read(path)
+    thumb = tmp_path / "with_thumbnail.tif"
+    with tifffile.TiffWriter(thumb) as w:
+        w.write(a, photometric="minisblack", metadata={"axes": "TYX"})
+        w.write(a[0, ::4, ::4], subfiletype=1)  # FILETYPE_REDUCEDIMAGE
+    np.testing.assert_array_equal(read_image_meta(thumb)[0], a)
+
+
 @pytest.mark.parametrize("imagej", [True, False])
 def test_any_truncation_raises_or_returns_the_complete_image(tmp_path, imagej):
     # tifffile alone silently returns one frame of a half-file: check every cut point.
