@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps finn-plus==1.6.1
 	# ome-zarr (NGFF metadata of the streaming OME-Zarr sink) without its fsspec[s3] extra,
 	# whose aiobotocore conflicts with the pinned python-dateutil; its runtime needs are
-	# in the `zarr` extra
-	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps ome-zarr==0.18.0
+	# in the `zarr` extra, and rangehttpserver (pure Python), which its writer module imports
+	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps ome-zarr==0.18.0 rangehttpserver==1.4.0
 	# real fluorescence images for evaluation (microscope/realdata.py); --no-deps: only the
 	# image files are used, never the packages (stardist would pull tensorflow, spotiflow torch)
 	$(PIP) install --quiet -c $(CONSTRAINTS) --no-deps stardist==0.9.2 ndev-sampledata==0.0.3 \

@@ -224,6 +224,22 @@ def test_ome_zarr_round_trip_keeps_calibration_of_its_axes(tmp_path, axes):
     assert got == meta  # NGFF keeps the values and units exactly
 
 
+def test_ome_zarr_written_by_ome_zarr_py_is_read_at_full_resolution(tmp_path):
+    """A store from the reference library (ome-zarr-py ``write_image``: NGFF 0.5, a
+    five-level pyramid, its own dataset names, no units): level 0 with its axes."""
+    pytest.importorskip("zarr")
+    writer = pytest.importorskip("ome_zarr.writer")
+    import zarr
+
+    array = stack((2, 64, 80))
+    root = zarr.open_group(tmp_path / "ref.zarr", mode="w")
+    writer.write_image(array, root, axes="cyx")
+    assert len(root.attrs["ome"]["multiscales"][0]["datasets"]) > 1  # a pyramid
+    back, got = read_image_meta(tmp_path / "ref.zarr")
+    np.testing.assert_array_equal(back, array)
+    assert got.axes == "CYX"
+
+
 def test_image_meta_units_validation_and_helpers():
     meta = ImageMeta("TYX", 0.1, 0.1, "micron", None, 2.0, "min")
     assert meta.spatial_unit == "micrometer" and meta.time_unit == "minute"
