@@ -806,7 +806,6 @@ class PixelMaps:
             raise ValueError(f"frame, uniform, q and r must all be {self.offset.shape}, got "
                              f"{[a.shape for a in arrays]}")
         raw, uni, qf, rf = (_flat(a) for a in arrays[:2] + [_codes(a) for a in arrays[2:]])
-        table, _ = tables._pair_table(None)
         out = _out_array(out, arrays[0].shape, np.dtype(dtype))
         flat_out = out.reshape(-1)
         kernels = _pixkernels.kernels()
@@ -822,6 +821,7 @@ class PixelMaps:
                 self._flat_offset, ratio, self.offset0, spec.out_max, spec.in_max,
                 tables.adc_max, flat_out, i, j), flat_out.size, threads))
             return self._counted(found, flat_out.size, counts, out)
+        table, _ = tables._pair_table(None)  # the numpy loop's one lookup per pixel
 
         def part(start: int, stop: int) -> np.ndarray:
             size = min(_CHUNK, stop - start)
