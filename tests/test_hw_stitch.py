@@ -14,6 +14,7 @@ from fluorofpga.hw import HwBuildConfig, build
 from fluorofpga.hw.pixel_kernels import (
     PixelKernelParams,
     full_range_frame,
+    pixel_in_reference,
     pixel_in_table,
     pixel_out_table,
 )
@@ -176,3 +177,44 @@ def test_rtlsim_backend_drives_the_rtl_with_the_host_code(net):
     with pytest.raises(ValueError, match="network alone"):
         RtlsimAccelerator(generate_accelerator(stitch_graph(net["hw_model"]),
                                                net["dir"] / "with_kernels", net["params"]))
+
+
+def test_board_kernel_speaks_the_drivers_register_map_and_streams_bit_exact(net):
+    """The bitstream's kernel (fluorofpga_ctrl.sv around the network) driven as the PYNQ
+    driver drives it, at the driver's register offsets: identity registers, table
+    commits, TLAST per packet and per tile, tiles counted, idle, a soft reset in the middle
+    of a tile; every output pixel == the host's emulator, under random idle and
+    backpressure, on full-range and camera codes."""
+    from fluorofpga.host import pynq_backend as pb
+    from fluorofpga.host.emulate import run_hw_graph
+    from fluorofpga.hw.kernel import generate_kernel, simulate_kernel
+
+    kernel = generate_kernel(generate_accelerator(stitch_graph(net["hw_model"]),
+                                                  net["dir"] / "board", None,
+                                                  top="fluorofpga_net"))
+    assert (kernel.in_width, kernel.out_width) == (8, 8)
+    rng = np.random.default_rng(11)
+    full = rng.integers(0, 256, (2, TILE, TILE)).astype(np.uint8)
+    full[0, 0, :4] = [0, 255, 0, 255]
+    camera = pixel_in_reference(net["tables"], net["tiles"][-1], net["params"])[0]
+    codes = np.stack([*full, camera.astype(np.uint8)])
+    want = np.stack([run_hw_graph(net["graph"], c) for c in codes])
+    assert {0, 255} <= set(np.unique(codes)) and len(np.unique(want)) > 16
+    packet = 100  # bytes: not a divisor of the 256-pixel tile
+    run = simulate_kernel(kernel, codes, packet, idle_prob=0.2, backpressure_prob=0.4,
+                          seed=5, reset_after=TILE * TILE // 2 + 3)
+    np.testing.assert_array_equal(run.words, want)
+    assert run.packets == [100, 100, 56] * len(codes)
+    r = run.registers
+    assert r["reset.ID"] == pb.KERNEL_ID
+    assert r["reset.TILE"] == TILE << 16 | TILE
+    assert r["reset.BITS"] == 8 | 8 << 8 and r["reset.CHANNELS"] == 0x0101
+    assert r["reset.STATUS"] == pb.STATUS_IDLE and r["reset.UNDECODED"] == 0
+    assert r["in_table.STATUS"] == pb.STATUS_IDLE | pb.STATUS_IN_LUT
+    assert r["set.STATUS"] == pb.STATUS_IDLE | pb.STATUS_IN_LUT | pb.STATUS_OUT_LUT
+    assert r["set.PACKET_BYTES"] == packet and r["set.ID"] == pb.KERNEL_ID
+    assert not r["partial.STATUS"] & pb.STATUS_IDLE  # half a tile inside the kernel
+    # the soft reset dropped the half tile, kept the packet length and table flags
+    assert r["soft_reset.STATUS"] == r["set.STATUS"] and r["soft_reset.TILES_DONE"] == 0
+    assert r["soft_reset.PACKET_BYTES"] == packet
+    assert r["end.TILES_DONE"] == len(codes) and r["end.STATUS"] & pb.STATUS_IDLE

@@ -1,0 +1,197 @@
+"""The board kernel: the network behind the PYNQ driver's register map and DMA streams.
+
+What the bitstream holds between the AXI DMA and the PS (``fluorofpga_kernel``, generated
+from ``hw/templates/kernel.sv.j2``): ``hw/rtl/fluorofpga_ctrl.sv`` (the AXI4-Lite register
+file of :mod:`fluorofpga.host.pynq_backend`: ID, tile, bits, channels, packet length,
+tiles done, idle, soft reset, table commits) around the network-only stitched design of
+:func:`fluorofpga.hw.stitch.generate_accelerator` (codes in, codes out: the driver's code
+mode, the host applies the camera's tables). One pixel per stream beat, in the DMA's byte
+order: a pixel's values are packed as the driver packs them (one byte per code, two above
+8 bits; channel 0 in the least significant byte), so the stream must be a width the AXI DMA
+offers (8, 16, 32, ... bits) and equal to the network's word padded to bytes.
+
+:func:`simulate_kernel` runs it in Verilator through cocotb (``hw/cocotb_kernel.py``): the
+registers read and written at the driver's offsets over AXI4-Lite, tiles streamed with
+random idle and backpressure, output packets cut by TLAST, a soft reset in the middle of a
+tile.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .rtlsim import run_cocotb_job, verilator_build
+from .stitch import TEMPLATE_DIR, StitchedDesign, StitchError
+
+__all__ = ["KERNEL_TOP", "KernelDesign", "KernelRun", "generate_kernel", "simulate_kernel"]
+
+#: Module name of the board kernel (the block design's ``fluorofpga_0`` instance).
+KERNEL_TOP = "fluorofpga_kernel"
+CTRL_SOURCE = Path(__file__).parent / "rtl" / "fluorofpga_ctrl.sv"
+COCOTB_MODULE = "fluorofpga.hw.cocotb_kernel"
+JOB_ENV = "FLUOROFPGA_KERNEL_JOB"
+#: AXI stream widths the AXI DMA (PG021) offers for MM2S / S2MM, bits
+DMA_STREAM_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass
+class KernelDesign:
+    """A generated board kernel.
+
+    Attributes:
+        top: its module name.
+        net: the network-only stitched design inside it.
+        sources: every source file, the kernel's last.
+        in_width, out_width: ``s_axis`` / ``m_axis`` data widths (bits, one pixel a beat).
+    """
+
+    top: str
+    net: StitchedDesign
+    sources: list[Path]
+    in_width: int
+    out_width: int
+
+    @property
+    def out_pixel_bytes(self) -> int:
+        """Bytes of one output pixel on the stream (the driver's packet unit)."""
+        return self.out_width // 8
+
+
+def _dma_width(end: str, word_bits: int, value_bits: int, channels: int) -> int:
+    """The DMA stream width carrying one pixel as the driver packs it, or StitchError."""
+    lane = 8 if value_bits <= 8 else 16
+    width = lane * channels
+    if channels > 1 and value_bits != lane:
+        raise StitchError(f"network {end}: {channels} values of {value_bits} bits per pixel; "
+                          f"the driver packs {lane}-bit lanes and the board kernel has no "
+                          "converter between them")
+    if width not in DMA_STREAM_WIDTHS:
+        raise StitchError(f"network {end}: a pixel is {width} bits on the DMA "
+                          f"({channels} x {lane}); the AXI DMA streams {DMA_STREAM_WIDTHS} "
+                          "bits and the board kernel has no width converter yet")
+    if word_bits > width:
+        raise StitchError(f"network {end}: {word_bits}-bit words do not fit the {width}-bit "
+                          "DMA stream")
+    return width
+
+
+def generate_kernel(net: StitchedDesign, top: str = KERNEL_TOP) -> KernelDesign:
+    """Write the board kernel around a network-only stitched design (into its folder).
+
+    Args:
+        net: from ``generate_accelerator(..., params=None)`` (no pixel kernels, no
+            ``sim_demod``: the driver streams codes), one stream word per pixel.
+        top: module name.
+
+    Raises:
+        StitchError: a design with pixel kernels or demodulation, several beats per pixel,
+            or a pixel whose packing is not an AXI DMA stream width.
+    """
+    import jinja2
+
+    if net.params is not None or net.demod:
+        raise StitchError("the board kernel wraps a network-only design (the driver streams "
+                          "codes); generate_accelerator(..., params=None, demod=False)")
+    if net.in_beats != 1 or net.out_beats != 1:
+        raise StitchError(f"the board kernel streams one word per pixel; the network folds "
+                          f"its input / output into {net.in_beats} / {net.out_beats} beats")
+    in_w = _dma_width("input", net.in_bits, net.in_value_bits, net.in_channels)
+    out_w = _dma_width("output", net.out_bits, net.out_value_bits, net.out_channels)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    th, tw = net.tile_shape
+    path = net.out_dir / f"{top}.sv"
+    path.write_text(env.get_template("kernel.sv.j2").render(
+        top=top, net=net.top, tile_h=th, tile_w=tw,
+        in_bits=net.in_value_bits, out_bits=net.out_value_bits,
+        in_channels=net.in_channels, out_channels=net.out_channels,
+        in_w=in_w, out_w=out_w, net_in_bits=net.in_bits, net_out_bits=net.out_bits))
+    ctrl = net.out_dir / CTRL_SOURCE.name
+    shutil.copy(CTRL_SOURCE, ctrl)
+    return KernelDesign(top=top, net=net, sources=[*net.sources, ctrl, path],
+                        in_width=in_w, out_width=out_w)
+
+
+@dataclass
+class KernelRun:
+    """One simulation of the board kernel.
+
+    Attributes:
+        words: output pixels per tile (n, h, w) as stream words.
+        packets: length in beats of every output packet (TLAST to TLAST), in order.
+        registers: register name -> value read at the points the job names
+            (``<point>.<REG>``, e.g. ``"reset.ID"``, ``"end.TILES_DONE"``).
+        log: the simulator's log.
+    """
+
+    words: np.ndarray
+    packets: list[int]
+    registers: dict[str, int]
+    log: Path
+
+
+def simulate_kernel(
+    kernel: KernelDesign,
+    tiles: np.ndarray,
+    packet_bytes: int,
+    *,
+    run_name: str = "kernel_run",
+    idle_prob: float = 0.0,
+    backpressure_prob: float = 0.0,
+    seed: int = 0,
+    reset_after: int | None = None,
+    max_cycles: int | None = None,
+) -> KernelRun:
+    """Drive the board kernel as the PYNQ driver does, in Verilator.
+
+    The register offsets and values come from :mod:`fluorofpga.host.pynq_backend`. After
+    reset the identity registers are read; both table windows get a word and their count
+    registers a write; ``REG_PACKET_BYTES`` is set to ``packet_bytes``; with
+    ``reset_after``, that many pixels of an extra first tile go in, then ``REG_CTRL`` soft-
+    resets the kernel (its output is discarded); then ``tiles`` (codes, one stream word per
+    pixel) stream through with random idle / backpressure.
+
+    Raises:
+        RuntimeError: the simulation failed (its log is named).
+    """
+    from fluorofpga.host import pynq_backend as pb
+
+    net = kernel.net
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 3 or tiles.shape[1:] != net.tile_shape or tiles.dtype.kind != "u":
+        raise ValueError(f"tiles must be unsigned (n, {net.tile_shape[0]}, "
+                         f"{net.tile_shape[1]}) stream words, got {tiles.dtype} {tiles.shape}")
+    build_dir = verilator_build(kernel.sources, kernel.top, net.out_dir / "build_kernel",
+                                ("-Wno-WIDTH", "-Wno-PINMISSING"))
+    run_dir = net.out_dir / run_name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    for f in net.data_files:
+        shutil.copy(f, run_dir / f.name)
+    n, (h, w) = len(tiles), net.tile_shape
+    regs = {name[4:]: int(getattr(pb, name)) for name in dir(pb) if name.startswith("REG_")}
+    job = {
+        "tiles": [[int(v) for v in t.ravel()] for t in tiles],
+        "pixels_per_tile": h * w,
+        "registers": regs,
+        "ctrl_soft_reset": pb.CTRL_SOFT_RESET,
+        "packet_bytes": int(packet_bytes),
+        "idle_prob": idle_prob,
+        "backpressure_prob": backpressure_prob,
+        "reset_after": reset_after,
+        "max_cycles": max_cycles or 20 * (n + 2) * (net.estimated_cycles + h * w) + 20000,
+        "result": str(run_dir / "result.json"),
+    }
+    res = run_cocotb_job(COCOTB_MODULE, kernel.top, build_dir, run_dir, JOB_ENV, job, seed,
+                         "board kernel simulation")
+    dtype = np.uint8 if kernel.out_width <= 8 else np.uint16 if kernel.out_width <= 16 \
+        else np.uint32 if kernel.out_width <= 32 else np.uint64
+    words = np.array(res["words"], dtype=np.uint64).astype(dtype).reshape(n, h, w)
+    return KernelRun(words=words, packets=[int(p) for p in res["packets"]],
+                     registers={k: int(v) for k, v in res["registers"].items()},
+                     log=run_dir / "sim.log")
