@@ -28,6 +28,10 @@ class Board:
         axi_hp_width_bits: width of the AXI HP port used by the DMA, bits.
         dma_max_burst_bytes: largest DMA burst, bytes.
         pynq_image: PYNQ image version the board runs.
+        vivado_board_part: Vivado board part of the block design's PS preset (FINN's
+            ``custom_zynq_shell_template`` strings).
+        ps: processing system of the block design: ``zynq_us`` (UltraScale+) or
+            ``zynq_7000``.
     """
 
     name: str
@@ -39,6 +43,8 @@ class Board:
     axi_hp_width_bits: int = 64
     dma_max_burst_bytes: int = 4096
     pynq_image: str = ""
+    vivado_board_part: str = ""
+    ps: str = "zynq_us"
 
     @property
     def clock_period_ns(self) -> float:

@@ -2,7 +2,9 @@
 
 The overlay is the bundle's bitstream (``files["bitstream"]``, its ``.hwh`` beside it) with
 an AXI DMA (:data:`DMA_NAME`, simple register mode) in front of our kernel
-(:data:`KERNEL_NAME`): MM2S streams input codes into the kernel, S2MM brings the output
+(:data:`KERNEL_NAME`; its RTL is ``hw/rtl/fluorofpga_ctrl.sv`` around the network, and
+``fluorofpga compile`` writes the Vivado script of this block design): MM2S streams input
+codes into the kernel, S2MM brings the output
 codes back (the denoiser's residual codes, a SIM bundle's sub-pixel codes). ``pynq`` is
 imported lazily, so importing :mod:`fluorofpga.host` never needs it.
 

@@ -34,6 +34,13 @@ SIM demodulation kernel (``fluorofpga.hw.demod_kernel``, ``hw/rtl/sim_demod.sv``
                                     its register and pixel words and cocotb runs, with
                                     microscope.sim_linear.demodulate_int as the reference;
     compile.demod_resources         its resources in ``fluorofpga compile`` reports
+Board kernel (``fluorofpga.hw.kernel``, ``hw/rtl/fluorofpga_ctrl.sv``):
+    generate_kernel, simulate_kernel, REGISTERS
+                                    what the bitstream holds between the AXI DMA and the PS:
+                                    the network behind the AXI4-Lite register map the
+                                    ``pynq`` backend drives (equal by test), simulated as the
+                                    driver drives it; ``fluorofpga compile`` writes it with
+                                    ``block_design.tcl`` into its Vivado folder
 Transformations (``fluorofpga.hw.transforms``): IntegerInput, RemoveIdentityThresholds,
 IntegerOutput, SingleChannelTransposeToReshape, Unspecialize.
 The Vivado-less workarounds for finn-plus live only in ``fluorofpga.hw.finn_compat``.

@@ -48,7 +48,7 @@ async def drive_like_the_driver(dut: Any) -> None:
     src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.ap_clk, dut.ap_rst_n,
                           reset_active_level=False, byte_lanes=1)  # one word a pixel
     sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.ap_clk, dut.ap_rst_n,
-                         reset_active_level=False, byte_lanes=1)
+                         reset_active_level=False)  # drives tready; beats: monitor()
     for s in (axil.write_if, axil.read_if, src, sink):
         s.log.setLevel(logging.WARNING)
     seen: dict[str, int] = {}
@@ -95,6 +95,8 @@ async def drive_like_the_driver(dut: Any) -> None:
         while True:
             await RisingEdge(dut.ap_clk)
             if int(dut.m_axis_tvalid.value) and int(dut.m_axis_tready.value):
+                keep = int(dut.m_axis_tkeep.value)
+                assert keep == (1 << len(dut.m_axis_tkeep)) - 1, f"TKEEP {keep:#x}: a partial pixel"
                 beats.append((int(dut.m_axis_tdata.value), int(dut.m_axis_tlast.value)))
 
     cocotb.start_soon(monitor())

@@ -320,26 +320,73 @@ def compile_for_camera(
     return CompileResult(report=report, out_dir=out, vivado_dir=vivado)
 
 
+#: base name of the built bitstream and its .hwh (``vivado/output/``)
+BITSTREAM_NAME = "fluorofpga"
+#: module names in the Vivado folder's board design
+NET_TOP = "fluorofpga_net"
+
+
 def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelParams | None,
                    b: Board, demod: bool = False) -> Path:
-    """The self-contained folder a user copies to a machine with Vivado."""
+    """The self-contained folder a user copies to a machine with Vivado.
+
+    ``rtl/`` is the board design (the network behind the driver's register map,
+    :func:`~.kernel.generate_kernel`) that ``block_design.tcl`` builds; a design with
+    pixel kernels or the SIM demodulation is also written whole to ``rtl_full/`` (verified
+    in simulation, not in this bitstream). A bundle whose pixels are no AXI DMA stream width
+    (the SIM bundles) gets no board kernel: the script says why and builds nothing.
+    """
     import jinja2
+
+    from .kernel import KERNEL_TOP, generate_kernel
+    from .stitch import StitchError
 
     if folder.exists():
         shutil.rmtree(folder)
-    design = generate_accelerator(stitched, folder / "rtl", params, fpgapart=b.fpga_part,
-                                  clk_ns=b.clock_period_ns, demod=demod)
+    net = generate_accelerator(stitched, folder / "rtl", None, fpgapart=b.fpga_part,
+                               clk_ns=b.clock_period_ns, top=NET_TOP)
+    try:
+        kernel = generate_kernel(net)
+        note = ""
+    except StitchError as err:
+        kernel, note = None, str(err)
+    full = ""
+    if params is not None or demod:
+        generate_accelerator(stitched, folder / "rtl_full", params, fpgapart=b.fpga_part,
+                             clk_ns=b.clock_period_ns, demod=demod)
+        full = "pixel-in, network, pixel-out" if params is not None else \
+            "sim_demod in front of the network"
     shutil.copytree(_finn_rtllib(), folder / "finn-rtllib")
     apply_patches(folder)  # the whole finn-rtllib copy, patched, for FINN's IP generation
     shutil.copytree(PATCH_DIR, folder / "patches")
-    shutil.copy(design.graph, folder / "stitched.onnx")
+    shutil.copy(net.graph, folder / "stitched.onnx")
     shutil.copy(res.out_dir / "build_config.json", folder / "build_config.json")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     (folder / "build_bitstream.py").write_text(env.get_template("build_bitstream.py.j2").render(
-        board=b.finn_board, fpga_part=b.fpga_part, clk_ns=b.clock_period_ns,
-        top=design.top))
+        board=b.finn_board, board_name=b.name, fpga_part=b.fpga_part, clk_ns=b.clock_period_ns,
+        name=BITSTREAM_NAME, net_top=NET_TOP, kernel_top=KERNEL_TOP if kernel else "",
+        kernel_note=note, full_design=full))
+    if kernel is not None:
+        shutil.copy(TEMPLATE_DIR / "VIVADO_NOTES.md", folder / "NOTES.md")
+        (folder / "block_design.tcl").write_text(env.get_template("block_design.tcl.j2").render(
+            **block_design_vars(b, kernel, folder)))
     return folder
+
+
+def block_design_vars(b: Board, kernel: Any, folder: Path) -> dict[str, Any]:
+    """The variables of ``block_design.tcl.j2`` for ``kernel`` (a
+    :class:`~.kernel.KernelDesign` generated inside ``folder``) on board ``b``."""
+    from .kernel import DMA_INSTANCE, KERNEL_INSTANCE, KERNEL_RANGE
+
+    if not b.vivado_board_part:
+        raise CompileError(f"board {b.name}: its JSON names no vivado_board_part")
+    return {"name": BITSTREAM_NAME, "fpga_part": b.fpga_part,
+            "board_part": b.vivado_board_part, "ps": b.ps, "clock_mhz": b.clock_mhz,
+            "mm_width": b.axi_hp_width_bits, "in_stream_bits": kernel.in_width,
+            "out_stream_bits": kernel.out_width, "top": kernel.top, "dma_name": DMA_INSTANCE,
+            "kernel_name": KERNEL_INSTANCE, "kernel_range": f"0x{KERNEL_RANGE:X}",
+            "sources": [s.relative_to(folder.absolute()).as_posix() for s in kernel.sources]}
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -27,10 +27,27 @@ import numpy as np
 from .rtlsim import run_cocotb_job, verilator_build
 from .stitch import TEMPLATE_DIR, StitchedDesign, StitchError
 
-__all__ = ["KERNEL_TOP", "KernelDesign", "KernelRun", "generate_kernel", "simulate_kernel"]
+__all__ = ["DMA_INSTANCE", "KERNEL_ID", "KERNEL_INSTANCE", "KERNEL_RANGE", "KERNEL_TOP",
+           "REGISTERS", "KernelDesign", "KernelRun", "generate_kernel", "simulate_kernel"]
 
 #: Module name of the board kernel (the block design's ``fluorofpga_0`` instance).
 KERNEL_TOP = "fluorofpga_kernel"
+#: The kernel's register map, byte offsets on ``s_axi_control`` as ``fluorofpga_ctrl.sv``
+#: decodes them; ``fluorofpga.host.pynq_backend`` drives the same (``REG_<name>``; a test
+#: ties the two, so the driver and the RTL cannot drift apart).
+REGISTERS = {"CTRL": 0x000, "STATUS": 0x004, "ID": 0x008, "TILE": 0x00C, "BITS": 0x010,
+             "PACKET_BYTES": 0x014, "TILES_DONE": 0x018, "IN_LUT_COUNT": 0x01C,
+             "OUT_LUT_COUNT": 0x020, "CHANNELS": 0x024, "IN_LUT": 0x40000,
+             "OUT_LUT": 0x80000}
+#: ``REG_ID``'s value ("FLF1")
+KERNEL_ID = 0x464C4631
+#: ``REG_CTRL`` bit 0: soft reset
+CTRL_SOFT_RESET = 0x1
+#: the kernel's address range in the block design (1 MiB: the table windows)
+KERNEL_RANGE = 0x100000
+#: instance names in the block design (the .hwh the driver reads)
+DMA_INSTANCE = "axi_dma_0"
+KERNEL_INSTANCE = "fluorofpga_0"
 CTRL_SOURCE = Path(__file__).parent / "rtl" / "fluorofpga_ctrl.sv"
 COCOTB_MODULE = "fluorofpga.hw.cocotb_kernel"
 JOB_ENV = "FLUOROFPGA_KERNEL_JOB"
@@ -97,8 +114,11 @@ def generate_kernel(net: StitchedDesign, top: str = KERNEL_TOP) -> KernelDesign:
         raise StitchError("the board kernel wraps a network-only design (the driver streams "
                           "codes); generate_accelerator(..., params=None, demod=False)")
     if net.in_beats != 1 or net.out_beats != 1:
-        raise StitchError(f"the board kernel streams one word per pixel; the network folds "
-                          f"its input / output into {net.in_beats} / {net.out_beats} beats")
+        raise StitchError(f"the board kernel streams one whole pixel a beat; this network "
+                          f"takes its {net.in_channels} input values in {net.in_beats} beats "
+                          f"and gives its {net.out_channels} output values in "
+                          f"{net.out_beats}: it needs a width converter the board kernel "
+                          "does not have yet")
     in_w = _dma_width("input", net.in_bits, net.in_value_bits, net.in_channels)
     out_w = _dma_width("output", net.out_bits, net.out_value_bits, net.out_channels)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
@@ -148,7 +168,7 @@ def simulate_kernel(
 ) -> KernelRun:
     """Drive the board kernel as the PYNQ driver does, in Verilator.
 
-    The register offsets and values come from :mod:`fluorofpga.host.pynq_backend`. After
+    The register offsets are :data:`REGISTERS` (the driver's, by test). After
     reset the identity registers are read; both table windows get a word and their count
     registers a write; ``REG_PACKET_BYTES`` is set to ``packet_bytes``; with
     ``reset_after``, that many pixels of an extra first tile go in, then ``REG_CTRL`` soft-
@@ -158,8 +178,6 @@ def simulate_kernel(
     Raises:
         RuntimeError: the simulation failed (its log is named).
     """
-    from fluorofpga.host import pynq_backend as pb
-
     net = kernel.net
     tiles = np.asarray(tiles)
     if tiles.ndim != 3 or tiles.shape[1:] != net.tile_shape or tiles.dtype.kind != "u":
@@ -174,12 +192,11 @@ def simulate_kernel(
     for f in net.data_files:
         shutil.copy(f, run_dir / f.name)
     n, (h, w) = len(tiles), net.tile_shape
-    regs = {name[4:]: int(getattr(pb, name)) for name in dir(pb) if name.startswith("REG_")}
     job = {
         "tiles": [[int(v) for v in t.ravel()] for t in tiles],
         "pixels_per_tile": h * w,
-        "registers": regs,
-        "ctrl_soft_reset": pb.CTRL_SOFT_RESET,
+        "registers": REGISTERS,
+        "ctrl_soft_reset": CTRL_SOFT_RESET,
         "packet_bytes": int(packet_bytes),
         "idle_prob": idle_prob,
         "backpressure_prob": backpressure_prob,

@@ -2,8 +2,11 @@
 report's arithmetic, the Vivado build folder, and argument checks before any work."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -53,10 +56,41 @@ def test_reachable_target_is_met_within_the_budget(small_qonnx, tmp_path):
     viv = r.vivado_dir
     assert "INIT_ABITS_LO" in (viv / "finn-rtllib/fifo/hdl/fifo.sv").read_text()
     assert "CORE_PIPELINE_DEPTH + 2" in (viv / "finn-rtllib/mvu/mvu_vvu_axi.sv").read_text()
-    assert (viv / "rtl" / "fluorofpga_accel.sv").is_file() and (viv / "stitched.onnx").is_file()
+    assert (viv / "rtl_full" / "fluorofpga_accel.sv").is_file()  # with the pixel kernels
+    assert (viv / "stitched.onnx").is_file()
+    # the board design: the network behind the driver's registers, in the block design the
+    # pynq backend opens (its instance names), built from exactly the simulated sources
+    from fluorofpga.host import pynq_backend as pb
+
+    kernel = (viv / "rtl" / "fluorofpga_kernel.sv").read_text()
+    assert "fluorofpga_ctrl #(" in kernel and "fluorofpga_net u_net" in kernel
+    tcl = (viv / "block_design.tcl").read_text()
+    assert f'set dma_name     "{pb.DMA_NAME}"' in tcl
+    assert f'set kernel_name  "{pb.KERNEL_NAME}"' in tcl
+    assert f"set kernel_range 0x{pb.KERNEL_RANGE:X}" in tcl
+    assert 'set board_part   "xilinx.com:kv260_som:part0:1.3"' in tcl
+    assert "set in_bits      8" in tcl and "set out_bits     8" in tcl
+    sources = re.search(r"foreach s \[list (.*)\] \{", tcl).group(1).split()
+    sources = [s.strip('"') for s in sources]
+    assert sources[-1] == "rtl/fluorofpga_kernel.sv" and "rtl/fluorofpga_ctrl.sv" in sources
+    assert all((viv / s).is_file() for s in sources)
+    assert "{{" not in tcl and "{%" not in tcl
     run = subprocess.run([sys.executable, str(viv / "build_bitstream.py")],
                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert run.returncode == 2 and "Vivado was not found" in run.stderr
+    # with a `vivado` that only records its arguments (no Vivado here), the script runs the
+    # block design from its folder and reports the missing bitstream as a failure
+    fake = tmp_path / "bin" / "vivado"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$PWD $*\" > {tmp_path}/args\nexit 0\n")
+    fake.chmod(0o755)
+    run = subprocess.run([sys.executable, str(viv / "build_bitstream.py"), "--jobs", "3"],
+                         capture_output=True, text=True,
+                         env={"PATH": f"{fake.parent}:/usr/bin:/bin"})
+    assert run.returncode == 1 and "Vivado failed" in run.stderr, run.stderr
+    args = (tmp_path / "args").read_text().split()
+    assert args[0] == str(viv) and args[1:4] == ["-mode", "batch", "-source"]
+    assert args[4] == "block_design.tcl" and args[-2:] == ["-tclargs", "3"]
 
 
 @pytest.mark.slow
@@ -100,3 +134,58 @@ def test_a_folder_that_is_not_a_compile_is_never_replaced(tmp_path):
 def test_signal_spec_matches_the_kernels():
     p = PixelKernelParams.from_spec(SignalSpec())
     assert p.code_bits == 8 and p.out_bits == 8
+
+
+STUBS = Path(__file__).parent / "data" / "vivado_stubs.tcl"
+
+
+def _stubbed_vivado(viv: Path, slack: float) -> subprocess.CompletedProcess:
+    """Run block_design.tcl in tclsh with every Vivado command a logging stub (no Vivado
+    here): what runs for real is the script's own Tcl (copies, path rewriting, checks)."""
+    part = re.search(r'set fpga_part\s+"([^"]+)"', (viv / "block_design.tcl").read_text())
+    drv = viv / "stubbed.tcl"
+    drv.write_text(f"set ::test_slack {slack}\nset ::fpga_part {part.group(1)}\n"
+                   f"source {STUBS}\nset argv {{2}}\nset argc 1\nsource block_design.tcl\n")
+    return subprocess.run(["tclsh", str(drv)], cwd=viv, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed (apt tcl)")
+def test_vivado_script_repoints_every_memory_file_and_refuses_bad_timing(small_qonnx,
+                                                                         tmp_path):
+    """The Tcl of block_design.tcl (Vivado stubbed): every $readmemh path of the copied RTL
+    becomes an existing absolute file (relative and stale absolute paths would give zeroed
+    weights in a real build), the kernel goes in as fluorofpga_0 and the DMA as the driver
+    expects, outputs land under the names PYNQ loads; negative slack or a missing
+    threshold file fail with a message and no loadable bitstream."""
+    qonnx, cfg = small_qonnx
+    viv = compile_for_camera(qonnx, tmp_path / "c", board="kv260", fps=30, frame=(256, 256),
+                             tile=TILE, halo=cfg.halo, signal=cfg.signal).vivado_dir
+    moved = tmp_path / "copied"  # the folder copied to another machine: stale paths inside
+    shutil.move(viv, moved)
+    run = _stubbed_vivado(moved, 0.25)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (moved / "output" / "fluorofpga.bit").is_file()
+    assert (moved / "output" / "fluorofpga.hwh").is_file()
+    calls = (moved / "calls.log").read_text()
+    assert "create_bd_cell -type module -reference fluorofpga_accel fluorofpga_0" in calls
+    assert "CONFIG.c_include_sg 0" in calls and "CONFIG.c_m_axis_mm2s_tdata_width 8" in calls
+    paths = []
+    for f in (moved / "vivado_rtl" / "layers").rglob("*.v"):
+        paths += re.findall(r'(?:THRESHOLDS_PATH|INIT_FILE)\s*=\s*"([^"]*)"', f.read_text())
+    assert len(paths) >= 4
+    for p in paths:
+        assert Path(p).is_absolute() and str(p).startswith(str(moved)), p
+        assert Path(p).is_file() or list(Path(p).parent.glob(Path(p).name + "threshs_*.dat"))
+    assert '"./' in next((moved / "rtl" / "layers").rglob("Thresholding_rtl_0.v")).read_text()
+
+    shutil.rmtree(moved / "output")
+    run = _stubbed_vivado(moved, -0.05)
+    assert run.returncode == 1 and "timing not met" in run.stdout
+    assert not (moved / "output" / "fluorofpga.bit").exists()
+    assert (moved / "output" / "fluorofpga.timing_failed.bit").is_file()
+
+    for dat in (moved / "rtl" / "layers" / "Thresholding_rtl_0").glob("*.dat"):
+        dat.unlink()
+    run = _stubbed_vivado(moved, 0.25)
+    assert run.returncode == 1 and "threshs_*.dat" in run.stdout

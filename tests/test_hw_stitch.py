@@ -205,6 +205,13 @@ def test_board_kernel_speaks_the_drivers_register_map_and_streams_bit_exact(net)
                           seed=5, reset_after=TILE * TILE // 2 + 3)
     np.testing.assert_array_equal(run.words, want)
     assert run.packets == [100, 100, 56] * len(codes)
+    # the register map simulated is the driver's
+    from fluorofpga.hw import kernel as hk
+
+    assert hk.REGISTERS == {k[4:]: getattr(pb, k) for k in dir(pb) if k.startswith("REG_")}
+    assert (hk.KERNEL_ID, hk.CTRL_SOFT_RESET, hk.KERNEL_RANGE, hk.DMA_INSTANCE,
+            hk.KERNEL_INSTANCE) == (pb.KERNEL_ID, pb.CTRL_SOFT_RESET, pb.KERNEL_RANGE,
+                                    pb.DMA_NAME, pb.KERNEL_NAME)
     r = run.registers
     assert r["reset.ID"] == pb.KERNEL_ID
     assert r["reset.TILE"] == TILE << 16 | TILE

@@ -412,7 +412,7 @@ def test_compile_writes_the_whole_wiener_hardware_for_vivado(built: dict,
     report = json.loads((out / "report.json").read_text())
     assert "sim_demod" in report["layers"]  # its resources counted beside the network's
     assert any("sim_demod in front of the network" in n for n in report["notes"])
-    rtl = out / "vivado" / "rtl"
+    rtl = out / "vivado" / "rtl_full"  # rtl/: the board design (the network alone)
     design = json.loads((rtl / "design.json").read_text())
     assert design["demod"] and design["in_bits"] == 72 and design["in_channels"] == 9
     names = {Path(s).name for s in design["sources"]}
@@ -420,6 +420,10 @@ def test_compile_writes_the_whole_wiener_hardware_for_vivado(built: dict,
     assert (rtl / "sim_demod_tables.svh").is_file()
     top = (rtl / f"{design['top']}.sv").read_text()
     assert "sim_demod u_sim_demod" in top and "s_axis_cfg_tdata" in top
+    # no board kernel yet for 9 codes a pixel: the Vivado script says so and builds nothing
+    script = (out / "vivado" / "build_bitstream.py").read_text()
+    assert "width converter the board kernel does not have yet" in script
+    assert not (out / "vivado" / "block_design.tcl").exists()
 
 
 def test_data_far_from_the_designed_light_level_gets_a_note() -> None:
