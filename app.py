@@ -2470,9 +2470,78 @@ def _check_deploy_output(out: Path, overwrite: bool) -> None:
                          "a fluorofpga deploy folder")
 
 
+def bitstream_part(path: str | Path) -> str:
+    """The FPGA part named in a Xilinx ``.bit`` header (field ``b``), e.g. ``7z020clg400``.
+
+    Raises:
+        ValueError: not a readable Xilinx bitstream (no header of fields a-e).
+    """
+    path = Path(path)
+    try:
+        head = path.read_bytes()[:1024]
+    except OSError as e:
+        raise ValueError(f"--bitstream {path}: cannot read it ({e.strerror})") from None
+    pos = 2 + int.from_bytes(head[:2], "big") if len(head) > 2 else 0
+    pos += 2  # the 16-bit field after the magic block
+    fields: dict[str, str] = {}
+    while pos + 3 <= len(head) and head[pos:pos + 1] in (b"a", b"b", b"c", b"d"):
+        n = int.from_bytes(head[pos + 1:pos + 3], "big")
+        fields[chr(head[pos])] = head[pos + 3:pos + 3 + n].rstrip(b"\0").decode("ascii",
+                                                                                "replace")
+        pos += 3 + n
+    if "b" not in fields or head[pos:pos + 1] != b"e":
+        raise ValueError(f"--bitstream {path}: not a Xilinx .bit file (no header naming its "
+                         "part); give the .bit Vivado wrote (vivado/output/fluorofpga.bit)")
+    return fields["b"]
+
+
+def _same_part(header_part: str, board_part: str) -> bool:
+    """A .bit header's part (Vivado writes e.g. ``7z020clg400``, without ``xc`` and speed
+    grade) names the board's part (``xc7z020clg400-1``)."""
+    def norm(p: str) -> str:
+        p = p.lower().replace("-", "")
+        return p[2:] if p.startswith("xc") else p
+
+    return norm(board_part).startswith(norm(header_part)) or norm(header_part).startswith(
+        norm(board_part))
+
+
+def _given_bitstream(path: str | Path, board: Any) -> Path:
+    """Check a bitstream given to ``deploy``: a Xilinx .bit for ``board``'s part with its
+    ``.hwh`` beside it (PYNQ loads both)."""
+    path = Path(path)
+    if path.suffix != ".bit" or not path.is_file():
+        raise ValueError(f"--bitstream {path}: no such .bit file")
+    if not path.with_suffix(".hwh").is_file():
+        raise ValueError(f"--bitstream {path}: the {path.stem}.hwh Vivado writes beside it is "
+                         "missing; PYNQ cannot load the overlay without it (copy both)")
+    part = bitstream_part(path)
+    if not _same_part(part, board.fpga_part):
+        raise ValueError(f"--bitstream {path} is for part {part}, the {board.name} has "
+                         f"{board.fpga_part}; build it for --board {board.name}")
+    return path
+
+
+def _put_bitstream(bundle_dir: Path, bit: Path) -> None:
+    """Copy ``bit`` and its .hwh into a bundle folder and record it in the manifest."""
+    from fluorofpga.host.bundle import MANIFEST
+
+    dest = bundle_dir / "bitstream"
+    dest.mkdir(exist_ok=True)
+    for src in (bit, bit.with_suffix(".hwh")):
+        shutil.copy2(src, dest / src.name)
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    manifest["files"]["bitstream"] = f"bitstream/{bit.name}"
+    digests = manifest.get("sha256")
+    if isinstance(digests, dict):
+        digests["bitstream"] = hashlib.sha256(bit.read_bytes()).hexdigest()
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
 def deploy(
     board: str, out: str | Path, bundle_path: str | Path | None = None,
     overwrite: bool = False, sim_bundle_path: str | Path | None = None,
+    bitstream_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the folder a user copies onto the board (``scp -r OUT xilinx@board:``).
 
@@ -2485,7 +2554,11 @@ def deploy(
     ``hw``), ``requirements.txt`` (board side: pynq and numpy 1.x come with the PYNQ
     image), ``README.txt`` and ``deploy.json`` (what was deployed). ``sim_bundle/``: a
     SIM bundle for notebook 3 (``sim_bundle_path``, default the shipped learned 3-frame
-    one when it is installed; ``"none"`` leaves it out).
+    one when it is installed; ``"none"`` leaves it out). ``bitstream_path``: a ``.bit``
+    built from ``fluorofpga compile``'s Vivado folder (its ``.hwh`` beside it, its part the
+    board's), put into the deployed bundle (``bundle/bitstream/``, manifest
+    ``files["bitstream"]`` with its SHA-256), replacing one the bundle had; the source
+    bundle is not changed.
 
     Checked before anything is written: the board name, the bundle (intact, compiled for
     ``board``), the output folder (its parent exists and is writable; an existing
@@ -2523,7 +2596,9 @@ def deploy(
         raise BundleError(f"bundle {bundle.name} was compiled for {built_for}, not "
                           f"{target.name}; train/compile it with --board {target.name}")
     bitstream = None
-    if "bitstream" in bundle.manifest.get("files", {}):
+    if bitstream_path is not None:
+        bitstream = _given_bitstream(bitstream_path, target)
+    elif "bitstream" in bundle.manifest.get("files", {}):
         bitstream = bundle.file("bitstream")
         if not bitstream.with_suffix(".hwh").is_file():
             raise BundleError(f"{bitstream}: the .hwh beside it is missing; the board cannot "
@@ -2538,6 +2613,8 @@ def deploy(
     try:
         shutil.copytree(bundle.path, staging / "bundle",
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        if bitstream_path is not None and bitstream is not None:
+            _put_bitstream(staging / "bundle", bitstream)
         if sim_bundle is not None:
             shutil.copytree(sim_bundle.path, staging / "sim_bundle",
                             ignore=shutil.ignore_patterns("__pycache__"))
@@ -2572,7 +2649,9 @@ def deploy(
         record = {"format": "fluorofpga-deploy", "version": 1, "fluorofpga": __version__,
                   "board": target.name, "bundle": bundle.name,
                   "sim_bundle": None if sim_bundle is None else sim_bundle.name,
-                  "bitstream": bitstream is not None, "notebooks": list(BOARD_NOTEBOOKS),
+                  "bitstream": bitstream is not None,
+                  "bitstream_from": None if bitstream_path is None else str(bitstream),
+                  "notebooks": list(BOARD_NOTEBOOKS),
                   "package_files": files, "requirements": list(BOARD_REQUIREMENTS)}
         (staging / DEPLOY_MANIFEST).write_text(json.dumps(record, indent=2))
         if out.exists():

@@ -676,12 +676,15 @@ def deploy(
     sim_model: str | None = typer.Option(None, "--sim-model", help="SIM bundle for notebook "
                                          "3 (default: the shipped learned 3-frame one; "
                                          "'none': leave it out)"),
+    bitstream: Path | None = typer.Option(None, "--bitstream", help="a .bit built from "
+                                          "`fluorofpga compile`'s vivado/ folder (its .hwh "
+                                          "beside it), put into the deployed bundle"),
 ) -> None:
     """Write the folder to copy onto the board: bundle, notebooks, package, requirements."""
     from fluorofpga import app as facade
 
     try:
-        r = facade.deploy(board, out, model, overwrite, sim_model)
+        r = facade.deploy(board, out, model, overwrite, sim_model, bitstream)
     except (ValueError, OSError) as e:
         _fail(str(e))
     console.print(f"wrote {r['out']} for {r['board']}: bundle {r['bundle']}, "

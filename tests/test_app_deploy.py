@@ -166,3 +166,50 @@ def test_pynq_z2_gets_its_own_shipped_bundle(tmp_path):
     r = facade.deploy("pynq-z2", tmp_path / "board", sim_bundle_path="none")
     deployed = json.loads((tmp_path / "board" / "bundle" / MANIFEST).read_text())
     assert deployed["name"] == bundle.name and r["board"] == "pynq-z2"
+
+
+def xilinx_bit(path, part):
+    """A file with a Xilinx .bit header (fields a-e) naming ``part``, and its .hwh."""
+    def field(key, value):
+        return key + len(value).to_bytes(2, "big") + value
+
+    body = b"\xff" * 64
+    path.write_bytes(bytes.fromhex("0009 0ff00ff00ff00ff0 00 0001")
+                     + field(b"a", b"top_wrapper;UserID=0XFFFFFFFF;Version=2024.1\0")
+                     + field(b"b", part.encode() + b"\0") + field(b"c", b"2026/12/08\0")
+                     + field(b"d", b"02:30:00\0") + b"e" + len(body).to_bytes(4, "big") + body)
+    path.with_suffix(".hwh").write_text("<MODULES/>")
+    return path
+
+
+def test_deploy_puts_a_bitstream_built_from_compile_into_the_bundle(tmp_path):
+    """`deploy --bitstream`: the .bit Vivado wrote from `compile`'s folder goes into the
+    deployed bundle with its .hwh and SHA-256; a .bit for another part, without its .hwh, or
+    not a bitstream at all is refused before anything is written."""
+    built = tmp_path / "out"
+    built.mkdir()
+    bit = xilinx_bit(built / "fluorofpga.bit", "xck26-sfvc784-2LV-c")
+    assert facade.bitstream_part(bit) == "xck26-sfvc784-2LV-c"
+    r = facade.deploy("kv260", tmp_path / "board", bitstream_path=bit)
+    assert r["bitstream"] and r["note"] is None and r["bitstream_from"] == str(bit)
+    deployed = load_bundle(tmp_path / "board" / "bundle")  # its digests check out
+    assert deployed.file("bitstream").read_bytes() == bit.read_bytes()
+    assert deployed.file("bitstream").with_suffix(".hwh").is_file()
+    assert "bitstream" not in load_bundle().manifest["files"]  # the source is untouched
+    assert not (tmp_path / "board" / "NO_BITSTREAM.txt").exists()
+
+    z7 = xilinx_bit(tmp_path / "z7.bit", "7z020clg400")  # as Vivado names a Zynq-7020
+    with pytest.raises(ValueError, match="part 7z020clg400, the kv260 has xck26"):
+        facade.deploy("kv260", tmp_path / "a", bitstream_path=z7)
+    junk = tmp_path / "junk.bit"
+    junk.write_bytes(b"not a bitstream at all")
+    junk.with_suffix(".hwh").write_text("<MODULES/>")
+    with pytest.raises(ValueError, match="not a Xilinx .bit file"):
+        facade.deploy("kv260", tmp_path / "a", bitstream_path=junk)
+    bit.with_suffix(".hwh").unlink()
+    with pytest.raises(ValueError, match="fluorofpga.hwh Vivado writes beside it is missing"):
+        facade.deploy("kv260", tmp_path / "a", bitstream_path=bit)
+    assert not (tmp_path / "a").exists()
+    res = runner.invoke(cli, ["deploy", "--board", "kv260", "--out", str(tmp_path / "a"),
+                              "--bitstream", str(tmp_path / "nosuch.bit")])
+    assert res.exit_code == 2 and "no such .bit file" in res.output
