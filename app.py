@@ -902,15 +902,38 @@ def _frames_noise(cal: Any, calibration: str | Path | None, planes: np.ndarray,
                             "from": "estimated from the frames (no calibration)"}
 
 
-def _check_16_bit(path: str | Path, stack: np.ndarray) -> None:
-    """Refuse wider integers that do not fit 16 bits (sums of frames, rescaled data)."""
-    if stack.dtype.itemsize > 2 and stack.size:
-        top = int(stack.max())
-        if top > 65535:
-            raise ImageFormatError(
-                f"{path}: {stack.dtype} values up to {top}; raw counts of a camera's ADC fit "
-                "16 bits (0-65535), which is what the signal tables cover: binned, summed "
-                "or rescaled data have lost the camera's noise model")
+def _raw_counts(path: str | Path, stack: np.ndarray, purpose: str) -> np.ndarray:
+    """``stack`` as raw camera counts, else ImageFormatError naming the problem.
+
+    Unsigned integers pass; wider ones must fit 16 bits (sums of frames, rescaled data do
+    not). Signed integers (some acquisition software writes int16 or int32 for a 12- or
+    16-bit camera) are taken when no value is negative, as uint8 / uint16 (their pixel type
+    then says the ADC range: int8 -> uint8, else uint16). Floats are refused: rescaled or
+    processed data have lost the photon statistics. ``purpose`` completes "... needs the
+    camera's raw counts" ("denoising", "calibration", "SIM reconstruction").
+    """
+    kind = stack.dtype.kind
+    if kind not in "ui":
+        raise ImageFormatError(
+            f"{path}: {stack.dtype} data; {purpose} needs the camera's raw counts (uint8/"
+            "uint16, or non-negative integers of 16 bits): rescaled or float images have "
+            "lost the photon statistics")
+    if stack.size == 0 or (kind == "u" and stack.dtype.itemsize <= 2):
+        return stack
+    low, top = int(stack.min()), int(stack.max())
+    if low < 0:
+        raise ImageFormatError(
+            f"{path}: {stack.dtype} values down to {low}; raw counts of a camera are never "
+            "negative: background-subtracted or offset-removed data have lost the camera's "
+            "offset, which the noise model needs")
+    if top > 65535:
+        raise ImageFormatError(
+            f"{path}: {stack.dtype} values up to {top}; raw counts of a camera's ADC fit "
+            "16 bits (0-65535), which is what the signal tables cover: binned, summed "
+            "or rescaled data have lost the camera's noise model")
+    if kind == "u":
+        return stack  # uint32 / uint64 within 16 bits, as before
+    return stack.astype(np.uint8 if stack.dtype.itemsize == 1 else np.uint16)
 
 
 def _adc_max_for(source: str | Path, dtype: np.dtype, adc_max: int | None) -> int:
@@ -936,11 +959,7 @@ def _read_input(path: str | Path, axes: str | None = None) -> tuple[np.ndarray, 
     TIFF; it must agree with every axis the file does name.
     """
     stack, meta = read_image_meta(path)
-    if stack.dtype.kind != "u":
-        raise ImageFormatError(
-            f"{path}: {stack.dtype} data; denoising needs raw camera counts (uint8/uint16): "
-            "rescaled or float images have lost the photon statistics")
-    _check_16_bit(path, stack)
+    stack = _raw_counts(path, stack, "denoising")
     if axes is not None:
         axes = axes.upper()
         if len(axes) != stack.ndim or any(f not in ("Q", a) for f, a in
@@ -998,9 +1017,7 @@ def calibrate_camera(
 
     def frames(path: str | Path, role: str) -> np.ndarray:
         stack, meta = read_image_meta(path)
-        if stack.dtype.kind != "u":
-            raise ImageFormatError(f"{path}: the {role} holds {stack.dtype} values; "
-                                   "calibration needs the camera's raw counts (uint8/uint16)")
+        stack = _raw_counts(path, stack, f"calibration (the {role})")
         if stack.ndim != 3 or meta.axes not in ("TYX", "QYX"):
             hint = {"Z": "a Z stack is not a series of repeated exposures",
                     "C": "channels are not repeated exposures"}  # fmt: skip
@@ -1185,11 +1202,7 @@ def _sim_raw_stacks(path: Path, stack: np.ndarray, axes: str, per: int = 9,
     SIM bundle, described by ``what``).
     """
     what = what or f"{SIM_ANGLES} angles × {SIM_PHASES} phases"
-    if stack.dtype.kind != "u":
-        raise ImageFormatError(
-            f"{path}: {stack.dtype} data; SIM reconstruction needs the raw camera counts "
-            "(uint8/uint16): rescaled or float images have lost the photon statistics")
-    _check_16_bit(path, stack)
+    stack = _raw_counts(path, stack, "SIM reconstruction")
     if stack.ndim != 3 or axes not in ("QYX", "TYX"):
         hint = {"Z": "; a Z stack is not a series of raw SIM frames (if its planes are the "
                      "raw frames, as when Fiji saves a plain stack as slices, re-save them as "

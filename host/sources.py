@@ -229,8 +229,10 @@ class _TiffFile:
         #: the file names its frames as time points (else its axis is unknown: time assumed)
         self.time_axis = lead == "T"
         if dtype.kind != "u" or dtype.itemsize > 2:
+            hint = ("; `fluorofpga denoise` takes a file of non-negative signed counts, or "
+                    "save it as uint16" if dtype.kind == "i" else "")
             raise _format_error(f"{path}: {dtype} pixels; a stream reads raw camera counts "
-                                "(uint8/uint16)")  # fmt: skip
+                                f"(uint8/uint16){hint}")  # fmt: skip
         self.frames = int(shape[0])
         self.frame_shape = (int(shape[1]), int(shape[2]))
         self.dtype = np.dtype(dtype)

@@ -95,7 +95,8 @@ def test_cli_denoise_tyx_and_yx(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["float32", "truncated", "missing", "rgb", "unnamed", "same",
-                                  "tiny", "exists", "uint32 beyond 16 bits"])
+                                  "tiny", "exists", "uint32 beyond 16 bits",
+                                  "int16 negative"])
 def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
     src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
     stack = _noisy_stack(1, 64)
@@ -119,10 +120,14 @@ def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
         dst.write_bytes(b"precious")
     elif case == "uint32 beyond 16 bits":  # e.g. a sum of frames
         tifffile.imwrite(src, stack[0].astype(np.uint32) * 1000)
+    elif case == "int16 negative":  # background-subtracted: the offset is gone
+        tifffile.imwrite(src, stack[0].astype(np.int16) - 150)
     before = src.read_bytes() if src.exists() else None
     res = runner.invoke(cli, ["denoise", str(src), str(dst)])
     if case == "uint32 beyond 16 bits":
         assert "16 bits" in res.output
+    if case == "int16 negative":
+        assert "never negative" in res.output
     assert res.exit_code == 2
     assert "error" in res.output.lower()
     named = dst.name if case == "exists" else src.name
@@ -133,6 +138,22 @@ def test_cli_denoise_bad_input_clear_error_nothing_written(tmp_path, case):
         assert not dst.exists()
     if before is not None:
         assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+def test_signed_integer_counts_are_denoised_as_the_same_uint16_counts(tmp_path, dtype):
+    """Acquisition software that writes a 12/16-bit camera as int16 or int32: non-negative
+    values are raw counts, restored exactly as the same counts stored as uint16."""
+    stack = _noisy_stack(1, 128)
+    assert stack.max() < 32768
+    tifffile.imwrite(tmp_path / "u16.tif", stack[0])
+    tifffile.imwrite(tmp_path / "signed.tif", stack[0].astype(dtype))
+    for name in ("u16", "signed"):
+        res = runner.invoke(cli, ["denoise", str(tmp_path / f"{name}.tif"),
+                                  str(tmp_path / f"{name}_out.tif")])
+        assert res.exit_code == 0, res.output
+    want, got = read_tiff(tmp_path / "u16_out.tif"), read_tiff(tmp_path / "signed_out.tif")
+    assert got.dtype == np.uint16 and np.array_equal(got, want)
 
 
 def test_cli_demo_on_missing_board_fails_clearly(tmp_path):
