@@ -70,7 +70,8 @@ class BundleRecipe:
         seed: RNG seed of data and weights.
         channels, depth: network size (taken from ``init_bundle`` when fine-tuning).
         scenes: simulated scenes in the training pool (every crop gets a new camera).
-        bitfile: also generate IP, stitch and synthesise a bitstream (needs Vivado).
+        bitfile: also build the board design's bitstream with Vivado (as ``fluorofpga
+            compile --bitfile`` at the bundle's target rate) and put it into the bundle.
         self_supervised: a stack of the user's own noisy frames (TIFF or OME-Zarr path or
             fsspec URL): fine-tune on it alone with blind-spot masking instead of training
             on simulated data; ``train_steps`` then counts fine-tuning steps.
@@ -256,8 +257,7 @@ def make_bundle(
     qonnx_path = export_to_qonnx(qmodel, work / "model.qonnx.onnx", (spec.tile, spec.tile))
 
     hw_cfg = bundle_build_config(spec.board, spec.tile, model_cfg.halo, spec.target_mpix_per_s,
-                                 recipe.io_bits, spec.mvau_impl, spec.weight_memory,
-                                 spec.bitfile)
+                                 recipe.io_bits, spec.mvau_impl, spec.weight_memory)
     result = _compile_hw(qonnx_path, work, hw_cfg, progress)
 
     signal = model_cfg.signal
@@ -297,10 +297,29 @@ def make_bundle(
         "recipe_spec": asdict(spec),
     }
     _seal_and_verify(work, manifest, spec.seed, t0, progress)
+    if spec.bitfile:  # pragma: no cover - needs Vivado
+        _build_bitstream_into(work, spec, progress)
     if out.exists():
         shutil.rmtree(out)
     work.rename(out)
     return load_bundle(out)
+
+
+def _build_bitstream_into(work: Path, spec: Any, progress: Progress
+                          ) -> None:  # pragma: no cover - needs Vivado
+    """Build the board design of the sealed bundle in ``work`` with Vivado and put its
+    bitstream into the bundle: ``fluorofpga compile --bitfile`` for the bundle's board at
+    its target rate (a 2048² camera), then what ``deploy --bitstream`` does."""
+    from fluorofpga.hw.compile import BITSTREAM_NAME, compile_for_camera
+
+    bundle = load_bundle(work)
+    side = 2048
+    progress("bitstream", 0, 1, "Vivado: board design and bitstream")
+    r = compile_for_camera(bundle.file("qonnx"), work / "vivado_build", board=spec.board,
+                           fps=spec.target_mpix_per_s * 1e6 / side**2, frame=(side, side),
+                           bitfile=True, **compile_inputs(bundle))
+    _put_bitstream(work, r.vivado_dir / "output" / f"{BITSTREAM_NAME}.bit")
+    progress("bitstream", 1, 1, "in bundle")
 
 
 #: the raw frames of a 3-frame SIM bundle, in input-channel order
@@ -326,15 +345,15 @@ def _io_manifest(signal: Any, model_cfg: Any) -> dict[str, Any]:
 
 
 def bundle_build_config(board: str, tile: int, halo: int, target_mpix_per_s: float,
-                        io_bits: int = 8, mvau_impl: str = "rtl", weight_memory: str = "auto",
-                        bitfile: bool = False) -> Any:
+                        io_bits: int = 8, mvau_impl: str = "rtl", weight_memory: str = "auto"
+                        ) -> Any:
     """The FINN build configuration of a bundle (RTL MVAUs get an unbounded weight-stream
     width: their folding is limited by DSPs, not by FINN's HLS stream cap)."""
     from fluorofpga.hw import BuildUntil, HwBuildConfig
 
     cfg = HwBuildConfig(board=board, tile=tile, halo=halo, target_mpix_per_s=target_mpix_per_s,
                         io_bits=io_bits, mvau_impl=mvau_impl, weight_memory=weight_memory,
-                        until=BuildUntil.BITFILE if bitfile else BuildUntil.ESTIMATES)
+                        until=BuildUntil.ESTIMATES)
     if cfg.mvau_impl.value == "rtl":
         cfg.mvau_wwidth_max = 1 << 20
     return cfg
@@ -2650,7 +2669,10 @@ def deploy(
                 f"The bundle {bundle.name} has no bitstream: it was built without Vivado\n"
                 "(`fluorofpga train --bitfile` needs Vivado). On the board the `emulate`\n"
                 "backend works (CPU, slow); the `pynq` backend and notebooks 1 and 4 need\n"
-                "the bitstream and its .hwh in bundle/ (manifest files['bitstream']).\n")
+                "the bitstream and its .hwh in bundle/ (manifest files['bitstream']):\n"
+                "`fluorofpga compile --model BUNDLE --board NAME ...` writes a vivado/\n"
+                "folder whose build_bitstream.py makes it on a machine with Vivado, and\n"
+                "`fluorofpga deploy ... --bitstream vivado/output/fluorofpga.bit` puts it here.\n")
         (staging / "README.txt").write_text(
             f"fluorofpga for {target.description} ({target.name}), PYNQ {target.pynq_image}\n\n"
             "Copy this folder onto the board (scp -r), then on the board:\n"

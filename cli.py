@@ -186,7 +186,8 @@ def train(
     tile: int = typer.Option(128, min=16, help="compiled tile side, pixels"),
     target_mpix: float = typer.Option(10.0, help="throughput target for folding, Mpixel/s"),
     seed: int = typer.Option(0, help="seed of data and weights"),
-    bitfile: bool = typer.Option(False, help="also synthesise a bitstream (needs Vivado)"),
+    bitfile: bool = typer.Option(False, help="also build the bitstream into the bundle "
+                                 "(needs Vivado)"),
     channels: int = typer.Option(16, min=1, help="hidden channels"),
     depth: int = typer.Option(5, min=2, help="3x3 conv layers"),
     scenes: int = typer.Option(256, min=1, help="simulated scenes in the training pool"),

@@ -307,9 +307,13 @@ def compile_for_camera(
         "seconds": time.perf_counter() - t0,
     }
     say("writing the Vivado build folder")
-    vivado = _vivado_folder(out / "vivado", est["stitched"], res, None if sim else params, b,
-                            demod)
+    vivado, no_kernel = _vivado_folder(out / "vivado", est["stitched"], res,
+                                       None if sim else params, b, demod)
     report["vivado_dir"] = str(vivado)
+    report["board_kernel"] = not no_kernel
+    if no_kernel:
+        notes.append(f"no board design for Vivado yet: {no_kernel} (build_bitstream.py "
+                     "says so and builds nothing)")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(report_markdown(report))
     if bitfile:  # pragma: no cover - needs Vivado
@@ -327,8 +331,9 @@ NET_TOP = "fluorofpga_net"
 
 
 def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelParams | None,
-                   b: Board, demod: bool = False) -> Path:
-    """The self-contained folder a user copies to a machine with Vivado.
+                   b: Board, demod: bool = False) -> tuple[Path, str]:
+    """The self-contained folder a user copies to a machine with Vivado, and why it has no
+    board kernel ("" when it has one).
 
     ``rtl/`` is the board design (the network behind the driver's register map,
     :func:`~.kernel.generate_kernel`) that ``block_design.tcl`` builds; a design with
@@ -371,7 +376,7 @@ def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelPar
         shutil.copy(TEMPLATE_DIR / "VIVADO_NOTES.md", folder / "NOTES.md")
         (folder / "block_design.tcl").write_text(env.get_template("block_design.tcl.j2").render(
             **block_design_vars(b, kernel, folder)))
-    return folder
+    return folder, note
 
 
 def block_design_vars(b: Board, kernel: Any, folder: Path) -> dict[str, Any]:

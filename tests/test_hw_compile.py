@@ -54,6 +54,7 @@ def test_reachable_target_is_met_within_the_budget(small_qonnx, tmp_path):
     assert json.loads((tmp_path / "c" / "report.json").read_text())["board"] == "kv260"
     assert "Mpixel/s" in (tmp_path / "c" / "report.md").read_text()
     viv = r.vivado_dir
+    assert rep["board_kernel"]
     assert "INIT_ABITS_LO" in (viv / "finn-rtllib/fifo/hdl/fifo.sv").read_text()
     assert "CORE_PIPELINE_DEPTH + 2" in (viv / "finn-rtllib/mvu/mvu_vvu_axi.sv").read_text()
     assert (viv / "rtl_full" / "fluorofpga_accel.sv").is_file()  # with the pixel kernels

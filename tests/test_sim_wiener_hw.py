@@ -424,6 +424,8 @@ def test_compile_writes_the_whole_wiener_hardware_for_vivado(built: dict,
     script = (out / "vivado" / "build_bitstream.py").read_text()
     assert "width converter the board kernel does not have yet" in script
     assert not (out / "vivado" / "block_design.tcl").exists()
+    assert not report["board_kernel"]
+    assert any("no board design for Vivado yet" in n for n in report["notes"])
 
 
 def test_data_far_from_the_designed_light_level_gets_a_note() -> None:
