@@ -75,7 +75,7 @@ async def drive_like_the_driver(dut: Any) -> None:
     await read_all("set")
 
     tiles = job["tiles"]
-    n_pixels = int(job["pixels_per_tile"])
+    n_beats = int(job["beats_per_tile"])  # output beats of one tile
     if job["reset_after"] is not None:  # a tile cut off by a soft reset: output dropped
         await src.send(AxiStreamFrame(tiles[0][: int(job["reset_after"])]))
         while not src.idle():
@@ -107,16 +107,16 @@ async def drive_like_the_driver(dut: Any) -> None:
     for t in tiles:
         await src.send(AxiStreamFrame(t))
     cycles = 0
-    while len(beats) < len(tiles) * n_pixels:
+    while len(beats) < len(tiles) * n_beats:
         if cycles > job["max_cycles"]:
             raise AssertionError(f"deadlock or timeout: {len(beats)} of "
-                                 f"{len(tiles) * n_pixels} output pixels")
+                                 f"{len(tiles) * n_beats} output beats")
         await RisingEdge(dut.ap_clk)
         cycles += 1
     sink.clear_pause_generator()
     sink.pause = False
     await ClockCycles(dut.ap_clk, DRAIN_CYCLES)
-    assert len(beats) == len(tiles) * n_pixels, "output beats after the last tile"
+    assert len(beats) == len(tiles) * n_beats, "output beats after the last tile"
     assert src.idle(), "input not fully consumed"
     await read_all("end")
     packets, run = [], 0

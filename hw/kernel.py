@@ -8,7 +8,8 @@ tiles done, idle, soft reset, table commits) around the network-only stitched de
 mode, the host applies the camera's tables). One pixel per stream beat, in the DMA's byte
 order: a pixel's values are packed as the driver packs them (one byte per code, two above
 8 bits; channel 0 in the least significant byte), so the stream must be a width the AXI DMA
-offers (8, 16, 32, ... bits) and equal to the network's word padded to bytes.
+offers (8, 16, 32, ... bits) and equal to the network's word padded to bytes; a pixel may
+take several beats (a SIM network: one channel a beat), as FINN folds it.
 
 :func:`simulate_kernel` runs it in Verilator through cocotb (``hw/cocotb_kernel.py``): the
 registers read and written at the driver's offsets over AXI4-Lite, tiles streamed with
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .rtlsim import run_cocotb_job, verilator_build
-from .stitch import TEMPLATE_DIR, StitchedDesign, StitchError
+from .stitch import TEMPLATE_DIR, StitchedDesign, StitchError, pack_channels, unpack_channels
 
 __all__ = ["DMA_INSTANCE", "KERNEL_ID", "KERNEL_INSTANCE", "KERNEL_RANGE", "KERNEL_TOP",
            "REGISTERS", "KernelDesign", "KernelRun", "generate_kernel", "simulate_kernel"]
@@ -63,7 +64,7 @@ class KernelDesign:
         top: its module name.
         net: the network-only stitched design inside it.
         sources: every source file, the kernel's last.
-        in_width, out_width: ``s_axis`` / ``m_axis`` data widths (bits, one pixel a beat).
+        in_width, out_width: ``s_axis`` / ``m_axis`` data widths, bits (one beat).
     """
 
     top: str
@@ -75,21 +76,26 @@ class KernelDesign:
     @property
     def out_pixel_bytes(self) -> int:
         """Bytes of one output pixel on the stream (the driver's packet unit)."""
-        return self.out_width // 8
+        return self.out_width // 8 * self.net.out_beats
 
 
-def _dma_width(end: str, word_bits: int, value_bits: int, channels: int) -> int:
-    """The DMA stream width carrying one pixel as the driver packs it, or StitchError."""
+def _dma_width(end: str, word_bits: int, value_bits: int, channels: int, beats: int) -> int:
+    """The DMA stream width of one beat as the driver packs a pixel, or StitchError.
+
+    The driver writes a pixel's values channels-last, one byte each (two above 8 bits), so
+    a beat of ``channels / beats`` values is that many byte lanes.
+    """
     lane = 8 if value_bits <= 8 else 16
-    width = lane * channels
-    if channels > 1 and value_bits != lane:
-        raise StitchError(f"network {end}: {channels} values of {value_bits} bits per pixel; "
+    per_beat = channels // beats
+    width = lane * per_beat
+    if per_beat > 1 and value_bits != lane:
+        raise StitchError(f"network {end}: {per_beat} values of {value_bits} bits a beat; "
                           f"the driver packs {lane}-bit lanes and the board kernel has no "
                           "converter between them")
     if width not in DMA_STREAM_WIDTHS:
-        raise StitchError(f"network {end}: a pixel is {width} bits on the DMA "
-                          f"({channels} x {lane}); the AXI DMA streams {DMA_STREAM_WIDTHS} "
-                          "bits and the board kernel has no width converter yet")
+        raise StitchError(f"network {end}: a beat of {per_beat} values is {width} bits on "
+                          f"the DMA; the AXI DMA streams {DMA_STREAM_WIDTHS} bits and the "
+                          "board kernel has no width converter yet")
     if word_bits > width:
         raise StitchError(f"network {end}: {word_bits}-bit words do not fit the {width}-bit "
                           "DMA stream")
@@ -101,26 +107,22 @@ def generate_kernel(net: StitchedDesign, top: str = KERNEL_TOP) -> KernelDesign:
 
     Args:
         net: from ``generate_accelerator(..., params=None)`` (no pixel kernels, no
-            ``sim_demod``: the driver streams codes), one stream word per pixel.
+            ``sim_demod``: the driver streams codes); a SIM network's pixel is several
+            beats (one channel each), as FINN folds its first and last layer.
         top: module name.
 
     Raises:
-        StitchError: a design with pixel kernels or demodulation, several beats per pixel,
-            or a pixel whose packing is not an AXI DMA stream width.
+        StitchError: a design with pixel kernels or demodulation, or a beat whose values
+            packed as the driver packs them are not an AXI DMA stream width.
     """
     import jinja2
 
     if net.params is not None or net.demod:
         raise StitchError("the board kernel wraps a network-only design (the driver streams "
                           "codes); generate_accelerator(..., params=None, demod=False)")
-    if net.in_beats != 1 or net.out_beats != 1:
-        raise StitchError(f"the board kernel streams one whole pixel a beat; this network "
-                          f"takes its {net.in_channels} input values in {net.in_beats} beats "
-                          f"and gives its {net.out_channels} output values in "
-                          f"{net.out_beats}: it needs a width converter the board kernel "
-                          "does not have yet")
-    in_w = _dma_width("input", net.in_bits, net.in_value_bits, net.in_channels)
-    out_w = _dma_width("output", net.out_bits, net.out_value_bits, net.out_channels)
+    in_w = _dma_width("input", net.in_bits, net.in_value_bits, net.in_channels, net.in_beats)
+    out_w = _dma_width("output", net.out_bits, net.out_value_bits, net.out_channels,
+                       net.out_beats)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     th, tw = net.tile_shape
@@ -129,7 +131,8 @@ def generate_kernel(net: StitchedDesign, top: str = KERNEL_TOP) -> KernelDesign:
         top=top, net=net.top, tile_h=th, tile_w=tw,
         in_bits=net.in_value_bits, out_bits=net.out_value_bits,
         in_channels=net.in_channels, out_channels=net.out_channels,
-        in_w=in_w, out_w=out_w, net_in_bits=net.in_bits, net_out_bits=net.out_bits))
+        in_w=in_w, out_w=out_w, net_in_bits=net.in_bits, net_out_bits=net.out_bits,
+        in_beats=net.in_beats, out_beats=net.out_beats))
     ctrl = net.out_dir / CTRL_SOURCE.name
     shutil.copy(CTRL_SOURCE, ctrl)
     return KernelDesign(top=top, net=net, sources=[*net.sources, ctrl, path],
@@ -141,7 +144,7 @@ class KernelRun:
     """One simulation of the board kernel.
 
     Attributes:
-        words: output pixels per tile (n, h, w) as stream words.
+        words: output codes per tile, (n, h, w) or (n, h, w, C) for C values a pixel.
         packets: length in beats of every output packet (TLAST to TLAST), in order.
         registers: register name -> value read at the points the job names
             (``<point>.<REG>``, e.g. ``"reset.ID"``, ``"end.TILES_DONE"``).
@@ -172,17 +175,22 @@ def simulate_kernel(
     reset the identity registers are read; both table windows get a word and their count
     registers a write; ``REG_PACKET_BYTES`` is set to ``packet_bytes``; with
     ``reset_after``, that many pixels of an extra first tile go in, then ``REG_CTRL`` soft-
-    resets the kernel (its output is discarded); then ``tiles`` (codes, one stream word per
-    pixel) stream through with random idle / backpressure.
+    resets the kernel (its output is discarded); then ``tiles`` (codes, ``(n, h, w)`` or
+    channels-last ``(n, h, w, C)``, packed into the DMA's beats as the driver packs them)
+    stream through with random idle / backpressure.
 
     Raises:
         RuntimeError: the simulation failed (its log is named).
     """
     net = kernel.net
     tiles = np.asarray(tiles)
-    if tiles.ndim != 3 or tiles.shape[1:] != net.tile_shape or tiles.dtype.kind != "u":
-        raise ValueError(f"tiles must be unsigned (n, {net.tile_shape[0]}, "
-                         f"{net.tile_shape[1]}) stream words, got {tiles.dtype} {tiles.shape}")
+    want = (*net.tile_shape, *((net.in_channels,) if net.in_channels > 1 else ()))
+    if tiles.shape[1:] != want or tiles.dtype.kind != "u":
+        raise ValueError(f"tiles must be unsigned codes (n, {', '.join(map(str, want))}), "
+                         f"got {tiles.dtype} {tiles.shape}")
+    lane = kernel.in_width // (net.in_channels // net.in_beats)
+    beats = pack_channels(tiles.reshape(len(tiles), -1, net.in_channels // net.in_beats),
+                          lane).reshape(len(tiles), -1)  # the DMA's beats, in order
     build_dir = verilator_build(kernel.sources, kernel.top, net.out_dir / "build_kernel",
                                 ("-Wno-WIDTH", "-Wno-PINMISSING"))
     run_dir = net.out_dir / run_name
@@ -193,8 +201,8 @@ def simulate_kernel(
         shutil.copy(f, run_dir / f.name)
     n, (h, w) = len(tiles), net.tile_shape
     job = {
-        "tiles": [[int(v) for v in t.ravel()] for t in tiles],
-        "pixels_per_tile": h * w,
+        "tiles": [[int(v) for v in t] for t in beats],
+        "beats_per_tile": h * w * net.out_beats,
         "registers": REGISTERS,
         "ctrl_soft_reset": CTRL_SOFT_RESET,
         "packet_bytes": int(packet_bytes),
@@ -206,9 +214,12 @@ def simulate_kernel(
     }
     res = run_cocotb_job(COCOTB_MODULE, kernel.top, build_dir, run_dir, JOB_ENV, job, seed,
                          "board kernel simulation")
-    dtype = np.uint8 if kernel.out_width <= 8 else np.uint16 if kernel.out_width <= 16 \
-        else np.uint32 if kernel.out_width <= 32 else np.uint64
-    words = np.array(res["words"], dtype=np.uint64).astype(dtype).reshape(n, h, w)
+    per_beat = net.out_channels // net.out_beats
+    values = unpack_channels(np.array(res["words"], dtype=np.int64).reshape(-1, 1),
+                             kernel.out_width // per_beat, per_beat)
+    dtype = np.uint8 if net.out_value_bits <= 8 else np.uint16
+    words = values.astype(dtype).reshape(n, h, w, *((net.out_channels,)
+                                                    if net.out_channels > 1 else ()))
     return KernelRun(words=words, packets=[int(p) for p in res["packets"]],
                      registers={k: int(v) for k, v in res["registers"].items()},
                      log=run_dir / "sim.log")

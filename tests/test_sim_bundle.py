@@ -214,6 +214,23 @@ def test_the_network_rtl_simulates_bit_exactly_with_stalls(bundle, tmp_path) -> 
     # cycles per tile within 10 % of FINN's estimate (free-running)
     assert rtl.cycles[-1] == pytest.approx(d.estimated_cycles, rel=0.10)
 
+    # the board kernel around it (the driver's registers; one channel a DMA beat, as the
+    # driver packs a channels-last tile): the same codes, TLAST on whole pixels
+    from fluorofpga.hw.kernel import generate_kernel, simulate_kernel
+
+    kernel = generate_kernel(d)
+    assert (kernel.in_width, kernel.out_width, kernel.out_pixel_bytes) == (8, 8, 4)
+    x = np.ascontiguousarray(np.moveaxis(tiles[2], 0, -1))  # random full-range codes
+    packet = 4 * 250 + 2  # bytes: the packet ends on the pixel that reaches it
+    run = simulate_kernel(kernel, x[None], packet, idle_prob=0.2, backpressure_prob=0.3)
+    with bundle.accelerator("emulate") as emu:
+        np.testing.assert_array_equal(run.words[0], emu.run(x))
+    n_beats = x.shape[0] * x.shape[1] * 4
+    full, rest = divmod(n_beats, 1004)
+    assert run.packets == [1004] * full + ([rest] if rest else [])
+    assert run.registers["reset.CHANNELS"] == 0x0403
+    assert run.registers["end.TILES_DONE"] == 1
+
 
 def test_stream_sim_with_a_bundle_groups_by_3_and_counts_broken_groups(bundle, tmp_path
                                                                        ) -> None:

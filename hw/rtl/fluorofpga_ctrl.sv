@@ -27,7 +27,8 @@
 //
 // Every write is taken as a whole word (WSTRB is not decoded: PYNQ's MMIO writes words).
 // AXI4-Lite handshakes are registered (no combinational path from an input to an output).
-// One input beat and one output beat per pixel: IN_W / OUT_W hold a pixel's values.
+// A pixel is IN_BEATS input beats and OUT_BEATS output beats (a SIM network's first and
+// last layers take / give one channel a beat); IN_W / OUT_W are the beats' widths.
 module fluorofpga_ctrl #(
     parameter int TILE_H = 128,       // compiled tile height, pixels
     parameter int TILE_W = 128,       // compiled tile width, pixels
@@ -35,8 +36,10 @@ module fluorofpga_ctrl #(
     parameter int OUT_BITS = 8,       // code bits of one output value (REG_BITS)
     parameter int IN_CHANNELS = 1,    // values per input pixel (REG_CHANNELS)
     parameter int OUT_CHANNELS = 1,   // values per output pixel (REG_CHANNELS)
-    parameter int IN_W = 8,           // s_axis_tdata width (one pixel, whole bytes)
-    parameter int OUT_W = 8,          // m_axis_tdata width (one pixel, whole bytes)
+    parameter int IN_W = 8,           // s_axis_tdata width (whole bytes)
+    parameter int OUT_W = 8,          // m_axis_tdata width (whole bytes)
+    parameter int IN_BEATS = 1,       // input beats per pixel
+    parameter int OUT_BEATS = 1,      // output beats per pixel
     parameter int RESET_CYCLES = 16,  // clocks the network is held in reset by CTRL
     localparam int ADDR_W = 20,       // 1 MiB register space (KERNEL_RANGE)
     localparam int OUT_BYTES = OUT_W / 8,
@@ -63,12 +66,12 @@ module fluorofpga_ctrl #(
     output logic               s_axi_control_rvalid,
     input  wire                s_axi_control_rready,
 
-    // from the DMA (MM2S): one pixel per beat; TLAST (end of a DMA transfer) is not used
+    // from the DMA (MM2S): IN_BEATS beats a pixel; TLAST (end of a DMA transfer) unused
     input  wire  [IN_W-1:0]    s_axis_tdata,
     input  wire                s_axis_tvalid,
     output logic               s_axis_tready,
     input  wire                s_axis_tlast,
-    // to the DMA (S2MM): one pixel per beat, TLAST per packet and at the end of a tile
+    // to the DMA (S2MM): OUT_BEATS beats a pixel, TLAST per packet and at a tile's end
     output logic [OUT_W-1:0]   m_axis_tdata,
     output logic               m_axis_tvalid,
     input  wire                m_axis_tready,
@@ -98,7 +101,9 @@ module fluorofpga_ctrl #(
     logic [31:0] packet_bytes;  // REG_PACKET_BYTES
     logic [31:0] tiles_done;    // REG_TILES_DONE
     logic [1:0]  tables;        // STATUS bits 2:1
-    logic [31:0] in_flight;     // pixels taken in and not yet sent out
+    logic [31:0] in_flight;     // pixels taken in whole and not yet sent out whole
+    logic [$clog2(IN_BEATS + 1)-1:0] in_phase;    // beats of the pixel coming in
+    logic [$clog2(OUT_BEATS + 1)-1:0] out_phase;  // beats of the pixel going out
 
     // ------------------------------------------------------------------ AXI4-Lite write
     wire wr = s_axi_control_awready && s_axi_control_awvalid
@@ -125,7 +130,8 @@ module fluorofpga_ctrl #(
     logic [31:0] rword;
     always_comb begin
         unique case (s_axi_control_araddr & ~ADDR_W'(3))
-            REG_STATUS:       rword = {29'd0, tables, in_flight == 0 && !resetting};
+            REG_STATUS:       rword = {29'd0, tables, in_flight == 0 && in_phase == 0
+                                                      && out_phase == 0 && !resetting};
             REG_ID:           rword = KERNEL_ID;
             REG_TILE:         rword = {16'(TILE_H), 16'(TILE_W)};
             REG_BITS:         rword = {16'd0, 8'(OUT_BITS), 8'(IN_BITS)};
@@ -160,8 +166,11 @@ module fluorofpga_ctrl #(
 
     logic [$clog2(TILE_PIXELS + 1)-1:0] out_pixel;  // output pixels sent in this tile
     logic [31:0] out_in_packet;                       // bytes sent since the last TLAST
-    wire tile_end = out_pixel == TILE_PIXELS - 1;
-    wire packet_end = packet_bytes != 0 && out_in_packet + OUT_BYTES >= packet_bytes;
+    wire pixel_out_end = out_phase == OUT_BEATS - 1;  // the pixel's last output beat
+    wire tile_end = pixel_out_end && out_pixel == TILE_PIXELS - 1;
+    // TLAST on the last beat of the pixel that reaches PACKET_BYTES (whole pixels only)
+    wire packet_end = pixel_out_end && packet_bytes != 0
+                      && out_in_packet + OUT_BYTES >= packet_bytes;
     assign m_axis_tdata = net_out_tdata;
     assign m_axis_tvalid = net_out_tvalid && !resetting && net_rst_n;
     assign m_axis_tlast = tile_end || packet_end;
@@ -169,6 +178,8 @@ module fluorofpga_ctrl #(
 
     wire in_beat = s_axis_tvalid && s_axis_tready;
     wire out_beat = m_axis_tvalid && m_axis_tready;
+    wire pixel_in = in_beat && in_phase == IN_BEATS - 1;
+    wire pixel_out = out_beat && pixel_out_end;
 
     always_ff @(posedge ap_clk) begin
         if (!ap_rst_n) begin
@@ -192,14 +203,18 @@ module fluorofpga_ctrl #(
     always_ff @(posedge ap_clk) begin
         if (!ap_rst_n || resetting) begin
             in_flight <= 32'd0;
+            in_phase <= '0;
+            out_phase <= '0;
             out_pixel <= '0;
             out_in_packet <= 32'd0;
             tiles_done <= 32'd0;
         end else begin
-            in_flight <= in_flight + 32'(in_beat) - 32'(out_beat);
+            in_flight <= in_flight + 32'(pixel_in) - 32'(pixel_out);
+            if (in_beat) in_phase <= pixel_in ? '0 : in_phase + 1'b1;
             if (out_beat) begin
-                out_pixel <= tile_end ? '0 : out_pixel + 1'b1;
+                out_phase <= pixel_out_end ? '0 : out_phase + 1'b1;
                 out_in_packet <= m_axis_tlast ? 32'd0 : out_in_packet + OUT_BYTES;
+                if (pixel_out_end) out_pixel <= tile_end ? '0 : out_pixel + 1'b1;
                 if (tile_end) tiles_done <= tiles_done + 1;
             end
         end
