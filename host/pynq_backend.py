@@ -71,8 +71,10 @@ bundle before it streams a tile, so a bitstream of another bundle is refused at 
 
 In this release the data path carries codes (input codes in, output codes out: the
 pixel kernels pass through and the host applies the tables, as ``FrameRestorer``,
-``SimRestorer`` and ``WienerSimRestorer`` do); a 1-channel kernel's tables are loaded for
-the frame mode of its kernels. A SIM kernel has no table memories (no SIM pixel kernels
+``SimRestorer`` and ``WienerSimRestorer`` do); a 1-channel kernel's tables are still written
+(the kernel ``fluorofpga compile`` builds, ``hw/rtl/fluorofpga_ctrl.sv``, takes the table
+windows and discards them, its STATUS bits recording the commit), so a later kernel with
+table memories needs no driver change. A SIM kernel has no table memories (no SIM pixel kernels
 are built: one pixel-in table per raw frame, and the Wiener bundle's linear codes and
 demodulation, live on the host), so :meth:`PynqAccelerator.load_tables` refuses a
 multi-channel accelerator rather than write a denoiser's table where none is used.
