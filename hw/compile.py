@@ -372,6 +372,11 @@ def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelPar
         board=b.finn_board, board_name=b.name, fpga_part=b.fpga_part, clk_ns=b.clock_period_ns,
         name=BITSTREAM_NAME, net_top=NET_TOP, kernel_top=KERNEL_TOP if kernel else "",
         kernel_note=note, full_design=full))
+    # the folder is copied elsewhere (and renamed by `fluorofpga compile`): its design
+    # descriptions name files relative to it
+    root = str(folder.absolute()) + "/"
+    for design_json in folder.glob("rtl*/design.json"):
+        design_json.write_text(design_json.read_text().replace(root, ""))
     if kernel is not None:
         shutil.copy(TEMPLATE_DIR / "VIVADO_NOTES.md", folder / "NOTES.md")
         (folder / "block_design.tcl").write_text(env.get_template("block_design.tcl.j2").render(

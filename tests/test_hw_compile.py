@@ -76,6 +76,8 @@ def test_reachable_target_is_met_within_the_budget(small_qonnx, tmp_path):
     assert sources[-1] == "rtl/fluorofpga_kernel.sv" and "rtl/fluorofpga_ctrl.sv" in sources
     assert all((viv / s).is_file() for s in sources)
     assert "{{" not in tcl and "{%" not in tcl
+    design = json.loads((viv / "rtl" / "design.json").read_text())
+    assert design["sources"][-1] == "rtl/fluorofpga_net.sv"  # relative: the folder moves
     run = subprocess.run([sys.executable, str(viv / "build_bitstream.py")],
                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert run.returncode == 2 and "Vivado was not found" in run.stderr
