@@ -1741,10 +1741,17 @@ def export_bioimageio(
     else:
         stack, _ = _read_input(frames)
         adc_max = _adc_max_for(frames, stack.dtype, adc_max)
-        noise = estimate_noise(stack.reshape(-1, *stack.shape[-2:]), adc_max=adc_max).model
+        try:
+            estimate = estimate_noise(stack.reshape(-1, *stack.shape[-2:]), adc_max=adc_max)
+        except ValueError as e:
+            raise type(e)(f"{frames}: {e}") from None
+        noise = estimate.model
+        noise_info = {**estimate.summary(), "from": f"estimated from {frames}"}
+    if calibration is not None:
+        noise_info = {**noise.to_dict(), "from": f"calibration {calibration}"}
     path = export(bundle.path, out, noise, name=f"fluorofpga {bundle.name}", adc_max=adc_max,
                   overwrite=overwrite)
-    return {"path": str(path), "noise": noise.to_dict(), **validate_bioimageio(path)}
+    return {"path": str(path), "noise": noise_info, **validate_bioimageio(path)}
 
 
 # --------------------------------------------------------------------------- stream

@@ -137,7 +137,22 @@ def denoise(
     n = r["noise"]
     console.print(f"noise model: {n['from']} (gain {n['gain_e_per_adu']:.3g} e-/ADU, "
                   f"a={n['a']:.4g}, b={n['b']:.4g})")
+    _note_skipped_frames(n)
     _print_pixel_counts(r)
+
+
+def _note_skipped_frames(noise: dict) -> None:
+    """Say which frames the noise estimate left out (blank, dropped or foreign frames)."""
+    skipped = noise.get("frames_skipped") or []
+    if skipped:
+        shown = ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else "")
+        err.print(f"note: the noise estimate left out frame(s) {shown}: blank (one value) "
+                  "or not the same scene as their neighbour; check them", markup=False,
+                  soft_wrap=True)
+
+
+#: fraction of pixels passed through unrestored above which the summary warns
+PASS_THROUGH_WARN = 0.05
 
 
 def _print_pixel_counts(r: dict) -> None:
@@ -148,6 +163,13 @@ def _print_pixel_counts(r: dict) -> None:
                   f"~{r['tables']['max_adu_coded']:.0f} ADU (passed through) "
                   f"{c['above_range']}, network output at its limits {c['residual_at_limit']}, "
                   f"clipped to the output dtype {c['clipped_output']}")
+    passed = c["saturated"] + c["above_range"]
+    if c["pixels"] and passed > PASS_THROUGH_WARN * c["pixels"]:
+        err.print(f"warning: {passed / c['pixels']:.0%} of the pixels were passed through "
+                  "unrestored (saturated or above the code range): a calibration of another "
+                  "camera, an --adc-max below the camera's, or a noise estimate spoiled by "
+                  "odd frames gives this; check the noise model above", markup=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -462,6 +484,10 @@ def export_bioimageio(
     except (ImportError, ValueError, RuntimeError) as e:
         _fail(str(e))
     console.print(f"wrote {r['path']}: bioimage.io validation {r['status']}")
+    n = r["noise"]
+    console.print(f"noise model in the package: {n.get('from', n.get('source', ''))} (gain "
+                  f"{n['gain_e_per_adu']:.3g} e-/ADU, a={n['a']:.4g}, b={n['b']:.4g})")
+    _note_skipped_frames(n)
 
 
 def _stop_on_first_ctrl_c(pipeline: object) -> None:
@@ -591,6 +617,7 @@ def stream(
     ended = " (stopped early)" if r["stopped_early"] else ""
     console.print(f"wrote {r['frames_out']} frame(s) to {r['sink']}{ended}; noise model: "
                   f"{r['noise']['from']}")
+    _note_skipped_frames(r["noise"])
     if r.get("counts"):
         _print_pixel_counts(r)
 

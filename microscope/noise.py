@@ -50,6 +50,9 @@ class NoiseEstimate:
         frames_used: frames (single frame) or consecutive frame pairs (stack) behind the fit.
         slope_fitted: False when the frames held too little signal to measure the Poisson
             slope and it was set from a prior (the variance at the data is still fitted).
+        frames_skipped: indices of frames left out: constant frames (a blank or dropped
+            frame, all one value) and frames whose difference to their neighbour follows
+            the image instead of being noise (a frame from another scene or exposure).
     """
 
     model: NoiseModel
@@ -58,6 +61,7 @@ class NoiseEstimate:
     pixels_used: int
     frames_used: int
     slope_fitted: bool = True
+    frames_skipped: tuple[int, ...] = ()
 
     def summary(self) -> dict[str, float | int | str]:
         """JSON-ready key numbers."""
@@ -66,6 +70,7 @@ class NoiseEstimate:
                 "bins": int(self.levels.size),
                 "pixels_used": self.pixels_used, "frames_used": self.frames_used,
                 "slope_fitted": self.slope_fitted,
+                "frames_skipped": list(self.frames_skipped),
                 "source": "estimated"}
 
 
@@ -100,6 +105,20 @@ def _frame_samples(
     border[3:-3, 3:-3] = True
     keep = valid & border
     return mean[keep], d[keep], flatness[keep]
+
+
+#: |correlation| between a frame pair's difference and its local mean above which the
+#: difference is taken for image, not noise (a blank, dropped or foreign frame gives ~1;
+#: noise gives ~0; 5 % bleaching between frames at 500 photons about 0.4)
+_FOLLOWS_IMAGE = 0.6
+
+
+def _follows_image(mean: np.ndarray, d: np.ndarray) -> bool:
+    """Whether the temporal difference ``d`` of a frame pair follows the image (``mean``):
+    then the two frames do not show the same scene and their difference is no noise."""
+    if mean.size < 2 or float(np.std(mean)) == 0 or float(np.std(d)) == 0:
+        return False
+    return abs(float(np.corrcoef(mean, d)[0, 1])) > _FOLLOWS_IMAGE
 
 
 def _clipped_variance(d: np.ndarray) -> float:
@@ -163,24 +182,46 @@ def estimate_noise(
     stack = arr.reshape(-1, *arr.shape[-2:])
     if min(stack.shape[-2:]) < 16:
         raise NoiseEstimationError(f"frames of {stack.shape[-2:]} are too small (need ≥ 16 px)")
-    if len(stack) >= 2:  # temporal pairs: the sensor's fixed pattern cancels
-        starts = np.unique(np.linspace(0, len(stack) - 2, min(max_frames, len(stack) - 1))
+    flat_frames = stack.reshape(len(stack), -1)
+    live = [i for i in range(len(stack))  # a blank or dropped frame is all one value
+            if flat_frames[i].min() != flat_frames[i].max()]
+    if not live:  # nothing but flat frames: measured as they are (and found too uniform)
+        live = list(range(len(stack)))
+    skipped = set(range(len(stack))) - set(live)
+    doubtful, used = set(), set()
+    samples = []
+    if len(live) >= 2:  # temporal pairs of the frames left: the fixed pattern cancels
+        starts = np.unique(np.linspace(0, len(live) - 2, min(max_frames, len(live) - 1))
                            .astype(int))
-        pairs = [(stack[i], stack[i + 1]) for i in starts]
-    else:
-        pairs = [(stack[0], None)]
-    pick = np.arange(len(pairs))
-    means, resid, flat = [], [], []
-    for a, b in pairs:
-        m, d, f = _frame_samples(a, adc_max, b)
-        means.append(m)
-        resid.append(d)
-        flat.append(f)
+        for k in starts:
+            i, j = live[k], live[k + 1]
+            m, d, f = _frame_samples(stack[i], adc_max, stack[j])
+            if _follows_image(m, d):  # not noise: one of the two is another scene
+                doubtful.update((i, j))
+                continue
+            used.update((i, j))
+            samples.append((m, d, f))
+    skipped |= doubtful - used
+    if not samples:  # one frame, or no pair of alike frames: each frame's own high-pass
+        samples = [_frame_samples(stack[i], adc_max) for i in live[:max_frames]]
+    pick = np.arange(len(samples))
+    means = [m for m, _, _ in samples]
+    resid = [d for _, d, _ in samples]
+    flat = [f for _, _, f in samples]
     mean, d, flatness = np.concatenate(means), np.concatenate(resid), np.concatenate(flat)
     if mean.size < _MIN_PIXELS:
+        frames_in = np.stack([stack[i] for i in live])
+        saturated = float(np.mean(frames_in >= adc_max))
+        if saturated > 0.05:
+            raise NoiseEstimationError(
+                f"only {mean.size} usable pixels (need ≥ {_MIN_PIXELS}): {saturated:.0%} of "
+                f"the pixels are at the ADC maximum ({adc_max} ADU), and their neighbours "
+                "are not used either: saturated frames, or an --adc-max below the camera's; "
+                "give a calibration file")
         raise NoiseEstimationError(
-            f"only {mean.size} usable pixels (need ≥ {_MIN_PIXELS}, i.e. a 64×64 unsaturated "
-            "area): record a larger field of view or give a calibration file")
+            f"only {mean.size} usable pixels (need ≥ {_MIN_PIXELS}; a frame loses 3 px at "
+            "each border, so at least 70×70 unsaturated pixels): record a larger field of "
+            "view or give a calibration file")
     edges = np.unique(np.quantile(mean, np.linspace(0, 1, n_bins + 1)))
     which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, len(edges) - 2)
     levels, variances, counts = [], [], []
@@ -228,4 +269,5 @@ def estimate_noise(
     # the darkest level the frames show (a bin of local means): the camera's zero-signal
     # level or a little above it, for the tables' dark-level shift (SignalSpec.max_dark_z)
     model = NoiseModel(a, b, "estimated", dark_adu=float(lv.min()))
-    return NoiseEstimate(model, lv, vr, int(ct.sum()), int(pick.size), slope_fitted)
+    return NoiseEstimate(model, lv, vr, int(ct.sum()), int(pick.size), slope_fitted,
+                         tuple(sorted(skipped)))

@@ -480,3 +480,27 @@ def test_verify_catches_a_one_value_change_in_an_intermediate_model(tiny, tmp_pa
     assert not result["bit_exact"]
     assert result["stages"]["finn:step_streamline"] > 0
     assert result["stages"]["qonnx"] == 0 and result["stages"]["host:emulate"] == 0
+
+
+def test_cli_denoise_names_a_blank_frame_and_warns_when_most_pixels_pass_through(tmp_path):
+    """A blank frame in a stack is left out of the noise estimate and named (the other
+    frames are restored as without it); a run that passes most pixels through unrestored
+    says so instead of only counting them."""
+    stack = _noisy_stack(4)
+    write_tiff(tmp_path / "in.tif", stack, axes="TYX")
+    blank = stack.copy()
+    blank[2] = 0
+    write_tiff(tmp_path / "blank.tif", blank, axes="TYX")
+    for name in ("in", "blank"):
+        res = runner.invoke(cli, ["denoise", str(tmp_path / f"{name}.tif"),
+                                  str(tmp_path / f"{name}_out.tif")])
+        assert res.exit_code == 0, res.output
+    assert "left out frame(s) 2" in res.output and "warning" not in res.output
+    ref, got = read_tiff(tmp_path / "in_out.tif"), read_tiff(tmp_path / "blank_out.tif")
+    kept = [0, 1, 3]
+    assert np.abs(got[kept].astype(float) - ref[kept]).mean() < 0.5  # restored alike
+    low = int(np.percentile(stack, 88))  # an --adc-max below the camera's
+    res = runner.invoke(cli, ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "low.tif"),
+                              "--adc-max", str(low)])
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "passed through unrestored" in res.output

@@ -94,6 +94,11 @@ def test_noise_estimation_refuses_what_it_cannot_do():
         estimate_noise(np.full((40, 40), 100, np.uint16))
     with pytest.raises(NoiseEstimationError, match="too uniform"):
         estimate_noise(np.full((128, 128), 100, np.uint16))
+    frame = np.random.default_rng(0).integers(100, 200, (128, 128)).astype(np.uint16)
+    with pytest.raises(NoiseEstimationError, match="% of the pixels are at the ADC maximum"):
+        estimate_noise(frame, adc_max=150)  # saturation, not a small field, is the cause
+    with pytest.raises(NoiseEstimationError, match="at least 70×70"):
+        estimate_noise(frame[:64, :64])
 
 
 def test_pair_table_decode_equals_the_arithmetic_and_counts_the_same():
@@ -218,3 +223,29 @@ def test_estimated_noise_model_knows_the_frames_darkest_level():
     spec = SignalSpec(max_dark_z=9.083)
     true_shift = SignalTables(spec, NoiseModel.from_camera(gain, offset, read)).dark_shift
     assert SignalTables(spec, est.model).dark_shift == pytest.approx(true_shift, abs=1.5)
+
+
+def test_a_blank_or_foreign_frame_does_not_spoil_a_stacks_noise_estimate():
+    """A dropped (all-zero) frame or a frame of another exposure in a stack: its pairs'
+    differences follow the image, not the noise; they are left out and named, and the
+    estimate matches the clean stack's (one blank frame once made the gain 24x too large
+    and left 44 % of a stack unrestored)."""
+    cam = SCMOSCamera(gain_e_per_adu=1.0, offset_adu=100, read_noise_e=2.0)
+    mic = WidefieldMicroscope(shape=(128, 128), peak_photons=300.0, camera=cam, seed=5)
+    stack = np.stack([f.noisy for f in mic.frames(10)])
+    clean = estimate_noise(stack)
+    assert clean.frames_skipped == ()
+    levels = np.percentile(mic.clean_adu(), [5, 50, 99])
+    for k, frame in ((4, np.zeros_like(stack[0])), (6, stack[6] // 2)):
+        odd = stack.copy()
+        odd[k] = frame
+        est = estimate_noise(odd)
+        # left out: the frame (and a neighbour whose only sampled pair was with it)
+        assert k in est.frames_skipped and set(est.frames_skipped) <= {k - 1, k, k + 1}
+        # as close to the clean stack's as another choice of frame pairs gets
+        ratio = _sd_ratio(est.model, clean.model, levels)
+        assert np.all(np.abs(ratio - 1) < 0.1), (k, ratio)
+        assert abs(est.model.gain_e_per_adu / clean.model.gain_e_per_adu - 1) < 0.1
+    pair = estimate_noise(np.stack([stack[0], np.zeros_like(stack[0])]))  # one frame left
+    assert pair.frames_skipped == (1,) and pair.frames_used == 1
+    assert abs(pair.model.gain_e_per_adu / clean.model.gain_e_per_adu - 1) < 0.15
