@@ -54,10 +54,28 @@ class _Bars:
         self.progress.stop()
 
 
-def _fail(message: str) -> None:
-    """One clear line (paths and brackets printed literally, not as markup), exit code 2."""
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+def _fail(message: str | BaseException) -> None:
+    """One clear line (paths and brackets printed literally, not as markup), exit code 2.
+
+    An exception is described by :func:`_why` (a full disk says so)."""
+    text = _why(message) if isinstance(message, BaseException) else message
+    err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def _why(e: BaseException) -> str:
+    """The message of an exception; for an OSError its file and, for a full disk (ENOSPC,
+    or a writer's "N requested and M written"), that the disk is full."""
+    import errno
+
+    text = str(e)
+    if isinstance(e, OSError):
+        name = getattr(e, "filename", None)
+        if name and str(name) not in text:
+            text = f"{name}: {text}"
+        if e.errno == errno.ENOSPC or ("requested and" in text and "written" in text):
+            text += " (the disk is full: free some space or write elsewhere)"
+    return text
 
 
 @app.command()
@@ -90,7 +108,7 @@ def demo(
                   markup=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
     except (AcceleratorError, BundleError, ValueError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     table = Table(title=f"fluorofpga demo: {r['bundle']} on {r['backend']}", show_header=False)
     for key in ("frames", "frames_out", "dropped", "fps", "psnr_noisy", "psnr_restored",
                 "ssim_noisy", "ssim_restored", "bit_exact"):
@@ -130,8 +148,8 @@ def denoise(
         with _Bars() as bars:
             r = facade.denoise(in_tif, out_tif, model, backend, calibration, dtype, adc_max,
                                overwrite, axes, progress=bars)
-    except (AcceleratorError, BundleError, ValueError) as e:
-        _fail(str(e))
+    except (AcceleratorError, BundleError, ValueError, OSError) as e:
+        _fail(e)
     console.print(f"restored {r['frames']} plane(s) {r['axes']} {r['shape']} in "
                   f"{r['seconds']:.1f} s ({r['backend']}, {r['dtype']}) -> {r['out']}")
     n = r["noise"]
@@ -189,7 +207,7 @@ def calibrate(
         summary = facade.calibrate_camera(dark, flats, out, qe=qe, camera_serial=serial,
                                           overwrite=overwrite)
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     table = Table(title=f"camera calibration -> {out}", show_header=False)
     for key, value in summary.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
@@ -250,8 +268,8 @@ def train(
     try:
         with _Bars() as bars:
             bundle = facade.make_bundle(out, spec, progress=bars, overwrite=overwrite)
-    except (ValueError, VivadoMissing) as e:
-        _fail(str(e))
+    except (ValueError, VivadoMissing, OSError) as e:
+        _fail(e)
     v = bundle.manifest["verification"]
     console.print(f"bundle {bundle.path}: chain of custody bit-exact = {v['bit_exact']}")
     est = bundle.manifest["estimates"]
@@ -279,13 +297,13 @@ def verify(
     try:
         bundle = load_bundle(model)  # missing, incomplete or damaged files are refused here
     except BundleError as e:
-        _fail(str(e))
+        _fail(e)
     try:
         result = facade.verify_bundle(bundle)
     except ImportError as e:
         _fail(f"verify needs the training and compile stack (torch, qonnx, FINN): {e}")
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     except Exception as e:  # torch/onnx/protobuf parse errors of damaged files: no common base
         _fail(f"{bundle.path}: verification could not run ({type(e).__name__}: {e}); a file "
               "of the bundle may be damaged: re-create it with `fluorofpga train`")
@@ -373,7 +391,7 @@ def sim(
                            overwrite=overwrite,
                            progress=bars)
     except (AcceleratorError, ValueError, OSError) as e:  # AcceleratorError: no board, ...
-        _fail(str(e))
+        _fail(e)
     if "bundle" in r:
         _print_learned_sim(r)
         return
@@ -449,7 +467,7 @@ def sim_bundle(
                 board=board, tile=tile, target_mpix_per_s=target_mpix, name=name,
                 overwrite=overwrite, progress=bars)
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     v = bundle.manifest["verification"]
     console.print(f"bundle {bundle.path}: chain of custody bit-exact = {v['bit_exact']}")
     console.print_json(json.dumps(bundle.manifest["estimates"]))
@@ -481,8 +499,8 @@ def export_bioimageio(
         _fail("give the package to write: fluorofpga export-bioimageio OUT.zip (or --out)")
     try:
         r = facade.export_bioimageio(out, model, calibration, frames, adc_max, overwrite)
-    except (ImportError, ValueError, RuntimeError) as e:
-        _fail(str(e))
+    except (ImportError, ValueError, RuntimeError, OSError) as e:
+        _fail(e)
     console.print(f"wrote {r['path']}: bioimage.io validation {r['status']}")
     n = r["noise"]
     console.print(f"noise model in the package: {n.get('from', n.get('source', ''))} (gain "
@@ -587,7 +605,7 @@ def stream(
         err.print(f"interrupted{kept}", markup=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
     except (AcceleratorError, BundleError, ValueError, ImportError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     finally:
         signal.signal(signal.SIGINT, previous)
     if sim:
@@ -688,7 +706,7 @@ def receive(
     except StreamIncomplete as e:
         _fail(f"{e}{partial_note()}")
     except (ValueError, ImportError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     console.print(f"received {r['frames']} frame(s) -> {r['out']}; lost on the way "
                   f"{r['missed']}, dropped by the sender {r['sender_dropped']}")
 
@@ -714,7 +732,7 @@ def deploy(
     try:
         r = facade.deploy(board, out, model, overwrite, sim_model, bitstream)
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        _fail(e)
     console.print(f"wrote {r['out']} for {r['board']}: bundle {r['bundle']}, "
                   f"{len(r['notebooks'])} notebooks, {len(r['package_files'])} package files, "
                   "requirements.txt")
@@ -744,7 +762,7 @@ def compile_cmd(
             r = facade.compile_bundle(out, board, fps, size, model, max_utilisation, bitfile,
                                       overwrite, progress=bars)
     except (ValueError, OSError, RuntimeError) as e:
-        _fail(str(e))
+        _fail(e)
     e = r["estimated"]
     table = Table(title=f"fluorofpga compile: {r['bundle']} on {r['board']} "
                   f"({r['clock_mhz']:g} MHz)", show_header=False)

@@ -649,8 +649,12 @@ def export_bioimageio(
         _write_files(d, wrapper, frame, restored, plan.readme())
         descr = plan.model_descr(d, author_entries)
         partial = out_zip.with_name(out_zip.name + ".partial")
-        save_bioimageio_package(descr, output_path=partial, local_files_only=True)
-        shutil.move(partial, out_zip)
+        try:
+            save_bioimageio_package(descr, output_path=partial, local_files_only=True)
+            shutil.move(partial, out_zip)
+        except BaseException:  # a full disk, Ctrl-C: no half package left behind
+            partial.unlink(missing_ok=True)
+            raise
     return out_zip
 
 

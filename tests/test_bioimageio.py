@@ -260,3 +260,30 @@ def test_cli_export_bioimageio_of_the_shipped_bundle(tmp_path):
     assert r.exit_code == 2 and "overwrite" in r.output
     r = CliRunner().invoke(app, ["export-bioimageio", "--frames", str(tmp_path / "cam.tif")])
     assert r.exit_code == 2 and "OUT.zip" in r.output and not (tmp_path / "x").exists()
+
+
+def test_a_failed_write_leaves_no_partial_package(tiny, tmp_path, monkeypatch):
+    """A full disk while the package is written (injected: no small disk here): the error
+    says so and no half-written ``.zip.partial`` is left behind."""
+    import errno
+
+    import bioimageio.spec
+
+    ckpt, _, _ = tiny
+
+    def full_disk(descr, output_path, **kwargs):
+        Path(output_path).write_bytes(b"PK\x03\x04 half a package")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bioimageio.spec, "save_bioimageio_package", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export_bioimageio(ckpt, tmp_path / "p.zip", NOISE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    from fluorofpga.cli import _why
+
+    assert "the disk is full" in _why(OSError(errno.ENOSPC, "No space left on device",
+                                              "x.zarr"))
+    assert "x.zarr" in _why(OSError(errno.ENOSPC, "No space left on device", "x.zarr"))
+    assert "the disk is full" in _why(OSError("163840 requested and 102224 written"))
+    assert "disk" not in _why(OSError(errno.EACCES, "Permission denied", "y.tif"))
