@@ -1079,18 +1079,29 @@ def read_ome_zarr(path: PathLike) -> tuple[np.ndarray, str]:
         stored = group[dataset]
     except _ZARR_READ_ERRORS as exc:
         raise ImageFormatError(f"{name}: cannot open array {dataset!r} ({exc})") from exc
-    if (group.attrs.get("fluorofpga") or {}).get(_ALL_CHUNKS):
-        try:
-            present, total = int(stored.nchunks_initialized), int(stored.nchunks)
-        except _ZARR_READ_ERRORS as exc:
+    ours = bool((group.attrs.get("fluorofpga") or {}).get(_ALL_CHUNKS))
+    try:
+        present, total = int(stored.nchunks_initialized), int(stored.nchunks)
+    except (*_ZARR_READ_ERRORS, NotImplementedError) as exc:
+        if ours:
             raise ImageFormatError(
                 f"{name}: cannot list the chunks of {dataset!r} ({exc})"
             ) from exc
-        if present != total:
+        present = total = 0  # a store that cannot be listed (plain HTTP): not checkable
+    if present != total:
+        if ours:
             raise ImageFormatError(
                 f"{name}: damaged OME-Zarr store: {total - present} of {total} chunks of array "
                 f"{dataset!r} are missing; re-copy or re-create the store"
             )
+        # another writer's store: a missing chunk reads as the fill value, which no camera
+        # records over a whole chunk (its offset is above 0); refused rather than restored
+        raise ImageFormatError(
+            f"{name}: {total - present} of {total} chunks of array {dataset!r} are not "
+            f"stored: they would read as the fill value ({stored.fill_value}), not as camera "
+            "counts. A damaged or incomplete copy? If its writer skipped empty chunks on "
+            "purpose, re-save it with every chunk written (zarr: write_empty_chunks=True)"
+        )
     try:
         array = np.asarray(stored[...])
     except _ZARR_READ_ERRORS as exc:

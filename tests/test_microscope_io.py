@@ -238,6 +238,14 @@ def test_ome_zarr_written_by_ome_zarr_py_is_read_at_full_resolution(tmp_path):
     back, got = read_image_meta(tmp_path / "ref.zarr")
     np.testing.assert_array_equal(back, array)
     assert got.axes == "CYX"
+    # a chunk lost from such a store (another writer: no completeness flag of ours) would
+    # read as zeros and be restored into plausible counts: refused, named
+    level0 = root.attrs["ome"]["multiscales"][0]["datasets"][0]["path"]
+    chunk = next(p for p in sorted((tmp_path / "ref.zarr" / level0).rglob("*"))
+                 if p.is_file() and p.name != "zarr.json" and not p.name.startswith("."))
+    chunk.unlink()
+    with pytest.raises(ImageFormatError, match=r"ref.zarr: 1 of \d+ chunks .* not stored"):
+        read_image_meta(tmp_path / "ref.zarr")
 
 
 def test_image_meta_units_validation_and_helpers():
