@@ -1762,8 +1762,9 @@ SIM_DEFAULT_FRAMES = 100
 NOISE_ESTIMATE_FRAMES = 8
 
 
-def _sink_kind(sink: str) -> str:
-    """``"tiff"``, ``"zarr"`` or ``"zmq"`` for what the user named, else ValueError."""
+def _sink_kind(sink: str, option: str = "--sink") -> str:
+    """``"tiff"``, ``"zarr"`` or ``"zmq"`` for what the user named, else ValueError
+    (``option``: how the command calls it; ``--out`` of ``receive`` takes files only)."""
     if "://" in sink:
         return "zmq"
     suffix = Path(sink).suffix.lower()
@@ -1771,16 +1772,18 @@ def _sink_kind(sink: str) -> str:
         return "tiff"
     if suffix == ".zarr":
         return "zarr"
-    raise ValueError(f"--sink {sink}: give a .tif/.tiff file, a .zarr store or a ZeroMQ "
-                     "address tcp://*:PORT (pub+tcp://*:PORT for many viewers)")
+    network = ("" if option == "--out" else
+               ", or a ZeroMQ address tcp://*:PORT (pub+tcp://*:PORT for many viewers)")
+    raise ValueError(f"{option} {sink}: give a .tif/.tiff file or a .zarr store{network}")
 
 
-def _check_sink(sink: str, overwrite: bool, inputs: list[Path]) -> str:
+def _check_sink(sink: str, overwrite: bool, inputs: list[Path], option: str = "--sink"
+                ) -> str:
     """Everything about the sink that can be checked before any work; its kind."""
     from fluorofpga.host.sinks import partial_path
     from fluorofpga.microscope import OutputError
 
-    kind = _sink_kind(sink)
+    kind = _sink_kind(sink, option)
     if kind == "zmq":
         from fluorofpga.host.netstream import _check_address, _import_zmq
 
@@ -1792,7 +1795,7 @@ def _check_sink(sink: str, overwrite: bool, inputs: list[Path]) -> str:
             import ome_zarr.writer  # noqa: F401
             import zarr  # noqa: F401
         except ImportError as e:
-            raise ImportError(f"--sink {sink}: OME-Zarr output needs zarr and ome-zarr "
+            raise ImportError(f"{option} {sink}: OME-Zarr output needs zarr and ome-zarr "
                               f"(pip install fluorofpga[zarr]): {e}") from None
     check_output(sink, overwrite, inputs)
     if partial_path(sink).exists() and not overwrite:
@@ -2399,9 +2402,11 @@ def receive(
     from fluorofpga.host import StreamPipeline, ZmqSource
 
     out = str(out)
-    if _sink_kind(out) == "zmq":
+    if _sink_kind(out, "--out") == "zmq":
         raise ValueError(f"--out {out}: receive writes a .tif/.tiff file or a .zarr store")
-    _check_sink(out, overwrite, [])
+    if not timeout_s > 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {timeout_s!r}")
+    _check_sink(out, overwrite, [], "--out")
     if view:
         try:
             import napari  # noqa: F401

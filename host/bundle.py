@@ -308,6 +308,9 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     """
     bpath = Path(path) if path is not None else default_bundle_path()
     mpath = bpath / MANIFEST
+    if not bpath.exists():
+        raise BundleError(f"{bpath}: no such folder (a model bundle is a folder with a "
+                          f"{MANIFEST})")
     if not mpath.is_file():
         raise BundleError(f"{bpath}: not a model bundle (no {MANIFEST})")
     try:

@@ -52,6 +52,11 @@ def _check_address(address: str) -> str:
     if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://", "inproc://")):
         raise ValueError(f"{address!r}: a ZeroMQ address looks like tcp://HOST:PORT "
                          "(tcp://*:5555 to listen on every interface)")
+    if address.startswith("tcp://"):
+        port = address.rsplit(":", 1)[-1] if address.count(":") >= 2 else ""
+        if port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"{address!r}: the port must be a number in 1..65535 "
+                             "(tcp://HOST:PORT, e.g. tcp://192.168.2.99:5555)")
     return address
 
 

@@ -703,6 +703,13 @@ def load_calibration(path: PathLike) -> Calibration:
     if not os.path.isfile(path):
         raise CalibrationError(f"{name}: no such calibration file")
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic != b"PK\x03\x04":  # every .npz is a zip archive
+            kind = "a TIFF image" if magic[:2] in (b"II", b"MM") else "not an .npz archive"
+            raise CalibrationError(
+                f"{name}: not a fluorofpga calibration ({kind}); give the .npz file that "
+                "`fluorofpga calibrate` wrote")
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise CalibrationError(f"{name}: not a fluorofpga calibration (not an .npz archive)")

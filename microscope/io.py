@@ -352,6 +352,10 @@ def _open_series(path: PathLike, tif: tifffile.TiffFile) -> tifffile.TiffPageSer
     name = os.fspath(path)
     size = os.path.getsize(path)
     for page in tif.pages:
+        if 0 in tuple(getattr(page, "shape", ())) or (tif.series and 0 in tif.series[0].shape):
+            raise ImageFormatError(f"{name}: the TIFF holds no pixels (an image of shape "
+                                   f"{tuple(tif.series[0].shape) if tif.series else ()}: "
+                                   "zero frames or an empty plane)")
         for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
             if offset + count > size:
                 raise ImageFormatError(

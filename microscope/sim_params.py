@@ -253,7 +253,7 @@ class SimParameters(Sequence[AngleParameters]):
         if problems:
             raise SimParametersMismatch(
                 "these SIM parameters were estimated for " + "; ".join(problems)
-                + ". Re-estimate them on this data (estimate_parameters) or use parameters "
+                + ". Re-estimate them on this data (leave out --params) or use parameters "
                 "saved for this optics and layout."
             )
 

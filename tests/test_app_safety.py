@@ -290,7 +290,7 @@ def test_verify_and_demo_refuse_a_damaged_bundle_before_any_work(tmp_path, bundl
 
 def test_verify_of_a_missing_or_foreign_folder_is_one_clear_error(tmp_path):
     result = run("verify", tmp_path / "nothing")
-    assert result.exit_code == 2 and "not a model bundle" in one_line(result)
+    assert result.exit_code == 2 and "nothing: no such folder" in one_line(result)
     (tmp_path / "manifest.json").write_text("{truncated")
     result = run("verify", tmp_path)
     assert result.exit_code == 2 and "invalid JSON" in one_line(result)

@@ -378,3 +378,15 @@ def test_stream_from_a_genicam_camera_through_harvesters(tmp_path, monkeypatch):
     assert out.shape == (3, 32, 32) and meta.frame_interval_s == pytest.approx(0.04)
     assert log[0] == ("cti", str(cti)) and log[-3:] == ["stop", "destroy", "reset"]
     assert Acquirer.remote_device.node_map.AcquisitionFrameRate.value == 25.0  # --fps set
+
+
+def test_receive_names_its_own_options_in_errors(tmp_path):
+    """`receive` speaks of --out and --timeout (not --sink or timeout_s) and writes
+    nothing on a bad argument."""
+    pytest.importorskip("zmq")
+    with pytest.raises(ValueError, match=r"^--out .*x.png: give a .tif/.tiff file or a .zarr "
+                                         r"store$"):
+        facade.receive("tcp://127.0.0.1:5999", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="--timeout must be > 0"):
+        facade.receive("tcp://127.0.0.1:5999", tmp_path / "x.tif", timeout_s=0)
+    assert list(tmp_path.iterdir()) == []

@@ -155,6 +155,9 @@ def test_sink_refuses_bad_addresses_and_times_out_without_a_receiver():
         ZmqSink("localhost:5555")
     with pytest.raises(ValueError, match="pattern"):
         ZmqSink("tcp://127.0.0.1:1", pattern="req")
+    for bad in ("tcp://127.0.0.1:99999", "tcp://127.0.0.1", "tcp://host:port"):
+        with pytest.raises(ValueError, match="port must be a number in 1..65535"):
+            ZmqSource(bad, timeout_s=0.1)  # at once, not after waiting for a sender
     port = free_tcp_port()
     first = ZmqSink(f"tcp://127.0.0.1:{port}", send_timeout_s=0.2, hwm=1, linger_s=0)
     try:

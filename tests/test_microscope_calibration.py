@@ -244,8 +244,14 @@ def test_load_rejects_foreign_and_future_files(tmp_path, measured):
     with pytest.raises(CalibrationError, match="no header"):
         load_calibration(tmp_path / "other.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(CalibrationError):
+    with pytest.raises(CalibrationError, match="not an .npz archive") as err:
         load_calibration(tmp_path / "text.npz")
+    assert "pickle" not in str(err.value)  # never the advice to load it unsafely
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "dark.tif", np.zeros((4, 4), np.uint16))
+    with pytest.raises(CalibrationError, match="a TIFF image.*`fluorofpga calibrate` wrote"):
+        load_calibration(tmp_path / "dark.tif")
     cal.save(tmp_path / "c.npz")
     with np.load(tmp_path / "c.npz") as z:
         arrays = dict(z)

@@ -73,6 +73,14 @@ def test_truncated_file_raises(tmp_path):
         axes_of(path)
 
 
+def test_a_tiff_of_zero_frames_is_called_empty_not_truncated(tmp_path):
+    path = tmp_path / "empty.tif"
+    with pytest.warns(UserWarning):  # tifffile: zero-size arrays are nonconformant
+        tifffile.imwrite(path, np.zeros((0, 64, 64), np.uint16))
+    with pytest.raises(ImageFormatError, match="empty.tif: the TIFF holds no pixels"):
+        read_tiff(path)
+
+
 def test_a_file_of_several_image_series_is_refused_not_read_in_part(tmp_path):
     """Stage positions saved as series of one OME-TIFF: reading the first would silently
     drop the others. A reduced-resolution thumbnail is no image of its own."""
