@@ -1137,6 +1137,35 @@ def _refuse_patternless(results: list[_AngleResult], k_fractions: tuple[float, f
         "estimated on a brighter acquisition of the same pattern (--params) still work")
 
 
+#: one instrument's angles share one grating period: an angle whose blind estimate is
+#: this far (relative) from the others' median |k| is noted, and refused beyond the error
+_PERIOD_SPREAD_WARN, _PERIOD_SPREAD_ERROR = 0.03, 0.10
+
+
+def _unequal_periods(results: list[_AngleResult], cutoff: float) -> tuple[str, ...]:
+    """Warn about (note) an angle whose pattern frequency differs from the others';
+    raise :class:`NoPatternError` when it is so far off that it cannot be the pattern."""
+    ks = [float(np.hypot(*r.fit.p)) for r in results if r.fit is not None]
+    if len(ks) < 3:
+        return ()
+    median = float(np.median(ks))
+    worst = max(range(len(ks)), key=lambda a: abs(ks[a] / median - 1))
+    off = abs(ks[worst] / median - 1)
+    if off <= _PERIOD_SPREAD_WARN:
+        return ()
+    text = (f"angle {worst}: pattern frequency {ks[worst] / cutoff:.3f}× the cut-off "
+            f"2NA/λ, the angles' median {median / cutoff:.3f}× ({off:.0%} apart), but one "
+            "instrument's angles share one grating period")
+    if off > _PERIOD_SPREAD_ERROR:
+        raise NoPatternError(
+            text + ": that estimate is not the pattern (a small field of view or too little "
+            "light); estimate on a larger field or a brighter acquisition and pass those "
+            "parameters (--params)")
+    note = text + ": check that angle's reconstruction"
+    warnings.warn(note, WeakPatternWarning, stacklevel=3)
+    return (note,)
+
+
 def _weak_angles(results: list[_AngleResult]) -> tuple[str, ...]:
     """Warn about (and note) angles whose frames barely show the pattern."""
     notes = []
@@ -1544,6 +1573,7 @@ def estimate_parameters(
     _check_frames(results, n_angles, n_phases, order)
     if guess is None:  # (with a guess the user vouches for the pattern: weak notes only)
         _refuse_patternless(results, k_fraction_range)
+        notes += _unequal_periods(results, cutoff)
     notes += _weak_angles(results)
     return _parameters(
         results, _Grid(shape, cutoff, 0.0, camera_rate=True).centre,
