@@ -480,8 +480,9 @@ def write_tiff(
 ) -> None:
     """Write an image with its axes and physical calibration, atomically.
 
-    The file is an ImageJ hyperstack when ImageJ supports the dtype and axes order, an
-    OME-TIFF otherwise. It is written to a hidden temporary file in the same directory,
+    The file is an OME-TIFF when its name ends in ``.ome.tif`` / ``.ome.tiff`` (what that
+    name promises) or when ImageJ cannot hold the dtype and axes order, else an ImageJ
+    hyperstack. It is written to a hidden temporary file in the same directory,
     flushed to disk and moved over ``path`` with ``os.replace``, so ``path`` is either
     untouched or complete. An existing ``path`` is replaced: check it first with
     :func:`check_output`.
@@ -509,7 +510,8 @@ def write_tiff(
     metadata = dict(metadata or {})
     if metadata.setdefault("axes", axes) != axes:
         raise ValueError(f"metadata axes {metadata['axes']!r} differ from axes {axes!r}")
-    if _is_imagej_compatible(array, axes):
+    ome_name = Path(path).name.lower().endswith((".ome.tif", ".ome.tiff"))
+    if _is_imagej_compatible(array, axes) and not ome_name:
         format_kwargs: dict[str, Any] = {"imagej": True}
         if meta is not None:
             resolution, imagej = meta.to_imagej()

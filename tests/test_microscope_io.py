@@ -471,3 +471,18 @@ def test_failed_zarr_write_leaves_nothing_and_keeps_the_old_store(tmp_path, monk
     monkeypatch.undo()
     np.testing.assert_array_equal(read_image(store)[0], stack())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+
+
+def test_an_ome_tif_name_gets_an_ome_tiff_with_its_calibration(tmp_path):
+    """A user who names the output ``.ome.tif`` gets OME-TIFF (it was once ImageJ under
+    that name), with pixel size and frame interval, read back the same."""
+    from fluorofpga.microscope import read_image_meta
+
+    meta = ImageMeta("TYX", 0.108, 0.108, "micron", None, 0.05, "s")
+    write_tiff(tmp_path / "cells.ome.tif", stack(), meta=meta)
+    with tifffile.TiffFile(tmp_path / "cells.ome.tif") as tif:
+        assert tif.is_ome and not tif.is_imagej
+    back, got = read_image_meta(tmp_path / "cells.ome.tif")
+    np.testing.assert_array_equal(back, stack())
+    assert got.axes == "TYX" and got.pixel_size_um == pytest.approx((0.108, 0.108))
+    assert got.frame_interval_s == pytest.approx(0.05)
