@@ -378,7 +378,7 @@ def _seal_and_verify(work: Path, manifest: dict[str, Any], seed: int, t0: float,
     manifest.pop("verification", None)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     progress("verify", 0, 1, "chain of custody")
-    manifest["verification"] = verify_bundle(load_bundle(work), seed=seed)
+    manifest["verification"] = verify_bundle(load_bundle(work), seed=seed, progress=progress)
     manifest["seconds"] = time.perf_counter() - t0
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     progress("verify", 1, 1, "bit-exact" if manifest["verification"]["bit_exact"] else "FAILED")
@@ -472,7 +472,8 @@ def _check_bundle_output(out: Path, overwrite: bool) -> None:
 # ------------------------------------------------------------------ chain of custody
 
 
-def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str, Any]:
+def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0,
+                  progress: Progress = _noop) -> dict[str, Any]:
     """Run every stage of the bundle on the same integer tiles and compare integers.
 
     Stages: Brevitas (quantized checkpoint) -> QONNX -> every verified FINN intermediate
@@ -481,7 +482,8 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
     saturation. Returns ``{"bit_exact": bool, "stages": {name: mismatching pixels},
     "images": tiles compared, "output_range": [min, max] of the reference output,
     "thresholds_exercised": {MultiThreshold: fraction of its thresholds that the tiles put
-    inputs on both sides of} (and the same for the camera tiles alone)}``.
+    inputs on both sides of} (and the same for the camera tiles alone)}``. ``progress``
+    is called once per tile and stage (a full-size bundle takes minutes).
     """
     import torch
 
@@ -503,7 +505,9 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
     stages: dict[str, int] = {}
     tiles = sample_tiles(bundle, n_images, seed)
     lo, hi = None, None
-    for x in tiles:  # (H, W) denoiser tiles, (P, H, W) SIM tiles
+    for t, x in enumerate(tiles):  # (H, W) denoiser tiles, (P, H, W) SIM tiles
+        progress("verify", t, len(tiles), f"tile {t + 1}/{len(tiles)}: QONNX, Brevitas, "
+                 f"{len(VERIFIED_STEPS)} FINN stages, emulator")
         ref = run_qonnx_int(bundle.file("qonnx"), x)
         batch = x[None, None] if x.ndim == 2 else x[None]
         brevitas = qmodel.forward_int(torch.from_numpy(batch.astype(np.int64))).numpy()[0]
@@ -517,6 +521,7 @@ def verify_bundle(bundle: Bundle, n_images: int = 2, seed: int = 0) -> dict[str,
             stages[name] = stages.get(name, 0) + int(np.count_nonzero(y != ref))
         lo = int(ref.min()) if lo is None else min(lo, int(ref.min()))
         hi = int(ref.max()) if hi is None else max(hi, int(ref.max()))
+    progress("verify", len(tiles), len(tiles), "threshold coverage")
     streamlined = finn_dir / "step_streamline.onnx"
     coverage = {name: c["exercised"] for name, c in
                 threshold_coverage(streamlined, tiles, bundle.in_bits).items()}

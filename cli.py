@@ -299,7 +299,8 @@ def verify(
     except BundleError as e:
         _fail(e)
     try:
-        result = facade.verify_bundle(bundle)
+        with _Bars() as bars:
+            result = facade.verify_bundle(bundle, progress=bars)
     except ImportError as e:
         _fail(f"verify needs the training and compile stack (torch, qonnx, FINN): {e}")
     except (ValueError, OSError) as e:
