@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from .rtlsim import run_cocotb_job, verilator_build
-from .stitch import TEMPLATE_DIR, StitchedDesign, StitchError, pack_channels, unpack_channels
+from .stitch import (
+    TEMPLATE_DIR,
+    StitchedDesign,
+    StitchError,
+    fresh_run_dir,
+    pack_channels,
+    unpack_channels,
+)
 
 __all__ = ["DMA_INSTANCE", "KERNEL_ID", "KERNEL_INSTANCE", "KERNEL_RANGE", "KERNEL_TOP",
            "REGISTERS", "KernelDesign", "KernelRun", "generate_kernel", "simulate_kernel"]
@@ -193,12 +200,7 @@ def simulate_kernel(
                           lane).reshape(len(tiles), -1)  # the DMA's beats, in order
     build_dir = verilator_build(kernel.sources, kernel.top, net.out_dir / "build_kernel",
                                 ("-Wno-WIDTH", "-Wno-PINMISSING"))
-    run_dir = net.out_dir / run_name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    for f in net.data_files:
-        shutil.copy(f, run_dir / f.name)
+    run_dir = fresh_run_dir(net, run_name)
     n, (h, w) = len(tiles), net.tile_shape
     job = {
         "tiles": [[int(v) for v in t] for t in beats],

@@ -590,6 +590,18 @@ def _build(design: StitchedDesign, gauge: str) -> Path:
                            ("-Wno-WIDTH", "-Wno-PINMISSING"), GAUGE_DEFINES[gauge])
 
 
+def fresh_run_dir(design: StitchedDesign, run_name: str) -> Path:
+    """An empty simulation directory ``run_name`` in the design folder, holding the
+    design's memory-init files (read relative to it)."""
+    run_dir = design.out_dir / run_name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    for f in design.data_files:
+        shutil.copy(f, run_dir / f.name)
+    return run_dir
+
+
 def simulate_accelerator(
     design: StitchedDesign,
     tiles: np.ndarray,
@@ -656,12 +668,7 @@ def simulate_accelerator(
     lut_in = np.zeros(0, np.uint32) if lut_in is None else lut_in
     lut_out = np.zeros(0, np.uint32) if lut_out is None else lut_out
     build_dir = _build(design, gauge)
-    run_dir = design.out_dir / run_name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    for f in design.data_files:
-        shutil.copy(f, run_dir / f.name)
+    run_dir = fresh_run_dir(design, run_name)
     n, (h, w) = len(tiles), design.tile_shape
     n_tables = len(lut_in) + len(lut_out)
     if max_cycles is None:
