@@ -182,36 +182,43 @@ def estimate_noise(
     stack = arr.reshape(-1, *arr.shape[-2:])
     if min(stack.shape[-2:]) < 16:
         raise NoiseEstimationError(f"frames of {stack.shape[-2:]} are too small (need ≥ 16 px)")
-    flat_frames = stack.reshape(len(stack), -1)
-    live = [i for i in range(len(stack))  # a blank or dropped frame is all one value
-            if flat_frames[i].min() != flat_frames[i].max()]
-    if not live:  # nothing but flat frames: measured as they are (and found too uniform)
-        live = list(range(len(stack)))
-    skipped = set(range(len(stack))) - set(live)
-    doubtful, used = set(), set()
+    constant: dict[int, bool] = {}  # a blank or dropped frame is all one value
+
+    def blank(i: int) -> bool:
+        if i not in constant:  # only the frames sampled are looked at (stacks are long)
+            constant[i] = bool(stack[i].min() == stack[i].max())
+        return constant[i]
+
+    skipped, doubtful, used = set(), set(), set()
     samples = []
-    if len(live) >= 2:  # temporal pairs of the frames left: the fixed pattern cancels
-        starts = np.unique(np.linspace(0, len(live) - 2, min(max_frames, len(live) - 1))
+    if len(stack) >= 2:  # temporal pairs: the sensor's fixed pattern cancels
+        starts = np.unique(np.linspace(0, len(stack) - 2, min(max_frames, len(stack) - 1))
                            .astype(int))
-        for k in starts:
-            i, j = live[k], live[k + 1]
+        for i in starts:
+            j = i + 1  # the next frame that is not blank
+            while j < len(stack) and blank(j):
+                j += 1
+            if blank(i) or j == len(stack):
+                continue
             m, d, f = _frame_samples(stack[i], adc_max, stack[j])
             if _follows_image(m, d):  # not noise: one of the two is another scene
-                doubtful.update((i, j))
+                doubtful.update((int(i), j))
                 continue
-            used.update((i, j))
+            used.update((int(i), j))
             samples.append((m, d, f))
-    skipped |= doubtful - used
+    looked = sorted(constant) or [0]
+    skipped = {i for i in looked if constant.get(i)} | (doubtful - used)
     if not samples:  # one frame, or no pair of alike frames: each frame's own high-pass
-        samples = [_frame_samples(stack[i], adc_max) for i in live[:max_frames]]
-    pick = np.arange(len(samples))
+        single = [i for i in looked if not constant.get(i)] or looked  # all blank: as is
+        samples = [_frame_samples(stack[i], adc_max) for i in single[:max_frames]]
+        if all(constant.get(i) for i in looked):
+            skipped = set()  # nothing but blank frames: measured (and found too uniform)
     means = [m for m, _, _ in samples]
     resid = [d for _, d, _ in samples]
     flat = [f for _, _, f in samples]
     mean, d, flatness = np.concatenate(means), np.concatenate(resid), np.concatenate(flat)
     if mean.size < _MIN_PIXELS:
-        frames_in = np.stack([stack[i] for i in live])
-        saturated = float(np.mean(frames_in >= adc_max))
+        saturated = float(np.mean([np.mean(stack[i] >= adc_max) for i in looked]))
         if saturated > 0.05:
             raise NoiseEstimationError(
                 f"only {mean.size} usable pixels (need ≥ {_MIN_PIXELS}): {saturated:.0%} of "
@@ -269,5 +276,5 @@ def estimate_noise(
     # the darkest level the frames show (a bin of local means): the camera's zero-signal
     # level or a little above it, for the tables' dark-level shift (SignalSpec.max_dark_z)
     model = NoiseModel(a, b, "estimated", dark_adu=float(lv.min()))
-    return NoiseEstimate(model, lv, vr, int(ct.sum()), int(pick.size), slope_fitted,
+    return NoiseEstimate(model, lv, vr, int(ct.sum()), len(samples), slope_fitted,
                          tuple(sorted(skipped)))

@@ -242,9 +242,10 @@ def test_a_blank_or_foreign_frame_does_not_spoil_a_stacks_noise_estimate():
         est = estimate_noise(odd)
         # left out: the frame (and a neighbour whose only sampled pair was with it)
         assert k in est.frames_skipped and set(est.frames_skipped) <= {k - 1, k, k + 1}
-        # as close to the clean stack's as another choice of frame pairs gets
+        # as close to the clean stack's as another choice of frame pairs gets (the dark
+        # level's variance is the least certain: 128² frames hold few dark pixels)
         ratio = _sd_ratio(est.model, clean.model, levels)
-        assert np.all(np.abs(ratio - 1) < 0.1), (k, ratio)
+        assert np.all(np.abs(ratio - 1) < [0.2, 0.1, 0.1]), (k, ratio)
         assert abs(est.model.gain_e_per_adu / clean.model.gain_e_per_adu - 1) < 0.1
     pair = estimate_noise(np.stack([stack[0], np.zeros_like(stack[0])]))  # one frame left
     assert pair.frames_skipped == (1,) and pair.frames_used == 1
