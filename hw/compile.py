@@ -40,7 +40,7 @@ from fluorofpga.boards import Board, load_board
 from .build import HwBuildConfig, build
 from .finn_compat import boot_finn, require_vivado
 from .pixel_kernels import PixelKernelParams
-from .rtlsim import PATCH_DIR, _finn_rtllib, apply_patches
+from .rtlsim import PATCH_DIR, TEMPLATE_DIR, _finn_rtllib, apply_patches, render_template
 from .stitch import generate_accelerator, stitch_graph
 
 _UINT16_MAX = 65535
@@ -55,7 +55,6 @@ RESOURCE_KEYS = ("LUT", "BRAM_18K", "URAM", "DSP")
 MAX_UTILISATION = 0.85
 #: bisection steps when the target does not fit
 SEARCH_STEPS = 7
-TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
 class CompileError(ValueError):
@@ -352,8 +351,6 @@ def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelPar
     in simulation, not in this bitstream). A bundle whose pixels are no AXI DMA stream width
     (the SIM bundles) gets no board kernel: the script says why and builds nothing.
     """
-    import jinja2
-
     from .kernel import KERNEL_TOP, generate_kernel
     from .stitch import StitchError
 
@@ -377,9 +374,7 @@ def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelPar
     shutil.copytree(PATCH_DIR, folder / "patches")
     shutil.copy(net.graph, folder / "stitched.onnx")
     shutil.copy(res.out_dir / "build_config.json", folder / "build_config.json")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    (folder / "build_bitstream.py").write_text(env.get_template("build_bitstream.py.j2").render(
+    (folder / "build_bitstream.py").write_text(render_template("build_bitstream.py.j2",
         board=b.finn_board, board_name=b.name, fpga_part=b.fpga_part, clk_ns=b.clock_period_ns,
         name=BITSTREAM_NAME, net_top=NET_TOP, kernel_top=KERNEL_TOP if kernel else "",
         kernel_note=note, full_design=full))
@@ -390,8 +385,8 @@ def _vivado_folder(folder: Path, stitched: Any, res: Any, params: PixelKernelPar
         design_json.write_text(design_json.read_text().replace(root, ""))
     if kernel is not None:
         shutil.copy(TEMPLATE_DIR / "VIVADO_NOTES.md", folder / "NOTES.md")
-        (folder / "block_design.tcl").write_text(env.get_template("block_design.tcl.j2").render(
-            **block_design_vars(b, kernel, folder)))
+        (folder / "block_design.tcl").write_text(render_template(
+            "block_design.tcl.j2", **block_design_vars(b, kernel, folder)))
     return folder, note
 
 

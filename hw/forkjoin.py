@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from .rtlsim import render_template
+
 RTL_DIR = Path(__file__).parent / "rtl"
-TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "forkjoin_layer.sv.j2"
 #: generic FINN op -> our kernel
 KERNELS = {"DuplicateStreams": "stream_fork", "ElementwiseAdd": "stream_add"}
@@ -148,7 +149,6 @@ def generate_forkjoin_layer(model: Any, node: Any, code_dir: str | Path) -> Fork
     Raises:
         ForkJoinError: see :func:`kernel_parameters`.
     """
-    import jinja2
     from qonnx.custom_op.registry import getCustomOp
 
     kernel, params = kernel_parameters(model, node)
@@ -159,11 +159,9 @@ def generate_forkjoin_layer(model: Any, node: Any, code_dir: str | Path) -> Fork
         raise ForkJoinError(f"{node.name}: stream inputs {inputs}")
     code_dir = Path(code_dir)
     code_dir.mkdir(parents=True, exist_ok=True)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     wrapper = code_dir / f"{node.name}.sv"
-    wrapper.write_text(env.get_template(TEMPLATE).render(
-        name=node.name, op_type=node.op_type, kernel=kernel, params=params,
+    wrapper.write_text(render_template(
+        TEMPLATE, name=node.name, op_type=node.op_type, kernel=kernel, params=params,
         inputs=inputs, outputs=outputs))
     return ForkJoinLayer(name=node.name, op_type=node.op_type, kernel=kernel, params=params,
                          inputs=inputs, outputs=outputs,

