@@ -755,6 +755,8 @@ def load_calibration(path: PathLike) -> Calibration:
         )
     except (KeyError, TypeError) as exc:
         raise CalibrationError(f"{name}: incomplete calibration header ({exc})") from exc
+    except CalibrationError as exc:  # a map with NaN, a negative read noise, ...: which file
+        raise CalibrationError(f"{name}: {exc}") from None
 
 
 def calibrate(

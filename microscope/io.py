@@ -280,7 +280,8 @@ def _refuse_samples(name: str, axes: str, shape: Sequence[int]) -> None:
     if "S" in axes:
         planes = (" (if these are 3 or 4 frames of a stack, the file was saved as colour "
                   "planes: tifffile does so for such an array unless it is written with "
-                  "photometric='minisblack')") if axes.startswith("S") else ""
+                  "photometric='minisblack')") if "Y" in axes and axes.index("S") < axes.index(
+                      "Y") else ""  # separate colour planes before YX, not RGB pixels
         raise ImageFormatError(
             f"{name}: RGB/multi-sample image (axes {axes!r}, shape {tuple(shape)}); "
             "fluorofpga works on single-channel camera frames (one value per pixel): use "

@@ -259,6 +259,13 @@ def test_load_rejects_foreign_and_future_files(tmp_path, measured):
     np.savez(tmp_path / "future.npz", **arrays)
     with pytest.raises(CalibrationError, match="version 2"):
         load_calibration(tmp_path / "future.npz")
+    with np.load(tmp_path / "c.npz") as z:
+        arrays = dict(z)
+    arrays["offset_adu"] = arrays["offset_adu"].astype(np.float64)
+    arrays["offset_adu"][0, 0] = np.nan  # a damaged map: the file is named
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(CalibrationError, match=r"nan.npz: .*NaN"):
+        load_calibration(tmp_path / "nan.npz")
 
 
 def test_wrong_sensor_size_is_reported(measured):

@@ -318,6 +318,13 @@ def test_rgb_images_are_refused_with_the_axes_found(tmp_path):
     with pytest.raises(ImageFormatError, match="SYX") as info:
         read_image_meta(tmp_path / "planar.tif")
     assert "photometric='minisblack'" in str(info.value)  # how to save frames instead
+    with pytest.warns(DeprecationWarning):  # the same, two of them: the hint too
+        tifffile.imwrite(tmp_path / "planar4d.tif", np.zeros((2, 3, 64, 64), np.uint16))
+    with pytest.raises(ImageFormatError, match="QSYX.*photometric='minisblack'"):
+        read_image_meta(tmp_path / "planar4d.tif")
+    with pytest.raises(ImageFormatError) as info:
+        read_image_meta(tmp_path / "rgb.tif")
+    assert "minisblack" not in str(info.value)  # real RGB pixels: no such hint
 
 
 @pytest.mark.parametrize("axes", ["ZYX", "CYX", "TYX"])
