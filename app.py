@@ -895,6 +895,9 @@ def denoise(
             progress("denoise", i + 1, len(planes), "")
         counts = process.counts.to_dict()
     seconds = time.perf_counter() - t0
+    low = below_zero_level(noise, cal)
+    counts["below_zero_level"] = (0 if low is None else
+                                  int(sum(np.count_nonzero(p < low) for p in planes)))
     result = restored.reshape(stack.shape)
     if out_path.suffix.lower() == ".zarr":
         write_ome_zarr(out_path, result, overwrite=overwrite, meta=meta)
@@ -907,6 +910,25 @@ def denoise(
             "noise": noise_info, "counts": counts, "metadata": meta.as_dict(),
             "tables": {"max_adu_coded": bundle.tables(noise, adc_max).max_adu(),
                        "adc_max": adc_max}}
+
+
+#: read-noise standard deviations below the camera's zero level at which a pixel is no
+#: camera reading (a blank frame, data that lost the offset)
+BELOW_ZERO_SIGMAS = 6.0
+
+
+def below_zero_level(noise: Any, cal: Any = None) -> Any:
+    """The ADU below which a pixel cannot be a reading of this camera: its zero-signal
+    level minus :data:`BELOW_ZERO_SIGMAS` of its dark noise; per pixel (offset and read
+    noise maps) with a calibration, else one value; None when the dark level is unknown.
+    Such pixels are restored from the lowest input code; ``denoise`` counts them."""
+    if cal is not None:
+        sigma_map = np.maximum(np.asarray(cal.read_noise_adu, np.float64), 0.5)
+        return np.asarray(cal.offset_adu, np.float64) - BELOW_ZERO_SIGMAS * sigma_map
+    if noise.dark_adu is None:
+        return None
+    sigma = float(np.sqrt(max(float(noise.variance(noise.dark_adu)), 0.25)))
+    return noise.dark_adu - BELOW_ZERO_SIGMAS * sigma
 
 
 def _frames_noise(cal: Any, calibration: str | Path | None, planes: np.ndarray,

@@ -181,6 +181,12 @@ def _print_pixel_counts(r: dict) -> None:
                   f"~{r['tables']['max_adu_coded']:.0f} ADU (passed through) "
                   f"{c['above_range']}, network output at its limits {c['residual_at_limit']}, "
                   f"clipped to the output dtype {c['clipped_output']}")
+    below = c.get("below_zero_level", 0)
+    if below:
+        err.print(f"warning: {below} pixel(s) lie far below the camera's zero level (a "
+                  "blank or dropped frame, or data that lost the camera's offset): no camera "
+                  "reads so; they were restored from the lowest input code", markup=False,
+                  soft_wrap=True)
     passed = c["saturated"] + c["above_range"]
     if c["pixels"] and passed > PASS_THROUGH_WARN * c["pixels"]:
         err.print(f"warning: {passed / c['pixels']:.0%} of the pixels were passed through "

@@ -292,7 +292,7 @@ def test_cli_calibrate_then_denoise_another_camera(tmp_path):
     res = runner.invoke(cli, ["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"),
                               "--calibration", str(cal_path)])
     assert res.exit_code == 0, res.output
-    assert "calibration" in res.output
+    assert "calibration" in res.output and "zero level" not in res.output
     restored = read_tiff(tmp_path / "out.tif")
     assert psnr(truth, restored) > psnr(truth, noisy) + 6
     r = facade.denoise(tmp_path / "in.tif", tmp_path / "est.tif")  # no calibration file
@@ -495,7 +495,10 @@ def test_cli_denoise_names_a_blank_frame_and_warns_when_most_pixels_pass_through
         res = runner.invoke(cli, ["denoise", str(tmp_path / f"{name}.tif"),
                                   str(tmp_path / f"{name}_out.tif")])
         assert res.exit_code == 0, res.output
-    assert "left out frame(s) 2" in res.output and "warning" not in res.output
+    assert "left out frame(s) 2" in res.output and "passed through unrestored" not in res.output
+    # the blank frame itself is no camera reading: restored from the lowest code, counted
+    assert f"warning: {stack[2].size} pixel(s) lie far below the camera's zero level" in (
+        " ".join(res.output.split()))
     ref, got = read_tiff(tmp_path / "in_out.tif"), read_tiff(tmp_path / "blank_out.tif")
     kept = [0, 1, 3]
     assert np.abs(got[kept].astype(float) - ref[kept]).mean() < 0.5  # restored alike
@@ -504,3 +507,4 @@ def test_cli_denoise_names_a_blank_frame_and_warns_when_most_pixels_pass_through
                               "--adc-max", str(low)])
     assert res.exit_code == 0, res.output
     assert "warning:" in res.output and "passed through unrestored" in res.output
+    assert "far below the camera's zero level" not in res.output  # plain camera frames
