@@ -1750,7 +1750,7 @@ def export_bioimageio(
     ``calibration``, or estimated from ``frames`` (a stack of that camera's raw frames).
     Returns the validation summary of ``bioimageio.core``.
     """
-    from fluorofpga.microscope import NoiseModel, estimate_noise, load_calibration
+    from fluorofpga.microscope import NoiseModel, load_calibration
     from fluorofpga.models import export_bioimageio as export
     from fluorofpga.models import validate_bioimageio
 
@@ -1765,17 +1765,12 @@ def export_bioimageio(
     if calibration is not None:
         adc_max = _adc_max_for(calibration, np.dtype(np.uint16), adc_max)
         noise = NoiseModel.from_calibration(load_calibration(calibration))
+        noise_info = {**noise.to_dict(), "from": f"calibration {calibration}"}
     else:
         stack, _ = _read_input(frames)
         adc_max = _adc_max_for(frames, stack.dtype, adc_max)
-        try:
-            estimate = estimate_noise(stack.reshape(-1, *stack.shape[-2:]), adc_max=adc_max)
-        except ValueError as e:
-            raise type(e)(f"{frames}: {e}") from None
-        noise = estimate.model
-        noise_info = {**estimate.summary(), "from": f"estimated from {frames}"}
-    if calibration is not None:
-        noise_info = {**noise.to_dict(), "from": f"calibration {calibration}"}
+        noise, noise_info = _frames_noise(None, None, stack.reshape(-1, *stack.shape[-2:]),
+                                          Path(frames), adc_max)
     path = export(bundle.path, out, noise, name=f"fluorofpga {bundle.name}", adc_max=adc_max,
                   overwrite=overwrite)
     return {"path": str(path), "noise": noise_info, **validate_bioimageio(path)}
